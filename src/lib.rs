@@ -1,0 +1,12 @@
+//! strata: the Docker model (read-only layers, a writable layer, copy-on-write, whiteouts)
+//! on a userspace union filesystem served over FUSE.
+//!
+//! Folders show the architecture: `sys/` holds every `unsafe` syscall wrapper; `overlay/` is
+//! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
+//! command implementations behind `cli.rs`.
+
+pub mod cli;
+pub mod cmd;
+pub mod fuse;
+pub mod overlay;
+pub mod sys;

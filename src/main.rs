@@ -1,0 +1,29 @@
+//! The `strata` binary: parses the command line and runs a command.
+//!
+//! Also answers when called the way fuse-overlayfs is (`PROGRAM -o OPTS MOUNTPOINT` by
+//! containers-storage, `PROGRAM SOURCE MOUNTPOINT -o OPTS` by mount.fuse3): any first
+//! argument that is not a subcommand means `mount`.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use strata::cli::{Cli, Command};
+
+const SUBCOMMANDS: &[&str] = &["mount", "umount", "help"];
+
+fn main() {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        let flag = first.starts_with('-');
+        let implicit = first.starts_with("-o") || (!flag && !SUBCOMMANDS.contains(&first));
+        if implicit {
+            args.insert(1, OsString::from("mount"));
+        }
+    }
+    let cli = Cli::parse_from(args);
+    let code = match cli.command {
+        Command::Mount(a) => strata::cmd::mount::run(a),
+        Command::Umount(a) => strata::cmd::mount::umount(a),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,150 @@
+//! Attributes and extended attributes: getattr, setattr (chmod, chown, truncate, utimens),
+//! readlink, get/set/list/removexattr.
+//!
+//! Every change copies the object up first. Private `overlay.*` xattrs of the mount's
+//! namespace are invisible; a user name that collides with them is stored escaped.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use super::error::{err, FsResult, IoCtx};
+use super::Overlay;
+use crate::sys::fs::{self, Stat, TimeSpec};
+
+/// The fields of a setattr request (None = unchanged).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (truncate).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeSpec>,
+    /// New modification time.
+    pub mtime: Option<TimeSpec>,
+}
+
+impl Overlay {
+    /// Merged stat of `ino`; through the open file when `fh` is given (fstat).
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Stat> {
+        let node = self.nodes.get(ino)?;
+        if let Some(fd) = fh.and_then(|h| self.file_fd(h)) {
+            let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
+            let state = node.state()?.clone();
+            return Ok(self.merged_stat(ino, st, &state));
+        }
+        self.stat_node(&node)
+    }
+
+    /// Applies `a` (copying up first) and returns the new merged stat.
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, a: SetAttr) -> FsResult<Stat> {
+        self.check_writable()?;
+        let node = self.nodes.get(ino)?;
+        if let Some(size) = a.size {
+            if node.is_dir() {
+                return err(libc::EISDIR);
+            }
+            match fh.and_then(|h| self.writable_fd(h)) {
+                Some(fd) => fs::ftruncate(fd.as_fd(), size).ctx("ftruncate")?,
+                None => {
+                    self.copy_up(&node, size > 0)?;
+                    let (dir, name, _) = self.locate(&node)?;
+                    let fd = fs::openat(dir.as_fd(), &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+                        .ctx(format_args!("truncate {name:?}"))?;
+                    fs::ftruncate(fd.as_fd(), size).ctx(format_args!("truncate {name:?}"))?;
+                }
+            }
+        }
+        let meta = a.mode.is_some() || a.uid.is_some() || a.gid.is_some();
+        let times = a.atime.is_some() || a.mtime.is_some();
+        if meta || times {
+            self.copy_up(&node, true)?;
+            let (dir, name, _) = self.locate(&node)?;
+            if a.uid.is_some() || a.gid.is_some() {
+                fs::lchownat(dir.as_fd(), &name, a.uid.unwrap_or(u32::MAX), a.gid.unwrap_or(u32::MAX))
+                    .ctx(format_args!("chown {name:?}"))?;
+            }
+            if let Some(mode) = a.mode {
+                if node.kind != libc::S_IFLNK {
+                    fs::fchmodat(dir.as_fd(), &name, mode & 0o7777).ctx(format_args!("chmod {name:?}"))?;
+                }
+            }
+            if times {
+                fs::lutimensat(
+                    dir.as_fd(),
+                    &name,
+                    a.atime.unwrap_or(TimeSpec::Omit),
+                    a.mtime.unwrap_or(TimeSpec::Omit),
+                )
+                .ctx(format_args!("utimens {name:?}"))?;
+            }
+        }
+        self.stat_node(&node)
+    }
+
+    /// Target of a symlink.
+    pub fn readlink(&self, ino: u64) -> FsResult<OsString> {
+        let node = self.nodes.get(ino)?;
+        if node.kind != libc::S_IFLNK {
+            return err(libc::EINVAL);
+        }
+        let (dir, name, _) = self.locate(&node)?;
+        fs::readlinkat(dir.as_fd(), &name).ctx("readlink")
+    }
+
+    /// Value of xattr `name`.
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let real = self.layers.format.to_disk(name);
+        let (dir, n, _) = self.locate(&node)?;
+        match fs::getxattr(dir.as_fd(), &n, &real).ctx("getxattr")? {
+            Some(v) => Ok(v),
+            None => err(libc::ENODATA),
+        }
+    }
+
+    /// NUL-terminated names of the visible xattrs.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let node = self.nodes.get(ino)?;
+        let (dir, n, _) = self.locate(&node)?;
+        let mut out = Vec::new();
+        for x in fs::listxattr(dir.as_fd(), &n).ctx("listxattr")? {
+            if let Some(shown) = self.layers.format.from_disk(&x) {
+                out.extend_from_slice(shown.as_bytes());
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets xattr `name` (copying up first).
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.check_writable()?;
+        let node = self.nodes.get(ino)?;
+        self.copy_up(&node, true)?;
+        let real = self.layers.format.to_disk(name);
+        let (dir, n, _) = self.locate(&node)?;
+        fs::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")
+    }
+
+    /// Removes xattr `name` (copying up first).
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.check_writable()?;
+        let node = self.nodes.get(ino)?;
+        let real = self.layers.format.to_disk(name);
+        {
+            let (dir, n, _) = self.locate(&node)?;
+            if fs::getxattr(dir.as_fd(), &n, &real).ctx("getxattr")?.is_none() {
+                return err(libc::ENODATA);
+            }
+        }
+        self.copy_up(&node, true)?;
+        let (dir, n, _) = self.locate(&node)?;
+        fs::removexattr(dir.as_fd(), &n, &real).ctx("removexattr")
+    }
+}

@@ -1,0 +1,346 @@
+//! Changes to directory entries: create, mkdir, mknod, symlink, link, unlink, rmdir.
+//!
+//! New objects are made in the upper dir with the caller as owner; a name that hides a lower
+//! object gets a whiteout when removed; a directory made over a whiteout is opaque, so
+//! nothing from a removed lower directory comes back.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use super::error::{err, FsError, FsResult, IoCtx};
+use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt, OPAQUE_MARKER};
+use super::layers::remove_contents;
+use super::node::Node;
+use super::{Caller, Overlay};
+use crate::sys::fs::{self, Stat};
+
+/// What to make at a new name.
+#[derive(Clone, Copy, Debug)]
+pub enum NewObject<'a> {
+    /// Regular file, opened with `flags`.
+    File {
+        /// Permission bits.
+        mode: u32,
+        /// open(2) flags for the returned fd.
+        flags: i32,
+    },
+    /// Directory.
+    Dir {
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Device node, fifo or socket (`mode` includes the type).
+    Special {
+        /// Type and permission bits.
+        mode: u32,
+        /// Device number.
+        rdev: u64,
+    },
+    /// Symbolic link.
+    Symlink {
+        /// Link target.
+        target: &'a OsStr,
+    },
+    /// Hard link to an existing upper object.
+    Link {
+        /// Directory of the existing object.
+        dir: BorrowedFd<'a>,
+        /// Its name there.
+        name: &'a OsStr,
+    },
+}
+
+impl NewObject<'_> {
+    fn make(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<OwnedFd>> {
+        match *self {
+            NewObject::File { mode, flags } => {
+                let flags = (flags & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL))
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOFOLLOW;
+                fs::openat(dir, name, flags, mode).map(Some)
+            }
+            NewObject::Dir { mode } => fs::mkdirat(dir, name, mode).map(|_| None),
+            NewObject::Special { mode, rdev } => {
+                if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+                    // A user-made 0/0 device would read back as a whiteout.
+                    return Err(io::Error::from_raw_os_error(libc::EPERM));
+                }
+                fs::mknodat(dir, name, mode, rdev).map(|_| None)
+            }
+            NewObject::Symlink { target } => fs::symlinkat(target, dir, name).map(|_| None),
+            NewObject::Link { dir: sdir, name: sname } => {
+                fs::linkat(sdir, sname, dir, name).map(|_| None)
+            }
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        matches!(self, NewObject::Dir { .. })
+    }
+}
+
+impl Overlay {
+    /// Creates `obj` as `name` in directory `parent`; returns its merged inode and stat, and
+    /// the open fd for a new regular file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        caller: Caller,
+        obj: NewObject<'_>,
+    ) -> FsResult<(u64, Stat, Option<OwnedFd>)> {
+        self.check_writable()?;
+        if is_wh_marker(name) {
+            return err(libc::EINVAL);
+        }
+        let pnode = self.nodes.get(parent)?;
+        if self.find(&pnode, name)?.is_some() {
+            return err(libc::EEXIST);
+        }
+        let pfd = self.ensure_upper_dir(&pnode)?;
+        let xwh = pnode.state()?.xwhiteouts & 1 != 0;
+        let ust = match fs::lstatat(pfd.as_fd(), name) {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(e).ctx(format_args!("create {name:?}")),
+        };
+        let wh = whiteout_at(pfd.as_fd(), name, ust.as_ref(), xwh).ctx("whiteout probe")?;
+        if ust.is_some() && wh == WhiteoutAt::None {
+            return err(libc::EEXIST);
+        }
+        let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
+        let setgid = pst.st_mode & libc::S_ISGID != 0;
+        let gid = if setgid { pst.st_gid } else { caller.gid };
+        let obj = match obj {
+            NewObject::Dir { mode } if setgid => NewObject::Dir {
+                mode: mode | libc::S_ISGID,
+            },
+            o => o,
+        };
+        let fd = match wh {
+            WhiteoutAt::AtName => {
+                let work = self.work()?;
+                let tmp = self.tmp_name();
+                let fd = obj.make(work, &tmp).ctx(format_args!("create {name:?}"))?;
+                let placed = self
+                    .finish_new(&obj, work, &tmp, caller.uid, gid, true)
+                    .and_then(|_| {
+                        fs::renameat2(work, &tmp, pfd.as_fd(), name, libc::RENAME_EXCHANGE)
+                    });
+                match placed {
+                    Ok(()) => {
+                        let _ = fs::unlinkat(work, &tmp, 0);
+                    }
+                    Err(e) => {
+                        let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
+                        let _ = fs::unlinkat(work, &tmp, flag);
+                        return Err(FsError::from(e).ctx(format_args!("create {name:?} over whiteout")));
+                    }
+                }
+                fd
+            }
+            other => {
+                let fd = obj.make(pfd.as_fd(), name).ctx(format_args!("create {name:?}"))?;
+                let over = other == WhiteoutAt::WhFile;
+                if let Err(e) = self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over) {
+                    let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
+                    let _ = fs::unlinkat(pfd.as_fd(), name, flag);
+                    return Err(FsError::from(e).ctx(format_args!("create {name:?}")));
+                }
+                if over {
+                    fs::unlinkat(pfd.as_fd(), &wh_name(name), 0).ctx("remove .wh. file")?;
+                }
+                fd
+            }
+        };
+        self.invalidate_listing(parent);
+        let Some(found) = self.find(&pnode, name)? else {
+            return err(libc::ENOENT);
+        };
+        let (ino, st) = self.remember(found)?;
+        Ok((ino, st, fd))
+    }
+
+    /// Owner and (for a directory replacing a whiteout) opacity of a just-made object.
+    fn finish_new(
+        &self,
+        obj: &NewObject<'_>,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        over_whiteout: bool,
+    ) -> io::Result<()> {
+        if self.chown_new && !matches!(obj, NewObject::Link { .. }) {
+            fs::lchownat(dir, name, uid, gid)?;
+        }
+        if obj.is_dir() && over_whiteout {
+            self.set_opaque(dir, name)?;
+        }
+        Ok(())
+    }
+
+    /// Marks `dir`/`name` opaque in the mount's format.
+    pub(super) fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let x = self.layers.format.ns.name("opaque");
+        match fs::setxattr(dir, name, &x, b"y", 0) {
+            Ok(()) => Ok(()),
+            Err(e) if !self.layers.format.chardev_whiteouts => {
+                // No xattrs here: fall back to the OCI marker file.
+                let d = fs::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                fs::openat(d.as_fd(), OsStr::new(OPAQUE_MARKER), libc::O_CREAT | libc::O_WRONLY, 0o600)
+                    .map(drop)
+                    .map_err(|_| e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hard link: copies the object up once, then links the upper object.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<(u64, Stat)> {
+        let node = self.nodes.get(ino)?;
+        if node.is_dir() {
+            return err(libc::EPERM);
+        }
+        self.copy_up(&node, true)?;
+        let (sdir, sname, _) = self.locate(&node)?;
+        let obj = NewObject::Link {
+            dir: sdir.as_fd(),
+            name: &sname,
+        };
+        let caller = Caller { uid: 0, gid: 0 };
+        let (ino, st, _) = self.create(newparent, newname, caller, obj)?;
+        Ok((ino, st))
+    }
+
+    /// True if a lower layer below `parent` shows `name` (so removing it needs a whiteout).
+    pub(super) fn name_in_lowers(&self, parent: &Node, name: &OsStr) -> FsResult<bool> {
+        let mut ps = parent.state()?.clone();
+        ps.upper_fd = None;
+        ps.upper = false;
+        let tmp = Node::detached(parent.ino, ps);
+        Ok(self.find(&tmp, name)?.is_some())
+    }
+
+    /// Puts a whiteout at `name` (nothing there yet in the upper dir).
+    pub(super) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        if self.layers.format.chardev_whiteouts {
+            fs::mknodat(dir, name, libc::S_IFCHR, 0)
+        } else {
+            match fs::openat(dir, &wh_name(name), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600) {
+                Ok(_) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// Removes the upper object `name` (a directory holding only whiteouts, or a non-dir)
+    /// and, when `whiteout`, leaves a whiteout in its place, atomically where the format allows.
+    pub(super) fn remove_upper(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        is_dir: bool,
+        whiteout: bool,
+    ) -> io::Result<()> {
+        let work = self
+            .work()
+            .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+        if whiteout && self.layers.format.chardev_whiteouts {
+            let tmp = self.tmp_name();
+            fs::mknodat(work, &tmp, libc::S_IFCHR, 0)?;
+            let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
+            if let Err(e) = fs::renameat2(work, &tmp, dir, name, flags) {
+                let _ = fs::unlinkat(work, &tmp, 0);
+                return Err(e);
+            }
+            if is_dir {
+                return remove_tree(work, &tmp);
+            }
+            return Ok(());
+        }
+        if is_dir {
+            let tmp = self.tmp_name();
+            fs::renameat2(dir, name, work, &tmp, libc::RENAME_NOREPLACE)?;
+            remove_tree(work, &tmp)?;
+        } else {
+            fs::unlinkat(dir, name, 0)?;
+        }
+        if whiteout {
+            self.make_whiteout(dir, name)?;
+        }
+        Ok(())
+    }
+
+    /// unlink(2) in the merged view.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// rmdir(2) in the merged view.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
+        self.check_writable()?;
+        let pnode = self.nodes.get(parent)?;
+        let Some(f) = self.find(&pnode, name)? else {
+            return err(libc::ENOENT);
+        };
+        let is_dir = f.kind == libc::S_IFDIR;
+        match (dir, is_dir) {
+            (true, false) => return err(libc::ENOTDIR),
+            (false, true) => return err(libc::EISDIR),
+            _ => {}
+        }
+        if is_dir {
+            let probe = Node::detached(f.ino, f.state.clone());
+            if !self.dir_is_empty(&probe)? {
+                return err(libc::ENOTEMPTY);
+            }
+        }
+        let pfd = self.ensure_upper_dir(&pnode)?;
+        let whiteout = self.name_in_lowers(&pnode, name)?;
+        let what = format_args!("remove {name:?}");
+        if f.state.upper {
+            let ust = fs::lstatat(pfd.as_fd(), name).ctx(what)?;
+            if is_dir || ust.st_nlink <= 1 {
+                self.origins.remove(&ust.st_ino);
+            }
+            self.remove_upper(pfd.as_fd(), name, is_dir, whiteout).ctx(what)?;
+        } else {
+            self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
+        }
+        self.invalidate_listing(parent);
+        self.mark_unlinked(f.ino, parent, name, f.state.upper && !is_dir && f.stat.st_nlink > 1)?;
+        Ok(())
+    }
+
+    /// Records that `parent`/`name` no longer names node `ino`.
+    pub(super) fn mark_unlinked(&self, ino: u64, parent: u64, name: &OsStr, other_links: bool) -> FsResult<()> {
+        if let Some(n) = self.nodes.peek(ino) {
+            let mut st = n.state_mut()?;
+            if st.parent == parent && st.name == name && !other_links {
+                st.unlinked = true;
+                st.listing = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `dir`/`name` and everything below it.
+fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let st = fs::lstatat(dir, name)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let d = fs::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+        remove_contents(d.as_fd())?;
+        fs::unlinkat(dir, name, libc::AT_REMOVEDIR)
+    } else {
+        fs::unlinkat(dir, name, 0)
+    }
+}

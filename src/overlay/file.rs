@@ -1,0 +1,205 @@
+//! Open files and the data path: open (copying up on write or O_TRUNC), read, write, fsync,
+//! fallocate, lseek, copy_file_range.
+//!
+//! A handle owns a real fd. A read-only handle opened on a lower file before that file was
+//! copied up switches to the upper copy on its next read, as kernel overlayfs does, so
+//! writes through another handle are visible. No lock is held across I/O.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::dirops::NewObject;
+use super::error::{err, FsError, FsResult, IoCtx};
+use super::{Caller, Overlay};
+use crate::sys::fs::{self, Stat};
+
+/// An open regular file.
+#[derive(Debug)]
+pub struct OpenFile {
+    ino: u64,
+    fd: RwLock<Arc<OwnedFd>>,
+    on_upper: AtomicBool,
+    writable: bool,
+}
+
+/// open(2) flags passed on to the real file.
+const PASSED_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DIRECT
+    | libc::O_SYNC
+    | libc::O_DSYNC
+    | libc::O_TRUNC;
+
+impl OpenFile {
+    fn fd(&self) -> FsResult<Arc<OwnedFd>> {
+        self.fd
+            .read()
+            .map(|f| f.clone())
+            .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock poisoned"))
+    }
+}
+
+impl Overlay {
+    fn insert_file(&self, ino: u64, fd: OwnedFd, on_upper: bool, writable: bool) -> u64 {
+        let fh = self.handle_id();
+        self.files.insert(
+            fh,
+            Arc::new(OpenFile {
+                ino,
+                fd: RwLock::new(Arc::new(fd)),
+                on_upper: AtomicBool::new(on_upper),
+                writable,
+            }),
+        );
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+        match self.files.get(&fh) {
+            Some(h) => Ok(h.clone()),
+            None => err(libc::EBADF),
+        }
+    }
+
+    /// The current fd of handle `fh`, if it exists.
+    pub(super) fn file_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        self.handle(fh).ok().and_then(|h| h.fd().ok())
+    }
+
+    /// The fd of handle `fh` if it was opened for writing.
+    pub(super) fn writable_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        let h = self.handle(fh).ok()?;
+        if h.writable {
+            h.fd().ok()
+        } else {
+            None
+        }
+    }
+
+    /// Opens `ino`; writing or O_TRUNC copies it up first (O_TRUNC without its data).
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let node = self.nodes.get(ino)?;
+        if node.is_dir() {
+            return err(libc::EISDIR);
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        if writable || trunc {
+            self.check_writable()?;
+            self.copy_up(&node, !trunc)?;
+        }
+        let (dir, name, lay) = self.locate(&node)?;
+        let fd = fs::openat(dir.as_fd(), &name, (flags & PASSED_FLAGS) | libc::O_NOFOLLOW, 0)
+            .ctx(format_args!("open {name:?} in {lay:?}"))?;
+        Ok(self.insert_file(ino, fd, lay == super::layers::Lay::Upper, writable))
+    }
+
+    /// Creates and opens a regular file: (ino, stat, handle).
+    pub fn create_open(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        caller: Caller,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(u64, Stat, u64)> {
+        let flags = (flags & PASSED_FLAGS) | libc::O_CLOEXEC;
+        let (ino, st, fd) = self.create(parent, name, caller, NewObject::File { mode, flags })?;
+        let Some(fd) = fd else { return err(libc::EIO) };
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        Ok((ino, st, self.insert_file(ino, fd, true, writable)))
+    }
+
+    /// The fd to read through: switches a lower handle to the upper copy after copy-up.
+    fn read_fd(&self, h: &OpenFile) -> FsResult<Arc<OwnedFd>> {
+        if !h.on_upper.load(Ordering::Acquire) {
+            if let Some(node) = self.nodes.peek(h.ino) {
+                if node.state()?.upper {
+                    let (dir, name, _) = self.locate(&node)?;
+                    let fd = Arc::new(
+                        fs::openat(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+                            .ctx("reopen after copy-up")?,
+                    );
+                    let mut cur = h
+                        .fd
+                        .write()
+                        .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock"))?;
+                    *cur = fd.clone();
+                    h.on_upper.store(true, Ordering::Release);
+                    return Ok(fd);
+                }
+            }
+        }
+        h.fd()
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        let fd = self.read_fd(&h)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = fs::pread_full(fd.as_fd(), &mut buf, offset).ctx("read")?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` (appends on an O_APPEND handle).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return err(libc::EBADF);
+        }
+        let fd = h.fd()?;
+        fs::pwrite_all(fd.as_fd(), data, offset).ctx("write")
+    }
+
+    /// Closes a file handle.
+    pub fn release(&self, fh: u64) {
+        self.files.remove(&fh);
+    }
+
+    /// fsync/fdatasync of an open file.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        let fd = self.handle(fh)?.fd()?;
+        fs::fsync(fd.as_fd(), datasync).ctx("fsync")
+    }
+
+    /// fallocate(2) on an open file.
+    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return err(libc::EBADF);
+        }
+        fs::fallocate(h.fd()?.as_fd(), mode, offset, len).ctx("fallocate")
+    }
+
+    /// lseek(2) for SEEK_DATA/SEEK_HOLE (plain seeks are handled by the kernel).
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+        let h = self.handle(fh)?;
+        let fd = self.read_fd(&h)?;
+        fs::lseek(fd.as_fd(), offset, whence).ctx("lseek")
+    }
+
+    /// copy_file_range(2) between two open files of this mount.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<usize> {
+        let hin = self.handle(fh_in)?;
+        let hout = self.handle(fh_out)?;
+        if !hout.writable {
+            return err(libc::EBADF);
+        }
+        let fin = self.read_fd(&hin)?;
+        let fout = hout.fd()?;
+        let len = len.min(usize::MAX as u64) as usize;
+        fs::copy_file_range(fin.as_fd(), off_in, fout.as_fd(), off_out, len).ctx("copy_file_range")
+    }
+}

@@ -1,0 +1,262 @@
+//! The layer stack: opened, validated roots of the upper dir, the lower dirs and the workdir.
+//!
+//! Invariants checked once at mount: every layer is a directory; upper and workdir share one
+//! filesystem and neither lies inside the other or inside a lower dir; `<workdir>/work` exists
+//! and is empty. Also maps real inode numbers to unique merged ones (xino-style).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::format::{Format, XattrNs};
+use super::options::{MountOptions, WhiteoutStyle};
+use crate::sys::fs;
+
+/// Where an object lives: the upper dir or lower layer `i` (0 = topmost lower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lay {
+    /// The writable upper dir.
+    Upper,
+    /// Lower layer by index, top first.
+    Lower(u16),
+}
+
+/// One opened layer root.
+#[derive(Debug)]
+pub struct Layer {
+    /// Path the user gave (absolute).
+    pub path: PathBuf,
+    /// `O_PATH` fd of the layer root.
+    pub root: OwnedFd,
+    /// `st_dev` of the root.
+    pub dev: u64,
+    /// Index of the distinct filesystem (0 = upper's, or the first lower's).
+    fsidx: u64,
+}
+
+/// The whole stack.
+#[derive(Debug)]
+pub struct Layers {
+    /// Writable layer, if any.
+    pub upper: Option<Layer>,
+    /// Read-only layers, top first.
+    pub lowers: Vec<Layer>,
+    /// `<workdir>/work`, where copy-ups and whiteouts are prepared.
+    pub work: Option<OwnedFd>,
+    /// Private-xattr namespace and whiteout form chosen for this mount.
+    pub format: Format,
+    samefs: bool,
+}
+
+fn open_dir(kind: &str, path: &Path) -> Result<(OwnedFd, u64), String> {
+    let fd = fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| format!("{kind} {}: {e}", path.display()))?;
+    let st = fs::fstat(fd.as_fd()).map_err(|e| format!("{kind} {}: {e}", path.display()))?;
+    Ok((fd, st.st_dev))
+}
+
+fn canonical(kind: &str, p: &Path) -> Result<PathBuf, String> {
+    p.canonicalize()
+        .map_err(|e| format!("{kind} {}: {e}", p.display()))
+}
+
+/// True if `a` is `b` or lies below it.
+fn inside(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+/// Removes everything below `dir` (an fd), depth first, without following symlinks.
+pub fn remove_contents(dir: BorrowedFd<'_>) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let st = fs::lstatat(dir, &e.name)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let sub = fs::openat(dir, &e.name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+            remove_contents(sub.as_fd())?;
+            fs::unlinkat(dir, &e.name, libc::AT_REMOVEDIR)?;
+        } else {
+            fs::unlinkat(dir, &e.name, 0)?;
+        }
+    }
+    Ok(())
+}
+
+impl Layers {
+    /// Opens and validates every layer named in `opts`. Errors name the offending path.
+    pub fn open(opts: &MountOptions) -> Result<Layers, String> {
+        let mut lowers = Vec::new();
+        let mut lower_canon = Vec::new();
+        for p in &opts.lowerdirs {
+            let (root, dev) = open_dir("lowerdir", p)?;
+            lower_canon.push(canonical("lowerdir", p)?);
+            lowers.push(Layer {
+                path: p.clone(),
+                root,
+                dev,
+                fsidx: 0,
+            });
+        }
+        if lowers.len() > u16::MAX as usize {
+            return Err("too many lowerdirs".into());
+        }
+        let mut upper = None;
+        let mut work = None;
+        if let (Some(up), Some(wd)) = (&opts.upperdir, &opts.workdir) {
+            let (uroot, udev) = open_dir("upperdir", up)?;
+            let (wroot, wdev) = open_dir("workdir", wd)?;
+            if udev != wdev {
+                return Err(format!(
+                    "workdir {} is on another filesystem than upperdir {}",
+                    wd.display(),
+                    up.display()
+                ));
+            }
+            let uc = canonical("upperdir", up)?;
+            let wc = canonical("workdir", wd)?;
+            for (lc, lp) in lower_canon.iter().zip(&opts.lowerdirs) {
+                if inside(&uc, lc) || inside(lc, &uc) {
+                    return Err(format!(
+                        "upperdir {} and lowerdir {} overlap",
+                        up.display(),
+                        lp.display()
+                    ));
+                }
+                if inside(&wc, lc) {
+                    return Err(format!(
+                        "workdir {} is inside lowerdir {}",
+                        wd.display(),
+                        lp.display()
+                    ));
+                }
+            }
+            if inside(&uc, &wc) || inside(&wc, &uc) {
+                return Err(format!(
+                    "upperdir {} and workdir {} must be separate directories, neither inside the other",
+                    up.display(),
+                    wd.display()
+                ));
+            }
+            let workname = OsStr::new("work");
+            match fs::mkdirat(wroot.as_fd(), workname, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("workdir {}: creating work/: {e}", wd.display())),
+            }
+            let wfd = fs::openat(
+                wroot.as_fd(),
+                workname,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| format!("workdir {}/work: {e}", wd.display()))?;
+            remove_contents(wfd.as_fd())
+                .map_err(|e| format!("workdir {}/work: emptying it: {e}", wd.display()))?;
+            upper = Some(Layer {
+                path: up.clone(),
+                root: uroot,
+                dev: udev,
+                fsidx: 0,
+            });
+            work = Some(wfd);
+        }
+        let format = probe_format(opts, work.as_ref().map(|w| w.as_fd()));
+        let mut layers = Layers {
+            upper,
+            lowers,
+            work,
+            format,
+            samefs: true,
+        };
+        layers.number_filesystems();
+        Ok(layers)
+    }
+
+    fn number_filesystems(&mut self) {
+        let mut devs: Vec<u64> = Vec::new();
+        let all = self.upper.iter_mut().chain(self.lowers.iter_mut());
+        for l in all {
+            let idx = match devs.iter().position(|d| *d == l.dev) {
+                Some(i) => i,
+                None => {
+                    devs.push(l.dev);
+                    devs.len() - 1
+                }
+            };
+            l.fsidx = idx as u64;
+        }
+        self.samefs = devs.len() <= 1;
+    }
+
+    /// The layer behind `lay`.
+    pub fn get(&self, lay: Lay) -> Option<&Layer> {
+        match lay {
+            Lay::Upper => self.upper.as_ref(),
+            Lay::Lower(i) => self.lowers.get(i as usize),
+        }
+    }
+
+    /// Merged inode number for real inode `ino` found in layer `lay`: the real number when
+    /// all layers share one filesystem (as the kernel does), else the filesystem index in
+    /// the top bits so numbers from different filesystems never collide.
+    pub fn xino(&self, lay: Lay, ino: u64) -> u64 {
+        if self.samefs {
+            return ino;
+        }
+        let fsidx = self.get(lay).map(|l| l.fsidx).unwrap_or(0);
+        if ino >> 56 == 0 {
+            ino | (fsidx << 56)
+        } else {
+            // Rare huge inode numbers: fold, keeping the filesystem index distinct.
+            (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8) | (fsidx << 56)
+        }
+    }
+
+    /// True when the mount has no writable layer.
+    pub fn read_only(&self) -> bool {
+        self.upper.is_none()
+    }
+}
+
+/// Chooses the xattr namespace and whiteout form by trying them in the workdir.
+fn probe_format(opts: &MountOptions, work: Option<BorrowedFd<'_>>) -> Format {
+    let Some(work) = work else {
+        let ns = if crate::sys::process::euid() == 0 && !opts.userxattr {
+            XattrNs::Trusted
+        } else {
+            XattrNs::User
+        };
+        return Format {
+            ns,
+            chardev_whiteouts: true,
+        };
+    };
+    let ns = if opts.userxattr {
+        XattrNs::User
+    } else {
+        let probe = OsStr::new("trusted.overlay.strata-probe");
+        match fs::setxattr(work, OsStr::new(""), probe, b"1", 0) {
+            Ok(()) => {
+                let _ = fs::removexattr(work, OsStr::new(""), probe);
+                XattrNs::Trusted
+            }
+            Err(_) => XattrNs::User,
+        }
+    };
+    let chardev_whiteouts = match opts.whiteout {
+        WhiteoutStyle::Chardev => true,
+        WhiteoutStyle::WhFile => false,
+        WhiteoutStyle::Auto => {
+            let name = OsStr::new("#whiteout-probe");
+            match fs::mknodat(work, name, libc::S_IFCHR, 0) {
+                Ok(()) => {
+                    let _ = fs::unlinkat(work, name, 0);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    };
+    Format {
+        ns,
+        chardev_whiteouts,
+    }
+}

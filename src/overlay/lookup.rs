@@ -1,0 +1,324 @@
+//! Lookup through the stack: the topmost layer holding a name wins, a whiteout hides the name
+//! below it, an opaque directory stops the descent, a redirect moves it.
+//!
+//! Each layer costs one `fstatat` on the hit path; whiteout files and directory markers are
+//! probed only when a name is missing or a directory was found.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{err, FsResult, IoCtx};
+use super::format::{is_wh_marker, read_dir_meta, whiteout_at, WhiteoutAt};
+use super::layers::Lay;
+use super::node::{Node, NodeState};
+use super::{lay_bit, Overlay};
+use crate::sys::fs::{self, Stat};
+
+/// The result of a merged lookup, not yet in the node table.
+#[derive(Debug)]
+pub struct Found {
+    /// Merged inode.
+    pub ino: u64,
+    /// `S_IFMT` bits.
+    pub kind: u32,
+    /// Location and layers.
+    pub state: NodeState,
+    /// Real stat of the topmost object (not yet adjusted to the merged view).
+    pub stat: Stat,
+}
+
+fn missing(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG)
+    )
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
+    fs::openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
+/// Opens directory `path` below `root` one component at a time, never following a symlink,
+/// so a redirect can't leave the layer.
+fn open_beneath(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
+    let mut cur = root.try_clone_to_owned()?;
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => cur = open_dir_at(cur.as_fd(), n)?,
+            Component::CurDir | Component::RootDir => {}
+            _ => return Err(std::io::Error::from_raw_os_error(libc::EXDEV)),
+        }
+    }
+    Ok(cur)
+}
+
+/// Accumulates what the layers say about one name while walking down the stack.
+struct Walk {
+    top: Option<Stat>,
+    upper: bool,
+    lowers: Vec<Lay>,
+    upper_fd: Option<Arc<OwnedFd>>,
+    lower_fds: Vec<Arc<OwnedFd>>,
+    opaque: bool,
+    xwhiteouts: u64,
+    redirect: Option<OsString>,
+    /// Where the lower layers are searched for the object.
+    path: PathBuf,
+    /// `path` is still parent's lower path + name (so the parent's fds can be used).
+    natural: bool,
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Walk {
+    fn apply_redirect(&mut self, r: &OsStr, parent_path: &Path) {
+        let b = r.as_bytes();
+        self.path = if b.first() == Some(&b'/') {
+            PathBuf::from(OsStr::from_bytes(&b[1..]))
+        } else {
+            parent_path.join(r)
+        };
+        self.natural = false;
+    }
+
+    /// Examines `dir`/`name` in layer `lay`.
+    fn visit(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        lay: Lay,
+        xwh: bool,
+        parent_path: &Path,
+    ) -> FsResult<Step> {
+        let st = match fs::lstatat(dir, name) {
+            Ok(st) => st,
+            Err(e) if missing(&e) => {
+                return match whiteout_at(dir, name, None, xwh).ctx("whiteout probe")? {
+                    WhiteoutAt::None => Ok(Step::Continue),
+                    _ => Ok(Step::Stop),
+                };
+            }
+            Err(e) => return Err(e).ctx(format_args!("lookup {name:?}")),
+        };
+        if whiteout_at(dir, name, Some(&st), xwh).ctx("whiteout probe")? != WhiteoutAt::None {
+            return Ok(Step::Stop);
+        }
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if !is_dir {
+            if self.top.is_none() {
+                self.top = Some(st);
+                self.record(lay, None);
+            }
+            return Ok(Step::Stop);
+        }
+        if matches!(self.top, Some(t) if t.st_mode & libc::S_IFMT != libc::S_IFDIR) {
+            return Ok(Step::Stop);
+        }
+        let fd = open_dir_at(dir, name).ctx(format_args!("open dir {name:?}"))?;
+        let meta = read_dir_meta(fd.as_fd(), OsStr::new("")).ctx("dir markers")?;
+        if self.top.is_none() {
+            self.top = Some(st);
+        }
+        self.record(lay, Some(Arc::new(fd)));
+        if meta.xwhiteouts {
+            self.xwhiteouts |= lay_bit(lay);
+        }
+        if lay == Lay::Upper {
+            self.opaque = meta.opaque;
+            self.redirect = meta.redirect.clone();
+        }
+        if meta.opaque {
+            return Ok(Step::Stop);
+        }
+        if let Some(r) = meta.redirect {
+            self.apply_redirect(&r, parent_path);
+        }
+        Ok(Step::Continue)
+    }
+
+    fn record(&mut self, lay: Lay, fd: Option<Arc<OwnedFd>>) {
+        match lay {
+            Lay::Upper => {
+                self.upper = true;
+                self.upper_fd = fd;
+            }
+            l => {
+                self.lowers.push(l);
+                if let Some(fd) = fd {
+                    self.lower_fds.push(fd);
+                }
+            }
+        }
+    }
+}
+
+impl Overlay {
+    /// Merged lookup of `name` in directory `parent` without touching the node table.
+    pub fn find(&self, parent: &Node, name: &OsStr) -> FsResult<Option<Found>> {
+        if !parent.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        if is_wh_marker(name) || name.is_empty() || name == "." || name == ".." {
+            return Ok(None);
+        }
+        let ps = parent.state()?.clone();
+        if ps.unlinked {
+            return Ok(None);
+        }
+        let mut w = Walk {
+            top: None,
+            upper: false,
+            lowers: Vec::new(),
+            upper_fd: None,
+            lower_fds: Vec::new(),
+            opaque: false,
+            xwhiteouts: 0,
+            redirect: None,
+            path: ps.lower_path.join(name),
+            natural: true,
+        };
+        let mut stop = false;
+        if let Some(ufd) = &ps.upper_fd {
+            let xwh = ps.xwhiteouts & 1 != 0;
+            stop = matches!(w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path)?, Step::Stop);
+            if !w.upper && stop {
+                return Ok(None);
+            }
+        }
+        if !stop {
+            self.walk_lowers(&ps, name, &mut w)?;
+        }
+        let Some(top) = w.top else { return Ok(None) };
+        let kind = top.st_mode & libc::S_IFMT;
+        let ino = match (w.upper, w.lowers.first()) {
+            (true, _) => self.upper_ino(top.st_ino),
+            (false, Some(&l)) => self.layers.xino(l, top.st_ino),
+            (false, None) => return Ok(None),
+        };
+        let state = NodeState {
+            parent: parent.ino,
+            name: name.to_os_string(),
+            upper: w.upper,
+            lowers: w.lowers,
+            upper_fd: w.upper_fd,
+            lower_fds: w.lower_fds,
+            lower_path: w.path,
+            opaque: w.opaque,
+            xwhiteouts: w.xwhiteouts,
+            redirect: w.redirect,
+            unlinked: false,
+            listing: None,
+            dir_gen: 0,
+        };
+        Ok(Some(Found {
+            ino,
+            kind,
+            state,
+            stat: top,
+        }))
+    }
+
+    fn walk_lowers(&self, ps: &NodeState, name: &OsStr, w: &mut Walk) -> FsResult<()> {
+        for i in 0..self.layers.lowers.len() {
+            let lay = Lay::Lower(i as u16);
+            let xwh = ps.xwhiteouts & lay_bit(lay) != 0;
+            let step = if w.natural {
+                let Some(pos) = ps.lowers.iter().position(|l| *l == lay) else {
+                    continue;
+                };
+                let Some(dir) = ps.lower_fds.get(pos) else { continue };
+                w.visit(dir.as_fd(), name, lay, xwh, &ps.lower_path)?
+            } else {
+                let (parent_path, leaf) = match (w.path.parent(), w.path.file_name()) {
+                    (Some(p), Some(l)) => (p.to_path_buf(), l.to_os_string()),
+                    _ => return Ok(()),
+                };
+                let root = &self.layers.lowers[i].root;
+                let dir = match open_beneath(root.as_fd(), &parent_path) {
+                    Ok(d) => d,
+                    Err(e) if missing(&e) || e.raw_os_error() == Some(libc::ELOOP) => continue,
+                    Err(e) => return Err(e).ctx("redirect lookup"),
+                };
+                w.visit(dir.as_fd(), &leaf, lay, false, &parent_path)?
+            };
+            if matches!(step, Step::Stop) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kernel `lookup`: finds `name` in `parent`, records the node, returns its merged stat.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<(u64, Stat)> {
+        let p = self.nodes.get(parent)?;
+        let Some(f) = self.find(&p, name)? else {
+            return err(libc::ENOENT);
+        };
+        self.remember(f)
+    }
+
+    /// Puts a found object in the node table (one kernel reference) and returns its stat.
+    pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
+        let stat = self.merged_stat(f.ino, f.stat, &f.state);
+        let node = self.nodes.remember(f.ino, f.kind, f.state)?;
+        if node.kind != f.kind {
+            // The real inode number was reused for an object of another type while the
+            // kernel still held the old one: refuse rather than confuse the kernel's cache.
+            self.nodes.forget(f.ino, 1);
+            return err(libc::ESTALE);
+        }
+        Ok((f.ino, stat))
+    }
+
+    /// Where the real object of `node` is: (directory fd, name, layer). For a directory the
+    /// name is empty and the fd is the directory itself.
+    pub fn locate(&self, node: &Node) -> FsResult<(Arc<OwnedFd>, OsString, Lay)> {
+        let st = node.state()?;
+        if node.is_dir() {
+            if let Some(u) = &st.upper_fd {
+                return Ok((u.clone(), OsString::new(), Lay::Upper));
+            }
+            return match (st.lower_fds.first(), st.lowers.first()) {
+                (Some(fd), Some(l)) => Ok((fd.clone(), OsString::new(), *l)),
+                _ => err(libc::ENOENT),
+            };
+        }
+        if st.unlinked {
+            return err(libc::ENOENT);
+        }
+        let (pino, name, upper, lower) = (st.parent, st.name.clone(), st.upper, st.lowers.first().copied());
+        drop(st);
+        let parent = self.nodes.get(pino)?;
+        let ps = parent.state()?;
+        if upper {
+            return match &ps.upper_fd {
+                Some(u) => Ok((u.clone(), name, Lay::Upper)),
+                None => err(libc::ENOENT),
+            };
+        }
+        let Some(lay) = lower else { return err(libc::ENOENT) };
+        match ps.lowers.iter().position(|l| *l == lay).and_then(|i| ps.lower_fds.get(i)) {
+            Some(fd) => Ok((fd.clone(), name, lay)),
+            None => err(libc::ENOENT),
+        }
+    }
+
+    /// Merged stat of a node by its location.
+    pub fn stat_node(&self, node: &Node) -> FsResult<Stat> {
+        let (dir, name, _) = self.locate(node)?;
+        let st = fs::lstatat(dir.as_fd(), &name).ctx(format_args!("stat {name:?}"))?;
+        let state = node.state()?.clone();
+        Ok(self.merged_stat(node.ino, st, &state))
+    }
+}

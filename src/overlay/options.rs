@@ -1,0 +1,264 @@
+//! Mount option parsing: the kernel overlayfs / fuse-overlayfs `-o` syntax.
+//!
+//! Options are split on unescaped commas; `lowerdir` is split on unescaped colons (top layer
+//! first); a backslash escapes the next character. Relative paths are resolved from the
+//! current directory. Unknown options are kept as warnings, never errors, because
+//! containers-storage and mount(8) pass options meant for other programs.
+
+use std::path::{Path, PathBuf};
+
+/// How deletions are recorded in the upper dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhiteoutStyle {
+    /// Probe at mount: a 0/0 character device if mknod is permitted, else `.wh.` files.
+    Auto,
+    /// Kernel format: character device 0/0.
+    Chardev,
+    /// OCI/AUFS format: an empty `.wh.<name>` file.
+    WhFile,
+}
+
+/// Everything `strata mount -o` understood.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountOptions {
+    /// Lower layers, top first.
+    pub lowerdirs: Vec<PathBuf>,
+    /// Writable layer; `None` makes a read-only mount.
+    pub upperdir: Option<PathBuf>,
+    /// Scratch dir on the upper's filesystem.
+    pub workdir: Option<PathBuf>,
+    /// Whiteout format to write.
+    pub whiteout: WhiteoutStyle,
+    /// Force `user.overlay.*` xattrs (kernel `userxattr`).
+    pub userxattr: bool,
+    /// Skip fsync of copied-up data (kernel `volatile`).
+    pub volatile: bool,
+    /// Mount read-only even with an upper dir.
+    pub read_only: bool,
+    /// Let other users access the mount (defaults to on for root).
+    pub allow_other: Option<bool>,
+    /// Entry/attribute cache timeout in seconds.
+    pub timeout_secs: f64,
+    /// Number of request threads (0 = automatic).
+    pub threads: usize,
+    /// Options that were ignored, with the reason, for a warning line each.
+    pub warnings: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            lowerdirs: Vec::new(),
+            upperdir: None,
+            workdir: None,
+            whiteout: WhiteoutStyle::Auto,
+            userxattr: false,
+            volatile: false,
+            read_only: false,
+            allow_other: None,
+            timeout_secs: 60.0,
+            threads: 0,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Splits `s` on unescaped `sep`, keeping backslash escapes in the pieces.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            cur.push(c);
+            if let Some(n) = chars.next() {
+                cur.push(n);
+            }
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn absolute(p: &str, cwd: &Path) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// Options that belong to mount(8), the FUSE kernel module or SELinux and mean nothing here.
+const PASSED_THROUGH: &[&str] = &[
+    "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
+    "strictatime", "nodiratime", "diratime", "async", "sync", "dirsync", "auto", "noauto", "user",
+    "nouser", "users", "_netdev", "nofail", "default_permissions", "allow_root", "defaults",
+];
+
+/// Kernel overlayfs options whose behaviour strata always has (or ignores harmlessly).
+const KERNEL_OPTIONS: &[&str] = &[
+    "index", "redirect_dir", "xino", "metacopy", "nfs_export", "uuid", "verity",
+];
+
+impl MountOptions {
+    /// Parses one or more `-o` strings; `cwd` resolves relative paths.
+    pub fn parse<S: AsRef<str>>(opts: &[S], cwd: &Path) -> Result<Self, String> {
+        let mut o = MountOptions::default();
+        for group in opts {
+            for raw in split_escaped(group.as_ref(), ',') {
+                o.apply(&raw, cwd)?;
+            }
+        }
+        if o.lowerdirs.is_empty() {
+            return Err("no lowerdir= given".into());
+        }
+        match (&o.upperdir, &o.workdir) {
+            (Some(_), None) => return Err("upperdir= needs workdir=".into()),
+            (None, Some(_)) => {
+                o.warnings.push("workdir= without upperdir= is ignored".into());
+                o.workdir = None;
+            }
+            _ => {}
+        }
+        Ok(o)
+    }
+
+    fn apply(&mut self, raw: &str, cwd: &Path) -> Result<(), String> {
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let (key, value) = match raw.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (raw, None),
+        };
+        let need = |v: Option<&str>| -> Result<String, String> {
+            match v {
+                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                _ => Err(format!("option {key} needs a value")),
+            }
+        };
+        match key {
+            "lowerdir" => {
+                let v = need(value)?;
+                for part in split_escaped(&v, ':') {
+                    if part.is_empty() {
+                        return Err(format!("lowerdir={v}: empty layer path"));
+                    }
+                    self.lowerdirs.push(absolute(&unescape(&part), cwd));
+                }
+            }
+            "upperdir" => self.upperdir = Some(absolute(&unescape(&need(value)?), cwd)),
+            "workdir" => self.workdir = Some(absolute(&unescape(&need(value)?), cwd)),
+            "whiteout" => {
+                self.whiteout = match need(value)?.as_str() {
+                    "chardev" => WhiteoutStyle::Chardev,
+                    "wh" => WhiteoutStyle::WhFile,
+                    "auto" => WhiteoutStyle::Auto,
+                    other => return Err(format!("whiteout={other}: expected chardev, wh or auto")),
+                }
+            }
+            "userxattr" => self.userxattr = true,
+            "volatile" | "fsync=0" => self.volatile = true,
+            "ro" => self.read_only = true,
+            "allow_other" => self.allow_other = Some(true),
+            "noallow_other" => self.allow_other = Some(false),
+            "timeout" => {
+                let v = need(value)?;
+                self.timeout_secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .ok_or_else(|| format!("timeout={v}: expected seconds"))?;
+            }
+            "threads" => {
+                let v = need(value)?;
+                self.threads = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 256)
+                    .ok_or_else(|| format!("threads={v}: expected a number up to 256"))?;
+            }
+            "fsync" if value == Some("1") => self.volatile = false,
+            k if PASSED_THROUGH.contains(&k) => {}
+            k if KERNEL_OPTIONS.contains(&k) => {
+                if k == "redirect_dir" && matches!(value, Some("off") | Some("nofollow")) {
+                    self.warnings.push(format!(
+                        "{raw}: ignored, directory renames always use redirects"
+                    ));
+                }
+            }
+            _ => self.warnings.push(format!("unknown option {raw} ignored")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<MountOptions, String> {
+        MountOptions::parse(&[s], Path::new("/cwd"))
+    }
+
+    #[test]
+    fn lowerdir_top_first_with_escapes() {
+        let o = parse(r"lowerdir=/a:b\:c:/d\,e,upperdir=u,workdir=/w").unwrap();
+        assert_eq!(
+            o.lowerdirs,
+            vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/cwd/b:c"),
+                PathBuf::from("/d,e")
+            ]
+        );
+        assert_eq!(o.upperdir, Some(PathBuf::from("/cwd/u")));
+        assert_eq!(o.workdir, Some(PathBuf::from("/w")));
+    }
+
+    #[test]
+    fn unknown_and_empty_options_warn_not_fail() {
+        let o = parse("lowerdir=/l,,context=\"system_u:object_r\",volatile,rw,foo").unwrap();
+        assert!(o.volatile);
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
+        assert!(o.upperdir.is_none());
+    }
+
+    #[test]
+    fn missing_pieces_are_errors() {
+        assert!(parse("upperdir=/u,workdir=/w").is_err());
+        assert!(parse("lowerdir=/l,upperdir=/u").is_err());
+        assert!(parse("lowerdir=").is_err());
+        assert!(parse("lowerdir=/a::/b").is_err());
+        assert!(parse("lowerdir=/a,whiteout=bogus").is_err());
+        assert!(parse("lowerdir=/a,timeout=-1").is_err());
+    }
+
+    #[test]
+    fn whiteout_and_timeout() {
+        let o = parse("lowerdir=/a,whiteout=wh,timeout=0.5,threads=4").unwrap();
+        assert_eq!(o.whiteout, WhiteoutStyle::WhFile);
+        assert_eq!(o.timeout_secs, 0.5);
+        assert_eq!(o.threads, 4);
+    }
+}

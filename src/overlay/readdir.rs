@@ -1,0 +1,204 @@
+//! Merged readdir: every layer of a directory read once with getdents, whiteouts recognised
+//! from the listing, each visible name exactly once, cached per directory until it changes.
+//!
+//! Invariants: `d_ino` equals the `st_ino` a lookup reports; an open directory handle reads
+//! from the snapshot taken when it was opened (or rewound), so offsets are stable and an
+//! entry is never returned twice while the directory changes underneath.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+
+use super::error::{err, FsError, FsResult, IoCtx};
+use super::format::{is_chardev_whiteout, is_xattr_whiteout, OPAQUE_MARKER, WH_PREFIX};
+use super::layers::Lay;
+use super::node::{Node, NodeState};
+use super::{lay_bit, Overlay};
+use crate::sys::fs;
+
+/// One visible entry of a merged directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergedEntry {
+    /// Entry name.
+    pub name: OsString,
+    /// Merged inode (same as lookup's `st_ino`).
+    pub ino: u64,
+    /// `S_IFMT` bits.
+    pub kind: u32,
+}
+
+/// An open directory: the snapshot its offsets index into.
+#[derive(Debug)]
+pub struct DirHandle {
+    /// Directory node.
+    pub ino: u64,
+    entries: Mutex<Arc<Vec<MergedEntry>>>,
+}
+
+fn dtype_kind(d: u8) -> Option<u32> {
+    Some(match d {
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        _ => return None,
+    })
+}
+
+impl Overlay {
+    /// The merged listing of a directory node (without `.`/`..`), from cache if valid.
+    pub fn listing(&self, node: &Node) -> FsResult<Arc<Vec<MergedEntry>>> {
+        if !node.is_dir() {
+            return err(libc::ENOTDIR);
+        }
+        let (snapshot, gen) = {
+            let st = node.state()?;
+            if let Some(l) = &st.listing {
+                return Ok(l.clone());
+            }
+            (st.clone(), st.dir_gen)
+        };
+        let list = Arc::new(self.build_listing(&snapshot)?);
+        let mut st = node.state_mut()?;
+        if st.dir_gen == gen {
+            st.listing = Some(list.clone());
+        }
+        Ok(list)
+    }
+
+    fn build_listing(&self, st: &NodeState) -> FsResult<Vec<MergedEntry>> {
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut out = Vec::new();
+        let mut layers: Vec<(Lay, &std::os::fd::OwnedFd)> = Vec::new();
+        if let Some(u) = &st.upper_fd {
+            layers.push((Lay::Upper, u));
+        }
+        if !(st.upper && st.opaque) {
+            for (l, fd) in st.lowers.iter().zip(&st.lower_fds) {
+                layers.push((*l, fd));
+            }
+        }
+        for (lay, dir) in layers {
+            let xwh = st.xwhiteouts & lay_bit(lay) != 0;
+            let entries = fs::read_dir(dir.as_fd()).ctx(format_args!("readdir {lay:?}"))?;
+            for e in entries {
+                let b = e.name.as_bytes();
+                if b == OPAQUE_MARKER.as_bytes() {
+                    continue;
+                }
+                if let Some(target) = b.strip_prefix(WH_PREFIX) {
+                    seen.insert(OsStr::from_bytes(target).to_os_string());
+                    continue;
+                }
+                if seen.contains(&e.name) {
+                    continue;
+                }
+                let mut kind = dtype_kind(e.dtype);
+                let probe = kind.is_none()
+                    || kind == Some(libc::S_IFCHR)
+                    || (xwh && kind == Some(libc::S_IFREG));
+                if probe {
+                    let s = match fs::lstatat(dir.as_fd(), &e.name) {
+                        Ok(s) => s,
+                        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
+                        Err(err) => return Err(FsError::from(err).ctx("readdir stat")),
+                    };
+                    let whiteout = is_chardev_whiteout(&s)
+                        || (xwh && is_xattr_whiteout(dir.as_fd(), &e.name, &s).ctx("readdir")?);
+                    if whiteout {
+                        seen.insert(e.name);
+                        continue;
+                    }
+                    kind = Some(s.st_mode & libc::S_IFMT);
+                }
+                let ino = match lay {
+                    Lay::Upper => self.upper_ino(e.ino),
+                    l => self.layers.xino(l, e.ino),
+                };
+                seen.insert(e.name.clone());
+                out.push(MergedEntry {
+                    name: e.name,
+                    ino,
+                    kind: kind.unwrap_or(libc::S_IFREG),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a directory's cached listing after a change inside it.
+    pub fn invalidate_listing(&self, ino: u64) {
+        if let Some(n) = self.nodes.peek(ino) {
+            if let Ok(mut st) = n.state_mut() {
+                st.listing = None;
+                st.dir_gen = st.dir_gen.wrapping_add(1);
+            }
+        }
+    }
+
+    /// True if the merged directory has no visible entries.
+    pub fn dir_is_empty(&self, node: &Node) -> FsResult<bool> {
+        Ok(self.listing(node)?.is_empty())
+    }
+
+    fn snapshot(&self, node: &Node) -> FsResult<Arc<Vec<MergedEntry>>> {
+        let list = self.listing(node)?;
+        let parent = node.state()?.parent;
+        let mut v = Vec::with_capacity(list.len() + 2);
+        v.push(MergedEntry {
+            name: ".".into(),
+            ino: node.ino,
+            kind: libc::S_IFDIR,
+        });
+        v.push(MergedEntry {
+            name: "..".into(),
+            ino: parent,
+            kind: libc::S_IFDIR,
+        });
+        v.extend(list.iter().cloned());
+        Ok(Arc::new(v))
+    }
+
+    /// Opens a directory: returns a handle whose offsets index a fixed snapshot.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let node = self.nodes.get(ino)?;
+        let snap = self.snapshot(&node)?;
+        let fh = self.handle_id();
+        self.dirs.insert(
+            fh,
+            Arc::new(DirHandle {
+                ino,
+                entries: Mutex::new(snap),
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// Entries of handle `fh` from `offset` on (offset i means "after the i-th entry");
+    /// offset 0 re-reads the directory, like rewinddir.
+    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<(Arc<Vec<MergedEntry>>, usize)> {
+        let h = match self.dirs.get(&fh) {
+            Some(h) => h.clone(),
+            None => return err(libc::EBADF),
+        };
+        let mut entries = h
+            .entries
+            .lock()
+            .map_err(|_| FsError::errno(libc::EIO).ctx("dir handle lock"))?;
+        if offset == 0 {
+            let node = self.nodes.get(h.ino)?;
+            *entries = self.snapshot(&node)?;
+        }
+        Ok((entries.clone(), offset as usize))
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+}

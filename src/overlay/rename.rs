@@ -1,0 +1,218 @@
+//! rename(2) in the merged view, including directories that exist in a lower layer.
+//!
+//! A lower or merged directory is copied up alone (not its contents) and given an
+//! `overlay.redirect` naming where its lower dirs live (relative in the same parent,
+//! absolute otherwise), exactly as kernel redirect_dir does, so it never fails with EXDEV.
+//! A name that still shows a lower object after the move gets a whiteout.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use super::error::{err, FsError, FsResult, IoCtx};
+use super::format::{is_chardev_whiteout, is_wh_marker, wh_name};
+use super::layers::remove_contents;
+use super::lookup::Found;
+use super::node::Node;
+use super::Overlay;
+use crate::sys::fs;
+
+impl Overlay {
+    /// The table's node for a found object (at this name), or a stand-in if the kernel never
+    /// looked it up.
+    fn node_at(&self, f: &Found) -> FsResult<Arc<Node>> {
+        match self.nodes.peek(f.ino) {
+            Some(n) => {
+                let upper = n.state()?.upper;
+                if !upper {
+                    // Copy-up must happen at the name being renamed, not at another alias.
+                    self.nodes.relocate(&n, f.state.parent, f.state.name.clone())?;
+                }
+                Ok(n)
+            }
+            None => Ok(Arc::new(Node::detached(f.ino, f.state.clone()))),
+        }
+    }
+
+    fn bring_up(&self, n: &Node) -> FsResult<()> {
+        if n.is_dir() {
+            self.ensure_upper_dir(n).map(drop)
+        } else {
+            self.copy_up(n, true)
+        }
+    }
+
+    /// Gives a directory about to move the marker that keeps its lower view right: a
+    /// redirect if it has lower dirs, else opacity if the new parent has lower dirs.
+    fn prepare_dir_move(&self, n: &Node, samedir: bool, newparent: &Node) -> FsResult<()> {
+        let (ufd, lowers, redirect, lower_path, opaque) = {
+            let st = n.state()?;
+            let Some(u) = st.upper_fd.clone() else {
+                return err(libc::EIO);
+            };
+            (u, !st.lowers.is_empty(), st.redirect.clone(), st.lower_path.clone(), st.opaque)
+        };
+        if lowers {
+            if let Some(r) = &redirect {
+                if samedir || r.as_bytes().first() == Some(&b'/') {
+                    return Ok(());
+                }
+            }
+            let value: OsString = if samedir {
+                lower_path.file_name().unwrap_or_default().to_os_string()
+            } else {
+                let mut v = OsString::from("/");
+                v.push(lower_path.as_os_str());
+                v
+            };
+            let x = self.layers.format.ns.name("redirect");
+            fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, value.as_bytes(), 0).ctx("set redirect")?;
+            n.state_mut()?.redirect = Some(value);
+        } else if !opaque && !newparent.state()?.lowers.is_empty() {
+            let x = self.layers.format.ns.name("opaque");
+            fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, b"y", 0).ctx("set opaque")?;
+            n.state_mut()?.opaque = true;
+        }
+        Ok(())
+    }
+
+    /// rename(2) with `RENAME_NOREPLACE` / `RENAME_EXCHANGE`. `RENAME_WHITEOUT` is EINVAL,
+    /// as on kernel overlayfs: a user-visible 0/0 device can't be stored in an upper dir.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace) {
+            return err(libc::EINVAL);
+        }
+        if is_wh_marker(newname) {
+            return err(libc::EINVAL);
+        }
+        let _serial = self
+            .rename_lock
+            .lock()
+            .map_err(|_| FsError::errno(libc::EIO).ctx("rename lock poisoned"))?;
+        let pnode = self.nodes.get(parent)?;
+        let npnode = self.nodes.get(newparent)?;
+        let Some(src) = self.find(&pnode, name)? else {
+            return err(libc::ENOENT);
+        };
+        let dst = self.find(&npnode, newname)?;
+        let src_dir = src.kind == libc::S_IFDIR;
+        match &dst {
+            None if exchange => return err(libc::ENOENT),
+            Some(_) if noreplace => return err(libc::EEXIST),
+            Some(d) if d.ino == src.ino && !exchange => return Ok(()),
+            Some(d) if !exchange => {
+                let dst_dir = d.kind == libc::S_IFDIR;
+                if src_dir && !dst_dir {
+                    return err(libc::ENOTDIR);
+                }
+                if !src_dir && dst_dir {
+                    return err(libc::EISDIR);
+                }
+                if dst_dir && !self.dir_is_empty(&Node::detached(d.ino, d.state.clone()))? {
+                    return err(libc::ENOTEMPTY);
+                }
+            }
+            _ => {}
+        }
+        let pfd = self.ensure_upper_dir(&pnode)?;
+        let npfd = self.ensure_upper_dir(&npnode)?;
+        let snode = self.node_at(&src)?;
+        self.bring_up(&snode)?;
+        let dnode = match (&dst, exchange) {
+            (Some(d), true) => {
+                let n = self.node_at(d)?;
+                self.bring_up(&n)?;
+                Some(n)
+            }
+            _ => None,
+        };
+        let samedir = parent == newparent;
+        if src_dir {
+            self.prepare_dir_move(&snode, samedir, &npnode)?;
+        }
+        if let Some(d) = &dnode {
+            if d.is_dir() {
+                self.prepare_dir_move(d, samedir, &pnode)?;
+            }
+        }
+        let what = format_args!("rename {name:?} to {newname:?}");
+        if exchange {
+            fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, libc::RENAME_EXCHANGE).ctx(what)?;
+        } else {
+            let src_wh = self.name_in_lowers(&pnode, name)?;
+            let target = match fs::lstatat(npfd.as_fd(), newname) {
+                Ok(s) => Some(s),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+                Err(e) => return Err(e).ctx(what),
+            };
+            let target_is_wh = target.as_ref().map(is_chardev_whiteout).unwrap_or(false);
+            if let (Some(t), Some(d)) = (&target, &dst) {
+                if t.st_mode & libc::S_IFMT == libc::S_IFDIR && d.state.upper {
+                    // Merged-empty, but it may still hold whiteouts of lower entries.
+                    if let Some(fd) = &d.state.upper_fd {
+                        remove_contents(fd.as_fd()).ctx("clearing replaced directory")?;
+                    }
+                }
+            }
+            if target_is_wh && src_dir {
+                // A directory can't replace a non-dir: swap, then the whiteout sits at the
+                // old name, which is exactly right when the old name needs one.
+                fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, libc::RENAME_EXCHANGE)
+                    .ctx(what)?;
+                if !src_wh {
+                    fs::unlinkat(pfd.as_fd(), name, 0).ctx(what)?;
+                }
+            } else {
+                let atomic_wh = src_wh && self.layers.format.chardev_whiteouts;
+                let rflags = if atomic_wh { libc::RENAME_WHITEOUT } else { 0 };
+                let mut done_wh = atomic_wh;
+                match fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, rflags) {
+                    Ok(()) => {}
+                    Err(e) if atomic_wh && e.raw_os_error() == Some(libc::EINVAL) => {
+                        fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, 0).ctx(what)?;
+                        done_wh = false;
+                    }
+                    Err(e) => return Err(e).ctx(what),
+                }
+                if src_wh && !done_wh {
+                    self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
+                }
+            }
+            if target.is_none() {
+                match fs::unlinkat(npfd.as_fd(), &wh_name(newname), 0) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(e).ctx(what),
+                }
+            }
+            if let Some(d) = &dst {
+                if d.state.upper {
+                    if let Some(fd) = &d.state.upper_fd {
+                        if let Ok(s) = fs::fstat(fd.as_fd()) {
+                            self.origins.remove(&s.st_ino);
+                        }
+                    }
+                }
+                self.mark_unlinked(d.ino, newparent, newname, false)?;
+            }
+        }
+        self.nodes.relocate(&snode, newparent, newname.to_os_string())?;
+        if let Some(d) = &dnode {
+            self.nodes.relocate(d, parent, name.to_os_string())?;
+        }
+        self.invalidate_listing(parent);
+        self.invalidate_listing(newparent);
+        Ok(())
+    }
+}

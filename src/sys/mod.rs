@@ -1,0 +1,4 @@
+//! The only place with `unsafe` and raw libc calls: small safe wrappers, real errnos.
+
+pub mod fs;
+pub mod process;
