@@ -176,6 +176,9 @@ impl Overlay {
             fs::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
                 .ctx("open copied-up dir")?,
         );
+        // Like the kernel's origin-carrying copy-up: the parent now holds an entry whose
+        // merged st_ino is not its upper inode.
+        self.set_impure(&pfd)?;
         let real = fs::fstat(ufd.as_fd()).ctx("stat copied-up dir")?;
         self.origins.insert(real.st_ino, node.ino);
         let mut s = node.state_mut()?;

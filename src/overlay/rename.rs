@@ -6,7 +6,7 @@
 //! A name that still shows a lower object after the move gets a whiteout.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
@@ -43,9 +43,18 @@ impl Overlay {
         }
     }
 
+    /// Marks an upper dir "impure": the kernel recomputes `d_ino` only in such dirs, and a
+    /// moved directory with lower dirs keeps its lower `st_ino`, so kernel mounts of this
+    /// upper need the mark on its new parent.
+    pub(super) fn set_impure(&self, dir: &OwnedFd) -> FsResult<()> {
+        let imp = self.layers.format.ns.name("impure");
+        fs::setxattr(dir.as_fd(), OsStr::new(""), &imp, b"y", 0).ctx("set impure")
+    }
+
     /// Gives a directory about to move the marker that keeps its lower view right: a
     /// redirect if it has lower dirs, else opacity if the new parent has lower dirs.
     fn prepare_dir_move(&self, n: &Node, samedir: bool, newparent: &Node) -> FsResult<()> {
+        let nfd = self.ensure_upper_dir(newparent)?;
         let (ufd, lowers, redirect, lower_path, opaque) = {
             let st = n.state()?;
             let Some(u) = st.upper_fd.clone() else {
@@ -56,7 +65,7 @@ impl Overlay {
         if lowers {
             if let Some(r) = &redirect {
                 if samedir || r.as_bytes().first() == Some(&b'/') {
-                    return Ok(());
+                    return self.set_impure(&nfd);
                 }
             }
             let value: OsString = if samedir {
@@ -69,6 +78,7 @@ impl Overlay {
             let x = self.layers.format.ns.name("redirect");
             fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, value.as_bytes(), 0).ctx("set redirect")?;
             n.state_mut()?.redirect = Some(value);
+            self.set_impure(&nfd)?;
         } else if !opaque && !newparent.state()?.lowers.is_empty() {
             let x = self.layers.format.ns.name("opaque");
             fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, b"y", 0).ctx("set opaque")?;

@@ -590,3 +590,21 @@ pub fn removexattr(dir: BorrowedFd<'_>, name: &OsStr, xname: &OsStr) -> io::Resu
     })
     .map(drop)
 }
+
+/// `flock(2)`; `op` is `LOCK_SH`/`LOCK_EX`/`LOCK_UN`, optionally `| LOCK_NB`.
+pub fn flock(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// Sets (or tests, with `F_GETLK`) a whole-file POSIX record lock; returns the lock type
+/// the kernel reports back (`F_UNLCK` when `F_GETLK` finds no conflict).
+pub fn posix_lock(fd: BorrowedFd<'_>, cmd: i32, ltype: i32) -> io::Result<i32> {
+    // SAFETY: zeroed flock is valid; fields set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ltype as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: valid pointer to a flock struct.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl) })?;
+    Ok(fl.l_type as i32)
+}

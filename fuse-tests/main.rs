@@ -1,0 +1,7 @@
+//! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
+//! oracle) and strata; see `harness.rs`.
+
+mod harness;
+mod ops;
+mod semantics;
+mod snapshot;
