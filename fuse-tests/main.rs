@@ -1,6 +1,7 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
+mod data;
 mod harness;
 mod ops;
 mod semantics;

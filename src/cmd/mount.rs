@@ -16,7 +16,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 
 use super::fail;
 use crate::cli::{MountArgs, UmountArgs};
-use crate::fuse::StrataFs;
+use crate::fuse::{KernelInvalidator, StrataFs};
 use crate::overlay::layers::Layers;
 use crate::overlay::options::MountOptions;
 use crate::overlay::Overlay;
@@ -203,13 +203,14 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
     let root = process::euid() == 0;
-    let fs = StrataFs::new(core, ttl);
+    let fs = StrataFs::new(core.clone(), ttl);
     let mut session = match Session::new(fs, mountpoint, &fuse_config(opts, root)) {
         Ok(s) => s,
         Err(e) => {
             return report(notify.as_ref(), format!("mounting {}: {e}", mountpoint.display()));
         }
     };
+    core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
     let mut unmounter = session.unmount_callable();
     let mp: OsString = mountpoint.as_os_str().to_os_string();
     let spawned = std::thread::Builder::new()

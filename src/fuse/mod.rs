@@ -58,6 +58,19 @@ impl StrataFs {
     }
 }
 
+/// Sends attribute invalidations through the session's notifier.
+#[derive(Debug)]
+pub struct KernelInvalidator(pub fuser::Notifier);
+
+impl crate::overlay::Invalidate for KernelInvalidator {
+    fn attrs(&self, ino: u64) {
+        // Offset -1: attributes only, the page cache stays.
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), -1, 0) {
+            debug!("inval_inode {ino}: {e}");
+        }
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),

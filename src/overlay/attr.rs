@@ -38,7 +38,16 @@ impl Overlay {
             let state = node.state()?.clone();
             return Ok(self.merged_stat(ino, st, &state));
         }
-        self.stat_node(&node)
+        match self.stat_node(&node) {
+            Err(e) if e.errno == libc::ENOENT && node.state()?.unlinked => {
+                // Unlinked but still open: answer from any open handle, like fstat would.
+                let Some(fd) = self.open_fd_of(ino) else { return Err(e) };
+                let st = fs::fstat(fd.as_fd()).ctx("fstat unlinked")?;
+                let state = node.state()?.clone();
+                Ok(self.merged_stat(ino, st, &state))
+            }
+            other => other,
+        }
     }
 
     /// Applies `a` (copying up first) and returns the new merged stat.

@@ -135,6 +135,19 @@ fn copy_meta(
     )
 }
 
+/// Renames the prepared `work`/`tmp` to `dir`/`name` and puts back `dir`'s timestamps, as
+/// the kernel does: a copy-up is not a change of the parent.
+fn place(work: BorrowedFd<'_>, tmp: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let pst = fs::fstat(dir)?;
+    fs::renameat2(work, tmp, dir, name, libc::RENAME_NOREPLACE)?;
+    fs::lutimensat(
+        dir,
+        OsStr::new(""),
+        TimeSpec::At(pst.st_atime, pst.st_atime_nsec),
+        TimeSpec::At(pst.st_mtime, pst.st_mtime_nsec),
+    )
+}
+
 impl Overlay {
     /// Makes sure directory `node` exists in the upper dir (copying up parents first) and
     /// returns its upper fd.
@@ -167,7 +180,7 @@ impl Overlay {
         let tmp = self.tmp_name();
         fs::mkdirat(work, &tmp, 0o700).ctx("copy-up mkdir in workdir")?;
         let placed = copy_meta(self, &st, lower.as_fd(), OsStr::new(""), work, &tmp)
-            .and_then(|_| fs::renameat2(work, &tmp, pfd.as_fd(), &name, libc::RENAME_NOREPLACE));
+            .and_then(|_| place(work, &tmp, pfd.as_fd(), &name));
         if let Err(e) = placed {
             let _ = fs::unlinkat(work, &tmp, libc::AT_REMOVEDIR);
             return Err(FsError::from(e).ctx(format_args!("copy-up of directory {name:?}")));
@@ -181,9 +194,13 @@ impl Overlay {
         self.set_impure(&pfd)?;
         let real = fs::fstat(ufd.as_fd()).ctx("stat copied-up dir")?;
         self.origins.insert(real.st_ino, node.ino);
-        let mut s = node.state_mut()?;
-        s.upper = true;
-        s.upper_fd = Some(ufd.clone());
+        {
+            let mut s = node.state_mut()?;
+            s.upper = true;
+            s.upper_fd = Some(ufd.clone());
+        }
+        // A copied-up directory is now merged: its st_nlink changes to 1.
+        self.invalidate_attrs(node.ino);
         Ok(ufd)
     }
 
@@ -214,7 +231,7 @@ impl Overlay {
         let made = self.make_copy(&st, ldir.as_fd(), &lname, work, &tmp, with_data);
         let placed = made.and_then(|_| {
             copy_meta(self, &st, ldir.as_fd(), &lname, work, &tmp)?;
-            fs::renameat2(work, &tmp, pfd.as_fd(), &name, libc::RENAME_NOREPLACE)
+            place(work, &tmp, pfd.as_fd(), &name)
         });
         if let Err(e) = placed {
             let _ = fs::unlinkat(work, &tmp, 0);

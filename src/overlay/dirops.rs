@@ -111,6 +111,9 @@ impl Overlay {
             return err(libc::EEXIST);
         }
         let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
+        // Like the kernel: a new directory in a merged parent is made opaque, which spares
+        // every later lookup in it a probe of the lower layers.
+        let opaque_new = obj.is_dir() && !pnode.state()?.lowers.is_empty();
         let setgid = pst.st_mode & libc::S_ISGID != 0;
         let gid = if setgid { pst.st_gid } else { caller.gid };
         let obj = match obj {
@@ -144,7 +147,7 @@ impl Overlay {
             other => {
                 let fd = obj.make(pfd.as_fd(), name).ctx(format_args!("create {name:?}"))?;
                 let over = other == WhiteoutAt::WhFile;
-                if let Err(e) = self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over) {
+                if let Err(e) = self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over || opaque_new) {
                     let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
                     let _ = fs::unlinkat(pfd.as_fd(), name, flag);
                     return Err(FsError::from(e).ctx(format_args!("create {name:?}")));
@@ -163,7 +166,8 @@ impl Overlay {
         Ok((ino, st, fd))
     }
 
-    /// Owner and (for a directory replacing a whiteout) opacity of a just-made object.
+    /// Owner and (for a directory replacing a whiteout or in a merged parent) opacity of a
+    /// just-made object.
     fn finish_new(
         &self,
         obj: &NewObject<'_>,
@@ -171,12 +175,12 @@ impl Overlay {
         name: &OsStr,
         uid: u32,
         gid: u32,
-        over_whiteout: bool,
+        opaque: bool,
     ) -> io::Result<()> {
         if self.chown_new && !matches!(obj, NewObject::Link { .. }) {
             fs::lchownat(dir, name, uid, gid)?;
         }
-        if obj.is_dir() && over_whiteout {
+        if obj.is_dir() && opaque {
             self.set_opaque(dir, name)?;
         }
         Ok(())

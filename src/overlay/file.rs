@@ -69,6 +69,14 @@ impl Overlay {
         self.handle(fh).ok().and_then(|h| h.fd().ok())
     }
 
+    /// Any open fd of inode `ino` (for an unlinked file only its handles reach it).
+    pub(super) fn open_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.files
+            .iter()
+            .find(|h| h.ino == ino)
+            .and_then(|h| h.fd().ok())
+    }
+
     /// The fd of handle `fh` if it was opened for writing.
     pub(super) fn writable_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
         let h = self.handle(fh).ok()?;

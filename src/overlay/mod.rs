@@ -59,6 +59,15 @@ pub struct Overlay {
     volatile: bool,
     /// The server runs as root and must give new objects the caller's owner.
     chown_new: bool,
+    /// Tells the kernel to drop cached attributes the core changed behind its back.
+    invalidator: std::sync::OnceLock<Box<dyn Invalidate>>,
+}
+
+/// How the core tells the kernel that cached attributes of an inode are stale (for changes
+/// the kernel did not ask for, such as a directory becoming merged by copy-up).
+pub trait Invalidate: Send + Sync + std::fmt::Debug {
+    /// Drop cached attributes of `ino`.
+    fn attrs(&self, ino: u64);
 }
 
 /// Who is asking: the caller's credentials for new objects.
@@ -85,7 +94,19 @@ impl Overlay {
             rename_lock: Mutex::new(()),
             volatile,
             chown_new: crate::sys::process::euid() == 0,
+            invalidator: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the kernel cache invalidator (once the session exists).
+    pub fn set_invalidator(&self, inv: Box<dyn Invalidate>) {
+        let _ = self.invalidator.set(inv);
+    }
+
+    fn invalidate_attrs(&self, ino: u64) {
+        if let Some(inv) = self.invalidator.get() {
+            inv.attrs(ino);
+        }
     }
 
     fn handle_id(&self) -> u64 {
