@@ -1,8 +1,10 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
+mod cli;
 mod data;
 mod harness;
 mod ops;
 mod semantics;
 mod snapshot;
+mod stress;

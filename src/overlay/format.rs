@@ -83,7 +83,8 @@ impl Format {
             v.extend_from_slice(&b[esc.len()..]);
             return Some(OsString::from_vec(v));
         }
-        if self.is_private(b) {
+        // fuse-overlayfs' marker is read as opacity here, so it is private too.
+        if self.is_private(b) || b.starts_with(b"user.fuseoverlayfs.") {
             return None;
         }
         Some(xname.to_os_string())

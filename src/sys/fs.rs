@@ -6,7 +6,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// `struct stat` as the kernel returns it.
@@ -432,54 +432,64 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
 /// One raw directory entry from `getdents64`.
 #[derive(Clone, Debug)]
 pub struct DirEntry {
-    /// Entry name (never `.` or `..`).
+    /// Entry name (never `.` or `..` from [`read_dir`]).
     pub name: OsString,
     /// Inode number as the layer's filesystem reports it.
     pub ino: u64,
     /// `DT_*` type, `DT_UNKNOWN` on filesystems that don't report it.
     pub dtype: u8,
+    /// Directory offset of the next entry (what telldir would return after this one).
+    pub off: i64,
+}
+
+/// One `getdents64` call on an open (non-`O_PATH`) directory fd with a buffer of `bufsize`
+/// bytes; an empty result means end of directory. Includes `.` and `..`.
+pub fn getdents(fd: BorrowedFd<'_>, bufsize: usize) -> io::Result<Vec<DirEntry>> {
+    let mut buf = vec![0u8; bufsize.max(64)];
+    // SAFETY: buf is valid for buf.len() bytes; getdents64 writes at most that.
+    let n = retry(|| {
+        cvt_l(unsafe {
+            libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len())
+                as libc::ssize_t
+        })
+    })?;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 19 < n {
+        let ino = u64::from_ne_bytes(buf[pos..pos + 8].try_into().unwrap_or([0; 8]));
+        let off = i64::from_ne_bytes(buf[pos + 8..pos + 16].try_into().unwrap_or([0; 8]));
+        let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+        let dtype = buf[pos + 18];
+        if reclen == 0 || pos + reclen > n {
+            break;
+        }
+        let name_bytes = &buf[pos + 19..pos + reclen];
+        let len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+        out.push(DirEntry {
+            name: OsString::from_vec(name_bytes[..len].to_vec()),
+            ino,
+            dtype,
+            off,
+        });
+        pos += reclen;
+    }
+    Ok(out)
 }
 
 /// Reads a whole directory with `getdents64`, skipping `.` and `..`.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
     let fd = openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: buf is valid for buf.len() bytes; getdents64 writes at most that.
-        let n = retry(|| {
-            cvt_l(unsafe {
-                libc::syscall(
-                    libc::SYS_getdents64,
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                ) as libc::ssize_t
-            })
-        })?;
-        if n == 0 {
+        let batch = getdents(fd.as_fd(), 64 * 1024)?;
+        if batch.is_empty() {
             break;
         }
-        let mut pos = 0;
-        while pos + 19 < n {
-            let ino = u64::from_ne_bytes(buf[pos..pos + 8].try_into().unwrap_or([0; 8]));
-            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
-            let dtype = buf[pos + 18];
-            if reclen == 0 || pos + reclen > n {
-                break;
-            }
-            let name_bytes = &buf[pos + 19..pos + reclen];
-            let len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
-            let name = &name_bytes[..len];
-            if name != b"." && name != b".." {
-                out.push(DirEntry {
-                    name: OsString::from_vec(name.to_vec()),
-                    ino,
-                    dtype,
-                });
-            }
-            pos += reclen;
-        }
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|e| e.name.as_bytes() != b"." && e.name.as_bytes() != b".."),
+        );
     }
     Ok(out)
 }

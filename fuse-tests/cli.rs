@@ -1,0 +1,216 @@
+//! The `strata mount` command line: bad input, the calling conventions of containers-storage
+//! and mount(8), every way of unmounting, read-only mounts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use strata::cmd::mount::is_mountpoint;
+
+use crate::harness::{require_env, strata_bin, Mounted};
+use crate::ops::*;
+
+struct Dirs {
+    _t: tempfile::TempDir,
+    base: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    require_env();
+    let t = tempfile::Builder::new().prefix("strata-cli-").tempdir().unwrap();
+    let base = t.path().to_path_buf();
+    file(&base.join("lower/f"), "lower");
+    for d in ["upper", "work", "mnt"] {
+        dir(&base.join(d));
+    }
+    Dirs { _t: t, base }
+}
+
+fn listing(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir(p);
+    v.sort();
+    v
+}
+
+fn walkdir(p: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            out.push(e.path().display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.extend(walkdir(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// How many mounts are stacked at `p`.
+fn mounts_at(p: &Path) -> usize {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = p.display().to_string();
+    info.lines().filter(|l| l.split(' ').nth(4) == Some(want.as_str())).count()
+}
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(strata_bin()).args(args).output().unwrap()
+}
+
+fn opts(b: &Path) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        b.join("lower").display(),
+        b.join("upper").display(),
+        b.join("work").display()
+    )
+}
+
+/// Runs a mount that must fail: exit 1, a `strata: error:` line naming `needle`, nothing
+/// mounted, nothing created.
+fn must_fail(d: &Dirs, o: &str, needle: &str) {
+    let before = listing(&d.base);
+    let mnt = d.base.join("mnt");
+    let already = mounts_at(&mnt);
+    let out = strata(&["mount", "-o", o, mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{o}: {err}");
+    assert!(err.starts_with("strata: error: "), "{o}: {err}");
+    assert!(err.contains(needle), "{o}: error should name {needle}: {err}");
+    assert_eq!(mounts_at(&mnt), already, "{o}: something got mounted");
+    assert_eq!(before, listing(&d.base), "{o}: files were created");
+}
+
+#[test]
+fn bad_input_is_refused_cleanly() {
+    let d = dirs();
+    let b = &d.base;
+    let l = b.join("lower");
+    let (u, w) = (b.join("upper"), b.join("work"));
+    must_fail(&d, &format!("lowerdir={}/missing", b.display()), "missing");
+    must_fail(&d, &format!("lowerdir={}", l.join("f").display()), "lower/f");
+    must_fail(&d, &format!("lowerdir={},upperdir={}", l.display(), u.display()), "workdir");
+    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}/nowork", l.display(), u.display(), b.display()), "nowork");
+    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), l.display(), w.display()), "overlap");
+    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), u.display()), "separate");
+    must_fail(&d, &format!("{},whiteout=sometimes", opts(b)), "whiteout=sometimes");
+    must_fail(&d, "", "lowerdir");
+    // workdir on another filesystem than upperdir
+    let tmpfs = b.join("tmpfs");
+    dir(&tmpfs);
+    let ok = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs).status().unwrap();
+    assert!(ok.success());
+    let _guard = Mounted { path: tmpfs.clone() };
+    dir(&tmpfs.join("w"));
+    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), tmpfs.join("w").display()), "another filesystem");
+    // busy mountpoint
+    let m = b.join("mnt");
+    let first = strata(&["mount", "-o", &opts(b), m.to_str().unwrap()]);
+    assert!(first.status.success());
+    let _m = Mounted { path: m.clone() };
+    must_fail(&d, &opts(b), "busy");
+    // a mountpoint that does not exist
+    let out = strata(&["mount", "-o", &opts(b), b.join("nomnt").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!b.join("nomnt").exists());
+    // usage errors exit 2
+    assert_eq!(strata(&["mount"]).status.code(), Some(2));
+}
+
+fn daemon_pid(mnt: &Path) -> Option<i32> {
+    let want = mnt.display().to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmd.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        if args.first().map(|a| a.ends_with("strata")).unwrap_or(false) && args.iter().any(|a| *a == want) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_gone(mnt: &Path) {
+    for _ in 0..250 {
+        if !is_mountpoint(mnt) && daemon_pid(mnt).is_none() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} still mounted or its daemon still running", mnt.display());
+}
+
+fn check_live(mnt: &Path) {
+    assert!(is_mountpoint(mnt), "not mounted right after the command returned");
+    assert_eq!(read(&mnt.join("f")).unwrap(), "lower");
+}
+
+#[test]
+fn calling_conventions_and_unmount_paths() {
+    let d = dirs();
+    let b = &d.base;
+    let mnt = b.join("mnt");
+    let m = mnt.to_str().unwrap();
+    let o = opts(b);
+
+    // containers-storage: PROGRAM -o OPTS MOUNTPOINT (plus options meant for others)
+    let out = strata(&["-o", &format!("{o},context=\"system_u:object_r:container_file_t:s0\",volatile,"), m]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: unknown option context="));
+    check_live(&mnt);
+    let out = strata(&["umount", m]);
+    assert!(out.status.success());
+    wait_gone(&mnt);
+
+    // mount.fuse3 style: PROGRAM SOURCE MOUNTPOINT -o OPTS; unmounted by umount(8)
+    let out = strata(&["overlay", m, "-o", &format!("rw,nodev,{o}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_live(&mnt);
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_gone(&mnt);
+
+    // mount(8) through mount.fuse3 (`-t fuse PROGRAM#SOURCE`, the form of `-t fuse.strata`
+    // with the program named explicitly), unmounted by fusermount3 -u
+    let st = Command::new("mount")
+        .args(["-t", "fuse", &format!("{}#overlay", strata_bin()), m, "-o", &o])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    check_live(&mnt);
+    assert!(Command::new("fusermount3").args(["-u", m]).status().unwrap().success());
+    wait_gone(&mnt);
+
+    // SIGTERM to the daemon unmounts and exits 0
+    assert!(strata(&["mount", "-o", &o, m]).status.success());
+    check_live(&mnt);
+    let pid = daemon_pid(&mnt).expect("daemon pid");
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    wait_gone(&mnt);
+
+    // foreground mode with SIGINT
+    let mut child = Command::new(strata_bin()).args(["mount", "-f", "-o", &o, m]).spawn().unwrap();
+    for _ in 0..250 {
+        if is_mountpoint(&mnt) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_live(&mnt);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    wait_gone(&mnt);
+}
+
+#[test]
+fn read_only_mounts() {
+    let d = dirs();
+    let b = &d.base;
+    let mnt = b.join("mnt");
+    let lo = format!("lowerdir={}", b.join("lower").display());
+    assert!(strata(&["mount", "-o", &lo, mnt.to_str().unwrap()]).status.success());
+    let _g = Mounted { path: mnt.clone() };
+    assert_eq!(read(&mnt.join("f")).unwrap(), "lower");
+    assert_eq!(res(std::fs::write(mnt.join("f"), "x")), "EROFS");
+    assert_eq!(res(std::fs::write(mnt.join("new"), "x")), "EROFS");
+    assert_eq!(res(std::fs::remove_file(mnt.join("f"))), "EROFS");
+    assert_eq!(res(std::fs::create_dir(mnt.join("d"))), "EROFS");
+}
