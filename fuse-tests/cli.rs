@@ -17,7 +17,10 @@ struct Dirs {
 
 fn dirs() -> Dirs {
     require_env();
-    let t = tempfile::Builder::new().prefix("strata-cli-").tempdir().unwrap();
+    let t = tempfile::Builder::new()
+        .prefix("strata-cli-")
+        .tempdir()
+        .unwrap();
     let base = t.path().to_path_buf();
     file(&base.join("lower/f"), "lower");
     for d in ["upper", "work", "mnt"] {
@@ -49,7 +52,9 @@ fn walkdir(p: &Path) -> Vec<String> {
 fn mounts_at(p: &Path) -> usize {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let want = p.display().to_string();
-    info.lines().filter(|l| l.split(' ').nth(4) == Some(want.as_str())).count()
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .count()
 }
 
 fn strata(args: &[&str]) -> Output {
@@ -75,7 +80,10 @@ fn must_fail(d: &Dirs, o: &str, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{o}: {err}");
     assert!(err.starts_with("strata: error: "), "{o}: {err}");
-    assert!(err.contains(needle), "{o}: error should name {needle}: {err}");
+    assert!(
+        err.contains(needle),
+        "{o}: error should name {needle}: {err}"
+    );
     assert_eq!(mounts_at(&mnt), already, "{o}: something got mounted");
     assert_eq!(before, listing(&d.base), "{o}: files were created");
 }
@@ -87,21 +95,75 @@ fn bad_input_is_refused_cleanly() {
     let l = b.join("lower");
     let (u, w) = (b.join("upper"), b.join("work"));
     must_fail(&d, &format!("lowerdir={}/missing", b.display()), "missing");
-    must_fail(&d, &format!("lowerdir={}", l.join("f").display()), "lower/f");
-    must_fail(&d, &format!("lowerdir={},upperdir={}", l.display(), u.display()), "workdir");
-    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}/nowork", l.display(), u.display(), b.display()), "nowork");
-    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), l.display(), w.display()), "overlap");
-    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), u.display()), "separate");
-    must_fail(&d, &format!("{},whiteout=sometimes", opts(b)), "whiteout=sometimes");
+    must_fail(
+        &d,
+        &format!("lowerdir={}", l.join("f").display()),
+        "lower/f",
+    );
+    must_fail(
+        &d,
+        &format!("lowerdir={},upperdir={}", l.display(), u.display()),
+        "workdir",
+    );
+    must_fail(
+        &d,
+        &format!(
+            "lowerdir={},upperdir={},workdir={}/nowork",
+            l.display(),
+            u.display(),
+            b.display()
+        ),
+        "nowork",
+    );
+    must_fail(
+        &d,
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.display(),
+            l.display(),
+            w.display()
+        ),
+        "overlap",
+    );
+    must_fail(
+        &d,
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.display(),
+            u.display(),
+            u.display()
+        ),
+        "separate",
+    );
+    must_fail(
+        &d,
+        &format!("{},whiteout=sometimes", opts(b)),
+        "whiteout=sometimes",
+    );
     must_fail(&d, "", "lowerdir");
     // workdir on another filesystem than upperdir
     let tmpfs = b.join("tmpfs");
     dir(&tmpfs);
-    let ok = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs).status().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&tmpfs)
+        .status()
+        .unwrap();
     assert!(ok.success());
-    let _guard = Mounted { path: tmpfs.clone() };
+    let _guard = Mounted {
+        path: tmpfs.clone(),
+    };
     dir(&tmpfs.join("w"));
-    must_fail(&d, &format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), tmpfs.join("w").display()), "another filesystem");
+    must_fail(
+        &d,
+        &format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.display(),
+            u.display(),
+            tmpfs.join("w").display()
+        ),
+        "another filesystem",
+    );
     // busy mountpoint
     let m = b.join("mnt");
     let first = strata(&["mount", "-o", &opts(b), m.to_str().unwrap()]);
@@ -119,10 +181,17 @@ fn bad_input_is_refused_cleanly() {
 fn daemon_pid(mnt: &Path) -> Option<i32> {
     let want = mnt.display().to_string();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let args: Vec<String> = cmd.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-        if args.first().map(|a| a.ends_with("strata")).unwrap_or(false) && args.iter().any(|a| *a == want) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        if args.first().map(|a| a.ends_with("strata")).unwrap_or(false) && args.contains(&want) {
             return Some(pid);
         }
     }
@@ -136,11 +205,17 @@ fn wait_gone(mnt: &Path) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{} still mounted or its daemon still running", mnt.display());
+    panic!(
+        "{} still mounted or its daemon still running",
+        mnt.display()
+    );
 }
 
 fn check_live(mnt: &Path) {
-    assert!(is_mountpoint(mnt), "not mounted right after the command returned");
+    assert!(
+        is_mountpoint(mnt),
+        "not mounted right after the command returned"
+    );
     assert_eq!(read(&mnt.join("f")).unwrap(), "lower");
 }
 
@@ -153,8 +228,16 @@ fn calling_conventions_and_unmount_paths() {
     let o = opts(b);
 
     // containers-storage: PROGRAM -o OPTS MOUNTPOINT (plus options meant for others)
-    let out = strata(&["-o", &format!("{o},context=\"system_u:object_r:container_file_t:s0\",volatile,"), m]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = strata(&[
+        "-o",
+        &format!("{o},context=\"system_u:object_r:container_file_t:s0\",volatile,"),
+        m,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: unknown option context="));
     check_live(&mnt);
     let out = strata(&["umount", m]);
@@ -163,7 +246,11 @@ fn calling_conventions_and_unmount_paths() {
 
     // mount.fuse3 style: PROGRAM SOURCE MOUNTPOINT -o OPTS; unmounted by umount(8)
     let out = strata(&["overlay", m, "-o", &format!("rw,nodev,{o}")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check_live(&mnt);
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_gone(&mnt);
@@ -171,23 +258,41 @@ fn calling_conventions_and_unmount_paths() {
     // mount(8) through mount.fuse3 (`-t fuse PROGRAM#SOURCE`, the form of `-t fuse.strata`
     // with the program named explicitly), unmounted by fusermount3 -u
     let st = Command::new("mount")
-        .args(["-t", "fuse", &format!("{}#overlay", strata_bin()), m, "-o", &o])
+        .args([
+            "-t",
+            "fuse",
+            &format!("{}#overlay", strata_bin()),
+            m,
+            "-o",
+            &o,
+        ])
         .status()
         .unwrap();
     assert!(st.success());
     check_live(&mnt);
-    assert!(Command::new("fusermount3").args(["-u", m]).status().unwrap().success());
+    assert!(Command::new("fusermount3")
+        .args(["-u", m])
+        .status()
+        .unwrap()
+        .success());
     wait_gone(&mnt);
 
     // SIGTERM to the daemon unmounts and exits 0
     assert!(strata(&["mount", "-o", &o, m]).status.success());
     check_live(&mnt);
     let pid = daemon_pid(&mnt).expect("daemon pid");
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     wait_gone(&mnt);
 
     // foreground mode with SIGINT
-    let mut child = Command::new(strata_bin()).args(["mount", "-f", "-o", &o, m]).spawn().unwrap();
+    let mut child = Command::new(strata_bin())
+        .args(["mount", "-f", "-o", &o, m])
+        .spawn()
+        .unwrap();
     for _ in 0..250 {
         if is_mountpoint(&mnt) {
             break;
@@ -195,7 +300,11 @@ fn calling_conventions_and_unmount_paths() {
         std::thread::sleep(Duration::from_millis(20));
     }
     check_live(&mnt);
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
     wait_gone(&mnt);
 }
@@ -206,7 +315,9 @@ fn read_only_mounts() {
     let b = &d.base;
     let mnt = b.join("mnt");
     let lo = format!("lowerdir={}", b.join("lower").display());
-    assert!(strata(&["mount", "-o", &lo, mnt.to_str().unwrap()]).status.success());
+    assert!(strata(&["mount", "-o", &lo, mnt.to_str().unwrap()])
+        .status
+        .success());
     let _g = Mounted { path: mnt.clone() };
     assert_eq!(read(&mnt.join("f")).unwrap(), "lower");
     assert_eq!(res(std::fs::write(mnt.join("f"), "x")), "EROFS");

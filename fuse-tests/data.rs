@@ -4,11 +4,12 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use strata::sys::fs as sfs;
 use strata::sys::mman::Mapping;
+use strata::sys::xattr as sx;
 
 use crate::harness::scenario;
 use crate::ops::*;
@@ -27,7 +28,9 @@ fn lowers(base: &Path) -> Vec<PathBuf> {
     set_xattr(&l.join("xattrs"), "user.color", b"blue").unwrap();
     set_xattr(&l.join("xattrs"), "trusted.note", b"t").unwrap();
     // security.capability v2 for cap_net_raw.
-    let cap: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let cap: [u8; 20] = [
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     set_xattr(&l.join("xattrs"), "security.capability", &cap).unwrap();
     std::os::unix::fs::symlink("plain", l.join("sym")).unwrap();
     mknod(&l.join("fifo"), libc::S_IFIFO | 0o640, 0).unwrap();
@@ -55,17 +58,38 @@ fn copy_up_every_type_keeps_metadata() {
     scenario("copyup-meta", &lowers, &|m| {
         let own = |u, g| std::os::unix::fs::lchown(j(m, "sym"), Some(u), Some(g));
         vec![
-            step("chown owned", std::os::unix::fs::chown(j(m, "owned"), Some(1234), None)),
+            step(
+                "chown owned",
+                std::os::unix::fs::chown(j(m, "owned"), Some(1234), None),
+            ),
             format!("owned after chown: {}", times(&j(m, "owned"))),
             step("lchown symlink", own(7, 8)),
             format!("symlink times: {}", times(&j(m, "sym"))),
-            step("chmod fifo", std::fs::set_permissions(j(m, "fifo"), std::os::unix::fs::PermissionsExt::from_mode(0o600))),
+            step(
+                "chmod fifo",
+                std::fs::set_permissions(
+                    j(m, "fifo"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                ),
+            ),
             format!("fifo times: {}", times(&j(m, "fifo"))),
-            step("chown device", std::os::unix::fs::chown(j(m, "null"), Some(5), Some(5))),
-            step("setxattr on file", set_xattr(&j(m, "xattrs"), "user.more", b"1")),
+            step(
+                "chown device",
+                std::os::unix::fs::chown(j(m, "null"), Some(5), Some(5)),
+            ),
+            step(
+                "setxattr on file",
+                set_xattr(&j(m, "xattrs"), "user.more", b"1"),
+            ),
             val("xattrs after copy-up", list_xattr(&j(m, "xattrs"))),
-            val("capability kept", get_xattr(&j(m, "xattrs"), "security.capability").map(|v| v.len())),
-            step("touch file in lower dir", std::fs::write(j(m, "dir/sub/new"), "n")),
+            val(
+                "capability kept",
+                get_xattr(&j(m, "xattrs"), "security.capability").map(|v| v.len()),
+            ),
+            step(
+                "touch file in lower dir",
+                std::fs::write(j(m, "dir/sub/new"), "n"),
+            ),
             format!("copied-up parent keeps times: {}", times(&j(m, "dir"))),
             val("dir xattr", get_xattr(&j(m, "dir"), "user.dirattr")),
             step("utimensat ns", {
@@ -82,19 +106,49 @@ fn copy_up_every_type_keeps_metadata() {
 fn copy_up_data_holes_and_truncate() {
     scenario("copyup-data", &lowers, &|m| {
         let mut log = Vec::new();
-        let f = std::fs::OpenOptions::new().append(true).open(j(m, "sparse"));
-        log.push(step("append to sparse", f.and_then(|mut f| f.write_all(b"!"))));
-        log.push(val("sparse size", std::fs::metadata(j(m, "sparse")).map(|m| m.len())));
-        log.push(step("O_TRUNC open", std::fs::OpenOptions::new().write(true).truncate(true).open(j(m, "big"))));
-        log.push(val("size after O_TRUNC", std::fs::metadata(j(m, "big")).map(|m| m.len())));
-        log.push(step("truncate(2) to 5", std::fs::OpenOptions::new().write(true).open(j(m, "plain")).and_then(|f| f.set_len(5))));
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(j(m, "sparse"));
+        log.push(step(
+            "append to sparse",
+            f.and_then(|mut f| f.write_all(b"!")),
+        ));
+        log.push(val(
+            "sparse size",
+            std::fs::metadata(j(m, "sparse")).map(|m| m.len()),
+        ));
+        log.push(step(
+            "O_TRUNC open",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(j(m, "big")),
+        ));
+        log.push(val(
+            "size after O_TRUNC",
+            std::fs::metadata(j(m, "big")).map(|m| m.len()),
+        ));
+        log.push(step(
+            "truncate(2) to 5",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(j(m, "plain"))
+                .and_then(|f| f.set_len(5)),
+        ));
         log.push(val("read", read(&j(m, "plain"))));
         log.push(step("truncate path grow", {
             let (d, n) = at(&j(m, "owned"));
-            sfs::openat(d.as_fd(), &n, libc::O_WRONLY, 0).and_then(|f| sfs::ftruncate(f.as_fd(), 100))
+            sfs::openat(d.as_fd(), &n, libc::O_WRONLY, 0)
+                .and_then(|f| sfs::ftruncate(f.as_fd(), 100))
         }));
-        log.push(val("size", std::fs::metadata(j(m, "owned")).map(|m| m.len())));
-        log.push(val("mode after write (suid kept by root)", std::fs::metadata(j(m, "owned")).map(|m| format!("{:o}", m.mode() & 0o7777))));
+        log.push(val(
+            "size",
+            std::fs::metadata(j(m, "owned")).map(|m| m.len()),
+        ));
+        log.push(val(
+            "mode after write (suid kept by root)",
+            std::fs::metadata(j(m, "owned")).map(|m| format!("{:o}", m.mode() & 0o7777)),
+        ));
         log
     });
 }
@@ -104,19 +158,29 @@ fn data_operations() {
     scenario("data-ops", &lowers, &|m| {
         let mut log = Vec::new();
         // O_APPEND
-        let mut f = std::fs::OpenOptions::new().append(true).open(j(m, "plain")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(j(m, "plain"))
+            .unwrap();
         f.write_all(b"appended\n").unwrap();
         drop(f);
         log.push(val("after append", read(&j(m, "plain"))));
         // shared mmap write visible to read(2)
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(j(m, "plain")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(j(m, "plain"))
+            .unwrap();
         {
             let mut map = Mapping::new(f.as_fd(), 5, true, true).unwrap();
             map.as_mut_slice().copy_from_slice(b"LOWER");
             map.flush().unwrap();
         }
         let mut s = String::new();
-        std::fs::File::open(j(m, "plain")).unwrap().read_to_string(&mut s).unwrap();
+        std::fs::File::open(j(m, "plain"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         log.push(format!("after shared mmap: {s:?}"));
         // private mmap does not write back
         {
@@ -130,17 +194,45 @@ fn data_operations() {
         log.push(format!("mmap read: {:?}", &map.as_slice()[16..32]));
         drop(map);
         // fallocate + SEEK_DATA/SEEK_HOLE
-        let h = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(j(m, "alloc")).unwrap();
+        let h = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(j(m, "alloc"))
+            .unwrap();
         log.push(step("fallocate", sfs::fallocate(h.as_fd(), 0, 0, 1 << 20)));
-        log.push(step("punch hole", sfs::fallocate(h.as_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 0, 4096)));
+        log.push(step(
+            "punch hole",
+            sfs::fallocate(
+                h.as_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                4096,
+            ),
+        ));
         log.push(val("size", h.metadata().map(|m| m.len())));
         let sp = std::fs::File::open(j(m, "sparse")).unwrap();
-        log.push(val("SEEK_DATA from 8k", sfs::lseek(sp.as_fd(), 8192, libc::SEEK_DATA)));
-        log.push(val("SEEK_HOLE from 0", sfs::lseek(sp.as_fd(), 0, libc::SEEK_HOLE)));
+        log.push(val(
+            "SEEK_DATA from 8k",
+            sfs::lseek(sp.as_fd(), 8192, libc::SEEK_DATA),
+        ));
+        log.push(val(
+            "SEEK_HOLE from 0",
+            sfs::lseek(sp.as_fd(), 0, libc::SEEK_HOLE),
+        ));
         // copy_file_range
         let src = std::fs::File::open(j(m, "big")).unwrap();
-        let dst = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(j(m, "copy")).unwrap();
-        log.push(val("copy_file_range", sfs::copy_file_range(src.as_fd(), 16, dst.as_fd(), 0, 32)));
+        let dst = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(j(m, "copy"))
+            .unwrap();
+        log.push(val(
+            "copy_file_range",
+            sfs::copy_file_range(src.as_fd(), 16, dst.as_fd(), 0, 32),
+        ));
         drop(dst);
         log.push(val("copied", read(&j(m, "copy"))));
         // fsync, statfs
@@ -150,10 +242,19 @@ fn data_operations() {
         // locks
         log.push(step("flock ex", sfs::flock(h.as_fd(), libc::LOCK_EX)));
         let h2 = std::fs::File::open(j(m, "alloc")).unwrap();
-        log.push(step("flock conflicting", sfs::flock(h2.as_fd(), libc::LOCK_EX | libc::LOCK_NB)));
+        log.push(step(
+            "flock conflicting",
+            sfs::flock(h2.as_fd(), libc::LOCK_EX | libc::LOCK_NB),
+        ));
         log.push(step("flock unlock", sfs::flock(h.as_fd(), libc::LOCK_UN)));
-        log.push(step("fcntl write lock", sfs::posix_lock(h.as_fd(), libc::F_SETLK, libc::F_WRLCK)));
-        log.push(val("fcntl getlk same process", sfs::posix_lock(h2.as_fd(), libc::F_GETLK, libc::F_RDLCK)));
+        log.push(step(
+            "fcntl write lock",
+            sfs::posix_lock(h.as_fd(), libc::F_SETLK, libc::F_WRLCK),
+        ));
+        log.push(val(
+            "fcntl getlk same process",
+            sfs::posix_lock(h2.as_fd(), libc::F_GETLK, libc::F_RDLCK),
+        ));
         // seek + read on lower file
         let mut b = std::fs::File::open(j(m, "big")).unwrap();
         b.seek(SeekFrom::Start(1_000_000)).unwrap();
@@ -168,9 +269,19 @@ fn data_operations() {
 fn unlinked_open_file_stays_usable() {
     scenario("unlinked-open", &lowers, &|m| {
         let mut log = Vec::new();
-        let mut rw = std::fs::OpenOptions::new().read(true).write(true).open(j(m, "plain")).unwrap();
+        let mut rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(j(m, "plain"))
+            .unwrap();
         let ro_lower = std::fs::File::open(j(m, "big")).unwrap();
-        let mut fresh = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(j(m, "fresh")).unwrap();
+        let mut fresh = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(j(m, "fresh"))
+            .unwrap();
         log.push(step("unlink plain", std::fs::remove_file(j(m, "plain"))));
         log.push(step("unlink big", std::fs::remove_file(j(m, "big"))));
         log.push(step("unlink fresh", std::fs::remove_file(j(m, "fresh"))));
@@ -179,9 +290,15 @@ fn unlinked_open_file_stays_usable() {
         rw.seek(SeekFrom::Start(0)).unwrap();
         log.push(step("read unlinked", rw.read_to_string(&mut s)));
         log.push(format!("content {s:?}"));
-        log.push(val("fstat unlinked", rw.metadata().map(|m| (m.len(), m.nlink()))));
+        log.push(val(
+            "fstat unlinked",
+            rw.metadata().map(|m| (m.len(), m.nlink())),
+        ));
         let mut buf = [0u8; 16];
-        log.push(step("read unlinked lower", ro_lower.read_exact_at(&mut buf, 0)));
+        log.push(step(
+            "read unlinked lower",
+            ro_lower.read_exact_at(&mut buf, 0),
+        ));
         log.push(step("write fresh", fresh.write_all(b"abc")));
         fresh.seek(SeekFrom::Start(0)).unwrap();
         let mut t = String::new();
@@ -203,16 +320,19 @@ fn xattrs_pass_through_and_private_names_hidden() {
             step("set on dir", set_xattr(&j(m, "dir/sub"), "user.b", b"2")),
             step("remove", {
                 let (d, n) = at(&j(m, "xattrs"));
-                sfs::removexattr(d.as_fd(), &n, std::ffi::OsStr::new("user.color"))
+                sx::removexattr(d.as_fd(), &n, std::ffi::OsStr::new("user.color"))
             }),
             step("remove missing", {
                 let (d, n) = at(&j(m, "dir"));
-                sfs::removexattr(d.as_fd(), &n, std::ffi::OsStr::new("user.none"))
+                sx::removexattr(d.as_fd(), &n, std::ffi::OsStr::new("user.none"))
             }),
             val("list after", list_xattr(&j(m, "xattrs"))),
             val("list dir/sub", list_xattr(&j(m, "dir/sub"))),
             step("mkdir over nothing", std::fs::create_dir(j(m, "newdir"))),
-            val("list new dir (no private names)", list_xattr(&j(m, "newdir"))),
+            val(
+                "list new dir (no private names)",
+                list_xattr(&j(m, "newdir")),
+            ),
             val("list root", list_xattr(m)),
         ]
     });
@@ -223,15 +343,30 @@ fn special_files_and_symlinks() {
     scenario("special", &lowers, &|m| {
         vec![
             step("mkfifo", mknod(&j(m, "f2"), libc::S_IFIFO | 0o600, 0)),
-            step("mknod chr", mknod(&j(m, "zero"), libc::S_IFCHR | 0o600, libc::makedev(1, 5))),
-            step("mknod sock", mknod(&j(m, "sock"), libc::S_IFSOCK | 0o600, 0)),
-            step("symlink", std::os::unix::fs::symlink("dir/sub/f", j(m, "s2"))),
+            step(
+                "mknod chr",
+                mknod(&j(m, "zero"), libc::S_IFCHR | 0o600, libc::makedev(1, 5)),
+            ),
+            step(
+                "mknod sock",
+                mknod(&j(m, "sock"), libc::S_IFSOCK | 0o600, 0),
+            ),
+            step(
+                "symlink",
+                std::os::unix::fs::symlink("dir/sub/f", j(m, "s2")),
+            ),
             val("read through", read(&j(m, "s2"))),
             step("rename symlink", std::fs::rename(j(m, "sym"), j(m, "sym2"))),
             val("readlink", std::fs::read_link(j(m, "sym2"))),
-            step("rename fifo", std::fs::rename(j(m, "fifo"), j(m, "dir/fifo"))),
+            step(
+                "rename fifo",
+                std::fs::rename(j(m, "fifo"), j(m, "dir/fifo")),
+            ),
             step("unlink device", std::fs::remove_file(j(m, "null"))),
-            step("dangling symlink", std::os::unix::fs::symlink("nowhere", j(m, "dangle"))),
+            step(
+                "dangling symlink",
+                std::os::unix::fs::symlink("nowhere", j(m, "dangle")),
+            ),
             val("ls", names(m)),
         ]
     });

@@ -67,7 +67,11 @@ pub fn mount(imp: Impl, lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: 
     std::fs::create_dir_all(mnt).unwrap();
     let mut opts = format!("lowerdir={}", lowerdir_opt(lowers));
     if let Some((u, w)) = upper {
-        opts.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+        opts.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
     }
     let status = match imp {
         Impl::Kernel => {
@@ -162,7 +166,10 @@ pub fn assert_same(what: &str, a_name: &str, a: &Snap, b_name: &str, b: &Snap) {
             diff.push(format!("  {k}: only in {b_name}: {v}"));
         }
     }
-    panic!("{what} differs between {a_name} and {b_name}:\n{}", diff.join("\n"));
+    panic!(
+        "{what} differs between {a_name} and {b_name}:\n{}",
+        diff.join("\n")
+    );
 }
 
 /// The full oracle comparison for one scenario.
@@ -178,22 +185,82 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
 
     let kernel = run_one(base, Impl::Kernel, &lowers, ops);
     let strata = run_one(base, Impl::Strata, &lowers, ops);
-    assert_eq!(kernel.log, strata.log, "{name}: operation results differ (kernel left, strata right)");
-    assert_same(&format!("{name}: merged view"), "kernel", &kernel.merged, "strata", &strata.merged);
-    assert_same(&format!("{name}: upper dir"), "kernel", &kernel.upper, "strata", &strata.upper);
+    assert_eq!(
+        kernel.log, strata.log,
+        "{name}: operation results differ (kernel left, strata right)"
+    );
+    assert_same(
+        &format!("{name}: merged view"),
+        "kernel",
+        &kernel.merged,
+        "strata",
+        &strata.merged,
+    );
+    assert_same(
+        &format!("{name}: upper dir"),
+        "kernel",
+        &kernel.upper,
+        "strata",
+        &strata.upper,
+    );
 
     let wh = run_one(base, Impl::StrataWh, &lowers, ops);
-    assert_eq!(kernel.log, wh.log, "{name}: results differ with whiteout=wh");
-    assert_same(&format!("{name}: merged view (whiteout=wh)"), "kernel", &kernel.merged, "strata-wh", &wh.merged);
+    assert_eq!(
+        kernel.log, wh.log,
+        "{name}: results differ with whiteout=wh"
+    );
+    assert_same(
+        &format!("{name}: merged view (whiteout=wh)"),
+        "kernel",
+        &kernel.merged,
+        "strata-wh",
+        &wh.merged,
+    );
     let wh_again = view_of(base, Impl::Strata, &lowers, &wh.upper_dir, "wh-remount");
-    assert_same(&format!("{name}: remounted .wh. upper"), "kernel", &kernel.merged, "strata", &wh_again);
+    assert_same(
+        &format!("{name}: remounted .wh. upper"),
+        "kernel",
+        &kernel.merged,
+        "strata",
+        &wh_again,
+    );
 
-    let k_on_s = view_of(base, Impl::Kernel, &lowers, &strata.upper_dir, "kernel-on-strata");
-    assert_same(&format!("{name}: kernel mounting strata's upper"), "strata", &strata.merged, "kernel", &k_on_s);
-    let s_on_k = view_of(base, Impl::Strata, &lowers, &kernel.upper_dir, "strata-on-kernel");
-    assert_same(&format!("{name}: strata mounting kernel's upper"), "kernel", &kernel.merged, "strata", &s_on_k);
+    let k_on_s = view_of(
+        base,
+        Impl::Kernel,
+        &lowers,
+        &strata.upper_dir,
+        "kernel-on-strata",
+    );
+    assert_same(
+        &format!("{name}: kernel mounting strata's upper"),
+        "strata",
+        &strata.merged,
+        "kernel",
+        &k_on_s,
+    );
+    let s_on_k = view_of(
+        base,
+        Impl::Strata,
+        &lowers,
+        &kernel.upper_dir,
+        "strata-on-kernel",
+    );
+    assert_same(
+        &format!("{name}: strata mounting kernel's upper"),
+        "kernel",
+        &kernel.merged,
+        "strata",
+        &s_on_k,
+    );
 
     for (l, b) in lowers.iter().zip(&before) {
-        assert_same(&format!("{name}: lower layer {}", l.display()), "before", b, "after", &snapshot(l, true));
+        assert_same(
+            &format!("{name}: lower layer {}", l.display()),
+            "before",
+            b,
+            "after",
+            &snapshot(l, true),
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata::sys::fs as sfs;
+use strata::sys::xattr as sx;
 
 /// "ok" or the errno name.
 pub fn res<T>(r: io::Result<T>) -> String {
@@ -90,13 +91,13 @@ pub fn opaque_oci(p: &Path) {
 /// setxattr on a path (no symlink following).
 pub fn set_xattr(p: &Path, name: &str, v: &[u8]) -> io::Result<()> {
     let (d, n) = at(p);
-    sfs::setxattr(d.as_fd(), &n, OsStr::new(name), v, 0)
+    sx::setxattr(d.as_fd(), &n, OsStr::new(name), v, 0)
 }
 
 /// getxattr as a string.
 pub fn get_xattr(p: &Path, name: &str) -> io::Result<String> {
     let (d, n) = at(p);
-    match sfs::getxattr(d.as_fd(), &n, OsStr::new(name))? {
+    match sx::getxattr(d.as_fd(), &n, OsStr::new(name))? {
         Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
         None => Err(io::Error::from_raw_os_error(libc::ENODATA)),
     }
@@ -105,7 +106,7 @@ pub fn get_xattr(p: &Path, name: &str) -> io::Result<String> {
 /// Sorted xattr names.
 pub fn list_xattr(p: &Path) -> io::Result<Vec<String>> {
     let (d, n) = at(p);
-    let mut v: Vec<String> = sfs::listxattr(d.as_fd(), &n)?
+    let mut v: Vec<String> = sx::listxattr(d.as_fd(), &n)?
         .into_iter()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.starts_with("security.selinux"))

@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use strata::sys::fs as sfs;
+use strata::sys::xattr as sx;
 
 /// Path (relative) -> description.
 pub type Snap = BTreeMap<String, String>;
@@ -29,7 +30,7 @@ fn xattrs(path: &Path, upper: bool) -> String {
     let parent = path.parent().unwrap();
     let name = path.file_name().unwrap();
     let dir = sfs::open_path(parent, libc::O_PATH | libc::O_DIRECTORY).unwrap();
-    let mut names = sfs::listxattr(dir.as_fd(), name).unwrap_or_default();
+    let mut names = sx::listxattr(dir.as_fd(), name).unwrap_or_default();
     names.sort();
     let mut out = String::new();
     for n in names {
@@ -37,7 +38,9 @@ fn xattrs(path: &Path, upper: bool) -> String {
         if s.starts_with("security.selinux") || (upper && KERNEL_ONLY.contains(&s.as_str())) {
             continue;
         }
-        let v = sfs::getxattr(dir.as_fd(), name, &n).unwrap_or_default().unwrap_or_default();
+        let v = sx::getxattr(dir.as_fd(), name, &n)
+            .unwrap_or_default()
+            .unwrap_or_default();
         out.push_str(&format!(" {s}={}", String::from_utf8_lossy(&v)));
     }
     out
@@ -54,9 +57,18 @@ fn content(path: &Path) -> String {
     }
 }
 
-fn walk(root: &Path, rel: &Path, upper: bool, out: &mut Snap, inos: &mut HashMap<u64, Vec<String>>) {
+fn walk(
+    root: &Path,
+    rel: &Path,
+    upper: bool,
+    out: &mut Snap,
+    inos: &mut HashMap<u64, Vec<String>>,
+) {
     let dir = root.join(rel);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
@@ -64,9 +76,18 @@ fn walk(root: &Path, rel: &Path, upper: bool, out: &mut Snap, inos: &mut HashMap
         let key = r.display().to_string();
         let md = std::fs::symlink_metadata(&p).unwrap();
         let ft = md.file_type();
-        let mut d = format!("mode={:o} uid={} gid={}", md.mode() & 0o7777, md.uid(), md.gid());
+        let mut d = format!(
+            "mode={:o} uid={} gid={}",
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid()
+        );
         if !upper && e.ino() != md.ino() {
-            d.push_str(&format!(" D_INO_MISMATCH(d_ino={} st_ino={})", e.ino(), md.ino()));
+            d.push_str(&format!(
+                " D_INO_MISMATCH(d_ino={} st_ino={})",
+                e.ino(),
+                md.ino()
+            ));
         }
         if ft.is_dir() {
             d = format!("dir {d}");
@@ -74,14 +95,23 @@ fn walk(root: &Path, rel: &Path, upper: bool, out: &mut Snap, inos: &mut HashMap
                 d.push_str(&format!(" nlink={}", md.nlink()));
             }
         } else if ft.is_file() {
-            d = format!("file {d} size={} nlink={} {}", md.len(), md.nlink(), content(&p));
+            d = format!(
+                "file {d} size={} nlink={} {}",
+                md.len(),
+                md.nlink(),
+                content(&p)
+            );
         } else if ft.is_symlink() {
             d = format!("symlink -> {}", std::fs::read_link(&p).unwrap().display());
         } else if ft.is_char_device() && md.rdev() == 0 {
             d = "WHITEOUT".to_string();
         } else if ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_char_device() { "chr" } else { "blk" };
-            d = format!("{kind} {d} rdev={}:{}", libc::major(md.rdev()), libc::minor(md.rdev()));
+            d = format!(
+                "{kind} {d} rdev={}:{}",
+                libc::major(md.rdev()),
+                libc::minor(md.rdev())
+            );
         } else if ft.is_fifo() {
             d = format!("fifo {d}");
         } else if ft.is_socket() {
@@ -121,7 +151,7 @@ pub fn snapshot(root: &Path, upper: bool) -> Snap {
 
 fn xattrs_of_root(root: &Path) -> String {
     let fd = sfs::open_path(root, libc::O_PATH | libc::O_DIRECTORY).unwrap();
-    let mut names = sfs::listxattr(fd.as_fd(), OsStr::new("")).unwrap_or_default();
+    let mut names = sx::listxattr(fd.as_fd(), OsStr::new("")).unwrap_or_default();
     names.sort();
     names
         .iter()

@@ -18,13 +18,19 @@ use crate::snapshot::snapshot;
 
 fn tmp(name: &str) -> tempfile::TempDir {
     require_env();
-    tempfile::Builder::new().prefix(&format!("strata-{name}-")).tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix(&format!("strata-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// The same two layers written as kernel format, OCI `.wh.` format, xattr whiteouts
 /// (`opaque=x` + `overlay.whiteout`) and fuse-overlayfs' opaque xattr.
 fn layers(base: &Path, style: &str) -> Vec<PathBuf> {
-    let (top, bot) = (base.join(format!("{style}-top")), base.join(format!("{style}-bot")));
+    let (top, bot) = (
+        base.join(format!("{style}-top")),
+        base.join(format!("{style}-bot")),
+    );
     file(&bot.join("keep"), "k");
     file(&bot.join("del"), "d");
     file(&bot.join("dir/a"), "a");
@@ -68,10 +74,20 @@ fn every_lower_format_gives_the_kernel_view() {
         snapshot(&m.path, false)
     };
     for style in ["kernel", "oci", "xattr"] {
-        let l = if style == "kernel" { kernel_layers.clone() } else { layers(b, style) };
+        let l = if style == "kernel" {
+            kernel_layers.clone()
+        } else {
+            layers(b, style)
+        };
         let m = mount(Impl::Strata, &l, None, &b.join(format!("{style}-mnt")));
         let view = snapshot(&m.path, false);
-        assert_same(&format!("{style} lowers"), "kernel", &kernel_view, "strata", &view);
+        assert_same(
+            &format!("{style} lowers"),
+            "kernel",
+            &kernel_view,
+            "strata",
+            &view,
+        );
     }
 }
 
@@ -87,12 +103,19 @@ fn copy_up_keeps_holes() {
     dir(&u);
     dir(&w);
     let m = mount(Impl::Strata, &[l], Some((&u, &w)), &b.join("m"));
-    let mut g = std::fs::OpenOptions::new().append(true).open(m.path.join("sparse")).unwrap();
+    let mut g = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path.join("sparse"))
+        .unwrap();
     g.write_all(b"y").unwrap();
     drop(m);
     let md = std::fs::metadata(u.join("sparse")).unwrap();
     assert_eq!(md.len(), (256 << 20) + 2);
-    assert!(md.blocks() < 1024, "copy-up filled holes: {} blocks", md.blocks());
+    assert!(
+        md.blocks() < 1024,
+        "copy-up filled holes: {} blocks",
+        md.blocks()
+    );
 }
 
 #[test]
@@ -125,17 +148,28 @@ fn readdir_offsets_are_stable() {
             rest.extend(batch.into_iter().map(|e| e.name));
         }
         let mut seen = HashSet::new();
-        for n in first.iter().map(|e| e.name.clone()).chain(rest.iter().cloned()) {
+        for n in first
+            .iter()
+            .map(|e| e.name.clone())
+            .chain(rest.iter().cloned())
+        {
             assert!(seen.insert(n.clone()), "{imp:?}: {n:?} returned twice");
         }
         for i in 0..2800 {
             let n = format!("lower-{i:04}");
-            assert!(seen.contains(std::ffi::OsStr::new(&n)), "{imp:?}: {n} never returned");
+            assert!(
+                seen.contains(std::ffi::OsStr::new(&n)),
+                "{imp:?}: {n} never returned"
+            );
         }
         // seekdir back to the mark gives the same continuation again
         sfs::lseek(dfd.as_fd(), mark, libc::SEEK_SET).unwrap();
         let again = sfs::getdents(dfd.as_fd(), 4096).unwrap();
-        assert_eq!(again.first().map(|e| &e.name), rest.first(), "{imp:?}: seekdir");
+        assert_eq!(
+            again.first().map(|e| &e.name),
+            rest.first(),
+            "{imp:?}: seekdir"
+        );
     }
 }
 
@@ -173,9 +207,13 @@ fn concurrent_changes_lose_nothing() {
                 for i in 0..100 {
                     let d = root.join("d");
                     std::fs::write(d.join(format!("t{t}-{i}")), "x").unwrap();
-                    std::fs::rename(d.join(format!("t{t}-{i}")), d.join(format!("r{t}-{i}"))).unwrap();
+                    std::fs::rename(d.join(format!("t{t}-{i}")), d.join(format!("r{t}-{i}")))
+                        .unwrap();
                     std::fs::remove_file(d.join(format!("old-{:03}", t * 50 + i / 2))).ok();
-                    let mut f = std::fs::OpenOptions::new().append(true).open(root.join("shared")).unwrap();
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(root.join("shared"))
+                        .unwrap();
                     writeln!(f, "t{t}-{i}").unwrap();
                 }
             })
@@ -189,11 +227,17 @@ fn concurrent_changes_lose_nothing() {
         h.join().unwrap();
     }
     let got: HashSet<String> = names(&root.join("d")).unwrap().into_iter().collect();
-    let want: HashSet<String> = (0..4).flat_map(|t| (0..100).map(move |i| format!("r{t}-{i}"))).collect();
+    let want: HashSet<String> = (0..4)
+        .flat_map(|t| (0..100).map(move |i| format!("r{t}-{i}")))
+        .collect();
     assert_eq!(got, want);
     let shared = read(&root.join("shared")).unwrap();
     assert!(shared.starts_with("lower\n"), "copy-up lost the lower data");
-    assert_eq!(shared.lines().count(), 401, "appends lost or copy-up repeated");
+    assert_eq!(
+        shared.lines().count(),
+        401,
+        "appends lost or copy-up repeated"
+    );
 }
 
 #[test]
@@ -220,7 +264,10 @@ fn copy_up_does_not_block_other_files() {
     let (root, d2, s2) = (m.path.clone(), done.clone(), started.clone());
     let copier = std::thread::spawn(move || {
         s2.store(true, Ordering::SeqCst);
-        let mut f = std::fs::OpenOptions::new().append(true).open(root.join("big")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("big"))
+            .unwrap();
         f.write_all(b"!").unwrap();
         d2.store(true, Ordering::SeqCst);
     });
@@ -239,6 +286,12 @@ fn copy_up_does_not_block_other_files() {
         i += 1;
     }
     copier.join().unwrap();
-    assert!(during.load(Ordering::Relaxed) > 0, "no stat completed while the copy-up ran");
-    assert_eq!(std::fs::metadata(m.path.join("big")).unwrap().len(), (1 << 30) + 1);
+    assert!(
+        during.load(Ordering::Relaxed) > 0,
+        "no stat completed while the copy-up ran"
+    );
+    assert_eq!(
+        std::fs::metadata(m.path.join("big")).unwrap().len(),
+        (1 << 30) + 1
+    );
 }

@@ -30,7 +30,10 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -174,7 +177,9 @@ fn fuse_config(opts: &MountOptions, root: bool) -> Config {
     } else {
         SessionACL::Owner
     };
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     config.n_threads = Some(if opts.threads > 0 {
         opts.threads
     } else {
@@ -195,7 +200,11 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
     log::debug!(
         "xattr namespace {}, whiteouts as {}",
         layers.format.ns.prefix(),
-        if layers.format.chardev_whiteouts { "chardev 0/0" } else { ".wh. files" }
+        if layers.format.chardev_whiteouts {
+            "chardev 0/0"
+        } else {
+            ".wh. files"
+        }
     );
     let core = match Overlay::new(layers, opts.volatile) {
         Ok(c) => Arc::new(c),
@@ -207,7 +216,10 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
     let mut session = match Session::new(fs, mountpoint, &fuse_config(opts, root)) {
         Ok(s) => s,
         Err(e) => {
-            return report(notify.as_ref(), format!("mounting {}: {e}", mountpoint.display()));
+            return report(
+                notify.as_ref(),
+                format!("mounting {}: {e}", mountpoint.display()),
+            );
         }
     };
     core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
@@ -253,8 +265,14 @@ pub fn umount(args: UmountArgs) -> i32 {
     }
     match cmd.arg(&mp).status() {
         Ok(s) if s.success() => 0,
-        Ok(_) => fail(format_args!("unmounting {}: fusermount3 -u failed", mp.display())),
-        Err(e) => fail(format_args!("unmounting {}: running fusermount3: {e}", mp.display())),
+        Ok(_) => fail(format_args!(
+            "unmounting {}: fusermount3 -u failed",
+            mp.display()
+        )),
+        Err(e) => fail(format_args!(
+            "unmounting {}: running fusermount3: {e}",
+            mp.display()
+        )),
     }
 }
 

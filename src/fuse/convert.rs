@@ -32,7 +32,8 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)
     } else {
-        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, nsec.clamp(0, 999_999_999) as u32)
+        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0)
+            + Duration::new(0, nsec.clamp(0, 999_999_999) as u32)
     }
 }
 

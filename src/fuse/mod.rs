@@ -98,7 +98,9 @@ impl Filesystem for StrataFs {
             let _ = config.add_capabilities(cap);
         }
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20).or_else(|max| config.set_max_readahead(max));
+        let _ = config
+            .set_max_readahead(1 << 20)
+            .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
         Ok(())
     }
@@ -224,7 +226,9 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self.core.rename(parent.0, name, newparent.0, newname, flags.bits());
+        let r = self
+            .core
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
         self.empty("rename", r, reply);
     }
 
@@ -306,7 +310,14 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty("fsync", self.core.fsync(fh.0, datasync), reply);
     }
 
@@ -350,7 +361,14 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty("fsyncdir", self.core.sync_upper(), reply);
     }
 
@@ -380,7 +398,11 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.empty("setxattr", self.core.setxattr(ino.0, name, value, flags), reply);
+        self.empty(
+            "setxattr",
+            self.core.setxattr(ino.0, name, value, flags),
+            reply,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -417,7 +439,10 @@ impl Filesystem for StrataFs {
         reply: ReplyCreate,
     ) {
         let mode = mode & !umask & 0o7777;
-        match self.core.create_open(parent.0, name, caller(req), mode, flags) {
+        match self
+            .core
+            .create_open(parent.0, name, caller(req), mode, flags)
+        {
             Ok((_, st, fh)) => reply.created(
                 &self.ttl,
                 &attr(&st),
@@ -439,7 +464,11 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.empty("fallocate", self.core.fallocate(fh.0, mode, offset, length), reply);
+        self.empty(
+            "fallocate",
+            self.core.fallocate(fh.0, mode, offset, length),
+            reply,
+        );
     }
 
     fn lseek(

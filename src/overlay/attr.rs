@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::error::{err, FsResult, IoCtx};
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
+use crate::sys::xattr;
 
 /// The fields of a setattr request (None = unchanged).
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,7 +42,9 @@ impl Overlay {
         match self.stat_node(&node) {
             Err(e) if e.errno == libc::ENOENT && node.state()?.unlinked => {
                 // Unlinked but still open: answer from any open handle, like fstat would.
-                let Some(fd) = self.open_fd_of(ino) else { return Err(e) };
+                let Some(fd) = self.open_fd_of(ino) else {
+                    return Err(e);
+                };
                 let st = fs::fstat(fd.as_fd()).ctx("fstat unlinked")?;
                 let state = node.state()?.clone();
                 Ok(self.merged_stat(ino, st, &state))
@@ -75,12 +78,18 @@ impl Overlay {
             self.copy_up(&node, true)?;
             let (dir, name, _) = self.locate(&node)?;
             if a.uid.is_some() || a.gid.is_some() {
-                fs::lchownat(dir.as_fd(), &name, a.uid.unwrap_or(u32::MAX), a.gid.unwrap_or(u32::MAX))
-                    .ctx(format_args!("chown {name:?}"))?;
+                fs::lchownat(
+                    dir.as_fd(),
+                    &name,
+                    a.uid.unwrap_or(u32::MAX),
+                    a.gid.unwrap_or(u32::MAX),
+                )
+                .ctx(format_args!("chown {name:?}"))?;
             }
             if let Some(mode) = a.mode {
                 if node.kind != libc::S_IFLNK {
-                    fs::fchmodat(dir.as_fd(), &name, mode & 0o7777).ctx(format_args!("chmod {name:?}"))?;
+                    fs::fchmodat(dir.as_fd(), &name, mode & 0o7777)
+                        .ctx(format_args!("chmod {name:?}"))?;
                 }
             }
             if times {
@@ -111,7 +120,7 @@ impl Overlay {
         let node = self.nodes.get(ino)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
-        match fs::getxattr(dir.as_fd(), &n, &real).ctx("getxattr")? {
+        match xattr::getxattr(dir.as_fd(), &n, &real).ctx("getxattr")? {
             Some(v) => Ok(v),
             None => err(libc::ENODATA),
         }
@@ -122,7 +131,7 @@ impl Overlay {
         let node = self.nodes.get(ino)?;
         let (dir, n, _) = self.locate(&node)?;
         let mut out = Vec::new();
-        for x in fs::listxattr(dir.as_fd(), &n).ctx("listxattr")? {
+        for x in xattr::listxattr(dir.as_fd(), &n).ctx("listxattr")? {
             if let Some(shown) = self.layers.format.from_disk(&x) {
                 out.extend_from_slice(shown.as_bytes());
                 out.push(0);
@@ -138,7 +147,7 @@ impl Overlay {
         self.copy_up(&node, true)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
-        fs::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")
+        xattr::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")
     }
 
     /// Removes xattr `name` (copying up first).
@@ -148,12 +157,15 @@ impl Overlay {
         let real = self.layers.format.to_disk(name);
         {
             let (dir, n, _) = self.locate(&node)?;
-            if fs::getxattr(dir.as_fd(), &n, &real).ctx("getxattr")?.is_none() {
+            if xattr::getxattr(dir.as_fd(), &n, &real)
+                .ctx("getxattr")?
+                .is_none()
+            {
                 return err(libc::ENODATA);
             }
         }
         self.copy_up(&node, true)?;
         let (dir, n, _) = self.locate(&node)?;
-        fs::removexattr(dir.as_fd(), &n, &real).ctx("removexattr")
+        xattr::removexattr(dir.as_fd(), &n, &real).ctx("removexattr")
     }
 }

@@ -16,6 +16,7 @@ use super::format::is_marker_xattr;
 use super::node::Node;
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
+use crate::sys::xattr;
 
 const CHUNK: usize = 1 << 20;
 
@@ -94,12 +95,14 @@ pub fn copy_xattrs(
     dname: &OsStr,
 ) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    for x in fs::listxattr(src, sname)? {
+    for x in xattr::listxattr(src, sname)? {
         if is_marker_xattr(x.as_bytes()) {
             continue;
         }
-        let Some(v) = fs::getxattr(src, sname, &x)? else { continue };
-        match fs::setxattr(dst, dname, &x, &v, 0) {
+        let Some(v) = xattr::getxattr(src, sname, &x)? else {
+            continue;
+        };
+        match xattr::setxattr(dst, dname, &x, &v, 0) {
             Ok(()) => {}
             // user.* is not allowed on symlinks/devices; security.* may be refused by an LSM.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP)) => {}
@@ -186,8 +189,13 @@ impl Overlay {
             return Err(FsError::from(e).ctx(format_args!("copy-up of directory {name:?}")));
         }
         let ufd = Arc::new(
-            fs::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-                .ctx("open copied-up dir")?,
+            fs::openat(
+                pfd.as_fd(),
+                &name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .ctx("open copied-up dir")?,
         );
         // Like the kernel's origin-carrying copy-up: the parent now holds an entry whose
         // merged st_ino is not its upper inode.
@@ -254,7 +262,12 @@ impl Overlay {
     ) -> io::Result<()> {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
-                let dst = fs::openat(work, tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                let dst = fs::openat(
+                    work,
+                    tmp,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )?;
                 if with_data && st.st_size > 0 {
                     let src = fs::openat(ldir, lname, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
                     copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;

@@ -14,6 +14,7 @@ use super::layers::remove_contents;
 use super::node::Node;
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
+use crate::sys::xattr;
 
 /// What to make at a new name.
 #[derive(Clone, Copy, Debug)]
@@ -70,9 +71,10 @@ impl NewObject<'_> {
                 fs::mknodat(dir, name, mode, rdev).map(|_| None)
             }
             NewObject::Symlink { target } => fs::symlinkat(target, dir, name).map(|_| None),
-            NewObject::Link { dir: sdir, name: sname } => {
-                fs::linkat(sdir, sname, dir, name).map(|_| None)
-            }
+            NewObject::Link {
+                dir: sdir,
+                name: sname,
+            } => fs::linkat(sdir, sname, dir, name).map(|_| None),
         }
     }
 
@@ -139,15 +141,21 @@ impl Overlay {
                     Err(e) => {
                         let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
                         let _ = fs::unlinkat(work, &tmp, flag);
-                        return Err(FsError::from(e).ctx(format_args!("create {name:?} over whiteout")));
+                        return Err(
+                            FsError::from(e).ctx(format_args!("create {name:?} over whiteout"))
+                        );
                     }
                 }
                 fd
             }
             other => {
-                let fd = obj.make(pfd.as_fd(), name).ctx(format_args!("create {name:?}"))?;
+                let fd = obj
+                    .make(pfd.as_fd(), name)
+                    .ctx(format_args!("create {name:?}"))?;
                 let over = other == WhiteoutAt::WhFile;
-                if let Err(e) = self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over || opaque_new) {
+                if let Err(e) =
+                    self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over || opaque_new)
+                {
                     let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
                     let _ = fs::unlinkat(pfd.as_fd(), name, flag);
                     return Err(FsError::from(e).ctx(format_args!("create {name:?}")));
@@ -189,14 +197,24 @@ impl Overlay {
     /// Marks `dir`/`name` opaque in the mount's format.
     pub(super) fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         let x = self.layers.format.ns.name("opaque");
-        match fs::setxattr(dir, name, &x, b"y", 0) {
+        match xattr::setxattr(dir, name, &x, b"y", 0) {
             Ok(()) => Ok(()),
             Err(e) if !self.layers.format.chardev_whiteouts => {
                 // No xattrs here: fall back to the OCI marker file.
-                let d = fs::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
-                fs::openat(d.as_fd(), OsStr::new(OPAQUE_MARKER), libc::O_CREAT | libc::O_WRONLY, 0o600)
-                    .map(drop)
-                    .map_err(|_| e)
+                let d = fs::openat(
+                    dir,
+                    name,
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                fs::openat(
+                    d.as_fd(),
+                    OsStr::new(OPAQUE_MARKER),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o600,
+                )
+                .map(drop)
+                .map_err(|_| e)
             }
             Err(e) => Err(e),
         }
@@ -233,7 +251,12 @@ impl Overlay {
         if self.layers.format.chardev_whiteouts {
             fs::mknodat(dir, name, libc::S_IFCHR, 0)
         } else {
-            match fs::openat(dir, &wh_name(name), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600) {
+            match fs::openat(
+                dir,
+                &wh_name(name),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o600,
+            ) {
                 Ok(_) => Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
                 Err(e) => Err(e),
@@ -315,17 +338,29 @@ impl Overlay {
             if is_dir || ust.st_nlink <= 1 {
                 self.origins.remove(&ust.st_ino);
             }
-            self.remove_upper(pfd.as_fd(), name, is_dir, whiteout).ctx(what)?;
+            self.remove_upper(pfd.as_fd(), name, is_dir, whiteout)
+                .ctx(what)?;
         } else {
             self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
         }
         self.invalidate_listing(parent);
-        self.mark_unlinked(f.ino, parent, name, f.state.upper && !is_dir && f.stat.st_nlink > 1)?;
+        self.mark_unlinked(
+            f.ino,
+            parent,
+            name,
+            f.state.upper && !is_dir && f.stat.st_nlink > 1,
+        )?;
         Ok(())
     }
 
     /// Records that `parent`/`name` no longer names node `ino`.
-    pub(super) fn mark_unlinked(&self, ino: u64, parent: u64, name: &OsStr, other_links: bool) -> FsResult<()> {
+    pub(super) fn mark_unlinked(
+        &self,
+        ino: u64,
+        parent: u64,
+        name: &OsStr,
+        other_links: bool,
+    ) -> FsResult<()> {
         if let Some(n) = self.nodes.peek(ino) {
             let mut st = n.state_mut()?;
             if st.parent == parent && st.name == name && !other_links {
@@ -341,7 +376,12 @@ impl Overlay {
 fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let st = fs::lstatat(dir, name)?;
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let d = fs::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+        let d = fs::openat(
+            dir,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
         remove_contents(d.as_fd())?;
         fs::unlinkat(dir, name, libc::AT_REMOVEDIR)
     } else {

@@ -100,8 +100,13 @@ impl Overlay {
             self.copy_up(&node, !trunc)?;
         }
         let (dir, name, lay) = self.locate(&node)?;
-        let fd = fs::openat(dir.as_fd(), &name, (flags & PASSED_FLAGS) | libc::O_NOFOLLOW, 0)
-            .ctx(format_args!("open {name:?} in {lay:?}"))?;
+        let fd = fs::openat(
+            dir.as_fd(),
+            &name,
+            (flags & PASSED_FLAGS) | libc::O_NOFOLLOW,
+            0,
+        )
+        .ctx(format_args!("open {name:?} in {lay:?}"))?;
         Ok(self.insert_file(ino, fd, lay == super::layers::Lay::Upper, writable))
     }
 
@@ -131,10 +136,9 @@ impl Overlay {
                         fs::openat(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
                             .ctx("reopen after copy-up")?,
                     );
-                    let mut cur = h
-                        .fd
-                        .write()
-                        .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock"))?;
+                    let mut cur =
+                        h.fd.write()
+                            .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock"))?;
                     *cur = fd.clone();
                     h.on_upper.store(true, Ordering::Release);
                     return Ok(fd);

@@ -10,6 +10,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::sys::fs::{self, Stat};
+use crate::sys::xattr;
 
 /// Prefix of an OCI/AUFS whiteout file name.
 pub const WH_PREFIX: &[u8] = b".wh.";
@@ -95,10 +96,11 @@ impl Format {
 /// `user.fuseoverlayfs.*`, escaped names excepted): they describe a layer's own structure
 /// and must never be copied to another object.
 pub fn is_marker_xattr(xname: &[u8]) -> bool {
-    let marker = |p: &str| {
-        xname.starts_with(p.as_bytes()) && !xname[p.len()..].starts_with(b"overlay.")
-    };
-    marker("trusted.overlay.") || marker("user.overlay.") || xname.starts_with(b"user.fuseoverlayfs.")
+    let marker =
+        |p: &str| xname.starts_with(p.as_bytes()) && !xname[p.len()..].starts_with(b"overlay.");
+    marker("trusted.overlay.")
+        || marker("user.overlay.")
+        || xname.starts_with(b"user.fuseoverlayfs.")
 }
 
 /// True if `st` is a kernel-format whiteout (character device 0/0).
@@ -140,17 +142,17 @@ const WHITEOUT_XATTRS: &[&str] = &["trusted.overlay.whiteout", "user.overlay.whi
 /// Reads the markers of directory `dir`/`name` (`dir` itself when `name` is empty).
 pub fn read_dir_meta(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<DirMeta> {
     let mut meta = DirMeta::default();
-    let names = fs::listxattr(dir, name)?;
+    let names = xattr::listxattr(dir, name)?;
     for n in &names {
         let Some(s) = n.to_str() else { continue };
         if OPAQUE_NAMES.contains(&s) {
-            match fs::getxattr(dir, name, n)?.as_deref() {
+            match xattr::getxattr(dir, name, n)?.as_deref() {
                 Some(b"y") => meta.opaque = true,
                 Some(b"x") => meta.xwhiteouts = true,
                 _ => {}
             }
         } else if REDIRECT_NAMES.contains(&s) && meta.redirect.is_none() {
-            meta.redirect = fs::getxattr(dir, name, n)?.map(OsString::from_vec);
+            meta.redirect = xattr::getxattr(dir, name, n)?.map(OsString::from_vec);
         }
     }
     let marker = if name.is_empty() {
@@ -175,7 +177,7 @@ pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Re
         return Ok(false);
     }
     for x in WHITEOUT_XATTRS {
-        if fs::getxattr(dir, name, OsStr::new(x))?.is_some() {
+        if xattr::getxattr(dir, name, OsStr::new(x))?.is_some() {
             return Ok(true);
         }
     }
@@ -206,7 +208,12 @@ pub fn whiteout_at(
         Some(_) => Ok(WhiteoutAt::None),
         None => match fs::lstatat(dir, &wh_name(name)) {
             Ok(_) => Ok(WhiteoutAt::WhFile),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENAMETOOLONG)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENAMETOOLONG)
+                ) =>
+            {
                 Ok(WhiteoutAt::None)
             }
             Err(e) => Err(e),
@@ -250,14 +257,14 @@ mod tests {
     #[test]
     fn chardev_zero_is_whiteout() {
         // SAFETY-free construction of a stat value for the predicate.
-        let mut st: Stat = unsafe_free_zeroed();
+        let mut st: Stat = blank_stat();
         st.st_mode = libc::S_IFCHR;
         assert!(is_chardev_whiteout(&st));
         st.st_rdev = libc::makedev(1, 3);
         assert!(!is_chardev_whiteout(&st));
     }
 
-    fn unsafe_free_zeroed() -> Stat {
+    fn blank_stat() -> Stat {
         let dir = tempfile::tempdir().unwrap();
         let fd = fs::open_path(dir.path(), libc::O_PATH).unwrap();
         let mut st = fs::fstat(std::os::fd::AsFd::as_fd(&fd)).unwrap();

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::format::{Format, XattrNs};
 use super::options::{MountOptions, WhiteoutStyle};
 use crate::sys::fs;
+use crate::sys::xattr;
 
 /// Where an object lives: the upper dir or lower layer `i` (0 = topmost lower).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +71,12 @@ pub fn remove_contents(dir: BorrowedFd<'_>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)? {
         let st = fs::lstatat(dir, &e.name)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            let sub = fs::openat(dir, &e.name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+            let sub = fs::openat(
+                dir,
+                &e.name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )?;
             remove_contents(sub.as_fd())?;
             fs::unlinkat(dir, &e.name, libc::AT_REMOVEDIR)?;
         } else {
@@ -233,9 +239,9 @@ fn probe_format(opts: &MountOptions, work: Option<BorrowedFd<'_>>) -> Format {
         XattrNs::User
     } else {
         let probe = OsStr::new("trusted.overlay.strata-probe");
-        match fs::setxattr(work, OsStr::new(""), probe, b"1", 0) {
+        match xattr::setxattr(work, OsStr::new(""), probe, b"1", 0) {
             Ok(()) => {
-                let _ = fs::removexattr(work, OsStr::new(""), probe);
+                let _ = xattr::removexattr(work, OsStr::new(""), probe);
                 XattrNs::Trusted
             }
             Err(_) => XattrNs::User,

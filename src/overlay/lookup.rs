@@ -191,7 +191,10 @@ impl Overlay {
         let mut stop = false;
         if let Some(ufd) = &ps.upper_fd {
             let xwh = ps.xwhiteouts & 1 != 0;
-            stop = matches!(w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path)?, Step::Stop);
+            stop = matches!(
+                w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path)?,
+                Step::Stop
+            );
             if !w.upper && stop {
                 return Ok(None);
             }
@@ -237,7 +240,9 @@ impl Overlay {
                 let Some(pos) = ps.lowers.iter().position(|l| *l == lay) else {
                     continue;
                 };
-                let Some(dir) = ps.lower_fds.get(pos) else { continue };
+                let Some(dir) = ps.lower_fds.get(pos) else {
+                    continue;
+                };
                 w.visit(dir.as_fd(), name, lay, xwh, &ps.lower_path)?
             } else {
                 let (parent_path, leaf) = match (w.path.parent(), w.path.file_name()) {
@@ -297,7 +302,12 @@ impl Overlay {
         if st.unlinked {
             return err(libc::ENOENT);
         }
-        let (pino, name, upper, lower) = (st.parent, st.name.clone(), st.upper, st.lowers.first().copied());
+        let (pino, name, upper, lower) = (
+            st.parent,
+            st.name.clone(),
+            st.upper,
+            st.lowers.first().copied(),
+        );
         drop(st);
         let parent = self.nodes.get(pino)?;
         let ps = parent.state()?;
@@ -307,8 +317,15 @@ impl Overlay {
                 None => err(libc::ENOENT),
             };
         }
-        let Some(lay) = lower else { return err(libc::ENOENT) };
-        match ps.lowers.iter().position(|l| *l == lay).and_then(|i| ps.lower_fds.get(i)) {
+        let Some(lay) = lower else {
+            return err(libc::ENOENT);
+        };
+        match ps
+            .lowers
+            .iter()
+            .position(|l| *l == lay)
+            .and_then(|i| ps.lower_fds.get(i))
+        {
             Some(fd) => Ok((fd.clone(), name, lay)),
             None => err(libc::ENOENT),
         }

@@ -18,6 +18,8 @@ pub mod node;
 pub mod options;
 pub mod readdir;
 pub mod rename;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,8 +29,8 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
-pub use error::{FsError, FsResult};
 use error::{err, IoCtx};
+pub use error::{FsError, FsResult};
 use file::OpenFile;
 use format::read_dir_meta;
 use layers::{Lay, Layers};
@@ -115,7 +117,10 @@ impl Overlay {
 
     /// A fresh name for preparing an object in `<workdir>/work`.
     fn tmp_name(&self) -> OsString {
-        OsString::from(format!("#{:x}", self.next_tmp.fetch_add(1, Ordering::Relaxed)))
+        OsString::from(format!(
+            "#{:x}",
+            self.next_tmp.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     fn work(&self) -> FsResult<std::os::fd::BorrowedFd<'_>> {
@@ -167,7 +172,12 @@ impl Overlay {
     /// Flushes the upper filesystem (syncfs).
     pub fn sync_upper(&self) -> FsResult<()> {
         if let Some(u) = &self.layers.upper {
-            let fd = fs::openat(u.root.as_fd(), OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            let fd = fs::openat(
+                u.root.as_fd(),
+                OsStr::new("."),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
             fs::syncfs(fd.as_fd()).ctx("syncfs")?;
         }
         Ok(())

@@ -237,7 +237,9 @@ impl NodeTable {
             return;
         }
         let Some(node) = self.peek(ino) else { return };
-        let prev = node.lookups.fetch_sub(n.min(node.lookups.load(Ordering::SeqCst)), Ordering::SeqCst);
+        let prev = node
+            .lookups
+            .fetch_sub(n.min(node.lookups.load(Ordering::SeqCst)), Ordering::SeqCst);
         if prev <= n {
             if let Some(p) = self.try_remove(&node) {
                 self.unpin(p);

@@ -110,14 +110,43 @@ fn absolute(p: &str, cwd: &Path) -> PathBuf {
 
 /// Options that belong to mount(8), the FUSE kernel module or SELinux and mean nothing here.
 const PASSED_THROUGH: &[&str] = &[
-    "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
-    "strictatime", "nodiratime", "diratime", "async", "sync", "dirsync", "auto", "noauto", "user",
-    "nouser", "users", "_netdev", "nofail", "default_permissions", "allow_root", "defaults",
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "async",
+    "sync",
+    "dirsync",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "default_permissions",
+    "allow_root",
+    "defaults",
 ];
 
 /// Kernel overlayfs options whose behaviour strata always has (or ignores harmlessly).
 const KERNEL_OPTIONS: &[&str] = &[
-    "index", "redirect_dir", "xino", "metacopy", "nfs_export", "uuid", "verity",
+    "index",
+    "redirect_dir",
+    "xino",
+    "metacopy",
+    "nfs_export",
+    "uuid",
+    "verity",
 ];
 
 impl MountOptions {
@@ -135,7 +164,8 @@ impl MountOptions {
         match (&o.upperdir, &o.workdir) {
             (Some(_), None) => return Err("upperdir= needs workdir=".into()),
             (None, Some(_)) => {
-                o.warnings.push("workdir= without upperdir= is ignored".into());
+                o.warnings
+                    .push("workdir= without upperdir= is ignored".into());
                 o.workdir = None;
             }
             _ => {}

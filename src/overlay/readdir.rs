@@ -86,13 +86,16 @@ impl Overlay {
         for (lay, dir) in layers {
             let xwh = st.xwhiteouts & lay_bit(lay) != 0;
             let entries = fs::read_dir(dir.as_fd()).ctx(format_args!("readdir {lay:?}"))?;
+            // A `.wh.` marker hides its name in the layers below, not in its own layer
+            // (where lookup finds the name first), so it takes effect after this layer.
+            let mut hidden_below = Vec::new();
             for e in entries {
                 let b = e.name.as_bytes();
                 if b == OPAQUE_MARKER.as_bytes() {
                     continue;
                 }
                 if let Some(target) = b.strip_prefix(WH_PREFIX) {
-                    seen.insert(OsStr::from_bytes(target).to_os_string());
+                    hidden_below.push(OsStr::from_bytes(target).to_os_string());
                     continue;
                 }
                 if seen.contains(&e.name) {
@@ -127,6 +130,7 @@ impl Overlay {
                     kind: kind.unwrap_or(libc::S_IFREG),
                 });
             }
+            seen.extend(hidden_below);
         }
         Ok(out)
     }

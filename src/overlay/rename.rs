@@ -17,6 +17,7 @@ use super::lookup::Found;
 use super::node::Node;
 use super::Overlay;
 use crate::sys::fs;
+use crate::sys::xattr;
 
 impl Overlay {
     /// The table's node for a found object (at this name), or a stand-in if the kernel never
@@ -27,7 +28,8 @@ impl Overlay {
                 let upper = n.state()?.upper;
                 if !upper {
                     // Copy-up must happen at the name being renamed, not at another alias.
-                    self.nodes.relocate(&n, f.state.parent, f.state.name.clone())?;
+                    self.nodes
+                        .relocate(&n, f.state.parent, f.state.name.clone())?;
                 }
                 Ok(n)
             }
@@ -48,7 +50,7 @@ impl Overlay {
     /// upper need the mark on its new parent.
     pub(super) fn set_impure(&self, dir: &OwnedFd) -> FsResult<()> {
         let imp = self.layers.format.ns.name("impure");
-        fs::setxattr(dir.as_fd(), OsStr::new(""), &imp, b"y", 0).ctx("set impure")
+        xattr::setxattr(dir.as_fd(), OsStr::new(""), &imp, b"y", 0).ctx("set impure")
     }
 
     /// Gives a directory about to move the marker that keeps its lower view right: a
@@ -60,7 +62,13 @@ impl Overlay {
             let Some(u) = st.upper_fd.clone() else {
                 return err(libc::EIO);
             };
-            (u, !st.lowers.is_empty(), st.redirect.clone(), st.lower_path.clone(), st.opaque)
+            (
+                u,
+                !st.lowers.is_empty(),
+                st.redirect.clone(),
+                st.lower_path.clone(),
+                st.opaque,
+            )
         };
         if lowers {
             if let Some(r) = &redirect {
@@ -76,12 +84,13 @@ impl Overlay {
                 v
             };
             let x = self.layers.format.ns.name("redirect");
-            fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, value.as_bytes(), 0).ctx("set redirect")?;
+            xattr::setxattr(ufd.as_fd(), OsStr::new(""), &x, value.as_bytes(), 0)
+                .ctx("set redirect")?;
             n.state_mut()?.redirect = Some(value);
             self.set_impure(&nfd)?;
         } else if !opaque && !newparent.state()?.lowers.is_empty() {
             let x = self.layers.format.ns.name("opaque");
-            fs::setxattr(ufd.as_fd(), OsStr::new(""), &x, b"y", 0).ctx("set opaque")?;
+            xattr::setxattr(ufd.as_fd(), OsStr::new(""), &x, b"y", 0).ctx("set opaque")?;
             n.state_mut()?.opaque = true;
         }
         Ok(())
@@ -100,7 +109,8 @@ impl Overlay {
         self.check_writable()?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace) {
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
             return err(libc::EINVAL);
         }
         if is_wh_marker(newname) {
@@ -158,7 +168,14 @@ impl Overlay {
         }
         let what = format_args!("rename {name:?} to {newname:?}");
         if exchange {
-            fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, libc::RENAME_EXCHANGE).ctx(what)?;
+            fs::renameat2(
+                pfd.as_fd(),
+                name,
+                npfd.as_fd(),
+                newname,
+                libc::RENAME_EXCHANGE,
+            )
+            .ctx(what)?;
         } else {
             let src_wh = self.name_in_lowers(&pnode, name)?;
             let target = match fs::lstatat(npfd.as_fd(), newname) {
@@ -178,8 +195,14 @@ impl Overlay {
             if target_is_wh && src_dir {
                 // A directory can't replace a non-dir: swap, then the whiteout sits at the
                 // old name, which is exactly right when the old name needs one.
-                fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, libc::RENAME_EXCHANGE)
-                    .ctx(what)?;
+                fs::renameat2(
+                    pfd.as_fd(),
+                    name,
+                    npfd.as_fd(),
+                    newname,
+                    libc::RENAME_EXCHANGE,
+                )
+                .ctx(what)?;
                 if !src_wh {
                     fs::unlinkat(pfd.as_fd(), name, 0).ctx(what)?;
                 }
@@ -217,7 +240,8 @@ impl Overlay {
                 self.mark_unlinked(d.ino, newparent, newname, false)?;
             }
         }
-        self.nodes.relocate(&snode, newparent, newname.to_os_string())?;
+        self.nodes
+            .relocate(&snode, newparent, newname.to_os_string())?;
         if let Some(d) = &dnode {
             self.nodes.relocate(d, parent, name.to_os_string())?;
         }

@@ -17,7 +17,7 @@ pub fn cstr(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -73,7 +73,10 @@ pub fn open_path(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
 /// Re-opens the object an `O_PATH` fd refers to with real access flags.
 pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    open_path(std::path::Path::new(&path), flags & !(libc::O_CREAT | libc::O_EXCL))
+    open_path(
+        std::path::Path::new(&path),
+        flags & !(libc::O_CREAT | libc::O_EXCL),
+    )
 }
 
 /// `fstatat(2)`; an empty name stats `dir` itself.
@@ -387,7 +390,14 @@ pub fn copy_file_range(
     // SAFETY: offsets are valid pointers to loff_t for the call.
     retry(|| {
         cvt_l(unsafe {
-            libc::copy_file_range(fd_in.as_raw_fd(), &mut oi, fd_out.as_raw_fd(), &mut oo, len, 0)
+            libc::copy_file_range(
+                fd_in.as_raw_fd(),
+                &mut oi,
+                fd_out.as_raw_fd(),
+                &mut oo,
+                len,
+                0,
+            )
         } as libc::ssize_t)
     })
 }
@@ -449,8 +459,12 @@ pub fn getdents(fd: BorrowedFd<'_>, bufsize: usize) -> io::Result<Vec<DirEntry>>
     // SAFETY: buf is valid for buf.len() bytes; getdents64 writes at most that.
     let n = retry(|| {
         cvt_l(unsafe {
-            libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len())
-                as libc::ssize_t
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            ) as libc::ssize_t
         })
     })?;
     let mut out = Vec::new();
@@ -464,7 +478,10 @@ pub fn getdents(fd: BorrowedFd<'_>, bufsize: usize) -> io::Result<Vec<DirEntry>>
             break;
         }
         let name_bytes = &buf[pos + 19..pos + reclen];
-        let len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+        let len = name_bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(name_bytes.len());
         out.push(DirEntry {
             name: OsString::from_vec(name_bytes[..len].to_vec()),
             ino,
@@ -492,113 +509,6 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
         );
     }
     Ok(out)
-}
-
-/// The `/proc/self/fd/N[/name]` path through which path-only syscalls reach `dir`/`name`.
-fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<CString> {
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    if !name.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(name.as_bytes());
-    }
-    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// Reads xattr `xname` of `dir`/`name` (of `dir` itself when `name` is empty), without
-/// following a final symlink. `Ok(None)` when the attribute is absent.
-pub fn getxattr(dir: BorrowedFd<'_>, name: &OsStr, xname: &OsStr) -> io::Result<Option<Vec<u8>>> {
-    let p = proc_path(dir, name)?;
-    let x = cstr(xname)?;
-    let follow = name.is_empty();
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: valid C strings; buf valid for buf.len() bytes.
-        let r = unsafe {
-            if follow {
-                libc::getxattr(p.as_ptr(), x.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            } else {
-                libc::lgetxattr(p.as_ptr(), x.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            }
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
-            Some(libc::ENOTSUP) if !x.to_bytes().starts_with(b"security.") => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 16, 0),
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Lists xattr names of `dir`/`name` (no final-symlink following; `dir` itself if empty).
-pub fn listxattr(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<OsString>> {
-    let p = proc_path(dir, name)?;
-    let follow = name.is_empty();
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: valid C string; buf valid for buf.len() bytes.
-        let r = unsafe {
-            if follow {
-                libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            } else {
-                libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-            }
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf
-                .split(|&b| b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| OsString::from_vec(s.to_vec()))
-                .collect());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            Some(libc::ERANGE) if buf.len() < (1 << 22) => buf.resize(buf.len() * 16, 0),
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Sets xattr `xname` on `dir`/`name` (no final-symlink following; `dir` itself if empty).
-pub fn setxattr(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    xname: &OsStr,
-    value: &[u8],
-    flags: i32,
-) -> io::Result<()> {
-    let p = proc_path(dir, name)?;
-    let x = cstr(xname)?;
-    // SAFETY: valid C strings and value slice.
-    cvt(unsafe {
-        if name.is_empty() {
-            libc::setxattr(p.as_ptr(), x.as_ptr(), value.as_ptr().cast(), value.len(), flags)
-        } else {
-            libc::lsetxattr(p.as_ptr(), x.as_ptr(), value.as_ptr().cast(), value.len(), flags)
-        }
-    })
-    .map(drop)
-}
-
-/// Removes xattr `xname` from `dir`/`name` (no final-symlink following; `dir` itself if empty).
-pub fn removexattr(dir: BorrowedFd<'_>, name: &OsStr, xname: &OsStr) -> io::Result<()> {
-    let p = proc_path(dir, name)?;
-    let x = cstr(xname)?;
-    // SAFETY: valid C strings.
-    cvt(unsafe {
-        if name.is_empty() {
-            libc::removexattr(p.as_ptr(), x.as_ptr())
-        } else {
-            libc::lremovexattr(p.as_ptr(), x.as_ptr())
-        }
-    })
-    .map(drop)
 }
 
 /// `flock(2)`; `op` is `LOCK_SH`/`LOCK_EX`/`LOCK_UN`, optionally `| LOCK_NB`.

@@ -19,9 +19,13 @@ pub enum Forked {
 
 /// `fork(2)`. Callers must be single-threaded (checked: returns an error otherwise).
 pub fn fork_single_threaded() -> io::Result<Forked> {
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
     if threads > 1 {
-        return Err(io::Error::other("fork requested from a multi-threaded process"));
+        return Err(io::Error::other(
+            "fork requested from a multi-threaded process",
+        ));
     }
     // SAFETY: the process has exactly one thread, so the child inherits a consistent state.
     let pid = unsafe { libc::fork() };
@@ -54,7 +58,10 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Points stdin/stdout/stderr at /dev/null (daemon detach).
 pub fn redirect_stdio_to_null() -> io::Result<()> {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     for target in 0..3 {
         // SAFETY: dup2 onto the standard descriptors.
         if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {

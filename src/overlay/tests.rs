@@ -1,0 +1,153 @@
+//! Core tests without a mount: the overlay is driven directly, as the FUSE adapter would.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::dirops::NewObject;
+use super::layers::Layers;
+use super::node::ROOT_INO;
+use super::options::MountOptions;
+use super::{Caller, Overlay};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        for d in ["lower/dir/sub", "upper", "work"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("lower/file"), "lower").unwrap();
+        std::fs::write(base.join("lower/dir/a"), "a").unwrap();
+        std::fs::write(base.join("lower/dir/sub/b"), "b").unwrap();
+        std::fs::write(base.join("lower/.wh.hidden"), "").unwrap();
+        std::fs::write(base.join("lower/hidden"), "hidden? no: same-layer marker").unwrap();
+        Fixture { _dir: dir, base }
+    }
+
+    fn overlay(&self, extra: &str) -> Overlay {
+        let o = format!(
+            "lowerdir={},upperdir={},workdir={}{extra}",
+            self.base.join("lower").display(),
+            self.base.join("upper").display(),
+            self.base.join("work").display()
+        );
+        let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
+        Overlay::new(Layers::open(&opts).unwrap(), true).unwrap()
+    }
+}
+
+fn me() -> Caller {
+    Caller {
+        uid: crate::sys::process::euid(),
+        gid: 0,
+    }
+}
+
+fn names(ov: &Overlay, ino: u64) -> Vec<String> {
+    let node = ov.nodes.get(ino).unwrap();
+    let mut v: Vec<String> = ov
+        .listing(&node)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn readdir_and_lookup_agree_on_inodes() {
+    let f = Fixture::new();
+    let ov = f.overlay("");
+    let root = ov.nodes.get(ROOT_INO).unwrap();
+    for e in ov.listing(&root).unwrap().iter() {
+        let (ino, st) = ov.lookup(ROOT_INO, &e.name).unwrap();
+        assert_eq!(ino, e.ino, "{:?}", e.name);
+        assert_eq!(st.st_ino, e.ino);
+    }
+    assert_eq!(names(&ov, ROOT_INO), ["dir", "file", "hidden"]);
+}
+
+#[test]
+fn copy_up_keeps_st_ino_and_never_touches_lower() {
+    let f = Fixture::new();
+    let ov = f.overlay("");
+    let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    let fh = ov.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    ov.write(fh, 0, b"+upper").unwrap();
+    ov.release(fh);
+    assert_eq!(std::fs::read_to_string(f.base.join("lower/file")).unwrap(), "lower");
+    assert_eq!(std::fs::read_to_string(f.base.join("upper/file")).unwrap(), "lower+upper");
+    ov.forget(ino, 1);
+    let (again, st) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    assert_eq!(again, ino);
+    assert_eq!(st.st_ino, ino);
+    let upper_ino = std::fs::metadata(f.base.join("upper/file")).unwrap().ino();
+    assert_ne!(upper_ino, ino, "merged ino must stay the lower one after copy-up");
+}
+
+#[test]
+fn unlink_and_rmdir_leave_whiteouts() {
+    let f = Fixture::new();
+    let ov = f.overlay(",whiteout=wh");
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    assert_eq!(ov.rmdir(ROOT_INO, OsStr::new("dir")).unwrap_err().errno, libc::ENOTEMPTY);
+    ov.unlink(dir, OsStr::new("a")).unwrap();
+    assert!(f.base.join("upper/dir/.wh.a").exists());
+    assert_eq!(names(&ov, dir), ["sub"]);
+    assert_eq!(ov.lookup(dir, OsStr::new("a")).unwrap_err().errno, libc::ENOENT);
+}
+
+#[test]
+fn renamed_lower_dir_keeps_its_contents() {
+    let f = Fixture::new();
+    let ov = f.overlay("");
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    let (new, _, _) = ov
+        .create(ROOT_INO, OsStr::new("target"), me(), NewObject::Dir { mode: 0o755 })
+        .unwrap();
+    ov.rename(ROOT_INO, OsStr::new("dir"), new, OsStr::new("moved"), 0)
+        .unwrap();
+    assert_eq!(ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap_err().errno, libc::ENOENT);
+    let (moved, _) = ov.lookup(new, OsStr::new("moved")).unwrap();
+    assert_eq!(moved, dir, "a renamed directory keeps its inode");
+    assert_eq!(names(&ov, moved), ["a", "sub"]);
+    let (sub, _) = ov.lookup(moved, OsStr::new("sub")).unwrap();
+    assert_eq!(names(&ov, sub), ["b"]);
+}
+
+#[test]
+fn forget_releases_nodes_but_keeps_parents_of_live_children() {
+    let f = Fixture::new();
+    let ov = f.overlay("");
+    let start = ov.node_count();
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    let (sub, _) = ov.lookup(dir, OsStr::new("sub")).unwrap();
+    let (b, _) = ov.lookup(sub, OsStr::new("b")).unwrap();
+    assert_eq!(ov.node_count(), start + 3);
+    ov.forget(dir, 1);
+    ov.forget(sub, 1);
+    assert_eq!(ov.node_count(), start + 3, "parents of a live child must stay");
+    assert!(ov.getattr(b, None).is_ok());
+    ov.forget(b, 1);
+    assert_eq!(ov.node_count(), start, "forgetting the leaf releases the whole chain");
+}
+
+#[test]
+fn read_only_mount_refuses_changes() {
+    let f = Fixture::new();
+    let o = format!("lowerdir={}", f.base.join("lower").display());
+    let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
+    let ov = Overlay::new(Layers::open(&opts).unwrap(), true).unwrap();
+    let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    assert_eq!(ov.open(ino, libc::O_RDWR).unwrap_err().errno, libc::EROFS);
+    assert_eq!(ov.unlink(ROOT_INO, OsStr::new("file")).unwrap_err().errno, libc::EROFS);
+    let fh = ov.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(ov.read(fh, 0, 100).unwrap(), b"lower");
+}
