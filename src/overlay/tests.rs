@@ -82,14 +82,23 @@ fn copy_up_keeps_st_ino_and_never_touches_lower() {
     let fh = ov.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
     ov.write(fh, 0, b"+upper").unwrap();
     ov.release(fh);
-    assert_eq!(std::fs::read_to_string(f.base.join("lower/file")).unwrap(), "lower");
-    assert_eq!(std::fs::read_to_string(f.base.join("upper/file")).unwrap(), "lower+upper");
+    assert_eq!(
+        std::fs::read_to_string(f.base.join("lower/file")).unwrap(),
+        "lower"
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.base.join("upper/file")).unwrap(),
+        "lower+upper"
+    );
     ov.forget(ino, 1);
     let (again, st) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     assert_eq!(again, ino);
     assert_eq!(st.st_ino, ino);
     let upper_ino = std::fs::metadata(f.base.join("upper/file")).unwrap().ino();
-    assert_ne!(upper_ino, ino, "merged ino must stay the lower one after copy-up");
+    assert_ne!(
+        upper_ino, ino,
+        "merged ino must stay the lower one after copy-up"
+    );
 }
 
 #[test]
@@ -97,11 +106,17 @@ fn unlink_and_rmdir_leave_whiteouts() {
     let f = Fixture::new();
     let ov = f.overlay(",whiteout=wh");
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
-    assert_eq!(ov.rmdir(ROOT_INO, OsStr::new("dir")).unwrap_err().errno, libc::ENOTEMPTY);
+    assert_eq!(
+        ov.rmdir(ROOT_INO, OsStr::new("dir")).unwrap_err().errno,
+        libc::ENOTEMPTY
+    );
     ov.unlink(dir, OsStr::new("a")).unwrap();
     assert!(f.base.join("upper/dir/.wh.a").exists());
     assert_eq!(names(&ov, dir), ["sub"]);
-    assert_eq!(ov.lookup(dir, OsStr::new("a")).unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        ov.lookup(dir, OsStr::new("a")).unwrap_err().errno,
+        libc::ENOENT
+    );
 }
 
 #[test]
@@ -110,11 +125,19 @@ fn renamed_lower_dir_keeps_its_contents() {
     let ov = f.overlay("");
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (new, _, _) = ov
-        .create(ROOT_INO, OsStr::new("target"), me(), NewObject::Dir { mode: 0o755 })
+        .create(
+            ROOT_INO,
+            OsStr::new("target"),
+            me(),
+            NewObject::Dir { mode: 0o755 },
+        )
         .unwrap();
     ov.rename(ROOT_INO, OsStr::new("dir"), new, OsStr::new("moved"), 0)
         .unwrap();
-    assert_eq!(ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap_err().errno,
+        libc::ENOENT
+    );
     let (moved, _) = ov.lookup(new, OsStr::new("moved")).unwrap();
     assert_eq!(moved, dir, "a renamed directory keeps its inode");
     assert_eq!(names(&ov, moved), ["a", "sub"]);
@@ -133,10 +156,18 @@ fn forget_releases_nodes_but_keeps_parents_of_live_children() {
     assert_eq!(ov.node_count(), start + 3);
     ov.forget(dir, 1);
     ov.forget(sub, 1);
-    assert_eq!(ov.node_count(), start + 3, "parents of a live child must stay");
+    assert_eq!(
+        ov.node_count(),
+        start + 3,
+        "parents of a live child must stay"
+    );
     assert!(ov.getattr(b, None).is_ok());
     ov.forget(b, 1);
-    assert_eq!(ov.node_count(), start, "forgetting the leaf releases the whole chain");
+    assert_eq!(
+        ov.node_count(),
+        start,
+        "forgetting the leaf releases the whole chain"
+    );
 }
 
 #[test]
@@ -147,7 +178,10 @@ fn read_only_mount_refuses_changes() {
     let ov = Overlay::new(Layers::open(&opts).unwrap(), true).unwrap();
     let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     assert_eq!(ov.open(ino, libc::O_RDWR).unwrap_err().errno, libc::EROFS);
-    assert_eq!(ov.unlink(ROOT_INO, OsStr::new("file")).unwrap_err().errno, libc::EROFS);
+    assert_eq!(
+        ov.unlink(ROOT_INO, OsStr::new("file")).unwrap_err().errno,
+        libc::EROFS
+    );
     let fh = ov.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(ov.read(fh, 0, 100).unwrap(), b"lower");
 }
