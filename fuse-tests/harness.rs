@@ -30,7 +30,8 @@ pub enum Impl {
     Kernel,
     /// strata with its default (probed) whiteout format.
     Strata,
-    /// strata forced to write `.wh.` whiteout files.
+    /// strata forced to write `.wh.` whiteout files, with file data served by the daemon
+    /// (no passthrough).
     StrataWh,
 }
 
@@ -86,7 +87,7 @@ pub fn mount(imp: Impl, lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: 
         }
         Impl::Strata | Impl::StrataWh => {
             if imp == Impl::StrataWh {
-                opts.push_str(",whiteout=wh");
+                opts.push_str(",whiteout=wh,passthrough=off");
             }
             Command::new(strata_bin())
                 .args(["mount", "-o", &opts])

@@ -295,3 +295,39 @@ fn copy_up_does_not_block_other_files() {
         (1 << 30) + 1
     );
 }
+
+#[test]
+fn writer_after_lower_reader_gets_fresh_data() {
+    let t = tmp("pt-mixed");
+    let b = t.path();
+    let l = b.join("l");
+    file(&l.join("f"), "lower content");
+    let (u, w) = (b.join("u"), b.join("w"));
+    dir(&u);
+    dir(&w);
+    let m = mount(Impl::Strata, &[l.clone()], Some((&u, &w)), &b.join("m"));
+    let f = m.path.join("f");
+    let reader = std::fs::File::open(&f).unwrap();
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&f)
+        .unwrap();
+    writer.write_all(b"UPPER").unwrap();
+    let mut buf = [0u8; 13];
+    std::os::unix::fs::FileExt::read_exact_at(&writer, &mut buf, 0).unwrap();
+    assert_eq!(&buf, b"UPPER content");
+    assert_eq!(
+        read(&f).unwrap(),
+        "UPPER content",
+        "a new open must see the upper copy"
+    );
+    // the earlier reader still works (it may keep reading the lower file it opened)
+    std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
+    drop(reader);
+    drop(writer);
+    let mapped = std::fs::File::open(&f).unwrap();
+    let map = strata::sys::mman::Mapping::new(mapped.as_fd(), 13, false, true).unwrap();
+    assert_eq!(map.as_slice(), b"UPPER content");
+    assert_eq!(read(&l.join("f")).unwrap(), "lower content");
+}

@@ -212,7 +212,7 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
     let root = process::euid() == 0;
-    let fs = StrataFs::new(core.clone(), ttl);
+    let fs = StrataFs::new(core.clone(), ttl, root && opts.passthrough);
     let mut session = match Session::new(fs, mountpoint, &fuse_config(opts, root)) {
         Ok(s) => s,
         Err(e) => {

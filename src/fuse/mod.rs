@@ -4,6 +4,7 @@
 //! boundary) at debug level.
 
 pub mod convert;
+pub mod passthrough;
 
 use std::ffi::OsStr;
 use std::io;
@@ -12,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
@@ -24,18 +25,83 @@ use crate::overlay::dirops::NewObject;
 use crate::overlay::{Caller, FsError, Overlay};
 use crate::sys::fs::Stat;
 use convert::{attr, errno, file_type, timespec};
+use passthrough::{Backings, OpenReply};
+use std::os::fd::OwnedFd;
 
 /// The FUSE face of an [`Overlay`].
 #[derive(Debug)]
 pub struct StrataFs {
     core: Arc<Overlay>,
     ttl: Duration,
+    backings: Backings,
+}
+
+struct Opened {
+    reply: ReplyOpen,
+    fh: u64,
+}
+
+impl OpenReply for Opened {
+    fn backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
+        self.reply.open_backing(fd)
+    }
+    fn passthrough(self, id: &BackingId) {
+        self.reply
+            .opened_passthrough(FileHandle(self.fh), FopenFlags::empty(), id);
+    }
+    fn daemon(self, flags: FopenFlags) {
+        self.reply.opened(FileHandle(self.fh), flags);
+    }
+}
+
+struct Created {
+    reply: ReplyCreate,
+    fh: u64,
+    attr: FileAttr,
+    ttl: Duration,
+}
+
+impl OpenReply for Created {
+    fn backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
+        self.reply.open_backing(fd)
+    }
+    fn passthrough(self, id: &BackingId) {
+        let fh = FileHandle(self.fh);
+        let flags = FopenFlags::empty();
+        self.reply
+            .created_passthrough(&self.ttl, &self.attr, Generation(0), fh, flags, id);
+    }
+    fn daemon(self, flags: FopenFlags) {
+        let fh = FileHandle(self.fh);
+        self.reply
+            .created(&self.ttl, &self.attr, Generation(0), fh, flags);
+    }
 }
 
 impl StrataFs {
-    /// Wraps a core; `ttl` is the entry/attribute cache timeout given to the kernel.
-    pub fn new(core: Arc<Overlay>, ttl: Duration) -> Self {
-        StrataFs { core, ttl }
+    /// Wraps a core; `ttl` is the entry/attribute cache timeout given to the kernel;
+    /// `passthrough` lets file data bypass the daemon where the kernel allows it (root).
+    pub fn new(core: Arc<Overlay>, ttl: Duration, passthrough: bool) -> Self {
+        StrataFs {
+            core,
+            ttl,
+            backings: Backings::new(passthrough),
+        }
+    }
+
+    fn answer_open<R: OpenReply>(&self, ino: u64, fh: u64, reply: R) {
+        let upper = self.core.handle_on_upper(fh);
+        let core = &self.core;
+        self.backings.answer(
+            ino,
+            fh,
+            upper,
+            || {
+                core.backing_file(ino)
+                    .map_err(|e| io::Error::from_raw_os_error(e.errno))
+            },
+            reply,
+        );
     }
 
     fn fail(&self, op: &str, e: &FsError) -> Errno {
@@ -102,6 +168,11 @@ impl Filesystem for StrataFs {
             .set_max_readahead(1 << 20)
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
+        if self.backings.enabled() {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.backings.set_enabled(ok);
+        }
         Ok(())
     }
 
@@ -245,7 +316,7 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => self.answer_open(ino.0, fh, Opened { reply, fh }),
             Err(e) => reply.error(self.fail("open", &e)),
         }
     }
@@ -306,6 +377,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(fh.0);
         self.core.release(fh.0);
         reply.ok();
     }
@@ -443,13 +515,15 @@ impl Filesystem for StrataFs {
             .core
             .create_open(parent.0, name, caller(req), mode, flags)
         {
-            Ok((_, st, fh)) => reply.created(
-                &self.ttl,
-                &attr(&st),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((ino, st, fh)) => {
+                let r = Created {
+                    reply,
+                    fh,
+                    attr: attr(&st),
+                    ttl: self.ttl,
+                };
+                self.answer_open(ino, fh, r)
+            }
             Err(e) => reply.error(self.fail("create", &e)),
         }
     }

@@ -69,6 +69,26 @@ impl Overlay {
         self.handle(fh).ok().and_then(|h| h.fd().ok())
     }
 
+    /// True if handle `fh` reads and writes the upper copy.
+    pub fn handle_on_upper(&self, fh: u64) -> bool {
+        self.handle(fh)
+            .map(|h| h.on_upper.load(Ordering::Acquire))
+            .unwrap_or(false)
+    }
+
+    /// Opens the real file of `ino` to serve as its passthrough backing file: read-write on
+    /// the upper layer (shared by readers and writers), read-only on a lower one.
+    pub fn backing_file(&self, ino: u64) -> FsResult<OwnedFd> {
+        let node = self.nodes.get(ino)?;
+        let (dir, name, lay) = self.locate(&node)?;
+        let flags = if lay == super::layers::Lay::Upper {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        fs::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0).ctx("open backing file")
+    }
+
     /// Any open fd of inode `ino` (for an unlinked file only its handles reach it).
     pub(super) fn open_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
         self.files

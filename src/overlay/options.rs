@@ -41,6 +41,8 @@ pub struct MountOptions {
     pub timeout_secs: f64,
     /// Number of request threads (0 = automatic).
     pub threads: usize,
+    /// Use FUSE passthrough for file data where possible (root only).
+    pub passthrough: bool,
     /// Options that were ignored, with the reason, for a warning line each.
     pub warnings: Vec<String>,
 }
@@ -58,6 +60,7 @@ impl Default for MountOptions {
             allow_other: None,
             timeout_secs: 60.0,
             threads: 0,
+            passthrough: true,
             warnings: Vec::new(),
         }
     }
@@ -229,6 +232,14 @@ impl MountOptions {
                     .ok_or_else(|| format!("threads={v}: expected a number up to 256"))?;
             }
             "fsync" if value == Some("1") => self.volatile = false,
+            "passthrough" => {
+                self.passthrough = match value {
+                    None | Some("on") | Some("auto") => true,
+                    Some("off") => false,
+                    Some(v) => return Err(format!("passthrough={v}: expected on, off or auto")),
+                }
+            }
+            "nopassthrough" => self.passthrough = false,
             k if PASSED_THROUGH.contains(&k) => {}
             k if KERNEL_OPTIONS.contains(&k) => {
                 if k == "redirect_dir" && matches!(value, Some("off") | Some("nofollow")) {
