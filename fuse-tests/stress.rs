@@ -305,7 +305,12 @@ fn writer_after_lower_reader_gets_fresh_data() {
     let (u, w) = (b.join("u"), b.join("w"));
     dir(&u);
     dir(&w);
-    let m = mount(Impl::Strata, &[l.clone()], Some((&u, &w)), &b.join("m"));
+    let m = mount(
+        Impl::Strata,
+        std::slice::from_ref(&l),
+        Some((&u, &w)),
+        &b.join("m"),
+    );
     let f = m.path.join("f");
     let reader = std::fs::File::open(&f).unwrap();
     let mut writer = std::fs::OpenOptions::new()
