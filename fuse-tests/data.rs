@@ -371,3 +371,93 @@ fn special_files_and_symlinks() {
         ]
     });
 }
+
+fn as_user(uid: u32, args: &[&str]) -> String {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        format!("ok {:?}", String::from_utf8_lossy(&out.stdout))
+    } else {
+        "denied".into()
+    }
+}
+
+fn acl(p: &Path) -> String {
+    let out = std::process::Command::new("getfacl")
+        .args(["-cp"])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).replace('\n', " ")
+}
+
+#[test]
+fn acls_and_permissions_as_another_user() {
+    let setup = |base: &Path| {
+        let l = lowers(base);
+        file(&l[0].join("secret"), "secret");
+        chmod(&l[0].join("secret"), 0o600);
+        file(&l[0].join("shared"), "shared");
+        chmod(&l[0].join("shared"), 0o600);
+        chmod(&l[0].join("dir"), 0o755);
+        l
+    };
+    scenario("acl", &setup, &|m| {
+        let p = |n: &str| j(m, n).display().to_string();
+        let setfacl = std::process::Command::new("setfacl")
+            .args(["-m", "u:1234:r"])
+            .arg(j(m, "shared"))
+            .status()
+            .map(|s| s.success());
+        vec![
+            format!("setfacl: {setfacl:?}"),
+            format!("acl: {}", acl(&j(m, "shared"))),
+            format!(
+                "read secret as 1234: {}",
+                as_user(1234, &["cat", &p("secret")])
+            ),
+            format!(
+                "read shared as 1234: {}",
+                as_user(1234, &["cat", &p("shared")])
+            ),
+            format!(
+                "read shared as 1235: {}",
+                as_user(1235, &["cat", &p("shared")])
+            ),
+            format!(
+                "create in 0755 dir as 1234: {}",
+                as_user(1234, &["touch", &p("dir/x")])
+            ),
+            step(
+                "chmod 0640",
+                std::fs::set_permissions(
+                    j(m, "shared"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o640),
+                ),
+            ),
+            format!("acl after chmod: {}", acl(&j(m, "shared"))),
+            step(
+                "default acl on dir",
+                std::process::Command::new("setfacl")
+                    .args(["-d", "-m", "u:1234:rwx"])
+                    .arg(j(m, "dir"))
+                    .status()
+                    .map(drop),
+            ),
+            step(
+                "create under default acl",
+                std::fs::write(j(m, "dir/inherit"), "i"),
+            ),
+            format!("inherited acl: {}", acl(&j(m, "dir/inherit"))),
+        ]
+    });
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 use fuser::{
     AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
@@ -137,10 +137,11 @@ impl crate::overlay::Invalidate for KernelInvalidator {
     }
 }
 
-fn caller(req: &Request) -> Caller {
+fn caller(req: &Request, umask: u32) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
 }
 
@@ -160,6 +161,10 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -241,10 +246,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         let obj = NewObject::Special {
-            mode: mode & !(umask & 0o777),
+            mode,
             rdev: rdev as u64,
         };
-        let r = self.core.create(parent.0, name, caller(req), obj);
+        let r = self.core.create(parent.0, name, caller(req, umask), obj);
         self.entry("mknod", r.map(|(i, s, _)| (i, s)), reply);
     }
 
@@ -258,9 +263,9 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         let obj = NewObject::Dir {
-            mode: mode & !umask & 0o7777,
+            mode: mode & 0o7777,
         };
-        let r = self.core.create(parent.0, name, caller(req), obj);
+        let r = self.core.create(parent.0, name, caller(req, umask), obj);
         self.entry("mkdir", r.map(|(i, s, _)| (i, s)), reply);
     }
 
@@ -283,7 +288,7 @@ impl Filesystem for StrataFs {
         let obj = NewObject::Symlink {
             target: target.as_os_str(),
         };
-        let r = self.core.create(parent.0, link_name, caller(req), obj);
+        let r = self.core.create(parent.0, link_name, caller(req, 0), obj);
         self.entry("symlink", r.map(|(i, s, _)| (i, s)), reply);
     }
 
@@ -421,6 +426,56 @@ impl Filesystem for StrataFs {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (entries, start) = match self.core.readdir(fh.0, offset) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.fail("readdirplus", &e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(start) {
+            let next = (i + 1) as u64;
+            if e.name == "." || e.name == ".." {
+                // No lookup is counted for these; the kernel only needs their inode.
+                let st = self.core.getattr(e.ino, None);
+                let Ok(st) = st else { continue };
+                if reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    &e.name,
+                    &Duration::ZERO,
+                    &attr(&st),
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // The entry may have gone since the snapshot; skip it like a concurrent unlink.
+            let Ok((child, st)) = self.core.lookup(ino.0, &e.name) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(child),
+                next,
+                &e.name,
+                &self.ttl,
+                &attr(&st),
+                Generation(0),
+            ) {
+                // Not sent: the kernel will not count this lookup.
+                self.core.forget(child, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -510,10 +565,10 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mode = mode & !umask & 0o7777;
+        let mode = mode & 0o7777;
         match self
             .core
-            .create_open(parent.0, name, caller(req), mode, flags)
+            .create_open(parent.0, name, caller(req, umask), mode, flags)
         {
             Ok((ino, st, fh)) => {
                 let r = Created {

@@ -53,6 +53,25 @@ pub enum NewObject<'a> {
 }
 
 impl NewObject<'_> {
+    /// The same object with `umask` cleared from its permission bits.
+    fn masked(self, umask: u32) -> Self {
+        let umask = umask & 0o777;
+        match self {
+            NewObject::File { mode, flags } => NewObject::File {
+                mode: mode & !umask,
+                flags,
+            },
+            NewObject::Dir { mode } => NewObject::Dir {
+                mode: mode & !umask,
+            },
+            NewObject::Special { mode, rdev } => NewObject::Special {
+                mode: mode & !umask,
+                rdev,
+            },
+            other => other,
+        }
+    }
+
     fn make(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<OwnedFd>> {
         match *self {
             NewObject::File { mode, flags } => {
@@ -113,6 +132,12 @@ impl Overlay {
             return err(libc::EEXIST);
         }
         let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
+        // As in the VFS: a default ACL on the parent replaces the umask.
+        let default_acl = OsStr::new("system.posix_acl_default");
+        let obj = match xattr::getxattr(pfd.as_fd(), OsStr::new(""), default_acl) {
+            Ok(Some(_)) => obj,
+            _ => obj.masked(caller.umask),
+        };
         // Like the kernel: a new directory in a merged parent is made opaque, which spares
         // every later lookup in it a probe of the lower layers.
         let opaque_new = obj.is_dir() && !pnode.state()?.lowers.is_empty();
@@ -232,7 +257,11 @@ impl Overlay {
             dir: sdir.as_fd(),
             name: &sname,
         };
-        let caller = Caller { uid: 0, gid: 0 };
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            umask: 0,
+        };
         let (ino, st, _) = self.create(newparent, newname, caller, obj)?;
         Ok((ino, st))
     }

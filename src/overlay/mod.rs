@@ -79,6 +79,8 @@ pub struct Caller {
     pub uid: u32,
     /// Effective gid of the calling process.
     pub gid: u32,
+    /// The caller's umask, applied unless the parent directory has a default ACL.
+    pub umask: u32,
 }
 
 impl Overlay {

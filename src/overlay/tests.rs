@@ -46,6 +46,7 @@ fn me() -> Caller {
     Caller {
         uid: crate::sys::process::euid(),
         gid: 0,
+        umask: 0o022,
     }
 }
 
