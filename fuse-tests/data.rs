@@ -98,6 +98,36 @@ fn copy_up_every_type_keeps_metadata() {
                 sfs::lutimensat(d.as_fd(), &n, t, t)
             }),
             format!("plain ns times: {}", times(&j(m, "plain"))),
+            step(
+                "chmod lower dir",
+                std::fs::set_permissions(
+                    j(m, "dir/sub"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                ),
+            ),
+            step(
+                "chown lower dir",
+                std::os::unix::fs::chown(j(m, "dir/sub"), Some(42), Some(43)),
+            ),
+            step("utimens lower dir", {
+                let (d, n) = at(&j(m, "dir/sub"));
+                let t = sfs::TimeSpec::At(1_111_111_111, 5);
+                sfs::lutimensat(d.as_fd(), &n, t, t)
+            }),
+            format!("dir/sub times: {}", times(&j(m, "dir/sub"))),
+            step(
+                "mkdir + chmod new dir",
+                std::fs::create_dir(j(m, "newd")).and_then(|_| {
+                    std::fs::set_permissions(
+                        j(m, "newd"),
+                        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+                    )
+                }),
+            ),
+            step(
+                "chmod root",
+                std::fs::set_permissions(m, std::os::unix::fs::PermissionsExt::from_mode(0o751)),
+            ),
         ]
     });
 }

@@ -296,23 +296,46 @@ fn copy_up_does_not_block_other_files() {
     );
 }
 
+fn mount_opts(b: &Path, l: &Path, extra: &str) -> crate::harness::Mounted {
+    let (u, w, m) = (
+        b.join(format!("u{extra}")),
+        b.join(format!("w{extra}")),
+        b.join(format!("m{extra}")),
+    );
+    for d in [&u, &w, &m] {
+        dir(d);
+    }
+    let o = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    let st = std::process::Command::new(crate::harness::strata_bin())
+        .args(["mount", "-o", &o])
+        .arg(&m)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    crate::harness::Mounted { path: m }
+}
+
 #[test]
-fn writer_after_lower_reader_gets_fresh_data() {
+fn writer_while_lower_file_is_passed_through() {
     let t = tmp("pt-mixed");
     let b = t.path();
     let l = b.join("l");
     file(&l.join("f"), "lower content");
-    let (u, w) = (b.join("u"), b.join("w"));
-    dir(&u);
-    dir(&w);
-    let m = mount(
-        Impl::Strata,
-        std::slice::from_ref(&l),
-        Some((&u, &w)),
-        &b.join("m"),
-    );
+    file(&l.join("g"), "lower content");
+    let m = mount_opts(b, &l, "");
     let f = m.path.join("f");
+    // a reader still holding the lower file: a writer is refused, never given the lower file
     let reader = std::fs::File::open(&f).unwrap();
+    let w = std::fs::OpenOptions::new().write(true).open(&f);
+    assert_eq!(res(w), "ETXTBSY");
+    drop(reader);
+    // closed readers (release still in flight) don't block a writer
+    let _ = read(&f).unwrap();
     let mut writer = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -327,12 +350,26 @@ fn writer_after_lower_reader_gets_fresh_data() {
         "UPPER content",
         "a new open must see the upper copy"
     );
-    // the earlier reader still works (it may keep reading the lower file it opened)
-    std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
-    drop(reader);
-    drop(writer);
     let mapped = std::fs::File::open(&f).unwrap();
     let map = strata::sys::mman::Mapping::new(mapped.as_fd(), 13, false, true).unwrap();
     assert_eq!(map.as_slice(), b"UPPER content");
+    // a chmod copy-up keeps the data: readers may share the lower backing meanwhile
+    let g = m.path.join("g");
+    let r1 = std::fs::File::open(&g).unwrap();
+    std::fs::set_permissions(&g, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(read(&g).unwrap(), "lower content");
+    drop(r1);
     assert_eq!(read(&l.join("f")).unwrap(), "lower content");
+    // passthrough=upper: lower files stay on the daemon path and writers are never refused
+    let m2 = mount_opts(b, &l, ",passthrough=upper");
+    let f2 = m2.path.join("f");
+    let reader = std::fs::File::open(&f2).unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&f2).unwrap();
+    writer.write_all(b"upper").unwrap();
+    let mut buf = [0u8; 13];
+    std::os::unix::fs::FileExt::read_exact_at(&reader, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf, b"upper content",
+        "the daemon switches readers to the upper copy"
+    );
 }

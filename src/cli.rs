@@ -20,6 +20,41 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a strata mount.
     Umount(UmountArgs),
+    /// Benchmark strata against fuse-overlayfs, kernel overlayfs and native.
+    Bench(BenchArgs),
+}
+
+/// `strata bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Filesystems: strata, fuse-overlayfs, fuse-overlayfs:PATH, kernel, native.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "strata,fuse-overlayfs,kernel,native"
+    )]
+    pub fs: Vec<String>,
+    /// Workloads (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub workload: Vec<String>,
+    /// Runs per filesystem and workload.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// Scale: full (as specified) or small (a tenth).
+    #[arg(long, default_value = "full", value_parser = ["full", "small"])]
+    pub size: String,
+    /// Directory for report.md, results.json and chart.svg.
+    #[arg(long, default_value = "strata-bench")]
+    pub out: PathBuf,
+    /// Directory for the lower tree and the mounts (same disk for every filesystem).
+    #[arg(long, default_value = "/var/tmp/strata-bench")]
+    pub work: PathBuf,
+    /// fuse-overlayfs binary for `fuse-overlayfs` (default: the one in PATH).
+    #[arg(long)]
+    pub fuse_overlayfs: Option<PathBuf>,
+    /// Drop the page cache before every measurement (root).
+    #[arg(long)]
+    pub drop_caches: bool,
 }
 
 /// `strata mount`.

@@ -3,8 +3,9 @@
 //!
 //! Folders show the architecture: `sys/` holds every `unsafe` syscall wrapper; `overlay/` is
 //! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
-//! command implementations behind `cli.rs`.
+//! command implementations behind `cli.rs`; `bench/` is the benchmark harness.
 
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod fuse;

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use clap::Parser;
 use strata::cli::{Cli, Command};
 
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "umount", "bench", "help"];
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
@@ -24,6 +24,7 @@ fn main() {
     let code = match cli.command {
         Command::Mount(a) => strata::cmd::mount::run(a),
         Command::Umount(a) => strata::cmd::mount::umount(a),
+        Command::Bench(a) => strata::cmd::bench::run(a),
     };
     std::process::exit(code);
 }

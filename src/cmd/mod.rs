@@ -1,6 +1,7 @@
 //! Command implementations. Each prints `strata: error: <what, naming the object>: <cause>`
 //! and returns exit status 1 on failure.
 
+pub mod bench;
 pub mod mount;
 
 /// Prints the standard error line and returns exit status 1.

@@ -16,9 +16,9 @@ use fuser::{Config, MountOption, Session, SessionACL};
 
 use super::fail;
 use crate::cli::{MountArgs, UmountArgs};
-use crate::fuse::{KernelInvalidator, StrataFs};
+use crate::fuse::{KernelInvalidator, Policy, StrataFs};
 use crate::overlay::layers::Layers;
-use crate::overlay::options::MountOptions;
+use crate::overlay::options::{MountOptions, Passthrough};
 use crate::overlay::Overlay;
 use crate::sys::process::{self, Forked};
 
@@ -212,7 +212,13 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
     let root = process::euid() == 0;
-    let fs = StrataFs::new(core.clone(), ttl, root && opts.passthrough);
+    let policy = match opts.passthrough {
+        _ if !root => Policy::Off,
+        Passthrough::Off => Policy::Off,
+        Passthrough::Upper => Policy::Upper,
+        Passthrough::All => Policy::All,
+    };
+    let fs = StrataFs::new(core.clone(), ttl, policy);
     let mut session = match Session::new(fs, mountpoint, &fuse_config(opts, root)) {
         Ok(s) => s,
         Err(e) => {

@@ -25,6 +25,7 @@ use crate::overlay::dirops::NewObject;
 use crate::overlay::{Caller, FsError, Overlay};
 use crate::sys::fs::Stat;
 use convert::{attr, errno, file_type, timespec};
+pub use passthrough::Policy;
 use passthrough::{Backings, OpenReply};
 use std::os::fd::OwnedFd;
 
@@ -52,6 +53,9 @@ impl OpenReply for Opened {
     fn daemon(self, flags: FopenFlags) {
         self.reply.opened(FileHandle(self.fh), flags);
     }
+    fn refuse(self, errno: Errno) {
+        self.reply.error(errno);
+    }
 }
 
 struct Created {
@@ -76,12 +80,17 @@ impl OpenReply for Created {
         self.reply
             .created(&self.ttl, &self.attr, Generation(0), fh, flags);
     }
+    fn refuse(self, errno: Errno) {
+        // A new inode has no handles yet, so this only happens if its number was reused
+        // while the kernel still held the old one.
+        self.reply.error(errno);
+    }
 }
 
 impl StrataFs {
     /// Wraps a core; `ttl` is the entry/attribute cache timeout given to the kernel;
     /// `passthrough` lets file data bypass the daemon where the kernel allows it (root).
-    pub fn new(core: Arc<Overlay>, ttl: Duration, passthrough: bool) -> Self {
+    pub fn new(core: Arc<Overlay>, ttl: Duration, passthrough: Policy) -> Self {
         StrataFs {
             core,
             ttl,
@@ -89,19 +98,25 @@ impl StrataFs {
         }
     }
 
-    fn answer_open<R: OpenReply>(&self, ino: u64, fh: u64, reply: R) {
+    fn answer_open<R: OpenReply>(&self, ino: u64, fh: u64, writable: bool, reply: R) {
         let upper = self.core.handle_on_upper(fh);
         let core = &self.core;
-        self.backings.answer(
+        let setid = self.backings.enabled() && core.is_setid(ino);
+        let accepted = self.backings.answer(
             ino,
             fh,
             upper,
+            writable,
+            !setid,
             || {
                 core.backing_file(ino)
                     .map_err(|e| io::Error::from_raw_os_error(e.errno))
             },
             reply,
         );
+        if !accepted {
+            self.core.release(fh);
+        }
     }
 
     fn fail(&self, op: &str, e: &FsError) -> Errno {
@@ -165,6 +180,7 @@ impl Filesystem for StrataFs {
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_POSIX_ACL,
             InitFlags::FUSE_DONT_MASK,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -214,6 +230,9 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if size.is_some() {
+            self.backings.data_changed(ino.0);
+        }
         let a = SetAttr {
             mode,
             uid,
@@ -321,7 +340,11 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(ino.0, flags.0) {
-            Ok(fh) => self.answer_open(ino.0, fh, Opened { reply, fh }),
+            Ok(fh) => {
+                let writable =
+                    flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+                self.answer_open(ino.0, fh, writable, Opened { reply, fh })
+            }
             Err(e) => reply.error(self.fail("open", &e)),
         }
     }
@@ -350,12 +373,14 @@ impl Filesystem for StrataFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(fh.0, offset, data) {
+        // FUSE_HANDLE_KILLPRIV_V2: dropping setuid/setgid on unprivileged writes is ours.
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.core.write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", &e)),
         }
@@ -577,7 +602,7 @@ impl Filesystem for StrataFs {
                     attr: attr(&st),
                     ttl: self.ttl,
                 };
-                self.answer_open(ino, fh, r)
+                self.answer_open(ino, fh, true, r)
             }
             Err(e) => reply.error(self.fail("create", &e)),
         }

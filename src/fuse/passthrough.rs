@@ -1,19 +1,22 @@
 //! FUSE passthrough bookkeeping: one backing file per inode, shared by all of its open
 //! handles until the last one closes.
 //!
-//! The kernel refuses (EIO) a second backing file for an inode, a page-cached open of an inode
-//! that has passthrough handles, and a passthrough open of one that has page-cached handles.
-//! So each inode is in one mode while it has handles (counted until their asynchronous
-//! release arrives): passthrough is chosen only for files in the upper dir, which never move
-//! back to a lower layer, so an inode never needs a second backing file; a lower file is
-//! served page-cached by the daemon, and a writer arriving after its copy-up joins that mode
-//! (the daemon then reads the upper copy for every handle, as kernel overlayfs does).
+//! While an inode has a backing file the kernel refuses every other open of it (EIO), and a
+//! second backing file too. So each inode is in one mode while it has handles (counted until
+//! their asynchronous release arrives): passthrough to the file it was first opened on, or
+//! page-cached through the daemon (setuid files, `passthrough=off`, no kernel support). A
+//! reader of a lower file that has since been copied up keeps sharing the lower backing while
+//! the data is unchanged (a chmod, say). A writer can't share it: it waits briefly for
+//! releases still in flight, and if readers really still hold the lower file its open fails
+//! with ETXTBSY — never is a writer given the lower file. `passthrough=upper` keeps lower files
+//! on the daemon path for workloads that write files other processes hold open.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use fuser::{BackingId, FopenFlags};
@@ -27,6 +30,19 @@ pub trait OpenReply {
     fn passthrough(self, id: &BackingId);
     /// Answers with the daemon serving the data.
     fn daemon(self, flags: FopenFlags);
+    /// Refuses the open with an errno.
+    fn refuse(self, errno: fuser::Errno);
+}
+
+/// Which files may get a backing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// None: all data through the daemon.
+    Off,
+    /// Files in the upper dir only.
+    Upper,
+    /// Upper and lower files.
+    All,
 }
 
 #[derive(Debug)]
@@ -38,24 +54,36 @@ enum Via {
 #[derive(Debug)]
 struct Entry {
     via: Via,
+    /// The backing file is the upper copy.
+    upper: bool,
+    /// Handles counted against this mode.
     users: usize,
+    /// The data changed since the (lower) backing was opened.
+    stale: bool,
 }
+
+/// How long a writer waits for in-flight releases of a lower backing before giving up.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// All backing files of a session.
 #[derive(Debug)]
 pub struct Backings {
     enabled: AtomicBool,
+    lower_too: bool,
     by_ino: Mutex<HashMap<u64, Entry>>,
-    /// Handles answered with passthrough -> their inode.
+    released: Condvar,
+    /// Counted handles -> their inode.
     handles: DashMap<u64, u64>,
 }
 
 impl Backings {
-    /// `enabled`: try passthrough for new opens (root, kernel support, not turned off).
-    pub fn new(enabled: bool) -> Self {
+    /// `policy`: which files get backing files (the caller checked root).
+    pub fn new(policy: Policy) -> Self {
         Backings {
-            enabled: AtomicBool::new(enabled),
+            enabled: AtomicBool::new(policy != Policy::Off),
+            lower_too: policy == Policy::All,
             by_ino: Mutex::new(HashMap::new()),
+            released: Condvar::new(),
             handles: DashMap::new(),
         }
     }
@@ -70,28 +98,54 @@ impl Backings {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
-    /// Answers open handle `fh` of `ino` whose real file is on the upper layer or not;
-    /// `backing_fd` opens the file to register when the inode gets a backing file.
+    /// Answers open handle `fh` of `ino`, whose handle reads the upper copy or not and may
+    /// write or not. `backing_fd` opens the file to register when the inode gets a backing
+    /// file, which it only may when `allow_backing` (setuid files stay on the daemon path).
+    /// Returns false when the open was refused (the caller drops its handle).
+    #[allow(clippy::too_many_arguments)]
     pub fn answer<R: OpenReply>(
         &self,
         ino: u64,
         fh: u64,
         upper: bool,
+        writable: bool,
+        allow_backing: bool,
         backing_fd: impl FnOnce() -> io::Result<OwnedFd>,
         reply: R,
-    ) {
+    ) -> bool {
         let Ok(mut map) = self.by_ino.lock() else {
-            return reply.daemon(FopenFlags::FOPEN_DIRECT_IO);
+            reply.refuse(fuser::Errno::EIO);
+            return false;
         };
-        self.handles.insert(fh, ino);
-        if let Some(e) = map.get_mut(&ino) {
-            e.users += 1;
-            return match &e.via {
-                Via::Backing(id) => reply.passthrough(id),
-                Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while let Some(e) = map.get_mut(&ino) {
+            let reuse = match &e.via {
+                Via::Daemon => true,
+                Via::Backing(_) => e.upper == upper || (!writable && !e.stale),
+            };
+            if reuse {
+                e.users += 1;
+                self.handles.insert(fh, ino);
+                match &e.via {
+                    Via::Backing(id) => reply.passthrough(id),
+                    Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
+                }
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                reply.refuse(fuser::Errno::ETXTBSY);
+                return false;
+            }
+            map = match self.released.wait_timeout(map, left) {
+                Ok((m, _)) => m,
+                Err(_) => {
+                    reply.refuse(fuser::Errno::EIO);
+                    return false;
+                }
             };
         }
-        let via = if upper && self.enabled() {
+        let via = if allow_backing && self.enabled() && (upper || self.lower_too) {
             match backing_fd().and_then(|fd| reply.backing(&fd)) {
                 Ok(id) => Via::Backing(id),
                 Err(err) => {
@@ -105,11 +159,27 @@ impl Backings {
         } else {
             Via::Daemon
         };
-        let e = map.entry(ino).or_insert(Entry { via, users: 0 });
+        self.handles.insert(fh, ino);
+        let e = map.entry(ino).or_insert(Entry {
+            via,
+            upper,
+            users: 0,
+            stale: false,
+        });
         e.users += 1;
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),
             Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
+        }
+        true
+    }
+
+    /// Records that the data of `ino` changed outside its handles (truncate).
+    pub fn data_changed(&self, ino: u64) {
+        if let Ok(mut map) = self.by_ino.lock() {
+            if let Some(e) = map.get_mut(&ino) {
+                e.stale = true;
+            }
         }
     }
 
@@ -123,6 +193,7 @@ impl Backings {
                 e.users = e.users.saturating_sub(1);
                 if e.users == 0 {
                     map.remove(&ino);
+                    self.released.notify_all();
                 }
             }
         }

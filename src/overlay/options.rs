@@ -18,6 +18,17 @@ pub enum WhiteoutStyle {
     WhFile,
 }
 
+/// Which files FUSE passthrough may serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passthrough {
+    /// None.
+    Off,
+    /// Upper files only.
+    Upper,
+    /// Upper and lower files.
+    All,
+}
+
 /// Everything `strata mount -o` understood.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountOptions {
@@ -41,8 +52,8 @@ pub struct MountOptions {
     pub timeout_secs: f64,
     /// Number of request threads (0 = automatic).
     pub threads: usize,
-    /// Use FUSE passthrough for file data where possible (root only).
-    pub passthrough: bool,
+    /// FUSE passthrough for file data (root only): off, upper files only, or all files.
+    pub passthrough: Passthrough,
     /// Options that were ignored, with the reason, for a warning line each.
     pub warnings: Vec<String>,
 }
@@ -60,7 +71,7 @@ impl Default for MountOptions {
             allow_other: None,
             timeout_secs: 60.0,
             threads: 0,
-            passthrough: true,
+            passthrough: Passthrough::All,
             warnings: Vec::new(),
         }
     }
@@ -234,12 +245,13 @@ impl MountOptions {
             "fsync" if value == Some("1") => self.volatile = false,
             "passthrough" => {
                 self.passthrough = match value {
-                    None | Some("on") | Some("auto") => true,
-                    Some("off") => false,
-                    Some(v) => return Err(format!("passthrough={v}: expected on, off or auto")),
+                    None | Some("on") | Some("auto") | Some("all") => Passthrough::All,
+                    Some("upper") => Passthrough::Upper,
+                    Some("off") => Passthrough::Off,
+                    Some(v) => return Err(format!("passthrough={v}: expected all, upper or off")),
                 }
             }
-            "nopassthrough" => self.passthrough = false,
+            "nopassthrough" => self.passthrough = Passthrough::Off,
             k if PASSED_THROUGH.contains(&k) => {}
             k if KERNEL_OPTIONS.contains(&k) => {
                 if k == "redirect_dir" && matches!(value, Some("off") | Some("nofollow")) {

@@ -215,11 +215,22 @@ pub fn lchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Re
     cvt(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(drop)
 }
 
-/// `fchmodat(2)` (follows a final symlink, as chmod always does on Linux).
+/// The `/proc/self/fd/N` path of an fd: path-only syscalls reach the object itself through
+/// it (the magic link is followed to the object, never beyond).
+fn fd_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// `fchmodat(2)` (follows a final symlink, as chmod always does on Linux); an empty name
+/// changes `dir` itself (there is no empty-path fchmodat before `fchmodat2`).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
-    let c = cstr(name)?;
+    let (fd, c) = if name.is_empty() {
+        (libc::AT_FDCWD, fd_path(dir))
+    } else {
+        (dir.as_raw_fd(), cstr(name)?)
+    };
     // SAFETY: valid C string.
-    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
+    cvt(unsafe { libc::fchmodat(fd, c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
 }
 
 /// `fchmod(2)` of an open (non-`O_PATH`) fd.
@@ -265,15 +276,16 @@ pub fn lutimensat(
     atime: TimeSpec,
     mtime: TimeSpec,
 ) -> io::Result<()> {
-    let c = cstr(name)?;
     let times = [atime.raw(), mtime.raw()];
-    let flags = if name.is_empty() {
-        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    // An empty name means `dir` itself: through its /proc path, following the magic link
+    // (AT_EMPTY_PATH for utimensat is not in every kernel strata supports).
+    let (fd, c, flags) = if name.is_empty() {
+        (libc::AT_FDCWD, fd_path(dir), 0)
     } else {
-        libc::AT_SYMLINK_NOFOLLOW
+        (dir.as_raw_fd(), cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
     };
     // SAFETY: valid C string and a 2-element timespec array.
-    cvt(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), times.as_ptr(), flags) }).map(drop)
+    cvt(unsafe { libc::utimensat(fd, c.as_ptr(), times.as_ptr(), flags) }).map(drop)
 }
 
 /// `ftruncate(2)`.

@@ -1,0 +1,212 @@
+//! `strata bench`: filesystem benchmarks of strata against its peers on one machine.
+//!
+//! One lower tree is built and shared; for every run, workload and filesystem a fresh mount
+//! (lowers + empty upper) is made, the workload timed, the mount torn down. Filesystems are
+//! interleaved (A B C A B C ...) so drift in the machine hits all of them alike. Results are
+//! reported as ratios to kernel overlayfs measured in the same run; targets missed are
+//! information, never failures.
+
+pub mod report;
+pub mod target;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use report::{Cell, Report};
+use target::{Instance, Target};
+use workload::Sizes;
+
+/// Everything a benchmark run needs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Filesystems, as `--fs` items.
+    pub fs: Vec<String>,
+    /// Workload names (empty = all).
+    pub workloads: Vec<String>,
+    /// Runs per filesystem and workload.
+    pub runs: usize,
+    /// Scale.
+    pub sizes: Sizes,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Where the lower tree and scratch mounts live (same disk for everyone).
+    pub work: PathBuf,
+    /// The fuse-overlayfs binary for `fuse-overlayfs`.
+    pub fuse_overlayfs: Option<PathBuf>,
+    /// Drop the page cache before each measurement (root).
+    pub drop_caches: bool,
+    /// The strata binary to mount with.
+    pub strata: PathBuf,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// The default filesystem list.
+pub const DEFAULT_FS: &[&str] = &["strata", "fuse-overlayfs", "kernel", "native"];
+
+fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn drop_caches() {
+    // Failure (not root) only means the caches stay warm.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+/// Runs the benchmark and writes report.md, results.json and chart.svg into `out`.
+pub fn run(o: &Options) -> Result<Report, String> {
+    let mut targets = Vec::new();
+    let mut skipped = Vec::new();
+    for item in &o.fs {
+        match Target::parse(item, o.fuse_overlayfs.as_deref()) {
+            Ok(t) => targets.push(t),
+            Err(s) => skipped.push(s),
+        }
+    }
+    let wls: Vec<&workload::Workload> = if o.workloads.is_empty() {
+        workload::ALL.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for name in &o.workloads {
+            match workload::ALL.iter().find(|w| w.name == name) {
+                Some(w) => v.push(w),
+                None => {
+                    let all: Vec<&str> = workload::ALL.iter().map(|w| w.name).collect();
+                    return Err(format!(
+                        "unknown workload {name} (one of: {})",
+                        all.join(", ")
+                    ));
+                }
+            }
+        }
+        v
+    };
+    if targets.is_empty() {
+        return Err("no filesystem to benchmark".into());
+    }
+    std::fs::create_dir_all(&o.work).map_err(|e| format!("work dir {}: {e}", o.work.display()))?;
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("output dir {}: {e}", o.out.display()))?;
+    eprintln!(
+        "strata bench: building the lower tree in {}",
+        o.work.display()
+    );
+    let lower = workload::build_lower(&o.work, &o.sizes)
+        .map_err(|e| format!("building lower tree: {e}"))?;
+    let cells = measure(o, &targets, &wls, &lower);
+    let fss: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = wls.iter().map(|w| w.name.to_string()).collect();
+    let summary = report::summarize(&cells, &names, &fss);
+    let checks = report::checks(&summary, &names, &fss);
+    let r = Report {
+        date: now_utc(),
+        command: o.command.clone(),
+        sizes: o.sizes,
+        runs: o.runs,
+        filesystems: fss,
+        skipped,
+        workloads: names,
+        cells,
+        summary,
+        checks,
+    };
+    write_outputs(&r, &o.out)?;
+    Ok(r)
+}
+
+fn measure(
+    o: &Options,
+    targets: &[Target],
+    wls: &[&workload::Workload],
+    lower: &Path,
+) -> Vec<Cell> {
+    let total = (o.runs * wls.len() * targets.len()) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut cells = Vec::new();
+    for run in 0..o.runs {
+        for w in wls {
+            for t in targets {
+                bar.set_message(format!(
+                    "run {}/{} {} on {}",
+                    run + 1,
+                    o.runs,
+                    w.name,
+                    t.name
+                ));
+                // Writeback left by the previous measurement must not land in this one.
+                let _ = std::process::Command::new("sync").status();
+                if o.drop_caches {
+                    drop_caches();
+                }
+                let scratch = o.work.join(format!("scratch-{}", std::process::id()));
+                let copy = w.writes.then_some(w.changes);
+                let mut cell = Cell {
+                    workload: w.name.into(),
+                    fs: t.name.clone(),
+                    run,
+                    sample: None,
+                    rss_kib: None,
+                    error: None,
+                };
+                match Instance::start(t, &o.strata, lower, copy, &scratch) {
+                    Ok(inst) => {
+                        match (w.run)(&inst.root, &o.work, &o.sizes) {
+                            Ok(s) => cell.sample = Some(s),
+                            Err(e) => cell.error = Some(e.to_string()),
+                        }
+                        cell.rss_kib = inst.peak_rss_kib();
+                    }
+                    Err(e) => cell.error = Some(e),
+                }
+                cells.push(cell);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    cells
+}
+
+fn write_outputs(r: &Report, out: &Path) -> Result<(), String> {
+    let w = |name: &str, data: &str| {
+        let tmp = out.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, data)
+            .and_then(|_| std::fs::rename(&tmp, out.join(name)))
+            .map_err(|e| format!("writing {}: {e}", out.join(name).display()))
+    };
+    w("report.md", &report::markdown(r))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| format!("results.json: {e}"))?;
+    w("results.json", &json)?;
+    match report::chart(r, &out.join("chart.svg")) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!("strata bench: no chart: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Prints the table and the targets.
+pub fn print(r: &Report) {
+    println!("{}", report::table(r));
+    for (fs, why) in &r.skipped {
+        println!("skipped {fs}: {why}");
+    }
+    for c in &r.checks {
+        let mark = match c.met {
+            Some(true) => "met   ",
+            Some(false) => "MISSED",
+            None => "n/a   ",
+        };
+        println!("{mark} {} — {}", c.target, c.value);
+    }
+}

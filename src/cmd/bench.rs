@@ -1,0 +1,37 @@
+//! `strata bench`: runs the benchmark harness and prints the table.
+
+use super::fail;
+use crate::bench::{self, workload::Sizes, Options};
+use crate::cli::BenchArgs;
+
+/// Runs `strata bench`; returns the exit status.
+pub fn run(a: BenchArgs) -> i32 {
+    let strata = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format_args!("locating the strata binary: {e}")),
+    };
+    let o = Options {
+        fs: a.fs,
+        workloads: a.workload,
+        runs: a.runs as usize,
+        sizes: if a.size == "small" {
+            Sizes::SMALL
+        } else {
+            Sizes::FULL
+        },
+        out: a.out,
+        work: a.work,
+        fuse_overlayfs: a.fuse_overlayfs,
+        drop_caches: a.drop_caches,
+        strata,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    match bench::run(&o) {
+        Ok(r) => {
+            bench::print(&r);
+            println!("report: {}", o.out.join("report.md").display());
+            0
+        }
+        Err(e) => fail(format_args!("bench: {e}")),
+    }
+}
