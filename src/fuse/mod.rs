@@ -48,10 +48,11 @@ impl OpenReply for Opened {
     }
     fn passthrough(self, id: &BackingId) {
         self.reply
-            .opened_passthrough(FileHandle(self.fh), FopenFlags::empty(), id);
+            .opened_passthrough(FileHandle(self.fh), FopenFlags::FOPEN_NOFLUSH, id);
     }
     fn daemon(self, flags: FopenFlags) {
-        self.reply.opened(FileHandle(self.fh), flags);
+        self.reply
+            .opened(FileHandle(self.fh), flags | FopenFlags::FOPEN_NOFLUSH);
     }
     fn refuse(self, errno: Errno) {
         self.reply.error(errno);
@@ -71,12 +72,13 @@ impl OpenReply for Created {
     }
     fn passthrough(self, id: &BackingId) {
         let fh = FileHandle(self.fh);
-        let flags = FopenFlags::empty();
+        let flags = FopenFlags::FOPEN_NOFLUSH;
         self.reply
             .created_passthrough(&self.ttl, &self.attr, Generation(0), fh, flags, id);
     }
     fn daemon(self, flags: FopenFlags) {
         let fh = FileHandle(self.fh);
+        let flags = flags | FopenFlags::FOPEN_NOFLUSH;
         self.reply
             .created(&self.ttl, &self.attr, Generation(0), fh, flags);
     }
@@ -98,22 +100,34 @@ impl StrataFs {
         }
     }
 
-    fn answer_open<R: OpenReply>(&self, ino: u64, fh: u64, writable: bool, reply: R) {
+    /// Answers an open or create; `new_mode` is the mode of a file just created, whose
+    /// handle (opened read-write) then serves as its backing file.
+    fn answer_open<R: OpenReply>(
+        &self,
+        ino: u64,
+        fh: u64,
+        writable: bool,
+        new_mode: Option<u32>,
+        reply: R,
+    ) {
         let upper = self.core.handle_on_upper(fh);
         let core = &self.core;
-        let setid = self.backings.enabled() && core.is_setid(ino);
-        let accepted = self.backings.answer(
-            ino,
-            fh,
-            upper,
-            writable,
-            !setid,
-            || {
-                core.backing_file(ino)
-                    .map_err(|e| io::Error::from_raw_os_error(e.errno))
-            },
-            reply,
-        );
+        let setid = match new_mode {
+            Some(m) => m & (libc::S_ISUID | libc::S_ISGID) != 0,
+            None => self.backings.enabled() && core.is_setid(ino),
+        };
+        let backing = || match new_mode {
+            Some(_) => core
+                .file_fd(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+            None => core
+                .backing_file(ino)
+                .map(Arc::new)
+                .map_err(|e| io::Error::from_raw_os_error(e.errno)),
+        };
+        let accepted = self
+            .backings
+            .answer(ino, fh, upper, writable, !setid, backing, reply);
         if !accepted {
             self.core.release(fh);
         }
@@ -343,7 +357,7 @@ impl Filesystem for StrataFs {
             Ok(fh) => {
                 let writable =
                     flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-                self.answer_open(ino.0, fh, writable, Opened { reply, fh })
+                self.answer_open(ino.0, fh, writable, None, Opened { reply, fh })
             }
             Err(e) => reply.error(self.fail("open", &e)),
         }
@@ -602,7 +616,7 @@ impl Filesystem for StrataFs {
                     attr: attr(&st),
                     ttl: self.ttl,
                 };
-                self.answer_open(ino, fh, true, r)
+                self.answer_open(ino, fh, true, Some(st.st_mode), r)
             }
             Err(e) => reply.error(self.fail("create", &e)),
         }

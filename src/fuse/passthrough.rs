@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -110,7 +110,7 @@ impl Backings {
         upper: bool,
         writable: bool,
         allow_backing: bool,
-        backing_fd: impl FnOnce() -> io::Result<OwnedFd>,
+        backing_fd: impl FnOnce() -> io::Result<Arc<OwnedFd>>,
         reply: R,
     ) -> bool {
         let Ok(mut map) = self.by_ino.lock() else {

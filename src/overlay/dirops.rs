@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt, OPAQUE_MARKER};
 use super::layers::remove_contents;
-use super::node::Node;
+use super::lookup::Found;
+use super::node::{Node, NodeState};
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -117,18 +118,23 @@ impl Overlay {
             return err(libc::EINVAL);
         }
         let pnode = self.nodes.get(parent)?;
-        if self.find(&pnode, name)?.is_some() {
-            return err(libc::EEXIST);
-        }
         let pfd = self.ensure_upper_dir(&pnode)?;
-        let xwh = pnode.state()?.xwhiteouts & 1 != 0;
+        let (xwh, merged) = {
+            let ps = pnode.state()?;
+            (ps.xwhiteouts & 1 != 0, !ps.lowers.is_empty())
+        };
         let ust = match fs::lstatat(pfd.as_fd(), name) {
             Ok(s) => Some(s),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => return Err(e).ctx(format_args!("create {name:?}")),
         };
         let wh = whiteout_at(pfd.as_fd(), name, ust.as_ref(), xwh).ctx("whiteout probe")?;
-        if ust.is_some() && wh == WhiteoutAt::None {
+        let exists = match (&ust, wh) {
+            (Some(_), WhiteoutAt::None) => true,
+            (None, WhiteoutAt::None) => merged && self.name_in_lowers(&pnode, name)?,
+            _ => false,
+        };
+        if exists {
             return err(libc::EEXIST);
         }
         let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
@@ -140,7 +146,7 @@ impl Overlay {
         };
         // Like the kernel: a new directory in a merged parent is made opaque, which spares
         // every later lookup in it a probe of the lower layers.
-        let opaque_new = obj.is_dir() && !pnode.state()?.lowers.is_empty();
+        let opaque_new = obj.is_dir() && merged;
         let setgid = pst.st_mode & libc::S_ISGID != 0;
         let gid = if setgid { pst.st_gid } else { caller.gid };
         let obj = match obj {
@@ -192,11 +198,57 @@ impl Overlay {
             }
         };
         self.invalidate_listing(parent);
-        let Some(found) = self.find(&pnode, name)? else {
-            return err(libc::ENOENT);
-        };
+        let opaque = obj.is_dir() && (wh != WhiteoutAt::None || opaque_new);
+        let found = self.found_new(&pnode, &pfd, name, opaque)?;
         let (ino, st) = self.remember(found)?;
         Ok((ino, st, fd))
+    }
+
+    /// The lookup result of an object just made in the upper dir: nothing below it shows
+    /// through (the name was free in every layer, or it replaced a whiteout, or it is an
+    /// opaque directory), so no layer needs probing.
+    fn found_new(
+        &self,
+        pnode: &Node,
+        pfd: &OwnedFd,
+        name: &OsStr,
+        opaque: bool,
+    ) -> FsResult<Found> {
+        let st = fs::lstatat(pfd.as_fd(), name).ctx(format_args!("stat new {name:?}"))?;
+        let kind = st.st_mode & libc::S_IFMT;
+        let upper_fd = if kind == libc::S_IFDIR {
+            let fd = fs::openat(
+                pfd.as_fd(),
+                name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .ctx("open new dir")?;
+            Some(std::sync::Arc::new(fd))
+        } else {
+            None
+        };
+        let lower_path = pnode.state()?.lower_path.join(name);
+        Ok(Found {
+            ino: self.upper_ino(st.st_ino),
+            kind,
+            state: NodeState {
+                parent: pnode.ino,
+                name: name.to_os_string(),
+                upper: true,
+                lowers: Vec::new(),
+                upper_fd,
+                lower_fds: Vec::new(),
+                lower_path,
+                opaque,
+                xwhiteouts: 0,
+                redirect: None,
+                unlinked: false,
+                listing: None,
+                dir_gen: 0,
+            },
+            stat: st,
+        })
     }
 
     /// Owner and (for a directory replacing a whiteout or in a merged parent) opacity of a
@@ -210,7 +262,8 @@ impl Overlay {
         gid: u32,
         opaque: bool,
     ) -> io::Result<()> {
-        if self.chown_new && !matches!(obj, NewObject::Link { .. }) {
+        // Made by root, so already owned by 0:0.
+        if self.chown_new && !matches!(obj, NewObject::Link { .. }) && (uid, gid) != (0, 0) {
             fs::lchownat(dir, name, uid, gid)?;
         }
         if obj.is_dir() && opaque {
@@ -360,7 +413,13 @@ impl Overlay {
             }
         }
         let pfd = self.ensure_upper_dir(&pnode)?;
-        let whiteout = self.name_in_lowers(&pnode, name)?;
+        // Found only below: a whiteout is needed. Found in the upper dir: only if a lower
+        // layer of the parent also has the name (the upper object may hide it).
+        let whiteout = if !f.state.upper {
+            true
+        } else {
+            !pnode.state()?.lowers.is_empty() && self.name_in_lowers(&pnode, name)?
+        };
         let what = format_args!("remove {name:?}");
         if f.state.upper {
             let ust = fs::lstatat(pfd.as_fd(), name).ctx(what)?;

@@ -65,7 +65,7 @@ impl Overlay {
     }
 
     /// The current fd of handle `fh`, if it exists.
-    pub(super) fn file_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+    pub fn file_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
         self.handle(fh).ok().and_then(|h| h.fd().ok())
     }
 
@@ -139,10 +139,12 @@ impl Overlay {
         mode: u32,
         flags: i32,
     ) -> FsResult<(u64, Stat, u64)> {
-        let flags = (flags & PASSED_FLAGS) | libc::O_CLOEXEC;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // Read-write whatever the caller asked (the kernel enforces its access mode), so the
+        // handle can also serve as the new file's passthrough backing file.
+        let flags = (flags & PASSED_FLAGS & !libc::O_ACCMODE) | libc::O_RDWR;
         let (ino, st, fd) = self.create(parent, name, caller, NewObject::File { mode, flags })?;
         let Some(fd) = fd else { return err(libc::EIO) };
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         Ok((ino, st, self.insert_file(ino, fd, true, writable)))
     }
 
