@@ -1,9 +1,11 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
+mod archives;
 mod cli;
 mod data;
 mod harness;
+mod images;
 mod ops;
 mod semantics;
 mod snapshot;

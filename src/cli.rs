@@ -8,6 +8,10 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about)]
 pub struct Cli {
+    /// Image store root (default /var/lib/strata for root, else $XDG_DATA_HOME/strata;
+    /// also STRATA_ROOT).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -22,6 +26,62 @@ pub enum Command {
     Umount(UmountArgs),
     /// Benchmark strata against fuse-overlayfs, kernel overlayfs and native.
     Bench(BenchArgs),
+    /// Manage images: import, export, inspect, history, rm, prune.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// List images.
+    Images,
+    /// Give an image another name.
+    Tag {
+        /// Image name[:tag] or id.
+        source: String,
+        /// New name[:tag].
+        target: String,
+    },
+}
+
+/// `strata image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Import an OCI layout (dir or tar), a docker-save tar or a rootfs tarball.
+    Import {
+        /// File or directory to import.
+        source: PathBuf,
+        /// Name the image (name[:tag]).
+        #[arg(long, short = 't')]
+        tag: Option<String>,
+    },
+    /// Export an image as an OCI layout tar.
+    Export {
+        /// Image name[:tag] or id.
+        image: String,
+        /// Output file.
+        #[arg(short = 'o', long, required = true)]
+        output: PathBuf,
+    },
+    /// List images.
+    Ls,
+    /// Show an image's config and layers as JSON.
+    Inspect {
+        /// Image name[:tag] or id.
+        image: String,
+    },
+    /// Show how an image was built.
+    History {
+        /// Image name[:tag] or id.
+        image: String,
+    },
+    /// Remove image names (layers stay until prune).
+    Rm {
+        /// Remove even if a container uses the image.
+        #[arg(short, long)]
+        force: bool,
+        /// Images (name[:tag] or id).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove layers and blobs no image references.
+    Prune,
 }
 
 /// `strata bench`.

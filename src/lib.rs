@@ -3,11 +3,12 @@
 //!
 //! Folders show the architecture: `sys/` holds every `unsafe` syscall wrapper; `overlay/` is
 //! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
-//! command implementations behind `cli.rs`; `bench/` is the benchmark harness.
+//! command implementations behind `cli.rs`; `bench/` is the benchmark harness; `image/` the image store.
 
 pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod fuse;
+pub mod image;
 pub mod overlay;
 pub mod sys;

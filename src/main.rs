@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use clap::Parser;
 use strata::cli::{Cli, Command};
 
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "bench", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "umount", "bench", "image", "images", "tag", "help"];
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
@@ -25,6 +25,9 @@ fn main() {
         Command::Mount(a) => strata::cmd::mount::run(a),
         Command::Umount(a) => strata::cmd::mount::umount(a),
         Command::Bench(a) => strata::cmd::bench::run(a),
+        Command::Image(c) => strata::cmd::image::run(cli.root, c),
+        Command::Images => strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls),
+        Command::Tag { source, target } => strata::cmd::image::tag(cli.root, &source, &target),
     };
     std::process::exit(code);
 }

@@ -306,8 +306,10 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
     if ratios.is_empty() || fss.is_empty() {
         return Err("no ratios to draw (kernel overlayfs was not measured)".into());
     }
-    let lo = ratios.iter().cloned().fold(1.0, f64::min) / 1.5;
-    let hi = ratios.iter().cloned().fold(1.0, f64::max) * 1.5;
+    // Bars far below kernel (native without copy-up, say) are clipped at 0.05×; headroom
+    // above the tallest bar keeps the legend off the bars.
+    let lo = (ratios.iter().cloned().fold(1.0, f64::min) / 1.5).max(0.05);
+    let hi = ratios.iter().cloned().fold(1.0, f64::max) * 6.0;
     let n = r.workloads.len();
     let root = SVGBackend::new(path, (1280, 640)).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -318,7 +320,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
             ("sans-serif", 20),
         )
         .margin(15)
-        .x_label_area_size(110)
+        .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())
         .map_err(|x| e(&x))?;

@@ -2,6 +2,7 @@
 //! and returns exit status 1 on failure.
 
 pub mod bench;
+pub mod image;
 pub mod mount;
 
 /// Prints the standard error line and returns exit status 1.

@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod passthrough;
+mod reply;
 
 use std::ffi::OsStr;
 use std::io;
@@ -13,21 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
 use crate::overlay::attr::SetAttr;
 use crate::overlay::dirops::NewObject;
-use crate::overlay::{Caller, FsError, Overlay};
+use crate::overlay::{FsError, Overlay};
 use crate::sys::fs::Stat;
 use convert::{attr, errno, file_type, timespec};
 pub use passthrough::Policy;
 use passthrough::{Backings, OpenReply};
-use std::os::fd::OwnedFd;
+pub use reply::KernelInvalidator;
+use reply::{caller, xattr_reply, Created, Opened};
 
 /// The FUSE face of an [`Overlay`].
 #[derive(Debug)]
@@ -35,58 +37,6 @@ pub struct StrataFs {
     core: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
-}
-
-struct Opened {
-    reply: ReplyOpen,
-    fh: u64,
-}
-
-impl OpenReply for Opened {
-    fn backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
-        self.reply.open_backing(fd)
-    }
-    fn passthrough(self, id: &BackingId) {
-        self.reply
-            .opened_passthrough(FileHandle(self.fh), FopenFlags::FOPEN_NOFLUSH, id);
-    }
-    fn daemon(self, flags: FopenFlags) {
-        self.reply
-            .opened(FileHandle(self.fh), flags | FopenFlags::FOPEN_NOFLUSH);
-    }
-    fn refuse(self, errno: Errno) {
-        self.reply.error(errno);
-    }
-}
-
-struct Created {
-    reply: ReplyCreate,
-    fh: u64,
-    attr: FileAttr,
-    ttl: Duration,
-}
-
-impl OpenReply for Created {
-    fn backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
-        self.reply.open_backing(fd)
-    }
-    fn passthrough(self, id: &BackingId) {
-        let fh = FileHandle(self.fh);
-        let flags = FopenFlags::FOPEN_NOFLUSH;
-        self.reply
-            .created_passthrough(&self.ttl, &self.attr, Generation(0), fh, flags, id);
-    }
-    fn daemon(self, flags: FopenFlags) {
-        let fh = FileHandle(self.fh);
-        let flags = flags | FopenFlags::FOPEN_NOFLUSH;
-        self.reply
-            .created(&self.ttl, &self.attr, Generation(0), fh, flags);
-    }
-    fn refuse(self, errno: Errno) {
-        // A new inode has no handles yet, so this only happens if its number was reused
-        // while the kernel still held the old one.
-        self.reply.error(errno);
-    }
 }
 
 impl StrataFs {
@@ -150,37 +100,6 @@ impl StrataFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.fail(op, &e)),
         }
-    }
-}
-
-/// Sends attribute invalidations through the session's notifier.
-#[derive(Debug)]
-pub struct KernelInvalidator(pub fuser::Notifier);
-
-impl crate::overlay::Invalidate for KernelInvalidator {
-    fn attrs(&self, ino: u64) {
-        // Offset -1: attributes only, the page cache stays.
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), -1, 0) {
-            debug!("inval_inode {ino}: {e}");
-        }
-    }
-}
-
-fn caller(req: &Request, umask: u32) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        umask,
-    }
-}
-
-fn xattr_reply(data: Vec<u8>, size: u32, reply: ReplyXattr) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if data.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(&data);
     }
 }
 

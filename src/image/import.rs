@@ -1,0 +1,539 @@
+//! `strata image import`: an OCI image layout (directory or tar), a `docker save` tar, or a
+//! plain rootfs tarball (one layer, like `docker import`); layers plain, gzip or zstd.
+//!
+//! Everything streams (memory does not grow with archive size): archives are extracted into
+//! the store's `tmp/`, every blob is hashed on its way in and checked against its descriptor,
+//! every layer's uncompressed stream against the config's diff_id. A layer already unpacked
+//! (same chain id) is shared, not unpacked again. The index changes only at the very end, so
+//! a failed import leaves the store as it was (an orphan blob at most, which `prune` drops).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::digest::{Digest, HashingReader};
+use super::oci::*;
+use super::store::{read_small, LayerMeta, Store};
+use super::tx::Tx;
+use super::unpack::unpack_layer;
+
+/// The result of importing one image.
+#[derive(Debug)]
+pub struct Imported {
+    /// Image id (config digest).
+    pub id: Digest,
+    /// Manifest digest.
+    pub manifest: Digest,
+    /// Manifest media type.
+    pub media_type: String,
+    /// Name given to it, if any.
+    pub reference: Option<String>,
+    /// Layers unpacked by this import.
+    pub new_layers: usize,
+    /// Layers that were already in the store.
+    pub shared_layers: usize,
+    /// Entries skipped (device nodes without root).
+    pub skipped: Vec<String>,
+}
+
+fn decompressor<'a>(
+    r: Box<dyn Read + 'a>,
+    c: Compression,
+    what: &str,
+) -> Result<Box<dyn Read + 'a>, String> {
+    Ok(match c {
+        Compression::None => r,
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| format!("{what}: zstd: {e}"))?)
+        }
+    })
+}
+
+fn sniff(p: &Path) -> Result<Compression, String> {
+    let mut f = BufReader::new(File::open(p).map_err(|e| format!("{}: {e}", p.display()))?);
+    let head = f.fill_buf().map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(sniff_compression(head))
+}
+
+/// Opens `rel` inside `root`, following symlinks only while they stay inside it.
+fn open_inside(root: &Path, rel: &str) -> Result<File, String> {
+    let p = root.join(rel.trim_start_matches('/'));
+    let canon = p.canonicalize().map_err(|e| format!("{rel}: {e}"))?;
+    let base = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    if !canon.starts_with(&base) {
+        return Err(format!("{rel}: points outside the archive"));
+    }
+    File::open(&canon).map_err(|e| format!("{rel}: {e}"))
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// GOARCH name of this machine.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Unpacks layer blob file `blob` into a fresh staging directory; returns its diff_id, its
+/// uncompressed size and the directory.
+fn unpack_blob(
+    tx: &Tx<'_>,
+    blob: &Path,
+    c: Compression,
+    what: &str,
+) -> Result<(Digest, u64, PathBuf), String> {
+    let dir = tx.unpack_dir()?;
+    let f = File::open(blob).map_err(|e| format!("{what}: {e}"))?;
+    let r = decompressor(Box::new(BufReader::new(f)), c, what)?;
+    let mut hr = HashingReader::new(r);
+    let root = crate::sys::process::euid() == 0;
+    let out = unpack_layer(&mut hr, &dir, what, root)?;
+    for s in &out.skipped {
+        eprintln!("strata: warning: {what}: skipped {s} (device nodes need root)");
+    }
+    let (diff_id, size) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    Ok((diff_id, size, dir))
+}
+
+/// Imports the manifest `desc` whose blobs are under `src/blobs/sha256/`.
+fn import_manifest(
+    tx: &Tx<'_>,
+    src: &Path,
+    desc: &Descriptor,
+    what: &str,
+    reference: Option<String>,
+) -> Result<Imported, String> {
+    // A blob comes from the source, else from what this import or the store already has.
+    let source = |d: &Digest| -> PathBuf {
+        let p = src.join("blobs/sha256").join(d.hex());
+        if p.is_file() {
+            return p;
+        }
+        tx.blob(d).unwrap_or(p)
+    };
+    let blob_file = |d: &Digest| -> Result<File, String> {
+        File::open(source(d)).map_err(|e| format!("{what}: blob {d} (named by a descriptor): {e}"))
+    };
+    let read_verified = |d: &Descriptor, kind: &str| -> Result<Vec<u8>, String> {
+        let raw = read_small(&source(&d.digest))
+            .map_err(|e| format!("{what}: {kind} blob {}: {e}", d.digest))?;
+        if Digest::of(&raw) != d.digest || raw.len() as u64 != d.size {
+            return Err(format!(
+                "{what}: {kind} blob {} does not match its descriptor (digest or size)",
+                d.digest
+            ));
+        }
+        Ok(raw)
+    };
+    if ![MT_MANIFEST, MT_DOCKER_MANIFEST].contains(&desc.media_type.as_str()) {
+        return Err(format!(
+            "{what}: manifest {}: unknown media type {}",
+            desc.digest, desc.media_type
+        ));
+    }
+    let raw_manifest = read_verified(desc, "manifest")?;
+    let m: Manifest = serde_json::from_slice(&raw_manifest)
+        .map_err(|e| format!("{what}: manifest {}: {e}", desc.digest))?;
+    if ![MT_CONFIG, MT_DOCKER_CONFIG].contains(&m.config.media_type.as_str()) {
+        return Err(format!(
+            "{what}: config {}: unknown media type {}",
+            m.config.digest, m.config.media_type
+        ));
+    }
+    let raw_config = read_verified(&m.config, "config")?;
+    let cfg: ImageConfig = serde_json::from_slice(&raw_config)
+        .map_err(|e| format!("{what}: config {}: {e}", m.config.digest))?;
+    if cfg.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(format!(
+            "{what}: manifest has {} layers, config lists {} diff_ids",
+            m.layers.len(),
+            cfg.rootfs.diff_ids.len()
+        ));
+    }
+    let mut out = Imported {
+        id: m.config.digest.clone(),
+        manifest: desc.digest.clone(),
+        media_type: desc.media_type.clone(),
+        reference,
+        new_layers: 0,
+        shared_layers: 0,
+        skipped: Vec::new(),
+    };
+    let mut parent: Option<Digest> = None;
+    for (i, (l, diff_id)) in m.layers.iter().zip(&cfg.rootfs.diff_ids).enumerate() {
+        let lwhat = format!("{what}: layer {} ({})", i + 1, l.digest);
+        let c = layer_compression(&l.media_type)
+            .ok_or_else(|| format!("{lwhat}: unknown media type {}", l.media_type))?;
+        if tx.blob(&l.digest).is_none() {
+            let mut f = blob_file(&l.digest)?;
+            tx.put_blob(&mut f, Some((&l.digest, l.size)), &lwhat)?;
+        }
+        let chain = Digest::chain(parent.as_ref(), diff_id);
+        if tx.has_layer(&chain) {
+            out.shared_layers += 1;
+        } else {
+            let blob = tx
+                .blob(&l.digest)
+                .ok_or_else(|| format!("{lwhat}: blob vanished"))?;
+            let (got, size, dir) = unpack_blob(tx, &blob, c, &lwhat)?;
+            if got != *diff_id {
+                return Err(format!(
+                    "{lwhat}: uncompressed content has diff_id {got}, the config says {diff_id}"
+                ));
+            }
+            tx.stage_layer(
+                &dir,
+                LayerMeta {
+                    chain_id: chain.clone(),
+                    diff_id: got,
+                    parent: parent.clone(),
+                    size,
+                },
+            )?;
+            out.new_layers += 1;
+        }
+        parent = Some(chain);
+    }
+    tx.put_bytes(&raw_config, what)?;
+    tx.put_bytes(&raw_manifest, what)?;
+    Ok(out)
+}
+
+/// The manifests an index names, descending into nested indexes for this platform.
+fn manifests_of(src: &Path, idx: &Index, what: &str) -> Result<Vec<Descriptor>, String> {
+    let mut out = Vec::new();
+    for d in &idx.manifests {
+        if d.media_type == MT_INDEX || d.media_type == MT_DOCKER_LIST {
+            let raw = read_small(&src.join("blobs/sha256").join(d.digest.hex()))?;
+            if Digest::of(&raw) != d.digest {
+                return Err(format!(
+                    "{what}: index blob {} does not match its digest",
+                    d.digest
+                ));
+            }
+            let nested: Index = serde_json::from_slice(&raw)
+                .map_err(|e| format!("{what}: index {}: {e}", d.digest))?;
+            let pick = nested.manifests.iter().find(|m| {
+                m.platform
+                    .as_ref()
+                    .map(|p| p["os"] == "linux" && p["architecture"] == host_arch())
+                    .unwrap_or(false)
+            });
+            let chosen = pick
+                .or_else(|| nested.manifests.first())
+                .ok_or_else(|| format!("{what}: empty index {}", d.digest))?;
+            let mut chosen = chosen.clone();
+            chosen.annotations.extend(d.annotations.clone());
+            out.push(chosen);
+        } else {
+            out.push(d.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{what}: index.json names no manifest"));
+    }
+    Ok(out)
+}
+
+fn import_layout(
+    tx: &Tx<'_>,
+    dir: &Path,
+    what: &str,
+    tag: Option<&str>,
+) -> Result<Vec<Imported>, String> {
+    let idx: Index = serde_json::from_slice(&read_small(&dir.join("index.json"))?)
+        .map_err(|e| format!("{what}: index.json: {e}"))?;
+    let descs = manifests_of(dir, &idx, what)?;
+    if tag.is_some() && descs.len() > 1 {
+        return Err(format!(
+            "{what}: holds {} images; --tag needs exactly one",
+            descs.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for d in descs {
+        let named = d
+            .annotations
+            .get(ANNOTATION_REF)
+            .filter(|r| r.contains(':') || r.contains('/'))
+            .cloned();
+        let reference = tag.map(str::to_string).or(named);
+        out.push(import_manifest(tx, dir, &d, what, reference)?);
+    }
+    Ok(out)
+}
+
+fn import_docker(
+    tx: &Tx<'_>,
+    dir: &Path,
+    what: &str,
+    tag: Option<&str>,
+) -> Result<Vec<Imported>, String> {
+    let entries: Vec<DockerSaveEntry> =
+        serde_json::from_slice(&read_small(&dir.join("manifest.json"))?)
+            .map_err(|e| format!("{what}: manifest.json: {e}"))?;
+    if tag.is_some() && entries.len() > 1 {
+        return Err(format!(
+            "{what}: holds {} images; --tag needs exactly one",
+            entries.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        let mut cf = open_inside(dir, &e.config).map_err(|x| format!("{what}: config {x}"))?;
+        let mut raw_config = Vec::new();
+        cf.read_to_end(&mut raw_config)
+            .map_err(|x| format!("{what}: {}: {x}", e.config))?;
+        let config_digest = tx.put_bytes(&raw_config, what)?;
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let mut f = open_inside(dir, l).map_err(|x| format!("{what}: layer {x}"))?;
+            let mut head = [0u8; 4];
+            let n = f.read(&mut head).map_err(|x| format!("{what}: {l}: {x}"))?;
+            let mt = match sniff_compression(&head[..n]) {
+                Compression::None => MT_LAYER,
+                Compression::Gzip => MT_LAYER_GZIP,
+                Compression::Zstd => MT_LAYER_ZSTD,
+            };
+            let mut f = open_inside(dir, l).map_err(|x| format!("{what}: layer {x}"))?;
+            let (digest, size) = tx.put_blob(&mut f, None, &format!("{what}: {l}"))?;
+            layers.push(Descriptor {
+                media_type: mt.into(),
+                digest,
+                size,
+                annotations: Default::default(),
+                platform: None,
+            });
+        }
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(MT_MANIFEST.into()),
+            config: Descriptor {
+                media_type: MT_CONFIG.into(),
+                digest: config_digest,
+                size: raw_config.len() as u64,
+                annotations: Default::default(),
+                platform: None,
+            },
+            layers,
+            annotations: Default::default(),
+        };
+        let raw_manifest = serde_json::to_vec(&m).map_err(|x| x.to_string())?;
+        let md = tx.put_bytes(&raw_manifest, what)?;
+        let desc = Descriptor {
+            media_type: MT_MANIFEST.into(),
+            digest: md,
+            size: raw_manifest.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        let reference = tag
+            .map(str::to_string)
+            .or_else(|| e.repo_tags.as_ref().and_then(|t| t.first().cloned()));
+        out.push(import_manifest(tx, tx.dir.path(), &desc, what, reference)?);
+    }
+    Ok(out)
+}
+
+fn import_rootfs(
+    tx: &Tx<'_>,
+    file: &Path,
+    what: &str,
+    tag: Option<&str>,
+) -> Result<Imported, String> {
+    let c = sniff(file)?;
+    let mut f = File::open(file).map_err(|e| format!("{what}: {e}"))?;
+    let (blob, blob_size) = tx.put_blob(&mut f, None, what)?;
+    let path = tx
+        .blob(&blob)
+        .ok_or_else(|| format!("{what}: blob vanished"))?;
+    let (diff_id, size, dir) = unpack_blob(tx, &path, c, what)?;
+    let shared = tx.has_layer(&diff_id);
+    if !shared {
+        tx.stage_layer(
+            &dir,
+            LayerMeta {
+                chain_id: diff_id.clone(),
+                diff_id: diff_id.clone(),
+                parent: None,
+                size,
+            },
+        )?;
+    }
+    let created = now_rfc3339();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cfg = ImageConfig {
+        created: Some(created.clone()),
+        architecture: host_arch().into(),
+        os: "linux".into(),
+        config: Some(RunConfig::default()),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id],
+        },
+        history: vec![History {
+            created: Some(created),
+            created_by: Some(format!("strata image import {name}")),
+            ..Default::default()
+        }],
+        extra: Default::default(),
+    };
+    let raw_config = serde_json::to_vec(&cfg).map_err(|e| e.to_string())?;
+    let config_digest = tx.put_bytes(&raw_config, what)?;
+    let mt = match c {
+        Compression::None => MT_LAYER,
+        Compression::Gzip => MT_LAYER_GZIP,
+        Compression::Zstd => MT_LAYER_ZSTD,
+    };
+    let m = Manifest {
+        schema_version: 2,
+        media_type: Some(MT_MANIFEST.into()),
+        config: Descriptor {
+            media_type: MT_CONFIG.into(),
+            digest: config_digest.clone(),
+            size: raw_config.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        },
+        layers: vec![Descriptor {
+            media_type: mt.into(),
+            digest: blob,
+            size: blob_size,
+            annotations: Default::default(),
+            platform: None,
+        }],
+        annotations: Default::default(),
+    };
+    let raw_manifest = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
+    let md = tx.put_bytes(&raw_manifest, what)?;
+    Ok(Imported {
+        id: config_digest,
+        manifest: md,
+        media_type: MT_MANIFEST.into(),
+        reference: tag.map(str::to_string),
+        new_layers: usize::from(!shared),
+        shared_layers: usize::from(shared),
+        skipped: Vec::new(),
+    })
+}
+
+/// What an archive holds, judged from its top-level names.
+enum Kind {
+    Layout,
+    DockerSave,
+    Rootfs,
+}
+
+fn classify(file: &Path, what: &str) -> Result<Kind, String> {
+    let c = sniff(file)?;
+    let f = File::open(file).map_err(|e| format!("{what}: {e}"))?;
+    let r = decompressor(Box::new(BufReader::new(f)), c, what)?;
+    let mut ar = tar::Archive::new(r);
+    let (mut layout, mut docker) = (false, false);
+    let mut last = String::from("(none)");
+    for e in ar.entries().map_err(|e| format!("{what}: {e}"))? {
+        let e =
+            e.map_err(|e| format!("{what}: truncated or corrupt archive after entry {last}: {e}"))?;
+        let p = e
+            .path()
+            .map_err(|e| format!("{what}: {e}"))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        layout |= p == "oci-layout";
+        docker |= p == "manifest.json";
+        last = p;
+    }
+    Ok(if layout {
+        Kind::Layout
+    } else if docker {
+        Kind::DockerSave
+    } else {
+        Kind::Rootfs
+    })
+}
+
+/// Imports `src` (see the module doc); `tag` names the image.
+pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, String> {
+    if let Some(t) = tag {
+        valid_ref(t)?;
+    }
+    let tx = Tx::new(store)?;
+    let out = import_all(&tx, src, tag)?;
+    tx.commit()?;
+    // Only now, with every blob and layer in place, do the names appear.
+    for i in &out {
+        let raw = store.read_json_blob(&i.manifest)?;
+        let desc = Descriptor {
+            media_type: i.media_type.clone(),
+            digest: i.manifest.clone(),
+            size: raw.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        };
+        store.add_ref(&desc, i.reference.as_deref())?;
+    }
+    Ok(out)
+}
+
+fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, String> {
+    let what = src.display().to_string();
+    let out = if src.is_dir() {
+        if !src.join("oci-layout").is_file() {
+            return Err(format!(
+                "{what}: a directory must be an OCI image layout (no oci-layout file)"
+            ));
+        }
+        import_layout(tx, src, &what, tag)?
+    } else {
+        match classify(src, &what)? {
+            Kind::Rootfs => vec![import_rootfs(tx, src, &what, tag)?],
+            kind => {
+                let dir: PathBuf = tx.dir.path().join("archive");
+                std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let c = sniff(src)?;
+                let f = File::open(src).map_err(|e| format!("{what}: {e}"))?;
+                let mut r = decompressor(Box::new(BufReader::new(f)), c, &what)?;
+                unpack_layer(&mut r, &dir, &what, false)?;
+                io::copy(&mut r, &mut io::sink()).map_err(|e| format!("{what}: {e}"))?;
+                match kind {
+                    Kind::Layout => import_layout(tx, &dir, &what, tag)?,
+                    _ => import_docker(tx, &dir, &what, tag)?,
+                }
+            }
+        }
+    };
+    Ok(out)
+}

@@ -1,0 +1,312 @@
+//! Export to an OCI layout tar, and the listing and housekeeping operations: images with
+//! sizes (and what they share), inspect, history, tag, rm, prune.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::digest::Digest;
+use super::oci::*;
+use super::store::{ImageRef, Store};
+
+fn header(size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+/// Writes image `r` as an OCI layout tar at `out` (via a temp file and rename), which
+/// `skopeo copy oci-archive:` and `podman load` read.
+pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), String> {
+    let (img, m, _cfg, _) = store.resolve(r)?;
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", out.display()))?;
+    let what = out.display().to_string();
+    let mut b = tar::Builder::new(tmp.as_file());
+    let mut add = |name: &str, data: &[u8]| -> Result<(), String> {
+        b.append_data(&mut header(data.len() as u64, 0o644), name, data)
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut desc = img.manifest.clone();
+    desc.annotations.clear();
+    if let Some(name) = &img.reference {
+        desc.annotations.insert(ANNOTATION_REF.into(), name.clone());
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MT_INDEX.into()),
+        manifests: vec![desc],
+    };
+    add(
+        "index.json",
+        &serde_json::to_vec(&index).map_err(|e| e.to_string())?,
+    )?;
+    let mut blobs = vec![img.manifest.digest.clone(), m.config.digest.clone()];
+    blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+    let mut seen = BTreeSet::new();
+    for d in blobs {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        let p = store.blob_path(&d);
+        let mut f = File::open(&p).map_err(|e| format!("blob {d} of {r}: {e}"))?;
+        let size = f.metadata().map_err(|e| e.to_string())?.len();
+        b.append_data(
+            &mut header(size, 0o644),
+            format!("blobs/sha256/{}", d.hex()),
+            &mut f,
+        )
+        .map_err(|e| format!("{what}: {e}"))?;
+    }
+    b.finish().map_err(|e| format!("{what}: {e}"))?;
+    drop(b);
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| format!("{what}: {e}"))?;
+    tmp.persist(out)
+        .map_err(|e| format!("{what}: {}", e.error))?;
+    Ok(())
+}
+
+/// One row of `strata images`.
+#[derive(Debug)]
+pub struct Row {
+    /// Repository name or `<none>`.
+    pub name: String,
+    /// Tag or `<none>`.
+    pub tag: String,
+    /// Image id.
+    pub id: Digest,
+    /// Creation time from the config.
+    pub created: String,
+    /// Bytes of all its layers (uncompressed).
+    pub size: u64,
+    /// Bytes of its layers that other images use too.
+    pub shared: u64,
+}
+
+/// Every image with sizes.
+pub fn list(store: &Store) -> Result<Vec<Row>, String> {
+    let images = store.images()?;
+    let mut chains: Vec<(ImageRef, ImageConfig, Digest, Vec<Digest>)> = Vec::new();
+    for i in images {
+        let (m, _) = store.manifest(&i.manifest.digest)?;
+        let cfg: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
+            .map_err(|e| e.to_string())?;
+        let c = Store::chain_ids(&cfg);
+        chains.push((i, cfg, m.config.digest, c));
+    }
+    let mut users: BTreeMap<Digest, BTreeSet<Digest>> = BTreeMap::new();
+    for (_, _, id, c) in &chains {
+        for l in c {
+            users.entry(l.clone()).or_default().insert(id.clone());
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, cfg, id, c) in chains {
+        let (mut size, mut shared) = (0, 0);
+        for l in &c {
+            let s = store.layer_meta(l).map(|m| m.size).unwrap_or(0);
+            size += s;
+            if users.get(l).map(|u| u.len() > 1).unwrap_or(false) {
+                shared += s;
+            }
+        }
+        let (name, tag) = match &i.reference {
+            Some(r) => split_ref(r),
+            None => ("<none>".into(), "<none>".into()),
+        };
+        rows.push(Row {
+            name,
+            tag,
+            id,
+            created: cfg.created.unwrap_or_default(),
+            size,
+            shared,
+        });
+    }
+    Ok(rows)
+}
+
+/// `docker inspect`-like JSON of an image.
+pub fn inspect(store: &Store, r: &str) -> Result<serde_json::Value, String> {
+    let (img, m, cfg, id) = store.resolve(r)?;
+    let tags: Vec<String> = store
+        .images()?
+        .into_iter()
+        .filter(|i| i.manifest.digest == img.manifest.digest)
+        .filter_map(|i| i.reference)
+        .collect();
+    let layers: Vec<String> = store
+        .lowerdirs(&cfg)?
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok(json!({
+        "Id": id,
+        "RepoTags": tags,
+        "ManifestDigest": img.manifest.digest,
+        "Created": cfg.created,
+        "Architecture": cfg.architecture,
+        "Os": cfg.os,
+        "Config": cfg.config,
+        "RootFS": cfg.rootfs,
+        "Layers": m.layers,
+        "LayerDirs": layers,
+    }))
+}
+
+/// One row of `strata image history`.
+#[derive(Debug)]
+pub struct Step {
+    /// When.
+    pub created: String,
+    /// What made it.
+    pub created_by: String,
+    /// Its layer's size; `None` for a step that made no layer.
+    pub size: Option<u64>,
+    /// Comment.
+    pub comment: String,
+}
+
+/// History rows, newest first.
+pub fn history(store: &Store, r: &str) -> Result<Vec<Step>, String> {
+    let (_, _, cfg, _) = store.resolve(r)?;
+    let chains = Store::chain_ids(&cfg);
+    let mut layer = chains.iter();
+    let mut out = Vec::new();
+    for h in &cfg.history {
+        let size = if h.empty_layer {
+            None
+        } else {
+            layer
+                .next()
+                .map(|c| store.layer_meta(c).map(|m| m.size).unwrap_or(0))
+        };
+        out.push(Step {
+            created: h.created.clone().unwrap_or_default(),
+            created_by: h.created_by.clone().unwrap_or_default(),
+            size,
+            comment: h.comment.clone().unwrap_or_default(),
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Gives image `src` the additional name `dst`.
+pub fn tag(store: &Store, src: &str, dst: &str) -> Result<(), String> {
+    valid_ref(dst)?;
+    let (img, _, _, _) = store.resolve(src)?;
+    store.add_ref(&img.manifest, Some(dst))
+}
+
+/// Removes a name (or, by id, every name of that image). Refuses an image a container
+/// uses unless `force`. Layers stay until `prune`.
+pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, String> {
+    let (img, _, _, id) = store.resolve(r)?;
+    if !force && store.images_in_use().contains(&id) {
+        return Err(format!(
+            "image {r} is used by a container (use -f to remove it anyway)"
+        ));
+    }
+    let _lock = store.lock()?;
+    let mut idx = store.load_index()?;
+    let (n, t) = split_ref(r);
+    let full = format!("{n}:{t}");
+    let by_name = img.reference.as_deref() == Some(full.as_str());
+    let mut removed = Vec::new();
+    idx.manifests.retain(|m| {
+        let name = m.annotations.get(ANNOTATION_REF);
+        let hit = if by_name {
+            name == Some(&full)
+        } else {
+            m.digest == img.manifest.digest
+        };
+        if hit {
+            removed.push(name.cloned().unwrap_or_else(|| id.short().to_string()));
+        }
+        !hit
+    });
+    store.save_index(&idx)?;
+    Ok(removed)
+}
+
+/// Removes layers, blobs and stale staging leftovers nothing references; returns the
+/// numbers of layers and blobs removed.
+pub fn prune(store: &Store) -> Result<(usize, usize), String> {
+    let _lock = store.lock()?;
+    let mut keep_layers = BTreeSet::new();
+    let mut keep_blobs = BTreeSet::new();
+    for i in store.images()? {
+        let (m, _) = store.manifest(&i.manifest.digest)?;
+        keep_blobs.insert(i.manifest.digest.hex().to_string());
+        keep_blobs.insert(m.config.digest.hex().to_string());
+        for l in &m.layers {
+            keep_blobs.insert(l.digest.hex().to_string());
+        }
+        let cfg: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
+            .map_err(|e| e.to_string())?;
+        for c in Store::chain_ids(&cfg) {
+            keep_layers.insert(c.hex().to_string());
+        }
+    }
+    let (mut layers, mut blobs) = (0, 0);
+    let ldir = store.root.join("layers");
+    for e in std::fs::read_dir(&ldir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let hex = name.trim_end_matches(".json");
+        if keep_layers.contains(hex) {
+            continue;
+        }
+        if name.ends_with(".json") {
+            let _ = std::fs::remove_file(e.path());
+        } else {
+            std::fs::remove_dir_all(e.path())
+                .map_err(|x| format!("{}: {x}", e.path().display()))?;
+            layers += 1;
+        }
+    }
+    for e in std::fs::read_dir(store.root.join("blobs/sha256"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        if !keep_blobs.contains(e.file_name().to_string_lossy().as_ref()) {
+            std::fs::remove_file(e.path()).map_err(|x| format!("{}: {x}", e.path().display()))?;
+            blobs += 1;
+        }
+    }
+    // Leftovers of interrupted imports; an import running now keeps its staging fresh.
+    let stale = std::time::Duration::from_secs(3600);
+    for e in std::fs::read_dir(store.root.join("tmp"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map(|a| a > stale);
+        if old == Some(true) {
+            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+        }
+    }
+    Ok((layers, blobs))
+}

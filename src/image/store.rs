@@ -1,0 +1,317 @@
+//! The content-addressed store: blobs by sha256, unpacked layers by chain id, and an OCI
+//! `index.json` of named manifests.
+//!
+//! Invariants: everything enters through `tmp/` on the store's filesystem and is renamed
+//! into place only when complete and verified; `index.json` is rewritten atomically under
+//! an exclusive lock; nothing is ever written outside the store root.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+use super::oci::{split_ref, Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF, MT_INDEX};
+
+/// Largest JSON document (index, manifest, config) the store reads.
+pub const MAX_JSON: u64 = 16 << 20;
+
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The store root.
+    pub root: PathBuf,
+}
+
+/// What the store knows about an unpacked layer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerMeta {
+    /// Chain id (the directory name).
+    pub chain_id: Digest,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Chain id of the layer below.
+    pub parent: Option<Digest>,
+    /// Bytes of the uncompressed tar.
+    pub size: u64,
+}
+
+/// A named (or unnamed) image in the index.
+#[derive(Clone, Debug)]
+pub struct ImageRef {
+    /// `name:tag`, if tagged.
+    pub reference: Option<String>,
+    /// The manifest descriptor.
+    pub manifest: Descriptor,
+}
+
+/// Holds the store's exclusive lock until dropped (the flock lives as long as the file).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// The default root: `/var/lib/strata` for root, `$XDG_DATA_HOME/strata` (or
+/// `~/.local/share/strata`) for other users; `STRATA_ROOT` overrides both.
+pub fn default_root() -> PathBuf {
+    if let Some(r) = std::env::var_os("STRATA_ROOT") {
+        return PathBuf::from(r);
+    }
+    if crate::sys::process::euid() == 0 {
+        return PathBuf::from("/var/lib/strata");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("strata");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/strata")
+}
+
+fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
+    format!("{what}: {e}")
+}
+
+/// Reads a whole file of at most `MAX_JSON` bytes.
+pub fn read_small(p: &Path) -> Result<Vec<u8>, String> {
+    let f = File::open(p).map_err(|e| io_err(p.display(), e))?;
+    let mut v = Vec::new();
+    f.take(MAX_JSON + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| io_err(p.display(), e))?;
+    if v.len() as u64 > MAX_JSON {
+        return Err(format!("{}: larger than {MAX_JSON} bytes", p.display()));
+    }
+    Ok(v)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, or the default root.
+    pub fn open(root: Option<PathBuf>) -> Result<Store, String> {
+        let root = root.unwrap_or_else(default_root);
+        for d in ["blobs/sha256", "layers", "tmp", "containers"] {
+            std::fs::create_dir_all(root.join(d))
+                .map_err(|e| io_err(format!("store {}", root.display()), e))?;
+        }
+        let root = root.canonicalize().map_err(|e| io_err(root.display(), e))?;
+        Ok(Store { root })
+    }
+
+    /// Takes the store's exclusive lock (index updates, prune).
+    pub fn lock(&self) -> Result<Lock, String> {
+        let p = self.root.join("lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| io_err(p.display(), e))?;
+        crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&f), libc::LOCK_EX)
+            .map_err(|e| io_err(p.display(), e))?;
+        Ok(Lock { _file: f })
+    }
+
+    /// A fresh staging directory under `tmp/` (removed on drop unless renamed away).
+    pub fn staging(&self) -> Result<tempfile::TempDir, String> {
+        tempfile::Builder::new()
+            .prefix("stage-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(|e| io_err("staging dir", e))
+    }
+
+    /// Path of a blob.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Reads a small (JSON) blob and checks its digest.
+    pub fn read_json_blob(&self, d: &Digest) -> Result<Vec<u8>, String> {
+        let v = read_small(&self.blob_path(d))?;
+        if Digest::of(&v) != *d {
+            return Err(format!("blob {d} in the store is corrupt"));
+        }
+        Ok(v)
+    }
+
+    /// Directory of an unpacked layer.
+    pub fn layer_dir(&self, chain: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain.hex())
+    }
+
+    /// Metadata file of an unpacked layer.
+    pub fn layer_meta_path(&self, chain: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("{}.json", chain.hex()))
+    }
+
+    /// True if the layer is unpacked and complete.
+    pub fn has_layer(&self, chain: &Digest) -> bool {
+        self.layer_meta_path(chain).is_file() && self.layer_dir(chain).is_dir()
+    }
+
+    /// Reads a layer's metadata.
+    pub fn layer_meta(&self, chain: &Digest) -> Result<LayerMeta, String> {
+        let p = self.layer_meta_path(chain);
+        serde_json::from_slice(&read_small(&p)?).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// The index (empty when the store is new).
+    pub fn load_index(&self) -> Result<Index, String> {
+        let p = self.root.join("index.json");
+        if !p.exists() {
+            return Ok(Index {
+                schema_version: 2,
+                media_type: Some(MT_INDEX.into()),
+                manifests: Vec::new(),
+            });
+        }
+        serde_json::from_slice(&read_small(&p)?).map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// Rewrites the index atomically (call with the lock held).
+    pub fn save_index(&self, idx: &Index) -> Result<(), String> {
+        let data = serde_json::to_vec_pretty(idx).map_err(|e| format!("index.json: {e}"))?;
+        write_atomic(&self.root.join("index.json"), &data)
+    }
+
+    /// Every image in the index.
+    pub fn images(&self) -> Result<Vec<ImageRef>, String> {
+        Ok(self
+            .load_index()?
+            .manifests
+            .into_iter()
+            .map(|m| ImageRef {
+                reference: m.annotations.get(ANNOTATION_REF).cloned(),
+                manifest: m,
+            })
+            .collect())
+    }
+
+    /// Adds `manifest` to the index under `reference` (moving the name if it pointed
+    /// elsewhere); an unnamed manifest is kept once.
+    pub fn add_ref(&self, manifest: &Descriptor, reference: Option<&str>) -> Result<(), String> {
+        let _lock = self.lock()?;
+        let mut idx = self.load_index()?;
+        let mut d = manifest.clone();
+        d.annotations.clear();
+        d.platform = None;
+        match reference {
+            Some(r) => {
+                let (n, t) = split_ref(r);
+                let full = format!("{n}:{t}");
+                idx.manifests
+                    .retain(|m| m.annotations.get(ANNOTATION_REF) != Some(&full));
+                // The unnamed entry of this manifest is superseded by the name.
+                idx.manifests
+                    .retain(|m| m.digest != d.digest || m.annotations.contains_key(ANNOTATION_REF));
+                d.annotations.insert(ANNOTATION_REF.into(), full);
+                idx.manifests.push(d);
+            }
+            None => {
+                if !idx.manifests.iter().any(|m| m.digest == d.digest) {
+                    idx.manifests.push(d);
+                }
+            }
+        }
+        self.save_index(&idx)
+    }
+
+    /// Finds an image by `name[:tag]`, full or short id (config digest), or manifest digest.
+    pub fn resolve(&self, r: &str) -> Result<(ImageRef, Manifest, ImageConfig, Digest), String> {
+        let images = self.images()?;
+        let (n, t) = split_ref(r);
+        let full = format!("{n}:{t}");
+        let by_name = images
+            .iter()
+            .find(|i| i.reference.as_deref() == Some(full.as_str()));
+        let found = match by_name {
+            Some(i) => Some(i.clone()),
+            None => {
+                let hex = r.strip_prefix("sha256:").unwrap_or(r);
+                let mut hits = Vec::new();
+                if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    for i in &images {
+                        let (m, _) = self.manifest(&i.manifest.digest)?;
+                        if m.config.digest.hex().starts_with(hex)
+                            || i.manifest.digest.hex().starts_with(hex)
+                        {
+                            hits.push(i.clone());
+                        }
+                    }
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                hits.retain(|h| seen.insert(h.manifest.digest.clone()));
+                if hits.len() > 1 {
+                    return Err(format!("image id {r} is ambiguous"));
+                }
+                hits.pop()
+            }
+        };
+        let Some(img) = found else {
+            return Err(format!("no such image: {r}"));
+        };
+        let (m, _) = self.manifest(&img.manifest.digest)?;
+        let cfg: ImageConfig = serde_json::from_slice(&self.read_json_blob(&m.config.digest)?)
+            .map_err(|e| format!("config of {r}: {e}"))?;
+        let id = m.config.digest.clone();
+        Ok((img, m, cfg, id))
+    }
+
+    /// Reads and parses a manifest blob.
+    pub fn manifest(&self, d: &Digest) -> Result<(Manifest, Vec<u8>), String> {
+        let raw = self.read_json_blob(d)?;
+        let m = serde_json::from_slice(&raw).map_err(|e| format!("manifest {d}: {e}"))?;
+        Ok((m, raw))
+    }
+
+    /// Chain ids of an image's layers, bottom first.
+    pub fn chain_ids(cfg: &ImageConfig) -> Vec<Digest> {
+        let mut out: Vec<Digest> = Vec::new();
+        for d in &cfg.rootfs.diff_ids {
+            let c = Digest::chain(out.last(), d);
+            out.push(c);
+        }
+        out
+    }
+
+    /// The layer directories of an image, top first (a `lowerdir=` list).
+    pub fn lowerdirs(&self, cfg: &ImageConfig) -> Result<Vec<PathBuf>, String> {
+        let mut v = Vec::new();
+        for c in Self::chain_ids(cfg).iter().rev() {
+            if !self.has_layer(c) {
+                return Err(format!("layer {c} is missing from the store"));
+            }
+            v.push(self.layer_dir(c));
+        }
+        Ok(v)
+    }
+
+    /// Image ids (config digests) that containers in this store use.
+    pub fn images_in_use(&self) -> Vec<Digest> {
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("containers")) {
+            for e in rd.flatten() {
+                if let Ok(s) = std::fs::read_to_string(e.path().join("image")) {
+                    if let Ok(d) = Digest::parse(s.trim()) {
+                        v.push(d);
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Writes `data` to `path` through a temp file and rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut t = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path.display(), e))?;
+    t.write_all(data).map_err(|e| io_err(path.display(), e))?;
+    t.as_file()
+        .sync_all()
+        .map_err(|e| io_err(path.display(), e))?;
+    t.persist(path)
+        .map_err(|e| io_err(path.display(), e.error))?;
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Unpacking a layer tar into a fresh directory, safely.
+//!
+//! Every path is walked one component at a time below the layer root with `O_NOFOLLOW`, so
+//! no entry can be written through a symlink or outside the layer; `..` is refused, a leading
+//! `/` is dropped (as docker does), hard links must point inside the layer. As root the OCI
+//! whiteouts become kernel-format ones (chardev 0/0, `trusted.overlay.opaque=y`), which
+//! kernel overlayfs reads too; otherwise they stay `.wh.` files, which strata reads. Device
+//! nodes need root (skipped otherwise, and reported), setuid/setgid bits are kept only as
+//! root. Directory modes and times are applied last, deepest first.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
+
+use crate::overlay::format::{is_marker_xattr, OPAQUE_MARKER, WH_PREFIX};
+use crate::sys::fs::{self, TimeSpec};
+use crate::sys::xattr;
+
+/// What an unpack did besides writing files.
+#[derive(Debug, Default)]
+pub struct Unpacked {
+    /// Entries written.
+    pub entries: u64,
+    /// Entries skipped (device nodes without root), by path.
+    pub skipped: Vec<String>,
+}
+
+struct DirMeta {
+    comps: Vec<OsString>,
+    mode: u32,
+    mtime: i64,
+}
+
+/// Splits an archive path into safe components (no `..`, no leading `/`).
+fn components(p: &Path) -> Result<Vec<OsString>, String> {
+    let mut v = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => v.push(n.to_os_string()),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err("path contains '..'".into()),
+            Component::Prefix(_) => return Err("unsupported path prefix".into()),
+        }
+    }
+    Ok(v)
+}
+
+fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    fs::openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
+/// Opens the directory `comps` below `root`, creating missing ones when `create`; refuses
+/// to pass through a symlink or a non-directory.
+fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedFd, String> {
+    let mut cur = root.try_clone_to_owned().map_err(|e| e.to_string())?;
+    for (i, c) in comps.iter().enumerate() {
+        let next = match open_dir(cur.as_fd(), c) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                match fs::mkdirat(cur.as_fd(), c, 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(format!("creating {}: {e}", show(&comps[..=i]))),
+                }
+                open_dir(cur.as_fd(), c).map_err(|e| format!("{}: {e}", show(&comps[..=i])))?
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                return Err(format!(
+                    "path goes through {}, which is not a directory (a symlink?)",
+                    show(&comps[..=i])
+                ));
+            }
+            Err(e) => return Err(format!("{}: {e}", show(&comps[..=i]))),
+        };
+        cur = next;
+    }
+    Ok(cur)
+}
+
+fn show(comps: &[OsString]) -> String {
+    let v: Vec<String> = comps
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    v.join("/")
+}
+
+/// Removes a non-directory at `name` (a later entry replaces an earlier one).
+fn clear(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
+    match fs::lstatat(dir, name) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            Err("replaces a directory with a non-directory".into())
+        }
+        Ok(_) => fs::unlinkat(dir, name, 0).map_err(|e| e.to_string()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Unpacks a layer tar stream into the empty directory `dest`. `what` names the archive in
+/// errors; `root` selects ownership, devices, setuid and kernel-format whiteouts.
+pub fn unpack_layer(
+    r: &mut dyn Read,
+    dest: &Path,
+    what: &str,
+    root: bool,
+) -> Result<Unpacked, String> {
+    let top = fs::open_path(dest, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    let mut ar = tar::Archive::new(r);
+    let mut out = Unpacked::default();
+    let mut dirs = Vec::new();
+    let entries = ar.entries().map_err(|e| format!("{what}: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("{what}: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("{what}: bad entry name: {e}"))?
+            .into_owned();
+        let ctx = |e: String| format!("{what}: entry {}: {e}", path.display());
+        let comps = components(&path).map_err(ctx)?;
+        if comps.is_empty() {
+            continue;
+        }
+        match write_entry(&mut entry, top.as_fd(), &comps, root, &mut dirs) {
+            Ok(true) => out.entries += 1,
+            Ok(false) => out.skipped.push(path.display().to_string()),
+            Err(e) => return Err(ctx(e)),
+        }
+    }
+    // Directories last, deepest first: modes may forbid writing, times change with writes.
+    dirs.sort_by_key(|d: &DirMeta| std::cmp::Reverse(d.comps.len()));
+    for d in dirs {
+        let fd = walk(top.as_fd(), &d.comps, false).map_err(|e| format!("{what}: {e}"))?;
+        fs::fchmodat(fd.as_fd(), OsStr::new(""), d.mode)
+            .map_err(|e| format!("{what}: {}: {e}", show(&d.comps)))?;
+        let t = TimeSpec::At(d.mtime, 0);
+        fs::lutimensat(fd.as_fd(), OsStr::new(""), t, t)
+            .map_err(|e| format!("{what}: {}: {e}", show(&d.comps)))?;
+    }
+    Ok(out)
+}
+
+/// Writes one entry; Ok(false) when it was skipped.
+fn write_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    top: BorrowedFd<'_>,
+    comps: &[OsString],
+    root: bool,
+    dirs: &mut Vec<DirMeta>,
+) -> Result<bool, String> {
+    let (name, parent_comps) = match comps.split_last() {
+        Some(x) => x,
+        None => return Ok(true),
+    };
+    let parent = walk(top, parent_comps, true)?;
+    let pfd = parent.as_fd();
+    let nb = name.as_bytes();
+    if nb == OPAQUE_MARKER.as_bytes() {
+        if root {
+            xattr::setxattr(
+                pfd,
+                OsStr::new(""),
+                OsStr::new("trusted.overlay.opaque"),
+                b"y",
+                0,
+            )
+            .map_err(|e| format!("marking opaque: {e}"))?;
+        } else {
+            clear(pfd, name)?;
+            fs::openat(
+                pfd,
+                name,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o600,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        return Ok(true);
+    }
+    if let Some(target) = nb.strip_prefix(WH_PREFIX) {
+        let target = OsStr::from_bytes(target);
+        if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/')
+        {
+            return Err("malformed whiteout".into());
+        }
+        if root {
+            clear(pfd, target)?;
+            fs::mknodat(pfd, target, libc::S_IFCHR, 0).map_err(|e| format!("whiteout: {e}"))?;
+        } else {
+            clear(pfd, name)?;
+            fs::openat(
+                pfd,
+                name,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o600,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        return Ok(true);
+    }
+    let (mut mode, uid, gid, mtime, kind, major, minor) = {
+        let h = entry.header();
+        let e = |x: io::Error| x.to_string();
+        (
+            h.mode().map_err(e)? & 0o7777,
+            h.uid().map_err(e)? as u32,
+            h.gid().map_err(e)? as u32,
+            h.mtime().map_err(e)? as i64,
+            h.entry_type(),
+            // Only device entries carry numbers (others may leave the fields blank).
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        )
+    };
+    if !root {
+        mode &= !(libc::S_ISUID | libc::S_ISGID);
+    }
+    use tar::EntryType as T;
+    match kind {
+        T::Regular | T::Continuous | T::GNUSparse => {
+            clear(pfd, name)?;
+            let fd = fs::openat(
+                pfd,
+                name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                0o600,
+            )
+            .map_err(|e| e.to_string())?;
+            let mut f = std::fs::File::from(fd);
+            io::copy(entry, &mut f).map_err(|e| format!("data: {e}"))?;
+        }
+        T::Directory => {
+            match fs::lstatat(pfd, name) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                Ok(_) => {
+                    fs::unlinkat(pfd, name, 0).map_err(|e| e.to_string())?;
+                    fs::mkdirat(pfd, name, 0o755).map_err(|e| e.to_string())?;
+                }
+                Err(_) => fs::mkdirat(pfd, name, 0o755).map_err(|e| e.to_string())?,
+            }
+            dirs.push(DirMeta {
+                comps: comps.to_vec(),
+                mode,
+                mtime,
+            });
+        }
+        T::Symlink => {
+            let target = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or("symlink without a target")?
+                .into_owned();
+            clear(pfd, name)?;
+            fs::symlinkat(target.as_os_str(), pfd, name).map_err(|e| e.to_string())?;
+        }
+        T::Link => {
+            let target = entry
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or("hard link without a target")?
+                .into_owned();
+            let tc = components(&target)
+                .map_err(|e| format!("hard link target {}: {e}", target.display()))?;
+            let (tname, tparent) = tc.split_last().ok_or("hard link to the layer root")?;
+            let tdir = walk(top, tparent, false)
+                .map_err(|e| format!("hard link target {}: {e}", target.display()))?;
+            clear(pfd, name)?;
+            fs::linkat(tdir.as_fd(), tname, pfd, name).map_err(|e| {
+                format!(
+                    "hard link to {} (must be an earlier file of this layer): {e}",
+                    target.display()
+                )
+            })?;
+            return Ok(true);
+        }
+        T::Char | T::Block | T::Fifo => {
+            let fmt = match kind {
+                T::Char => libc::S_IFCHR,
+                T::Block => libc::S_IFBLK,
+                _ => libc::S_IFIFO,
+            };
+            if fmt != libc::S_IFIFO && !root {
+                return Ok(false);
+            }
+            if fmt == libc::S_IFCHR && major == 0 && minor == 0 {
+                return Err("a 0/0 character device is a whiteout; use .wh. names".into());
+            }
+            clear(pfd, name)?;
+            fs::mknodat(pfd, name, fmt | 0o600, libc::makedev(major, minor))
+                .map_err(|e| e.to_string())?;
+        }
+        T::XGlobalHeader => return Ok(true),
+        other => return Err(format!("unsupported entry type {other:?}")),
+    }
+    // Ownership first (chown clears setuid and capabilities), then xattrs, mode, time.
+    if root {
+        fs::lchownat(pfd, name, uid, gid).map_err(|e| format!("chown: {e}"))?;
+    }
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let Some(x) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            if is_marker_xattr(x) || (!root && !x.starts_with(b"user.")) {
+                continue;
+            }
+            match xattr::setxattr(pfd, name, OsStr::from_bytes(x), ext.value_bytes(), 0) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
+                Err(e) => return Err(format!("xattr {}: {e}", String::from_utf8_lossy(x))),
+            }
+        }
+    }
+    if kind != T::Symlink && kind != T::Directory {
+        fs::fchmodat(pfd, name, mode).map_err(|e| format!("chmod: {e}"))?;
+    }
+    if kind != T::Directory {
+        let t = TimeSpec::At(mtime, 0);
+        fs::lutimensat(pfd, name, t, t).map_err(|e| format!("times: {e}"))?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_refuse_parent_dirs() {
+        assert!(components(Path::new("a/../b")).is_err());
+        assert_eq!(
+            components(Path::new("/etc/passwd")).unwrap(),
+            vec![OsString::from("etc"), OsString::from("passwd")]
+        );
+        assert!(components(Path::new("./")).unwrap().is_empty());
+    }
+}
