@@ -226,6 +226,15 @@ pub fn valid_ref(r: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
         && !n.starts_with(['.', '-', '/'])
         && !n.contains("..");
+    // A ':' in the name only as a registry port: host:port/...
+    let port_ok = match n.split_once('/') {
+        Some((host, _)) => match host.split_once(':') {
+            Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
+            None => true,
+        },
+        None => !n.contains(':'),
+    } && n.split_once('/').map(|(_, rest)| !rest.contains(':')).unwrap_or(true);
+    let name_ok = name_ok && port_ok;
     let tag_ok = !t.is_empty()
         && t.len() <= 128
         && t.bytes()
