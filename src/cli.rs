@@ -115,6 +115,9 @@ pub struct BenchArgs {
     /// Drop the page cache before every measurement (root).
     #[arg(long)]
     pub drop_caches: bool,
+    /// Measure nothing: re-render report.md and chart.svg from a results.json.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub from: Option<PathBuf>,
 }
 
 /// `strata mount`.

@@ -176,6 +176,15 @@ fn measure(
     cells
 }
 
+/// Re-renders report.md and chart.svg in `out` from a saved results.json.
+pub fn rerender(results: &Path, out: &Path) -> Result<Report, String> {
+    let data = std::fs::read(results).map_err(|e| format!("{}: {e}", results.display()))?;
+    let r: Report = serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", results.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| format!("output dir {}: {e}", out.display()))?;
+    write_outputs(&r, out)?;
+    Ok(r)
+}
+
 fn write_outputs(r: &Report, out: &Path) -> Result<(), String> {
     let w = |name: &str, data: &str| {
         let tmp = out.join(format!(".{name}.tmp"));

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::workload::{Sample, Sizes};
 
 /// One measurement: a workload on a filesystem in one run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Workload name.
     pub workload: String,
@@ -28,7 +28,7 @@ pub struct Cell {
 }
 
 /// Aggregate of one workload on one filesystem.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     /// Workload name.
     pub workload: String,
@@ -53,7 +53,7 @@ pub struct Summary {
 }
 
 /// A target of the issue, checked for strata.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Check {
     /// What the target says.
     pub target: String,
@@ -64,7 +64,7 @@ pub struct Check {
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// When (UTC, from `date`).
     pub date: String,
@@ -337,13 +337,15 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
                 String::new()
             }
         })
-        .x_label_style(
-            ("sans-serif", 13)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 11).into_font())
         .y_desc("ratio to kernel overlayfs")
-        .y_label_formatter(&|y| format!("{y:.2}×"))
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{y:.0}×")
+            } else {
+                format!("{y:.2}×")
+            }
+        })
         .draw()
         .map_err(|x| e(&x))?;
     let width = 0.8 / fss.len() as f64;
@@ -357,7 +359,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
                 let ratio = find(&r.summary, w, fs)?.ratio?;
                 let x0 = i as f64 - 0.4 + j as f64 * width;
                 Some(Rectangle::new(
-                    [(x0, lo), (x0 + width * 0.9, ratio)],
+                    [(x0, lo), (x0 + width * 0.9, ratio.max(lo))],
                     color.filled(),
                 ))
             })

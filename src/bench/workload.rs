@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sys::mman::Mapping;
 
 /// Scale of the lower tree and workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sizes {
     /// Files in the tree walked by `find -ls`.
     pub walk_files: usize,
@@ -60,7 +60,7 @@ impl Sizes {
 }
 
 /// What a workload measured.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Sample {
     /// Wall time in seconds (for the latency workload: p99 in seconds).
     pub secs: f64,

@@ -11,22 +11,26 @@ pub fn run(a: BenchArgs) -> i32 {
         Err(e) => return fail(format_args!("locating the strata binary: {e}")),
     };
     let o = Options {
-        fs: a.fs,
-        workloads: a.workload,
+        fs: a.fs.clone(),
+        workloads: a.workload.clone(),
         runs: a.runs as usize,
         sizes: if a.size == "small" {
             Sizes::SMALL
         } else {
             Sizes::FULL
         },
-        out: a.out,
-        work: a.work,
-        fuse_overlayfs: a.fuse_overlayfs,
+        out: a.out.clone(),
+        work: a.work.clone(),
+        fuse_overlayfs: a.fuse_overlayfs.clone(),
         drop_caches: a.drop_caches,
         strata,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    match bench::run(&o) {
+    let result = match &a.from {
+        Some(results) => bench::rerender(results, &o.out),
+        None => bench::run(&o),
+    };
+    match result {
         Ok(r) => {
             bench::print(&r);
             println!("report: {}", o.out.join("report.md").display());
