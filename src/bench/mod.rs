@@ -179,7 +179,8 @@ fn measure(
 /// Re-renders report.md and chart.svg in `out` from a saved results.json.
 pub fn rerender(results: &Path, out: &Path) -> Result<Report, String> {
     let data = std::fs::read(results).map_err(|e| format!("{}: {e}", results.display()))?;
-    let r: Report = serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", results.display()))?;
+    let r: Report =
+        serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", results.display()))?;
     std::fs::create_dir_all(out).map_err(|e| format!("output dir {}: {e}", out.display()))?;
     write_outputs(&r, out)?;
     Ok(r)

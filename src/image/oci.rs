@@ -233,7 +233,10 @@ pub fn valid_ref(r: &str) -> Result<(), String> {
             None => true,
         },
         None => !n.contains(':'),
-    } && n.split_once('/').map(|(_, rest)| !rest.contains(':')).unwrap_or(true);
+    } && n
+        .split_once('/')
+        .map(|(_, rest)| !rest.contains(':'))
+        .unwrap_or(true);
     let name_ok = name_ok && port_ok;
     let tag_ok = !t.is_empty()
         && t.len() <= 128
