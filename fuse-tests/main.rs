@@ -3,6 +3,7 @@
 
 mod archives;
 mod cli;
+mod containers;
 mod data;
 mod harness;
 mod images;

@@ -31,6 +31,35 @@ pub enum Command {
     Image(ImageCmd),
     /// List images.
     Images,
+    /// Run a command in a new container.
+    Run(RunArgs),
+    /// List containers.
+    Ps {
+        /// Show exited containers too.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a container's changes (A added, C changed, D deleted).
+    Diff {
+        /// Name or id.
+        container: String,
+    },
+    /// Make a new image from a container's changes.
+    Commit {
+        /// Name or id.
+        container: String,
+        /// New image name[:tag].
+        image: String,
+    },
     /// Give an image another name.
     Tag {
         /// Image name[:tag] or id.
@@ -38,6 +67,46 @@ pub enum Command {
         /// New name[:tag].
         target: String,
     },
+}
+
+/// `strata run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE (or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env", action = ArgAction::Append)]
+    pub env: Vec<String>,
+    /// Working directory in the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (name or UID[:GID]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (64m, 1g).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
+    /// CPU limit (0.5 = half a CPU).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Network: none (only lo) or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Image name[:tag] or id.
+    pub image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// `strata image ...`.

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cmd;
+pub mod container;
 pub mod fuse;
 pub mod image;
 pub mod overlay;

@@ -9,7 +9,10 @@ use std::ffi::OsString;
 use clap::Parser;
 use strata::cli::{Cli, Command};
 
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "bench", "image", "images", "tag", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "mount", "umount", "bench", "image", "images", "tag", "run", "ps", "rm", "diff", "commit",
+    "help",
+];
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
@@ -28,6 +31,15 @@ fn main() {
         Command::Image(c) => strata::cmd::image::run(cli.root, c),
         Command::Images => strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls),
         Command::Tag { source, target } => strata::cmd::image::tag(cli.root, &source, &target),
+        Command::Run(a) => strata::cmd::container::run(cli.root, a),
+        Command::Ps { all } => strata::cmd::container::ps(cli.root, all),
+        Command::Rm { force, containers } => {
+            strata::cmd::container::rm(cli.root, force, &containers)
+        }
+        Command::Diff { container } => strata::cmd::container::diff(cli.root, &container),
+        Command::Commit { container, image } => {
+            strata::cmd::container::commit(cli.root, &container, &image)
+        }
     };
     std::process::exit(code);
 }

@@ -2,6 +2,7 @@
 //! and returns exit status 1 on failure.
 
 pub mod bench;
+pub mod container;
 pub mod image;
 pub mod mount;
 

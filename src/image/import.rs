@@ -69,7 +69,8 @@ fn open_inside(root: &Path, rel: &str) -> Result<File, String> {
     File::open(&canon).map_err(|e| format!("{rel}: {e}"))
 }
 
-fn now_rfc3339() -> String {
+/// The current time as RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -105,7 +106,7 @@ pub fn host_arch() -> &'static str {
 
 /// Unpacks layer blob file `blob` into a fresh staging directory; returns its diff_id, its
 /// uncompressed size and the directory.
-fn unpack_blob(
+pub(super) fn unpack_blob(
     tx: &Tx<'_>,
     blob: &Path,
     c: Compression,

@@ -5,6 +5,7 @@
 //! directory named by its chain id, and shared by every image built on it. Those directories
 //! are exactly what `strata mount` takes as lowerdirs.
 
+pub mod commit;
 pub mod digest;
 pub mod import;
 pub mod oci;

@@ -2,5 +2,6 @@
 
 pub mod fs;
 pub mod mman;
+pub mod net;
 pub mod process;
 pub mod xattr;

@@ -151,3 +151,28 @@ pub fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     unsafe { libc::kill(pid, 0) == 0 }
 }
+
+/// `_exit(2)`: leaves a forked child at once, without running the parent's atexit handlers
+/// or flushing its stdio buffers twice.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Random bytes from the kernel.
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice tail is valid for writes of its length.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! `strata run` end to end as root: exit codes and signals, env/workdir/user, PID 1 and a
+//! private /proc, hostname and network isolation, memory (OOM) and pids limits, writes
+//! landing only in the writable layer, two containers sharing an image, diff, commit, rm,
+//! and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::archives::*;
+use crate::harness::{require_env, strata_bin};
+use crate::snapshot::snapshot;
+
+struct Env {
+    _t: tempfile::TempDir,
+    store: PathBuf,
+}
+
+fn strata(e: &Env, args: &[&str]) -> Output {
+    Command::new(strata_bin())
+        .arg("--root")
+        .arg(&e.store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A store holding `box:1`, a busybox image with the applets the tests use.
+fn env(name: &str) -> Env {
+    require_env();
+    let t = tempfile::Builder::new()
+        .prefix(&format!("strata-ctr-{name}-"))
+        .tempdir()
+        .unwrap();
+    let store = t.path().join("store");
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let applets = [
+        "sh", "ls", "cat", "echo", "id", "hostname", "sleep", "head", "tr", "wc", "pwd", "rm",
+        "mkdir", "kill", "true", "false",
+    ];
+    let mut entries = vec![E::Dir("bin"), E::File("bin/busybox", &bb, 0o755)];
+    let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();
+    for l in &links {
+        entries.push(E::Sym(l, "busybox"));
+    }
+    for d in ["proc", "dev", "sys", "tmp", "root", "etc"] {
+        entries.push(E::Dir(d));
+    }
+    entries.push(E::File(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        0o644,
+    ));
+    entries.push(E::File(
+        "etc/group",
+        b"root:x:0:\nnogroup:x:65534:\n",
+        0o644,
+    ));
+    let f = t.path().join("box.tar");
+    std::fs::write(&f, layer(&entries)).unwrap();
+    let e = Env { _t: t, store };
+    let o = strata(&e, &["image", "import", f.to_str().unwrap(), "-t", "box:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    e
+}
+
+fn run(e: &Env, args: &[&str]) -> Output {
+    let mut v = vec!["run", "--rm"];
+    v.extend_from_slice(args);
+    strata(e, &v)
+}
+
+fn no_leftovers(e: &Env) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(e.store.to_str().unwrap()),
+        "a mount is left behind"
+    );
+    let left = std::fs::read_dir(e.store.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "a container directory is left behind");
+}
+
+#[test]
+fn exit_codes_env_workdir_user() {
+    let e = env("basic");
+    assert_eq!(
+        run(&e, &["box:1", "sh", "-c", "exit 3"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(run(&e, &["box:1", "true"]).status.code(), Some(0));
+    let o = run(
+        &e,
+        &[
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/tmp/work",
+            "-u",
+            "nobody",
+            "box:1",
+            "sh",
+            "-c",
+            "echo $FOO; pwd; id -u; id -g",
+        ],
+    );
+    assert_eq!(
+        out(&o),
+        "bar\n/tmp/work\n65534\n65534\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&e, &["-u", "1234:5", "box:1", "id"]);
+    assert!(out(&o).starts_with("uid=1234 gid=5"), "{}", out(&o));
+    assert_eq!(
+        run(&e, &["box:1", "no-such-command"]).status.code(),
+        Some(127)
+    );
+    assert_eq!(run(&e, &["box:1", "/etc/passwd"]).status.code(), Some(126));
+    no_leftovers(&e);
+}
+
+#[test]
+fn killed_from_outside_reports_128_plus_signal() {
+    let e = env("signal");
+    let child = Command::new(strata_bin())
+        .arg("--root")
+        .arg(&e.store)
+        .args(["run", "--name", "sleeper", "box:1", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..200 {
+        let ps = out(&strata(&e, &["ps"]));
+        if ps.contains("sleeper") {
+            let state: serde_json::Value = {
+                let dirs: Vec<_> = std::fs::read_dir(e.store.join("containers"))
+                    .unwrap()
+                    .flatten()
+                    .collect();
+                serde_json::from_slice(&std::fs::read(dirs[0].path().join("state.json")).unwrap())
+                    .unwrap()
+            };
+            pid = state["pid"].as_i64();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = pid.expect("container running with a pid");
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = child.wait_with_output().unwrap();
+    assert_eq!(st.status.code(), Some(137));
+    let ps = out(&strata(&e, &["ps", "-a"]));
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert!(strata(&e, &["rm", "sleeper"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn namespaces_isolate_pid_hostname_network() {
+    let e = env("ns");
+    let o = run(
+        &e,
+        &[
+            "--hostname",
+            "boxhost",
+            "box:1",
+            "sh",
+            "-c",
+            "echo $$; hostname; ls /proc | grep -c '^[0-9]'; ls /sys/class/net",
+        ],
+    );
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "1", "{text}");
+    assert_eq!(lines[1], "boxhost");
+    let procs: u32 = lines[2].parse().unwrap();
+    assert!(procs <= 4, "the container sees host processes: {text}");
+    assert_eq!(&lines[3..], ["lo"], "{text}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "boxhost");
+    let o = run(&e, &["--network", "host", "box:1", "ls", "/sys/class/net"]);
+    assert!(
+        out(&o).lines().count() > 1,
+        "host network shows the host's interfaces"
+    );
+    no_leftovers(&e);
+}
+
+#[test]
+fn memory_and_pids_limits() {
+    let e = env("limits");
+    let o = run(
+        &e,
+        &[
+            "--memory",
+            "16m",
+            "box:1",
+            "sh",
+            "-c",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(137));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("memory limit"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(
+        &e,
+        &[
+            "--pids-limit",
+            "4",
+            "box:1",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6; do sleep 1 & done; wait",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("fork"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&e, &["--cpus", "0.5", "box:1", "true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    no_leftovers(&e);
+}
+
+fn layer_dirs(e: &Env, image: &str) -> Vec<PathBuf> {
+    let v: serde_json::Value =
+        serde_json::from_str(&out(&strata(e, &["image", "inspect", image]))).unwrap();
+    v["LayerDirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PathBuf::from(d.as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn writes_stay_in_the_container_layer_and_commit_makes_an_image() {
+    let e = env("layers");
+    let layers = layer_dirs(&e, "box:1");
+    let before: Vec<_> = layers.iter().map(|l| snapshot(l, true)).collect();
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--name",
+            "a",
+            "box:1",
+            "sh",
+            "-c",
+            "echo new > /new; rm /etc/group; mkdir -p /root/d; echo x > /root/d/f",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--name",
+            "b",
+            "box:1",
+            "sh",
+            "-c",
+            "ls /new /etc/group",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0), "b must not see a's writes");
+    assert!(out(&o).contains("/etc/group"));
+    let diff = out(&strata(&e, &["diff", "a"]));
+    assert_eq!(
+        diff,
+        "C /etc\nD /etc/group\nA /new\nC /root\nA /root/d\nA /root/d/f\n"
+    );
+    let after: Vec<_> = layers.iter().map(|l| snapshot(l, true)).collect();
+    assert_eq!(before, after, "image layers changed");
+    assert!(strata(&e, &["commit", "a", "box:2"]).status.success());
+    let o = run(&e, &["box:2", "sh", "-c", "cat /new /root/d/f; ls /etc"]);
+    assert_eq!(out(&o), "new\nx\npasswd\n");
+    let o = run(&e, &["box:1", "cat", "/etc/group"]);
+    assert!(out(&o).contains("root"), "the old image is unchanged");
+    assert_eq!(layer_dirs(&e, "box:2").len(), 2);
+    // the image a container uses can't be removed
+    assert_eq!(strata(&e, &["image", "rm", "box:1"]).status.code(), Some(1));
+    assert!(strata(&e, &["rm", "a", "b"]).status.success());
+    assert!(strata(&e, &["image", "rm", "box:1"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing() {
+    let e = env("bad");
+    let check = |args: &[&str], needle: &str| {
+        let o = run(&e, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+        no_leftovers(&e);
+    };
+    check(&["nosuch:image", "true"], "no such image");
+    check(&["--memory", "12x", "box:1", "true"], "--memory 12x");
+    check(&["--cpus", "lots", "box:1", "true"], "--cpus lots");
+    check(
+        &["--network", "bridge", "box:1", "true"],
+        "--network bridge",
+    );
+    check(&["box:1"], "no command");
+    check(&["-u", "ghost", "box:1", "true"], "ghost");
+    assert!(Path::new("/proc/self").exists());
+}

@@ -1,0 +1,329 @@
+//! `strata run`, `ps`, `rm`, `diff`, `commit`.
+//!
+//! `run` exits with the container's status (128+signal when killed); its own failures exit
+//! 125, a command that can't be executed 126, one that isn't found 127 (docker's codes).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cli::RunArgs;
+use crate::container::cgroup::{parse_cpus, parse_memory, Cgroup, Limits};
+use crate::container::launch::{self, EXIT_STRATA};
+use crate::container::spec::{build, Overrides};
+use crate::container::{self as ctr, Container, State};
+use crate::image::Store;
+
+fn run_fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("strata: error: {msg}");
+    EXIT_STRATA
+}
+
+/// Mounts the union filesystem with the strata binary itself (its server outlives us).
+fn mount_union(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, at: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating strata: {e}"))?;
+    let mut o = format!(
+        "lowerdir={}",
+        lowers
+            .iter()
+            .map(|p| p.display().to_string().replace(':', "\\:"))
+            .collect::<Vec<_>>()
+            .join(":")
+    );
+    if let Some((u, w)) = upper {
+        o.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+    }
+    let out = Command::new(exe)
+        .args(["mount", "-o", &o])
+        .arg(at)
+        .output()
+        .map_err(|e| format!("strata mount: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("strata: error: ")
+            .to_string());
+    }
+    Ok(())
+}
+
+fn limits(a: &RunArgs) -> Result<Limits, String> {
+    Ok(Limits {
+        memory: a.memory.as_deref().map(parse_memory).transpose()?,
+        pids: a.pids_limit,
+        cpus: a.cpus.as_deref().map(parse_cpus).transpose()?,
+    })
+}
+
+/// `strata run`; returns the exit status.
+pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
+    let store = match Store::open(root) {
+        Ok(s) => s,
+        Err(e) => return run_fail(e),
+    };
+    let lim = match limits(&a) {
+        Ok(l) => l,
+        Err(e) => return run_fail(e),
+    };
+    if a.network != "none" && a.network != "host" {
+        return run_fail(format_args!(
+            "--network {}: only none and host are supported",
+            a.network
+        ));
+    }
+    let (_, _, cfg, image_id) = match store.resolve(&a.image) {
+        Ok(r) => r,
+        Err(e) => return run_fail(e),
+    };
+    let lowers = match store.lowerdirs(&cfg) {
+        Ok(l) => l,
+        Err(e) => return run_fail(format_args!("image {}: {e}", a.image)),
+    };
+    let id = match ctr::new_id() {
+        Ok(i) => i,
+        Err(e) => return run_fail(e),
+    };
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("strata-{}", &id[..8]));
+    if let Ok(existing) = ctr::find(&store, &name) {
+        if existing.state.name == name {
+            return run_fail(format_args!(
+                "a container named {name} exists ({})",
+                &existing.state.id[..12]
+            ));
+        }
+    }
+    let c = Container {
+        dir: store.root.join("containers").join(&id),
+        state: State {
+            id: id.clone(),
+            name,
+            image: a.image.clone(),
+            image_id: image_id.to_string(),
+            command: a.command.clone(),
+            created: crate::image::import::now_rfc3339(),
+            status: "created".into(),
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+        },
+    };
+    let code = match start(&store, &c, &a, &cfg, &lowers, lim) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = ctr::remove(&c);
+            return run_fail(e);
+        }
+    };
+    if a.rm {
+        if let Err(e) = ctr::remove(&c) {
+            eprintln!("strata: error: removing container {}: {e}", c.state.name);
+        }
+    }
+    code
+}
+
+fn start(
+    store: &Store,
+    c: &Container,
+    a: &RunArgs,
+    cfg: &crate::image::oci::ImageConfig,
+    lowers: &[PathBuf],
+    lim: Limits,
+) -> Result<i32, String> {
+    let (upper, work, rootfs) = (c.upper(), c.dir.join("work"), c.rootfs());
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    std::fs::write(c.dir.join("image"), &c.state.image_id)
+        .map_err(|e| format!("{}: {e}", c.dir.display()))?;
+    c.save()?;
+    mount_union(lowers, Some((&upper, &work)), &rootfs)
+        .map_err(|e| format!("mounting the container's rootfs: {e}"))?;
+    let o = Overrides {
+        command: a.command.clone(),
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+    };
+    let hostname = a
+        .hostname
+        .clone()
+        .unwrap_or_else(|| c.state.id[..12].to_string());
+    let spec = build(cfg, &o, &rootfs, hostname, a.network == "none", lim)?;
+    let cg = Cgroup::create(&c.state.id, &lim)?;
+    let running = match launch::start(&spec, &rootfs, &cg) {
+        Ok(r) => r,
+        Err(e) => {
+            cg.remove();
+            return Err(e);
+        }
+    };
+    let mut c = c.clone();
+    c.state.status = "running".into();
+    c.state.pid = Some(running.pid);
+    let _ = c.save();
+    let code = running.wait();
+    c.state.oom_killed = cg.oom_killed();
+    cg.remove();
+    if c.state.oom_killed {
+        eprintln!(
+            "strata: container {} was killed for exceeding its memory limit ({})",
+            c.state.name,
+            a.memory.as_deref().unwrap_or("?")
+        );
+    }
+    c.state.status = "exited".into();
+    c.state.pid = None;
+    c.state.exit_code = Some(code);
+    let _ = c.save();
+    let _ = crate::sys::process::umount(rootfs.as_os_str(), false);
+    let _ = store;
+    Ok(code)
+}
+
+/// `strata ps [-a]`.
+pub fn ps(root: Option<PathBuf>, all: bool) -> i32 {
+    let store = match Store::open(root) {
+        Ok(s) => s,
+        Err(e) => return super::fail(e),
+    };
+    let list = match ctr::list(&store) {
+        Ok(l) => l,
+        Err(e) => return super::fail(e),
+    };
+    println!(
+        "{:<14} {:<20} {:<24} {:<22} {:<16} NAMES",
+        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+    );
+    for c in list {
+        let s = c.observed();
+        if !all && s.status != "running" {
+            continue;
+        }
+        let status = match (s.status.as_str(), s.exit_code) {
+            ("running", _) => "Up".to_string(),
+            ("exited", Some(code)) => format!("Exited ({code})"),
+            (other, _) => other.to_string(),
+        };
+        let cmd: String = s.command.join(" ").chars().take(22).collect();
+        println!(
+            "{:<14} {:<20} {:<24} {:<22} {:<16} {}",
+            &s.id[..12],
+            s.image,
+            format!("\"{cmd}\""),
+            s.created,
+            status,
+            s.name
+        );
+    }
+    0
+}
+
+/// `strata rm [-f] C...`.
+pub fn rm(root: Option<PathBuf>, force: bool, names: &[String]) -> i32 {
+    let store = match Store::open(root) {
+        Ok(s) => s,
+        Err(e) => return super::fail(e),
+    };
+    let mut code = 0;
+    for n in names {
+        let c = match ctr::find(&store, n) {
+            Ok(c) => c,
+            Err(e) => {
+                code = super::fail(e);
+                continue;
+            }
+        };
+        let s = c.observed();
+        if s.status == "running" {
+            if !force {
+                code = super::fail(format_args!(
+                    "container {n} is running (use -f to kill and remove it)"
+                ));
+                continue;
+            }
+            if let Some(pid) = s.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+                for _ in 0..200 {
+                    if !crate::sys::process::pid_alive(pid) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        match ctr::remove(&c) {
+            Ok(()) => println!("{}", c.state.name),
+            Err(e) => code = super::fail(format_args!("removing {n}: {e}")),
+        }
+    }
+    code
+}
+
+fn container_and_lowers(store: &Store, n: &str) -> Result<(Container, Vec<PathBuf>), String> {
+    let c = ctr::find(store, n)?;
+    let (_, _, cfg, _) = store.resolve(&c.state.image_id)?;
+    let lowers = store.lowerdirs(&cfg)?;
+    Ok((c, lowers))
+}
+
+/// `strata diff C`.
+pub fn diff(root: Option<PathBuf>, n: &str) -> i32 {
+    let r = Store::open(root).and_then(|s| {
+        let (c, lowers) = container_and_lowers(&s, n)?;
+        crate::container::changes::diff(&c.upper(), &lowers)
+    });
+    match r {
+        Ok(lines) => {
+            for (k, p) in lines {
+                println!("{k} {p}");
+            }
+            0
+        }
+        Err(e) => super::fail(format_args!("diff of {n}: {e}")),
+    }
+}
+
+/// `strata commit C NAME[:TAG]`.
+pub fn commit(root: Option<PathBuf>, n: &str, reference: &str) -> i32 {
+    let r = Store::open(root).and_then(|s| {
+        let (c, lowers) = container_and_lowers(&s, n)?;
+        let tmp = s.staging()?;
+        let view = tmp.path().join("view");
+        std::fs::create_dir(&view).map_err(|e| e.to_string())?;
+        let mut all = vec![c.upper()];
+        all.extend(lowers);
+        mount_union(&all, None, &view)?;
+        let tar_path = tmp.path().join("layer.tar");
+        let made = std::fs::File::create(&tar_path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                crate::container::changes::layer_tar(&c.upper(), &view, std::io::BufWriter::new(f))
+            });
+        let _ = crate::sys::process::umount(view.as_os_str(), false);
+        made?;
+        crate::image::commit::add_layer(
+            &s,
+            &c.state.image_id,
+            &tar_path,
+            reference,
+            &format!("strata commit {}", c.state.name),
+        )
+    });
+    match r {
+        Ok(i) => {
+            println!("{}", i.id);
+            0
+        }
+        Err(e) => super::fail(format_args!("committing {n}: {e}")),
+    }
+}

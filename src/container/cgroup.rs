@@ -1,0 +1,202 @@
+//! Resource limits through cgroups: the unified v2 hierarchy where it holds the
+//! controllers, else the v1 (or hybrid) per-controller hierarchies, as on this kind of host.
+//!
+//! Each container gets `strata/<id>` in every hierarchy used; it is removed after the
+//! container's processes are gone.
+
+use std::path::{Path, PathBuf};
+
+/// Limits asked for on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// Maximum number of tasks.
+    pub pids: Option<u64>,
+    /// CPUs (0.5 = half a CPU).
+    pub cpus: Option<f64>,
+}
+
+/// Parses `64m`, `1g`, `512k`, `1048576` (bytes).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('b') => (&t[..t.len() - 1], 1),
+        _ => (t.as_str(), 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("--memory {s}: expected a size like 64m, 1g or 1048576"))?;
+    let v = n
+        .checked_mul(mul)
+        .ok_or_else(|| format!("--memory {s}: too large"))?;
+    if v < (4 << 20) {
+        return Err(format!("--memory {s}: the minimum is 4m"));
+    }
+    Ok(v)
+}
+
+/// Parses `--cpus 0.5`.
+pub fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.01..=1024.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "--cpus {s}: expected a number of CPUs like 0.5 or 2"
+        )),
+    }
+}
+
+/// One container's cgroups.
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<(String, PathBuf)>,
+    v2: bool,
+}
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+fn write(p: &Path, v: &str) -> Result<(), String> {
+    std::fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn v2_controllers() -> Option<String> {
+    std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).ok()
+}
+
+impl Cgroup {
+    /// Creates the container's cgroups and applies `l`. Without limits nothing is created.
+    pub fn create(id: &str, l: &Limits) -> Result<Cgroup, String> {
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
+            v2: false,
+        };
+        if *l == Limits::default() {
+            return Ok(cg);
+        }
+        if let Some(ctrls) = v2_controllers().filter(|c| c.contains("memory") && c.contains("pids"))
+        {
+            cg.v2 = true;
+            let parent = Path::new(ROOT).join("strata");
+            std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            let want: Vec<&str> = ["memory", "pids", "cpu"]
+                .into_iter()
+                .filter(|c| ctrls.contains(c))
+                .collect();
+            let enable: String = want.iter().map(|c| format!("+{c} ")).collect();
+            let _ = write(
+                &Path::new(ROOT).join("cgroup.subtree_control"),
+                enable.trim(),
+            );
+            let _ = write(&parent.join("cgroup.subtree_control"), enable.trim());
+            let dir = parent.join(id);
+            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            cg.dirs.push(("unified".into(), dir.clone()));
+            if let Some(m) = l.memory {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                let _ = write(&dir.join("memory.swap.max"), "0");
+            }
+            if let Some(p) = l.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            if let Some(c) = l.cpus {
+                write(
+                    &dir.join("cpu.max"),
+                    &format!("{} 100000", (c * 100_000.0) as u64),
+                )?;
+            }
+            return Ok(cg);
+        }
+        let mut mk = |ctrl: &str| -> Result<PathBuf, String> {
+            let base = [ctrl, &format!("{ctrl},cpuacct"), "cpu,cpuacct"]
+                .iter()
+                .map(|c| Path::new(ROOT).join(c))
+                .find(|p| p.is_dir())
+                .ok_or_else(|| format!("no {ctrl} cgroup controller on this host"))?;
+            let dir = base.join("strata").join(id);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            cg.dirs.push((ctrl.to_string(), dir.clone()));
+            Ok(dir)
+        };
+        if let Some(m) = l.memory {
+            let d = mk("memory")?;
+            write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
+            let sw = d.join("memory.memsw.limit_in_bytes");
+            if sw.exists() {
+                let _ = write(&sw, &m.to_string());
+            }
+        }
+        if let Some(p) = l.pids {
+            write(&mk("pids")?.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = l.cpus {
+            let d = mk("cpu")?;
+            write(&d.join("cpu.cfs_period_us"), "100000")?;
+            write(
+                &d.join("cpu.cfs_quota_us"),
+                &((c * 100_000.0) as u64).to_string(),
+            )?;
+        }
+        Ok(cg)
+    }
+
+    /// Moves process `pid` into every cgroup of the container.
+    pub fn add(&self, pid: i32) -> Result<(), String> {
+        for (_, d) in &self.dirs {
+            let f = if self.v2 { "cgroup.procs" } else { "tasks" };
+            write(&d.join(f), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// True if the kernel OOM-killed something in the container.
+    pub fn oom_killed(&self) -> bool {
+        let events = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        self.dirs
+            .iter()
+            .filter(|(c, _)| c == "memory" || c == "unified")
+            .filter_map(|(_, d)| std::fs::read_to_string(d.join(events)).ok())
+            .any(|s| {
+                s.lines().any(|l| {
+                    let mut it = l.split_whitespace();
+                    it.next() == Some("oom_kill")
+                        && it.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0
+                })
+            })
+    }
+
+    /// Removes the cgroups (their processes must be gone).
+    pub fn remove(&self) {
+        for (_, d) in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_cpus() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("8388608").unwrap(), 8 << 20);
+        assert!(parse_memory("12x").is_err());
+        assert!(parse_memory("1k").is_err());
+        assert_eq!(parse_cpus("0.5").unwrap(), 0.5);
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("lots").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! Starting the container's process: new mount, uts, ipc, pid (and for `--network none`
+//! network) namespaces, pivot_root into the union mount, /proc of the new pid namespace, a
+//! minimal /dev, read-only /sys, the host name, then the command as PID 1.
+//!
+//! Sequence: the launcher forks a child and moves it into the cgroups before letting it go
+//! on (a pipe holds it back); the child unshares the namespaces and forks the container's
+//! init, which becomes PID 1 of the new pid namespace, reports its host pid back, and waits
+//! for it, passing its status on (128+signal when killed). Errors before exec exit 125,
+//! 126 (not executable) or 127 (not found), as docker's do.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{mknod, Mode, SFlag};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Pid, Uid};
+
+use super::cgroup::Cgroup;
+use super::spec::RunSpec;
+use crate::sys::process::{exit_now, fork_single_threaded, pipe, Forked};
+
+/// Exit status for a failure of strata itself (not of the command).
+pub const EXIT_STRATA: i32 = 125;
+
+fn status_code(s: WaitStatus) -> i32 {
+    match s {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => EXIT_STRATA,
+    }
+}
+
+/// A running container: its init's host pid, and how to wait for it.
+#[derive(Debug)]
+pub struct Running {
+    /// The child that waits for init.
+    waiter: Pid,
+    /// Host pid of the container's PID 1.
+    pub pid: i32,
+}
+
+impl Running {
+    /// Waits for the container to end; returns its exit status.
+    pub fn wait(&self) -> i32 {
+        loop {
+            match waitpid(self.waiter, None) {
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return status_code(s)
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return EXIT_STRATA,
+            }
+        }
+    }
+}
+
+/// Starts `spec` in `rootfs`; the launcher must be single-threaded.
+pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, String> {
+    let (go_r, go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (pid_r, pid_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        Forked::Child => {
+            drop(go_w);
+            drop(pid_r);
+            let code = waiter(spec, rootfs, go_r, pid_w);
+            exit_now(code)
+        }
+        Forked::Parent(child) => {
+            drop(go_r);
+            drop(pid_w);
+            if let Err(e) = cg.add(child) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(child), nix::sys::signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(child), None);
+                return Err(format!("cgroup: {e}"));
+            }
+            let mut go = std::fs::File::from(go_w);
+            go.write_all(b"g")
+                .map_err(|e| format!("starting the container: {e}"))?;
+            drop(go);
+            let mut buf = String::new();
+            std::fs::File::from(pid_r)
+                .read_to_string(&mut buf)
+                .map_err(|e| format!("container pid: {e}"))?;
+            let pid = buf.trim().parse().unwrap_or(0);
+            Ok(Running {
+                waiter: Pid::from_raw(child),
+                pid,
+            })
+        }
+    }
+}
+
+/// The intermediate child: enters the namespaces, forks init, waits for it.
+fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
+    let mut b = [0u8; 1];
+    if std::fs::File::from(go).read_exact(&mut b).is_err() {
+        return EXIT_STRATA;
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if spec.network_none {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = unshare(flags) {
+        eprintln!("strata: error: creating namespaces: {e}");
+        return EXIT_STRATA;
+    }
+    match fork_single_threaded() {
+        Ok(Forked::Child) => {
+            drop(pid_w);
+            let code = match init(spec, rootfs) {
+                Ok(never) => match never {},
+                Err((code, msg)) => {
+                    eprintln!("strata: error: {msg}");
+                    code
+                }
+            };
+            exit_now(code)
+        }
+        Ok(Forked::Parent(init_pid)) => {
+            let _ = std::fs::File::from(pid_w).write_all(init_pid.to_string().as_bytes());
+            loop {
+                match waitpid(Pid::from_raw(init_pid), None) {
+                    Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                        return status_code(s)
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return EXIT_STRATA,
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("strata: error: fork: {e}");
+            EXIT_STRATA
+        }
+    }
+}
+
+type Fail = (i32, String);
+
+fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Fail {
+    move |e| (EXIT_STRATA, format!("{what}: {e}"))
+}
+
+fn ensure_dir(p: &Path) -> Result<(), Fail> {
+    if !p.is_dir() {
+        std::fs::create_dir_all(p).map_err(fail(format_args!("creating {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// Sets up the mounts and runs the command; returns only on failure.
+fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(fail("making mounts private"))?;
+    let r = rootfs;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    ensure_dir(&r.join("proc"))?;
+    mount(Some("proc"), &r.join("proc"), Some("proc"), nosuid, none)
+        .map_err(fail("mounting /proc"))?;
+    ensure_dir(&r.join("dev"))?;
+    mount(
+        Some("tmpfs"),
+        &r.join("dev"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(fail("mounting /dev"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = r.join("dev").join(name);
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .map_err(fail(format_args!("creating /dev/{name}")))?;
+        nix::sys::stat::fchmodat(
+            None,
+            &p,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(fail(format_args!("chmod /dev/{name}")))?;
+    }
+    ensure_dir(&r.join("dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &r.join("dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(fail("mounting /dev/pts"))?;
+    ensure_dir(&r.join("dev/shm"))?;
+    mount(
+        Some("shm"),
+        &r.join("dev/shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(fail("mounting /dev/shm"))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, r.join("dev").join(link))
+            .map_err(fail(format_args!("/dev/{link}")))?;
+    }
+    ensure_dir(&r.join("sys"))?;
+    mount(
+        Some("sysfs"),
+        &r.join("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        none,
+    )
+    .map_err(fail("mounting /sys"))?;
+    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
+    if spec.network_none {
+        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
+    }
+    chdir(r).map_err(fail(format_args!("entering {}", r.display())))?;
+    pivot_root(".", ".").map_err(fail("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
+    chdir("/").map_err(fail("chdir /"))?;
+    ensure_dir(Path::new(&spec.cwd))?;
+    setgroups(&[]).map_err(fail("setgroups"))?;
+    setgid(Gid::from_raw(spec.gid)).map_err(fail(format_args!("setgid {}", spec.gid)))?;
+    setuid(Uid::from_raw(spec.uid)).map_err(fail(format_args!("setuid {}", spec.uid)))?;
+    chdir(spec.cwd.as_str()).map_err(fail(format_args!("working directory {}", spec.cwd)))?;
+    exec(spec)
+}
+
+fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
+    let cs =
+        |s: &str| CString::new(s).map_err(|_| (EXIT_STRATA, format!("{s:?}: contains a NUL byte")));
+    let argv: Vec<CString> = spec.argv.iter().map(|a| cs(a)).collect::<Result<_, _>>()?;
+    let env: Vec<CString> = spec.env.iter().map(|a| cs(a)).collect::<Result<_, _>>()?;
+    let prog = &spec.argv[0];
+    let candidates: Vec<String> = if prog.contains('/') {
+        vec![prog.clone()]
+    } else {
+        let path = spec
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(super::spec::DEFAULT_PATH);
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{prog}"))
+            .collect()
+    };
+    let mut last = (127, format!("{prog}: executable file not found in $PATH"));
+    for c in candidates {
+        if !Path::new(&c).exists() {
+            continue;
+        }
+        let e = nix::unistd::execve(&cs(&c)?, &argv, &env).err();
+        let code = if e == Some(nix::errno::Errno::ENOENT) {
+            127
+        } else {
+            126
+        };
+        last = (
+            code,
+            format!("exec {c}: {}", e.map(|x| x.desc()).unwrap_or("failed")),
+        );
+        if code == 126 {
+            break;
+        }
+    }
+    Err(last)
+}

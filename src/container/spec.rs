@@ -1,0 +1,208 @@
+//! What to run: the image's Entrypoint/Cmd, Env, WorkingDir and User, overridden by the
+//! command line the way docker does (a command replaces Cmd, `-e` adds or replaces, `-w` and
+//! `-u` replace). User and group names are looked up in the container's own /etc files.
+
+use std::path::Path;
+
+use super::cgroup::Limits;
+use crate::image::oci::ImageConfig;
+
+/// The default PATH when the image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything the launcher needs.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// argv; argv[0] is looked up in PATH inside the container when it has no '/'.
+    pub argv: Vec<String>,
+    /// `K=V` environment.
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Host name.
+    pub hostname: String,
+    /// `--network none`: a new network namespace with only `lo`.
+    pub network_none: bool,
+    /// cgroup limits.
+    pub limits: Limits,
+}
+
+/// Command-line overrides of the image config.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Command and arguments (replace Cmd).
+    pub command: Vec<String>,
+    /// `-e K=V` (or `-e K` to pass the host's value).
+    pub env: Vec<String>,
+    /// `-w DIR`.
+    pub workdir: Option<String>,
+    /// `-u UID[:GID]` or names.
+    pub user: Option<String>,
+}
+
+fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
+    let data = std::fs::read_to_string(file).ok()?;
+    data.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
+}
+
+/// Resolves `user[:group]` (names or numbers) against the rootfs' /etc/passwd and /etc/group.
+pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), String> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = rootfs.join("etc/passwd");
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => lookup(&passwd, u, 2)
+            .ok_or_else(|| format!("user {u:?} not found in the container's /etc/passwd"))?,
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup(&rootfs.join("etc/group"), g, 2)
+                .ok_or_else(|| format!("group {g:?} not found in the container's /etc/group"))?,
+        },
+        // The user's primary group, or the uid's number for unknown numeric users.
+        None => {
+            let by_uid = std::fs::read_to_string(&passwd).ok().and_then(|d| {
+                d.lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid))
+                    .and_then(|f| f.get(3).and_then(|v| v.parse().ok()))
+            });
+            by_uid.unwrap_or(if u.parse::<u32>().is_ok() { 0 } else { uid })
+        }
+    };
+    Ok((uid, gid))
+}
+
+/// Builds the spec from the image config and the overrides.
+pub fn build(
+    cfg: &ImageConfig,
+    o: &Overrides,
+    rootfs: &Path,
+    hostname: String,
+    network_none: bool,
+    limits: Limits,
+) -> Result<RunSpec, String> {
+    let rc = cfg.config.clone().unwrap_or_default();
+    let mut argv: Vec<String> = rc.entrypoint.clone().unwrap_or_default();
+    if o.command.is_empty() {
+        argv.extend(rc.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(o.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(
+            "no command: the image has no Entrypoint or Cmd, so give one after the image".into(),
+        );
+    }
+    let mut env: Vec<String> = rc.env.clone().unwrap_or_default();
+    for e in &o.env {
+        let kv = if e.contains('=') {
+            e.clone()
+        } else {
+            match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            }
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        if key.is_empty() {
+            return Err(format!("-e {e}: expected KEY=VALUE"));
+        }
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    env.retain(|e| !e.starts_with("HOSTNAME="));
+    env.push(format!("HOSTNAME={hostname}"));
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push("HOME=/root".into());
+    }
+    let cwd = o
+        .workdir
+        .clone()
+        .or(rc.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(format!("working directory {cwd:?} must be absolute"));
+    }
+    let user = o.user.clone().or(rc.user.clone()).filter(|u| !u.is_empty());
+    let (uid, gid) = match user {
+        Some(u) => resolve_user(&u, rootfs)?,
+        None => (0, 0),
+    };
+    Ok(RunSpec {
+        argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        hostname,
+        network_none,
+        limits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::oci::RunConfig;
+
+    #[test]
+    fn command_env_and_user_follow_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let cfg = ImageConfig {
+            config: Some(RunConfig {
+                entrypoint: Some(vec!["/init".into()]),
+                cmd: Some(vec!["serve".into()]),
+                env: Some(vec!["A=1".into(), "PATH=/bin".into()]),
+                working_dir: Some("/srv".into()),
+                user: Some("www".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let o = Overrides {
+            command: vec!["debug".into()],
+            env: vec!["A=2".into(), "B=3".into()],
+            ..Default::default()
+        };
+        let s = build(&cfg, &o, dir.path(), "h".into(), true, Limits::default()).unwrap();
+        assert_eq!(s.argv, ["/init", "debug"]);
+        assert!(s.env.contains(&"A=2".to_string()) && s.env.contains(&"B=3".to_string()));
+        assert!(s.env.contains(&"PATH=/bin".to_string()));
+        assert_eq!((s.uid, s.gid, s.cwd.as_str()), (33, 34, "/srv"));
+        assert_eq!(resolve_user("1234:staff", dir.path()).unwrap(), (1234, 50));
+        assert!(resolve_user("nobody", dir.path()).is_err());
+        let empty = ImageConfig::default();
+        assert!(build(
+            &empty,
+            &Overrides::default(),
+            dir.path(),
+            "h".into(),
+            true,
+            Limits::default()
+        )
+        .is_err());
+    }
+}
