@@ -1,51 +1,56 @@
 #!/usr/bin/env bash
-# The main job on an embedded default, no network needed: builds strata, makes a two-layer
-# image stack from files embedded here, mounts it with strata, changes it, and shows that the
-# changes land in the writable layer while the image layers stay untouched.
+# The main job on an embedded default, with no registry and no network: builds strata, makes
+# an image from Debian's static busybox, runs a container on the strata union filesystem,
+# and shows the layering: what the container writes is in its own layer (strata diff), not
+# in the image; a commit makes a new image on top of the old one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null; }
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/demo.sh: run as root (containers need namespaces and cgroups)" >&2
+    exit 1
 fi
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release -q
-strata=$PWD/target/release/strata
+strata="$PWD/target/release/strata"
 
 demo=$(mktemp -d /tmp/strata-demo.XXXXXX)
-mkdir -p "$demo"/{base,app,upper,work,merged}
-# layer 1: a base "OS"
-mkdir -p "$demo"/base/etc "$demo"/base/usr/share/doc
-echo "strata-demo 1.0" > "$demo"/base/etc/os-release
-echo "base motd" > "$demo"/base/etc/motd
-echo "docs" > "$demo"/base/usr/share/doc/README
-# layer 2: an "app" on top, which replaces motd and deletes the docs (OCI whiteout)
-mkdir -p "$demo"/app/etc "$demo"/app/usr/share "$demo"/app/opt/app
-echo "app motd" > "$demo"/app/etc/motd
-touch "$demo"/app/usr/share/.wh.doc
-echo '#!/bin/sh' > "$demo"/app/opt/app/run
+store="$demo/store"
+trap 'rm -rf "$demo"' EXIT
+S() { "$strata" --root "$store" "$@"; }
 
-"$strata" mount -o "lowerdir=$demo/app:$demo/base,upperdir=$demo/upper,workdir=$demo/work" "$demo/merged"
-trap '"$strata" umount "$demo/merged" 2>/dev/null || true' EXIT
+# The embedded default image: busybox plus a few files, as a plain rootfs tarball.
+root="$demo/rootfs"
+mkdir -p "$root"/{bin,etc,proc,dev,sys,tmp,root}
+cp /bin/busybox "$root/bin/"
+for a in sh ls cat echo id hostname ps wc rm mkdir; do ln -s busybox "$root/bin/$a"; done
+echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+echo "root:x:0:" > "$root/etc/group"
+echo "strata demo image" > "$root/etc/motd"
+tar -C "$root" -cf "$demo/rootfs.tar" .
 
-echo "== merged view (app over base):"
-(cd "$demo/merged" && find . | sort)
-echo "== /etc/motd: $(cat "$demo/merged/etc/motd")"
+echo "== import the image"
+S image import "$demo/rootfs.tar" --tag demo:1
+S images
 
-echo "== changing the merged view: edit os-release, delete motd, move /opt/app, add a file"
-echo "edited" >> "$demo/merged/etc/os-release"
-rm "$demo/merged/etc/motd"
-mv "$demo/merged/opt/app" "$demo/merged/opt/app2"
-echo "new" > "$demo/merged/hello"
+echo "== run a container: it writes a file and removes another"
+S run --name web --hostname demo demo:1 sh -c 'echo "PID $$ on $(hostname)"; echo hello > /root/hello; rm /etc/motd; ls /root /etc'
 
-echo "== writable layer (upper dir) now holds only the changes:"
-(cd "$demo/upper" && find . -printf '%y %p\n' | sort)
-echo "== image layers are untouched: base motd = '$(cat "$demo/base/etc/motd")', app motd = '$(cat "$demo/app/etc/motd")'"
+echo "== strata diff web: the changes live in the container's writable layer"
+S diff web
 
-"$strata" umount "$demo/merged"
-trap - EXIT
-echo "== remounted with the same writable layer:"
-"$strata" mount -o "lowerdir=$demo/app:$demo/base,upperdir=$demo/upper,workdir=$demo/work" "$demo/merged"
-(cd "$demo/merged" && find . | sort)
-"$strata" umount "$demo/merged"
-rm -rf "$demo"
+echo "== the image is unchanged: a fresh container still has /etc/motd and no /root/hello"
+S run --rm demo:1 sh -c 'cat /etc/motd; ls /root'
+
+echo "== commit the container as a new image on top of the old one, and run it"
+S commit web demo:2 >/dev/null
+S run --rm demo:2 sh -c 'cat /root/hello; ls /etc'
+S image history demo:2
+S rm web >/dev/null
+echo "== no container, no mount left behind:"
+S ps -a
+grep -c "$store" /proc/self/mountinfo || true
