@@ -329,3 +329,131 @@ fn bad_input_is_refused_and_leaves_nothing() {
     check(&["-u", "ghost", "box:1", "true"], "ghost");
     assert!(Path::new("/proc/self").exists());
 }
+
+#[test]
+fn detached_lifecycle_logs_exec_stop() {
+    let e = env("detach");
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "box:1",
+            "sh",
+            "-c",
+            "echo started; while true; do sleep 1; done",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out(&o).trim().len(), 64, "run -d prints the container id");
+    assert!(out(&strata(&e, &["ps"])).contains("bg"));
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = out(&strata(&e, &["logs", "bg"]));
+        if logs.contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(logs.contains("started"), "{logs}");
+    let o = strata(
+        &e,
+        &[
+            "exec",
+            "bg",
+            "sh",
+            "-c",
+            "echo $$; ls /proc | grep -c '^[0-9]'; exit 4",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    let lines: Vec<String> = out(&o).lines().map(str::to_string).collect();
+    assert_ne!(
+        lines[0], "1",
+        "exec runs beside PID 1, in its pid namespace"
+    );
+    assert!(
+        lines[1].parse::<u32>().unwrap() <= 6,
+        "exec sees only the container's processes"
+    );
+    assert!(strata(&e, &["stop", "-t", "1", "bg"]).status.success());
+    let mut ps = String::new();
+    for _ in 0..100 {
+        ps = out(&strata(&e, &["ps", "-a"]));
+        if ps.contains("Exited (137)") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        ps.contains("Exited (137)"),
+        "PID 1 ignores SIGTERM, so stop kills it: {ps}"
+    );
+    assert_eq!(strata(&e, &["exec", "bg", "true"]).status.code(), Some(1));
+    assert!(strata(&e, &["rm", "bg"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn killed_launcher_leaves_a_truthful_ps_and_rm_cleans_up() {
+    let e = env("killed");
+    let o = strata(
+        &e,
+        &["run", "-d", "--name", "orphan", "box:1", "sleep", "30"],
+    );
+    assert!(o.status.success());
+    // kill -9 every strata process serving this container (supervisor and filesystem)
+    let store = e.store.display().to_string();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&store) && cmd.contains("strata") && pid != std::process::id() as i32 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+    assert!(
+        strata(&e, &["rm", "orphan"]).status.code() == Some(1)
+            || out(&strata(&e, &["ps", "-a"])).contains("orphan")
+    );
+    assert!(strata(&e, &["rm", "-f", "orphan"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn volumes_bind_host_paths() {
+    let e = env("volumes");
+    let host = e.store.parent().unwrap().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in"), "from host").unwrap();
+    let ro = format!("{}:/data:ro", host.display());
+    let o = run(
+        &e,
+        &[
+            "-v",
+            &ro,
+            "box:1",
+            "sh",
+            "-c",
+            "cat /data/in; echo x > /data/out",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(out(&o), "from host");
+    assert!(!host.join("out").exists());
+    let rw = format!("{}:/data", host.display());
+    assert!(
+        run(&e, &["-v", &rw, "box:1", "sh", "-c", "echo y > /data/out"])
+            .status
+            .success()
+    );
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "y\n");
+    let o = run(&e, &["-v", "/no/such/source:/data", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mount source /no/such/source"));
+    no_leftovers(&e);
+}

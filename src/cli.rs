@@ -53,6 +53,37 @@ pub enum Command {
         /// Name or id.
         container: String,
     },
+    /// Show a detached container's output.
+    Logs {
+        /// Name or id.
+        container: String,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal (name or number).
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec {
+        /// Name or id.
+        container: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Make a new image from a container's changes.
     Commit {
         /// Name or id.
@@ -75,6 +106,12 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background; print the container id (output goes to `strata logs`).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open (without it the container reads /dev/null).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -99,6 +136,9 @@ pub struct RunArgs {
     /// CPU limit (0.5 = half a CPU).
     #[arg(long)]
     pub cpus: Option<String>,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
+    pub volume: Vec<String>,
     /// Network: none (only lo) or host.
     #[arg(long, default_value = "none")]
     pub network: String,

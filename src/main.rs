@@ -37,6 +37,16 @@ fn main() {
             strata::cmd::container::rm(cli.root, force, &containers)
         }
         Command::Diff { container } => strata::cmd::container::diff(cli.root, &container),
+        Command::Logs { container } => strata::cmd::lifecycle::logs(cli.root, &container),
+        Command::Stop { time, containers } => {
+            strata::cmd::lifecycle::stop(cli.root, time, &containers)
+        }
+        Command::Kill { signal, containers } => {
+            strata::cmd::lifecycle::kill(cli.root, &signal, &containers)
+        }
+        Command::Exec { container, command } => {
+            strata::cmd::lifecycle::exec(cli.root, &container, command)
+        }
         Command::Commit { container, image } => {
             strata::cmd::container::commit(cli.root, &container, &image)
         }

@@ -111,9 +111,21 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
             pid: None,
             exit_code: None,
             oom_killed: false,
+            env: Vec::new(),
+            uid: 0,
+            gid: 0,
+            cwd: String::new(),
         },
     };
-    let code = match start(&store, &c, &a, &cfg, &lowers, lim) {
+    if a.detach {
+        return detach(&store, &c, &a, &cfg, &lowers, lim);
+    }
+    if !a.interactive {
+        if let Err(e) = crate::sys::process::stdin_from_null() {
+            return run_fail(format_args!("stdin: {e}"));
+        }
+    }
+    let code = match start(&store, &c, &a, &cfg, &lowers, lim, &mut |_| {}) {
         Ok(code) => code,
         Err(e) => {
             let _ = ctr::remove(&c);
@@ -128,6 +140,85 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
     code
 }
 
+/// `run -d`: a supervisor process (detached, output to the container's log) starts the
+/// container and records its exit; the command returns once it runs and prints its id.
+fn detach(
+    store: &Store,
+    c: &Container,
+    a: &RunArgs,
+    cfg: &crate::image::oci::ImageConfig,
+    lowers: &[PathBuf],
+    lim: Limits,
+) -> i32 {
+    use crate::sys::process::{
+        exit_now, fork_single_threaded, pipe, redirect_stdio, setsid, Forked,
+    };
+    use std::io::{Read, Write};
+    if let Err(e) = std::fs::create_dir_all(&c.dir) {
+        return run_fail(format_args!("{}: {e}", c.dir.display()));
+    }
+    let (rd, wr) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return run_fail(format_args!("pipe: {e}")),
+    };
+    match fork_single_threaded() {
+        Err(e) => run_fail(format_args!("fork: {e}")),
+        Ok(Forked::Parent(_)) => {
+            drop(wr);
+            // One message, not EOF: the container's own processes inherit the pipe.
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = std::fs::File::from(rd).read(&mut buf).unwrap_or(0);
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            match msg.strip_prefix("ok") {
+                Some(_) => {
+                    println!("{}", c.state.id);
+                    0
+                }
+                None if msg.is_empty() => {
+                    run_fail("the container supervisor died while starting it")
+                }
+                None => run_fail(msg),
+            }
+        }
+        Ok(Forked::Child) => {
+            drop(rd);
+            let mut notify = Some(std::fs::File::from(wr));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(c.dir.join("log"));
+            let ready = setsid()
+                .map_err(|e| e.to_string())
+                .and_then(|_| log.map_err(|e| e.to_string()))
+                .and_then(|l| {
+                    redirect_stdio(std::os::fd::AsFd::as_fd(&l)).map_err(|e| e.to_string())
+                });
+            let r = ready.and_then(|_| {
+                start(store, c, a, cfg, lowers, lim, &mut |_| {
+                    if let Some(mut w) = notify.take() {
+                        let _ = w.write_all(b"ok");
+                    }
+                })
+            });
+            match r {
+                Ok(_) => {
+                    if a.rm {
+                        let _ = ctr::remove(c);
+                    }
+                    exit_now(0)
+                }
+                Err(e) => {
+                    if let Some(mut w) = notify.take() {
+                        let _ = w.write_all(e.as_bytes());
+                    }
+                    let _ = ctr::remove(c);
+                    exit_now(EXIT_STRATA)
+                }
+            }
+        }
+    }
+}
+
 fn start(
     store: &Store,
     c: &Container,
@@ -135,6 +226,7 @@ fn start(
     cfg: &crate::image::oci::ImageConfig,
     lowers: &[PathBuf],
     lim: Limits,
+    started: &mut dyn FnMut(&Container),
 ) -> Result<i32, String> {
     let (upper, work, rootfs) = (c.upper(), c.dir.join("work"), c.rootfs());
     for d in [&upper, &work, &rootfs] {
@@ -150,6 +242,7 @@ fn start(
         env: a.env.clone(),
         workdir: a.workdir.clone(),
         user: a.user.clone(),
+        volumes: a.volume.clone(),
     };
     let hostname = a
         .hostname
@@ -167,7 +260,12 @@ fn start(
     let mut c = c.clone();
     c.state.status = "running".into();
     c.state.pid = Some(running.pid);
+    c.state.env = spec.env.clone();
+    c.state.uid = spec.uid;
+    c.state.gid = spec.gid;
+    c.state.cwd = spec.cwd.clone();
     let _ = c.save();
+    started(&c);
     let code = running.wait();
     c.state.oom_killed = cg.oom_killed();
     cg.remove();

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod container;
 pub mod image;
+pub mod lifecycle;
 pub mod mount;
 
 /// Prints the standard error line and returns exit status 1.

@@ -142,6 +142,35 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The cgroups container `id` has (found on disk), to join or clean up.
+    pub fn existing(id: &str) -> Cgroup {
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
+            v2: false,
+        };
+        let unified = Path::new(ROOT).join("strata").join(id);
+        if v2_controllers().is_some() && unified.is_dir() {
+            cg.v2 = true;
+            cg.dirs.push(("unified".into(), unified));
+            return cg;
+        }
+        if let Ok(rd) = std::fs::read_dir(ROOT) {
+            for e in rd.flatten() {
+                let d = e.path().join("strata").join(id);
+                if d.is_dir() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let ctrl = if name.contains("memory") {
+                        "memory".to_string()
+                    } else {
+                        name
+                    };
+                    cg.dirs.push((ctrl, d));
+                }
+            }
+        }
+        cg
+    }
+
     /// Moves process `pid` into every cgroup of the container.
     pub fn add(&self, pid: i32) -> Result<(), String> {
         for (_, d) in &self.dirs {

@@ -235,6 +235,9 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
         none,
     )
     .map_err(fail("mounting /sys"))?;
+    for v in &spec.volumes {
+        bind(r, v)?;
+    }
     sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
     if spec.network_none {
         crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
@@ -249,6 +252,45 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     setuid(Uid::from_raw(spec.uid)).map_err(fail(format_args!("setuid {}", spec.uid)))?;
     chdir(spec.cwd.as_str()).map_err(fail(format_args!("working directory {}", spec.cwd)))?;
     exec(spec)
+}
+
+/// Bind-mounts a volume below the rootfs, never following a symlink out of it.
+fn bind(r: &Path, v: &super::spec::Volume) -> Result<(), Fail> {
+    let what = format!("volume {}:{}", v.host.display(), v.target);
+    let mut target = r.to_path_buf();
+    for c in v.target.split('/').filter(|c| !c.is_empty()) {
+        target.push(c);
+        if let Ok(md) = std::fs::symlink_metadata(&target) {
+            if md.file_type().is_symlink() {
+                return Err((
+                    EXIT_STRATA,
+                    format!("{what}: {} is a symlink in the container", target.display()),
+                ));
+            }
+        }
+    }
+    if v.host.is_dir() {
+        ensure_dir(&target)?;
+    } else if !target.exists() {
+        if let Some(p) = target.parent() {
+            ensure_dir(p)?;
+        }
+        std::fs::File::create(&target).map_err(fail(&what))?;
+    }
+    let none: Option<&str> = None;
+    mount(
+        Some(&v.host),
+        &target,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(fail(&what))?;
+    if v.read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        mount(none, &target, none, flags, none).map_err(fail(&what))?;
+    }
+    Ok(())
 }
 
 fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
@@ -290,4 +332,69 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
         }
     }
     Err(last)
+}
+
+/// Runs `spec` inside the namespaces of the running container whose init is `pid`
+/// (`strata exec`), in its cgroups; returns the command's exit status.
+pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
+    let mut ns = Vec::new();
+    for kind in ["ipc", "uts", "net", "pid", "mnt"] {
+        let p = format!("/proc/{pid}/ns/{kind}");
+        ns.push(std::fs::File::open(&p).map_err(|e| format!("{p}: {e}"))?);
+    }
+    match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        Forked::Child => {
+            let _ = Cgroup::existing(id).add(std::process::id() as i32);
+            for f in &ns {
+                if let Err(e) = nix::sched::setns(f, CloneFlags::empty()) {
+                    eprintln!("strata: error: joining the container's namespaces: {e}");
+                    exit_now(EXIT_STRATA);
+                }
+            }
+            // The pid namespace applies to children: fork once more.
+            match fork_single_threaded() {
+                Ok(Forked::Child) => {
+                    let r = (|| -> Result<std::convert::Infallible, Fail> {
+                        chdir("/").map_err(fail("chdir /"))?;
+                        setgroups(&[]).map_err(fail("setgroups"))?;
+                        setgid(Gid::from_raw(spec.gid)).map_err(fail("setgid"))?;
+                        setuid(Uid::from_raw(spec.uid)).map_err(fail("setuid"))?;
+                        chdir(spec.cwd.as_str())
+                            .map_err(fail(format_args!("working directory {}", spec.cwd)))?;
+                        exec(spec)
+                    })();
+                    let code = match r {
+                        Ok(never) => match never {},
+                        Err((code, msg)) => {
+                            eprintln!("strata: error: {msg}");
+                            code
+                        }
+                    };
+                    exit_now(code)
+                }
+                Ok(Forked::Parent(p)) => loop {
+                    match waitpid(Pid::from_raw(p), None) {
+                        Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                            exit_now(status_code(s))
+                        }
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => exit_now(EXIT_STRATA),
+                    }
+                },
+                Err(e) => {
+                    eprintln!("strata: error: fork: {e}");
+                    exit_now(EXIT_STRATA)
+                }
+            }
+        }
+        Forked::Parent(child) => loop {
+            match waitpid(Pid::from_raw(child), None) {
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Ok(status_code(s))
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(format!("waiting: {e}")),
+            }
+        },
+    }
 }

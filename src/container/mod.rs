@@ -41,6 +41,18 @@ pub struct State {
     /// Killed for lack of memory.
     #[serde(default)]
     pub oom_killed: bool,
+    /// Environment of the container's process (for `exec`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// User and group of the container's process (for `exec`).
+    #[serde(default)]
+    pub uid: u32,
+    /// Group of the container's process.
+    #[serde(default)]
+    pub gid: u32,
+    /// Working directory of the container's process (for `exec`).
+    #[serde(default)]
+    pub cwd: String,
 }
 
 /// A container's directory in the store.
@@ -129,8 +141,10 @@ pub fn new_id() -> Result<String, String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Unmounts the container's rootfs (if mounted) and removes its directory.
+/// Unmounts the container's rootfs (if mounted), drops its cgroups and removes its
+/// directory (also after a launcher or filesystem server was killed).
 pub fn remove(c: &Container) -> Result<(), String> {
+    cgroup::Cgroup::existing(&c.state.id).remove();
     let root = c.rootfs();
     for _ in 0..100 {
         if !crate::cmd::mount::is_mountpoint(&root) {

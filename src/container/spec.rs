@@ -29,6 +29,47 @@ pub struct RunSpec {
     pub network_none: bool,
     /// cgroup limits.
     pub limits: Limits,
+    /// Bind mounts.
+    pub volumes: Vec<Volume>,
+}
+
+/// A `-v HOST:CONTAINER[:ro]` bind mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// Absolute host path (must exist).
+    pub host: std::path::PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Parses `-v HOST:CONTAINER[:ro|rw]`; the host path must exist.
+pub fn parse_volume(v: &str) -> Result<Volume, String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, target, mode) = match parts.as_slice() {
+        [h, t] => (*h, *t, "rw"),
+        [h, t, m] => (*h, *t, *m),
+        _ => return Err(format!("-v {v}: expected HOST:CONTAINER[:ro]")),
+    };
+    let read_only = match mode {
+        "ro" => true,
+        "rw" => false,
+        m => return Err(format!("-v {v}: unknown mode {m} (ro or rw)")),
+    };
+    if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "-v {v}: the container path must be absolute, without '..'"
+        ));
+    }
+    let host = std::path::Path::new(host)
+        .canonicalize()
+        .map_err(|e| format!("-v {v}: mount source {host}: {e}"))?;
+    Ok(Volume {
+        host,
+        target: target.to_string(),
+        read_only,
+    })
 }
 
 /// Command-line overrides of the image config.
@@ -42,6 +83,8 @@ pub struct Overrides {
     pub workdir: Option<String>,
     /// `-u UID[:GID]` or names.
     pub user: Option<String>,
+    /// `-v HOST:CONTAINER[:ro]`.
+    pub volumes: Vec<String>,
 }
 
 fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
@@ -144,6 +187,11 @@ pub fn build(
         Some(u) => resolve_user(&u, rootfs)?,
         None => (0, 0),
     };
+    let volumes = o
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<_, _>>()?;
     Ok(RunSpec {
         argv,
         env,
@@ -153,6 +201,7 @@ pub fn build(
         hostname,
         network_none,
         limits,
+        volumes,
     })
 }
 
@@ -194,6 +243,10 @@ mod tests {
         assert_eq!((s.uid, s.gid, s.cwd.as_str()), (33, 34, "/srv"));
         assert_eq!(resolve_user("1234:staff", dir.path()).unwrap(), (1234, 50));
         assert!(resolve_user("nobody", dir.path()).is_err());
+        assert!(parse_volume("/nonexistent-strata:/x").is_err());
+        assert!(parse_volume("/tmp:relative").is_err());
+        assert!(parse_volume("/tmp:/x:rx").is_err());
+        assert_eq!(parse_volume("/tmp:/data:ro").unwrap().target, "/data");
         let empty = ImageConfig::default();
         assert!(build(
             &empty,
