@@ -416,9 +416,16 @@ fn killed_launcher_leaves_a_truthful_ps_and_rm_cleans_up() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
+    // The container's init (an exec'd `sleep`) outlives them: ps tells the truth.
+    let ps = out(&strata(&e, &["ps", "-a"]));
     assert!(
-        strata(&e, &["rm", "orphan"]).status.code() == Some(1)
-            || out(&strata(&e, &["ps", "-a"])).contains("orphan")
+        ps.lines().any(|l| l.contains("orphan") && l.contains("Up")),
+        "{ps}"
+    );
+    assert_eq!(
+        strata(&e, &["rm", "orphan"]).status.code(),
+        Some(1),
+        "running: rm needs -f"
     );
     assert!(strata(&e, &["rm", "-f", "orphan"]).status.success());
     no_leftovers(&e);
