@@ -464,3 +464,34 @@ fn volumes_bind_host_paths() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("mount source /no/such/source"));
     no_leftovers(&e);
 }
+
+#[test]
+fn tty_is_the_containers_own_pty_with_the_callers_size() {
+    let e = env("tty");
+    let cmd = format!(
+        "stty cols 100 rows 30; {} --root {} run --rm -it box:1 sh -c 'tty; stty size; read x; echo got $x'",
+        strata_bin(),
+        e.store.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(b"typed\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the pty comes from the container's devpts: {text}"
+    );
+    assert!(text.contains("30 100"), "window size passed on: {text}");
+    assert!(text.contains("got typed"), "stdin relayed: {text}");
+    assert_eq!(o.status.code(), Some(0));
+    no_leftovers(&e);
+}

@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Keep stdin open (without it the container reads /dev/null).
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    /// Give the container a pty (window size and resizes passed on).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,

@@ -118,6 +118,9 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
         },
     };
     if a.detach {
+        if a.tty {
+            return run_fail("-t needs a terminal to relay to: it can't be combined with -d");
+        }
         return detach(&store, &c, &a, &cfg, &lowers, lim);
     }
     if !a.interactive {
@@ -248,7 +251,15 @@ fn start(
         .hostname
         .clone()
         .unwrap_or_else(|| c.state.id[..12].to_string());
-    let spec = build(cfg, &o, &rootfs, hostname, a.network == "none", lim)?;
+    let mut spec = build(cfg, &o, &rootfs, hostname, a.network == "none", lim)?;
+    let console = if a.tty {
+        Some(crate::container::tty::console_socket()?)
+    } else {
+        None
+    };
+    spec.tty = console
+        .as_ref()
+        .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
     let cg = Cgroup::create(&c.state.id, &lim)?;
     let running = match launch::start(&spec, &rootfs, &cg) {
         Ok(r) => r,
@@ -256,6 +267,19 @@ fn start(
             cg.remove();
             return Err(e);
         }
+    };
+    let relay = match console {
+        Some(c) => {
+            drop(c.theirs);
+            match crate::container::tty::receive_master(&c.ours) {
+                Ok(m) => Some(crate::container::tty::relay(m, a.interactive)),
+                Err(e) => {
+                    eprintln!("strata: error: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
     };
     let mut c = c.clone();
     c.state.status = "running".into();
@@ -267,6 +291,9 @@ fn start(
     let _ = c.save();
     started(&c);
     let code = running.wait();
+    if let Some(r) = relay {
+        r.finish();
+    }
     c.state.oom_killed = cg.oom_killed();
     cg.remove();
     if c.state.oom_killed {

@@ -207,6 +207,11 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(fail("mounting /dev/pts"))?;
+    if let Some(sock) = spec.tty {
+        // The pty comes from the container's own devpts, so its name resolves inside.
+        crate::container::tty::attach_in_container(&r.join("dev/pts/ptmx"), sock)
+            .map_err(fail("container terminal"))?;
+    }
     ensure_dir(&r.join("dev/shm"))?;
     mount(
         Some("shm"),

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod changes;
 pub mod launch;
 pub mod spec;
+pub mod tty;
 
 use std::path::PathBuf;
 

@@ -31,6 +31,9 @@ pub struct RunSpec {
     pub limits: Limits,
     /// Bind mounts.
     pub volumes: Vec<Volume>,
+    /// `-t`: the socket on which the container sends back the master of the pty it
+    /// allocates in its own devpts.
+    pub tty: Option<std::os::fd::RawFd>,
 }
 
 /// A `-v HOST:CONTAINER[:ro]` bind mount.
@@ -202,6 +205,7 @@ pub fn build(
         network_none,
         limits,
         volumes,
+        tty: None,
     })
 }
 

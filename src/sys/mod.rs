@@ -4,4 +4,5 @@ pub mod fs;
 pub mod mman;
 pub mod net;
 pub mod process;
+pub mod tty;
 pub mod xattr;
