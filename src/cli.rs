@@ -227,6 +227,9 @@ pub struct BenchArgs {
     /// Drop the page cache before every measurement (root).
     #[arg(long)]
     pub drop_caches: bool,
+    /// Measure container start latency against runc, crun and bubblewrap instead.
+    #[arg(long)]
+    pub start: bool,
     /// Measure nothing: re-render report.md and chart.svg from a results.json.
     #[arg(long, value_name = "RESULTS_JSON")]
     pub from: Option<PathBuf>,

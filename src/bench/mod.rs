@@ -7,6 +7,7 @@
 //! information, never failures.
 
 pub mod report;
+pub mod start;
 pub mod target;
 pub mod workload;
 

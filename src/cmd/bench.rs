@@ -26,6 +26,16 @@ pub fn run(a: BenchArgs) -> i32 {
         strata,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    if a.start {
+        let runs = (a.runs as usize).max(5) * 4;
+        return match crate::bench::start::run(&o.work, &o.out, &o.strata, runs) {
+            Ok(md) => {
+                println!("{md}");
+                0
+            }
+            Err(e) => fail(format_args!("bench --start: {e}")),
+        };
+    }
     let result = match &a.from {
         Some(results) => bench::rerender(results, &o.out),
         None => bench::run(&o),

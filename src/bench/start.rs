@@ -1,0 +1,239 @@
+//! `strata bench --start`: container start latency (`run --rm IMAGE /bin/true`) of strata
+//! against runc, crun and bubblewrap on the same busybox rootfs, interleaved, reported as
+//! ratios to runc. A launcher that is missing or refuses this host is listed as skipped with
+//! its reason.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Builds the busybox rootfs, its image in a private store, and an OCI bundle for runc/crun.
+fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let root = work.join("rootfs");
+    let bb = Path::new("/bin/busybox");
+    if !bb.is_file() {
+        return Err("needs /bin/busybox (apt-get install busybox-static)".into());
+    }
+    if !root.join("bin/true").exists() {
+        for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(root.join(d)).map_err(io("rootfs"))?;
+        }
+        std::fs::copy(bb, root.join("bin/busybox")).map_err(io("busybox"))?;
+        for a in ["sh", "true"] {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+            .map_err(io("passwd"))?;
+    }
+    let store = work.join("store");
+    let have = Command::new(strata)
+        .arg("--root")
+        .arg(&store)
+        .args(["image", "inspect", "bench-start:1"])
+        .output();
+    if !have.map(|o| o.status.success()).unwrap_or(false) {
+        let tar = work.join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .map_err(io("tar"))?;
+        if !st.success() {
+            return Err("tar of the rootfs failed".into());
+        }
+        let o = Command::new(strata)
+            .arg("--root")
+            .arg(&store)
+            .args(["image", "import"])
+            .arg(&tar)
+            .args(["-t", "bench-start:1"])
+            .output()
+            .map_err(io("import"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "importing the rootfs: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    let bundle = work.join("bundle");
+    std::fs::create_dir_all(&bundle).map_err(io("bundle"))?;
+    let rootfs = root.canonicalize().map_err(io("rootfs"))?;
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
+                    "env": ["PATH=/bin"], "cwd": "/", "noNewPrivileges": true},
+        "root": {"path": rootfs, "readonly": true},
+        "hostname": "bench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    });
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+    )
+    .map_err(io("config.json"))?;
+    Ok((store, rootfs, bundle))
+}
+
+/// Runs the comparison; returns the Markdown report (also written to `out/start.md`).
+pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, String> {
+    std::fs::create_dir_all(work).map_err(io("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io("output dir"))?;
+    let work = work.join("start");
+    std::fs::create_dir_all(&work).map_err(io("work dir"))?;
+    let (store, rootfs, bundle) = prepare(&work, strata)?;
+    let mut launchers: Vec<(String, Box<dyn Fn(usize) -> Command>)> = Vec::new();
+    let mut skipped = Vec::new();
+    {
+        let (s, st) = (strata.to_path_buf(), store.clone());
+        launchers.push((
+            "strata".into(),
+            Box::new(move |_| {
+                let mut c = Command::new(&s);
+                c.arg("--root")
+                    .arg(&st)
+                    .args(["run", "--rm", "bench-start:1", "/bin/true"]);
+                c
+            }),
+        ));
+    }
+    for name in ["runc", "crun"] {
+        match which(name) {
+            Some(bin) => {
+                let b = bundle.clone();
+                launchers.push((
+                    name.into(),
+                    Box::new(move |i| {
+                        let mut c = Command::new(&bin);
+                        c.args(["run", "--bundle"])
+                            .arg(&b)
+                            .arg(format!("strata-bench-{}-{i}", std::process::id()));
+                        c
+                    }),
+                ));
+            }
+            None => skipped.push((name.to_string(), "not installed".to_string())),
+        }
+    }
+    match which("bwrap") {
+        Some(bin) => {
+            let r = rootfs.clone();
+            launchers.push((
+                "bubblewrap".into(),
+                Box::new(move |_| {
+                    let mut c = Command::new(&bin);
+                    c.arg("--bind").arg(&r).arg("/").args([
+                        "--proc",
+                        "/proc",
+                        "--dev",
+                        "/dev",
+                        "--unshare-all",
+                        "--die-with-parent",
+                        "/bin/true",
+                    ]);
+                    c
+                }),
+            ));
+        }
+        None => skipped.push(("bubblewrap".into(), "not installed".into())),
+    }
+    // A launcher that can't start the container here is skipped with its own words.
+    launchers.retain(|(name, make)| {
+        let o = make(usize::MAX).stdin(Stdio::null()).output();
+        match o {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+                    .to_string();
+                skipped.push((name.clone(), why));
+                false
+            }
+            Err(e) => {
+                skipped.push((name.clone(), e.to_string()));
+                false
+            }
+        }
+    });
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); launchers.len()];
+    for i in 0..runs {
+        for (j, (_, make)) in launchers.iter().enumerate() {
+            let t = Instant::now();
+            let ok = make(i)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                times[j].push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| -> Option<f64> {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied()
+    };
+    let medians: Vec<Option<f64>> = times.iter_mut().map(med).collect();
+    let runc = launchers
+        .iter()
+        .position(|(n, _)| n == "runc")
+        .and_then(|i| medians[i]);
+    let mut md = String::new();
+    let _ = writeln!(md, "# strata bench --start\n\nStart latency of `run --rm IMAGE /bin/true`, {runs} interleaved runs each, same busybox rootfs.\n");
+    let _ = writeln!(
+        md,
+        "| launcher | median | min | max | ratio to runc |\n|---|---|---|---|---|"
+    );
+    for ((name, _), (t, m)) in launchers.iter().zip(times.iter().zip(&medians)) {
+        let ratio = match (m, runc) {
+            (Some(m), Some(r)) => format!("{:.2}×", m / r),
+            _ => "—".into(),
+        };
+        let (lo, hi) = (
+            t.first().copied().unwrap_or(0.0),
+            t.last().copied().unwrap_or(0.0),
+        );
+        let _ = writeln!(
+            md,
+            "| {name} | {:.1} ms | {lo:.1} ms | {hi:.1} ms | {ratio} |",
+            m.unwrap_or(0.0)
+        );
+    }
+    for (n, why) in &skipped {
+        let _ = writeln!(md, "\nskipped {n}: {why}");
+    }
+    let strata_m = medians.first().copied().flatten();
+    let verdict = match (strata_m, runc) {
+        (Some(s), Some(r)) if s <= r => {
+            format!("met: strata starts no slower than runc ({:.2}×)", s / r)
+        }
+        (Some(s), Some(r)) => format!("MISSED: strata starts {:.2}× as slow as runc", s / r),
+        _ => "unknown: runc or strata was not measured".into(),
+    };
+    let _ = writeln!(md, "\nTarget: {verdict}");
+    std::fs::write(out.join("start.md"), &md).map_err(io("start.md"))?;
+    Ok(md)
+}
