@@ -19,6 +19,9 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Makes the command for start number `i` of one launcher.
+type Launch = Box<dyn Fn(usize) -> Command>;
+
 /// Builds the busybox rootfs, its image in a private store, and an OCI bundle for runc/crun.
 fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
     let root = work.join("rootfs");
@@ -101,7 +104,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     let work = work.join("start");
     std::fs::create_dir_all(&work).map_err(io("work dir"))?;
     let (store, rootfs, bundle) = prepare(&work, strata)?;
-    let mut launchers: Vec<(String, Box<dyn Fn(usize) -> Command>)> = Vec::new();
+    let mut launchers: Vec<(String, Launch)> = Vec::new();
     let mut skipped = Vec::new();
     {
         let (s, st) = (strata.to_path_buf(), store.clone());
