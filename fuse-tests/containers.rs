@@ -495,3 +495,34 @@ fn tty_is_the_containers_own_pty_with_the_callers_size() {
     assert_eq!(o.status.code(), Some(0));
     no_leftovers(&e);
 }
+
+#[test]
+fn signals_to_run_reach_the_container() {
+    let e = env("forward");
+    // init traps TERM, so the forwarded signal ends it with the trap's status
+    let mut child = Command::new(strata_bin())
+        .arg("--root")
+        .arg(&e.store)
+        .args([
+            "run",
+            "--rm",
+            "box:1",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while true; do sleep 1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+    no_leftovers(&e);
+}

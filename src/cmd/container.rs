@@ -290,6 +290,7 @@ fn start(
     c.state.cwd = spec.cwd.clone();
     let _ = c.save();
     started(&c);
+    forward_signals(running.pid);
     let code = running.wait();
     if let Some(r) = relay {
         r.finish();
@@ -310,6 +311,32 @@ fn start(
     let _ = crate::sys::process::umount(rootfs.as_os_str(), false);
     let _ = store;
     Ok(code)
+}
+
+/// Passes SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 sent to `strata run` on to the
+/// container's init (blocked only now, after the container was forked, so it doesn't
+/// inherit the mask).
+fn forward_signals(pid: i32) {
+    const SIGS: &[i32] = &[
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    if crate::sys::process::block_signals(SIGS).is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = crate::sys::process::wait_signal(SIGS) {
+                if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+                }
+            }
+        });
 }
 
 /// `strata ps [-a]`.
