@@ -62,13 +62,18 @@ fn write(p: &Path, v: &str) -> Result<(), String> {
     std::fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-fn v2_controllers() -> Option<String> {
-    std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).ok()
+fn v2_controllers(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join("cgroup.controllers")).ok()
 }
 
 impl Cgroup {
     /// Creates the container's cgroups and applies `l`. Without limits nothing is created.
     pub fn create(id: &str, l: &Limits) -> Result<Cgroup, String> {
+        Self::create_in(Path::new(ROOT), id, l)
+    }
+
+    /// [`Cgroup::create`] below the cgroup mount `root`.
+    pub fn create_in(root: &Path, id: &str, l: &Limits) -> Result<Cgroup, String> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
@@ -76,20 +81,18 @@ impl Cgroup {
         if *l == Limits::default() {
             return Ok(cg);
         }
-        if let Some(ctrls) = v2_controllers().filter(|c| c.contains("memory") && c.contains("pids"))
+        if let Some(ctrls) =
+            v2_controllers(root).filter(|c| c.contains("memory") && c.contains("pids"))
         {
             cg.v2 = true;
-            let parent = Path::new(ROOT).join("strata");
+            let parent = root.join("strata");
             std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             let want: Vec<&str> = ["memory", "pids", "cpu"]
                 .into_iter()
                 .filter(|c| ctrls.contains(c))
                 .collect();
             let enable: String = want.iter().map(|c| format!("+{c} ")).collect();
-            let _ = write(
-                &Path::new(ROOT).join("cgroup.subtree_control"),
-                enable.trim(),
-            );
+            let _ = write(&root.join("cgroup.subtree_control"), enable.trim());
             let _ = write(&parent.join("cgroup.subtree_control"), enable.trim());
             let dir = parent.join(id);
             std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -112,7 +115,7 @@ impl Cgroup {
         let mut mk = |ctrl: &str| -> Result<PathBuf, String> {
             let base = [ctrl, &format!("{ctrl},cpuacct"), "cpu,cpuacct"]
                 .iter()
-                .map(|c| Path::new(ROOT).join(c))
+                .map(|c| root.join(c))
                 .find(|p| p.is_dir())
                 .ok_or_else(|| format!("no {ctrl} cgroup controller on this host"))?;
             let dir = base.join("strata").join(id);
@@ -144,17 +147,22 @@ impl Cgroup {
 
     /// The cgroups container `id` has (found on disk), to join or clean up.
     pub fn existing(id: &str) -> Cgroup {
+        Self::existing_in(Path::new(ROOT), id)
+    }
+
+    /// [`Cgroup::existing`] below the cgroup mount `root`.
+    pub fn existing_in(root: &Path, id: &str) -> Cgroup {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
         };
-        let unified = Path::new(ROOT).join("strata").join(id);
-        if v2_controllers().is_some() && unified.is_dir() {
+        let unified = root.join("strata").join(id);
+        if v2_controllers(root).is_some() && unified.is_dir() {
             cg.v2 = true;
             cg.dirs.push(("unified".into(), unified));
             return cg;
         }
-        if let Ok(rd) = std::fs::read_dir(ROOT) {
+        if let Ok(rd) = std::fs::read_dir(root) {
             for e in rd.flatten() {
                 let d = e.path().join("strata").join(id);
                 if d.is_dir() {
@@ -216,6 +224,80 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    #[test]
+    fn v2_hierarchy_gets_limits_and_reports_oom() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let l = Limits {
+            memory: Some(64 << 20),
+            pids: Some(50),
+            cpus: Some(0.5),
+        };
+        let cg = Cgroup::create_in(root, "c1", &l).unwrap();
+        let d = root.join("strata/c1");
+        assert_eq!(read(&d.join("memory.max")), (64u64 << 20).to_string());
+        assert_eq!(read(&d.join("pids.max")), "50");
+        assert_eq!(read(&d.join("cpu.max")), "50000 100000");
+        assert!(read(&root.join("strata/cgroup.subtree_control")).contains("+memory"));
+        cg.add(1234).unwrap();
+        assert_eq!(read(&d.join("cgroup.procs")), "1234");
+        assert!(!cg.oom_killed());
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        assert!(Cgroup::existing_in(root, "c1").v2);
+    }
+
+    #[test]
+    fn v1_hierarchies_get_limits_and_report_oom() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for c in ["memory", "pids", "cpu,cpuacct"] {
+            std::fs::create_dir(root.join(c)).unwrap();
+        }
+        let l = Limits {
+            memory: Some(32 << 20),
+            pids: Some(10),
+            cpus: Some(1.5),
+        };
+        let cg = Cgroup::create_in(root, "c2", &l).unwrap();
+        assert_eq!(
+            read(&root.join("memory/strata/c2/memory.limit_in_bytes")),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read(&root.join("pids/strata/c2/pids.max")), "10");
+        assert_eq!(
+            read(&root.join("cpu,cpuacct/strata/c2/cpu.cfs_quota_us")),
+            "150000"
+        );
+        cg.add(77).unwrap();
+        assert_eq!(read(&root.join("pids/strata/c2/tasks")), "77");
+        std::fs::write(
+            root.join("memory/strata/c2/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        assert_eq!(Cgroup::existing_in(root, "c2").dirs.len(), 3);
+        // no limits: nothing is created
+        assert!(Cgroup::create_in(root, "c3", &Limits::default())
+            .unwrap()
+            .dirs
+            .is_empty());
+    }
 
     #[test]
     fn sizes_and_cpus() {
