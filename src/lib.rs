@@ -1,7 +1,7 @@
 //! strata: the Docker model (read-only layers, a writable layer, copy-on-write, whiteouts)
 //! on a userspace union filesystem served over FUSE.
 //!
-//! Folders show the architecture: `sys/` holds every `unsafe` syscall wrapper; `overlay/` is
+//! Folders show the architecture: `sys/` holds every raw syscall wrapper (the only code with unchecked blocks); `overlay/` is
 //! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
 //! command implementations behind `cli.rs`; `bench/` is the benchmark harness; `image/` the image store.
 

@@ -117,18 +117,25 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
             cwd: String::new(),
         },
     };
+    let prep = Prepared {
+        c: &c,
+        a: &a,
+        cfg: &cfg,
+        lowers: &lowers,
+        lim,
+    };
     if a.detach {
         if a.tty {
             return run_fail("-t needs a terminal to relay to: it can't be combined with -d");
         }
-        return detach(&store, &c, &a, &cfg, &lowers, lim);
+        return detach(&prep);
     }
     if !a.interactive {
         if let Err(e) = crate::sys::process::stdin_from_null() {
             return run_fail(format_args!("stdin: {e}"));
         }
     }
-    let code = match start(&store, &c, &a, &cfg, &lowers, lim, &mut |_| {}) {
+    let code = match start(&prep, &mut |_| {}) {
         Ok(code) => code,
         Err(e) => {
             let _ = ctr::remove(&c);
@@ -143,16 +150,19 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
     code
 }
 
+/// Everything `run` resolved before starting the container.
+struct Prepared<'a> {
+    c: &'a Container,
+    a: &'a RunArgs,
+    cfg: &'a crate::image::oci::ImageConfig,
+    lowers: &'a [PathBuf],
+    lim: Limits,
+}
+
 /// `run -d`: a supervisor process (detached, output to the container's log) starts the
 /// container and records its exit; the command returns once it runs and prints its id.
-fn detach(
-    store: &Store,
-    c: &Container,
-    a: &RunArgs,
-    cfg: &crate::image::oci::ImageConfig,
-    lowers: &[PathBuf],
-    lim: Limits,
-) -> i32 {
+fn detach(p: &Prepared<'_>) -> i32 {
+    let (c, a) = (p.c, p.a);
     use crate::sys::process::{
         exit_now, fork_single_threaded, pipe, redirect_stdio, setsid, Forked,
     };
@@ -197,7 +207,7 @@ fn detach(
                     redirect_stdio(std::os::fd::AsFd::as_fd(&l)).map_err(|e| e.to_string())
                 });
             let r = ready.and_then(|_| {
-                start(store, c, a, cfg, lowers, lim, &mut |_| {
+                start(p, &mut |_| {
                     if let Some(mut w) = notify.take() {
                         let _ = w.write_all(b"ok");
                     }
@@ -222,15 +232,8 @@ fn detach(
     }
 }
 
-fn start(
-    store: &Store,
-    c: &Container,
-    a: &RunArgs,
-    cfg: &crate::image::oci::ImageConfig,
-    lowers: &[PathBuf],
-    lim: Limits,
-    started: &mut dyn FnMut(&Container),
-) -> Result<i32, String> {
+fn start(p: &Prepared<'_>, started: &mut dyn FnMut(&Container)) -> Result<i32, String> {
+    let (c, a, cfg, lowers, lim) = (p.c, p.a, p.cfg, p.lowers, p.lim);
     let (upper, work, rootfs) = (c.upper(), c.dir.join("work"), c.rootfs());
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -309,7 +312,6 @@ fn start(
     c.state.exit_code = Some(code);
     let _ = c.save();
     let _ = crate::sys::process::umount(rootfs.as_os_str(), false);
-    let _ = store;
     Ok(code)
 }
 

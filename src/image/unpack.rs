@@ -104,6 +104,19 @@ fn clear(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
     }
 }
 
+/// Keeps an OCI marker (`.wh.` file or opaque marker) as the empty file it is.
+fn marker_file(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
+    clear(dir, name)?;
+    fs::openat(
+        dir,
+        name,
+        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
+
 /// Unpacks a layer tar stream into the empty directory `dest`. `what` names the archive in
 /// errors; `root` selects ownership, devices, setuid and kernel-format whiteouts.
 pub fn unpack_layer(
@@ -174,14 +187,7 @@ fn write_entry<R: Read>(
             )
             .map_err(|e| format!("marking opaque: {e}"))?;
         } else {
-            clear(pfd, name)?;
-            fs::openat(
-                pfd,
-                name,
-                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
-                0o600,
-            )
-            .map_err(|e| e.to_string())?;
+            marker_file(pfd, name)?;
         }
         return Ok(true);
     }
@@ -195,14 +201,7 @@ fn write_entry<R: Read>(
             clear(pfd, target)?;
             fs::mknodat(pfd, target, libc::S_IFCHR, 0).map_err(|e| format!("whiteout: {e}"))?;
         } else {
-            clear(pfd, name)?;
-            fs::openat(
-                pfd,
-                name,
-                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
-                0o600,
-            )
-            .map_err(|e| e.to_string())?;
+            marker_file(pfd, name)?;
         }
         return Ok(true);
     }

@@ -167,7 +167,7 @@ impl Overlay {
             }
         }
         let what = format_args!("rename {name:?} to {newname:?}");
-        if exchange {
+        let swap = || {
             fs::renameat2(
                 pfd.as_fd(),
                 name,
@@ -175,7 +175,9 @@ impl Overlay {
                 newname,
                 libc::RENAME_EXCHANGE,
             )
-            .ctx(what)?;
+        };
+        if exchange {
+            swap().ctx(what)?;
         } else {
             let src_wh = self.name_in_lowers(&pnode, name)?;
             let target = match fs::lstatat(npfd.as_fd(), newname) {
@@ -195,14 +197,7 @@ impl Overlay {
             if target_is_wh && src_dir {
                 // A directory can't replace a non-dir: swap, then the whiteout sits at the
                 // old name, which is exactly right when the old name needs one.
-                fs::renameat2(
-                    pfd.as_fd(),
-                    name,
-                    npfd.as_fd(),
-                    newname,
-                    libc::RENAME_EXCHANGE,
-                )
-                .ctx(what)?;
+                swap().ctx(what)?;
                 if !src_wh {
                     fs::unlinkat(pfd.as_fd(), name, 0).ctx(what)?;
                 }
