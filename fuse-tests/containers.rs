@@ -526,3 +526,48 @@ fn signals_to_run_reach_the_container() {
     assert_eq!(child.wait().unwrap().code(), Some(42));
     no_leftovers(&e);
 }
+
+#[test]
+fn ulimits_are_set_and_clamped_to_what_the_caller_may_set() {
+    let e = env("ulimit");
+    let o = run(
+        &e,
+        &[
+            "--ulimit",
+            "nofile=100:200",
+            "box:1",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn",
+        ],
+    );
+    assert_eq!(out(&o), "100\n200\n");
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let o = run(
+        &e,
+        &[
+            "--ulimit",
+            "nofile=unlimited",
+            "box:1",
+            "sh",
+            "-c",
+            "ulimit -Hn",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "raising above the hard limit must not fail"
+    );
+    assert_eq!(out(&o).trim(), hard.to_string());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("clamped"));
+    assert_eq!(
+        run(&e, &["--ulimit", "bogus=1", "box:1", "true"])
+            .status
+            .code(),
+        Some(125)
+    );
+    no_leftovers(&e);
+}

@@ -142,6 +142,10 @@ pub struct RunArgs {
     /// Bind mount HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
     pub volume: Vec<String>,
+    /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...), clamped to what strata
+    /// may set.
+    #[arg(long, action = ArgAction::Append)]
+    pub ulimit: Vec<String>,
     /// Network: none (only lo) or host.
     #[arg(long, default_value = "none")]
     pub network: String,

@@ -249,6 +249,7 @@ fn start(p: &Prepared<'_>, started: &mut dyn FnMut(&Container)) -> Result<i32, S
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         volumes: a.volume.clone(),
+        ulimits: a.ulimit.clone(),
     };
     let hostname = a
         .hostname

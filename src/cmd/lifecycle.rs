@@ -133,6 +133,7 @@ pub fn exec(root: Option<PathBuf>, name: &str, command: Vec<String>) -> i32 {
         network_none: false,
         limits: Default::default(),
         volumes: Vec::new(),
+        rlimits: Vec::new(),
         tty: None,
     };
     match exec_in(pid, &spec, &s.id) {

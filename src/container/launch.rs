@@ -252,6 +252,10 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
     chdir("/").map_err(fail("chdir /"))?;
     ensure_dir(Path::new(&spec.cwd))?;
+    for l in &spec.rlimits {
+        nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
+            .map_err(fail(format_args!("setrlimit {:?}", l.resource)))?;
+    }
     setgroups(&[]).map_err(fail("setgroups"))?;
     setgid(Gid::from_raw(spec.gid)).map_err(fail(format_args!("setgid {}", spec.gid)))?;
     setuid(Uid::from_raw(spec.uid)).map_err(fail(format_args!("setuid {}", spec.uid)))?;

@@ -31,9 +31,76 @@ pub struct RunSpec {
     pub limits: Limits,
     /// Bind mounts.
     pub volumes: Vec<Volume>,
+    /// `--ulimit` values, already clamped to what the caller may set.
+    pub rlimits: Vec<Rlimit>,
     /// `-t`: the socket on which the container sends back the master of the pty it
     /// allocates in its own devpts.
     pub tty: Option<std::os::fd::RawFd>,
+}
+
+/// One resource limit for the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    /// Which resource.
+    pub resource: nix::sys::resource::Resource,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Parses `--ulimit NAME=SOFT[:HARD]` (`unlimited` allowed) and clamps it to the caller's
+/// own hard limit, which an unprivileged caller — or root without CAP_SYS_RESOURCE, as on
+/// this kind of host — cannot exceed. Returns the limit and a warning when it was clamped.
+pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), String> {
+    use nix::sys::resource::{getrlimit, Resource as R};
+    let (name, val) = u
+        .split_once('=')
+        .ok_or_else(|| format!("--ulimit {u}: expected NAME=SOFT[:HARD]"))?;
+    let resource = match name {
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "core" => R::RLIMIT_CORE,
+        "stack" => R::RLIMIT_STACK,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "fsize" => R::RLIMIT_FSIZE,
+        "cpu" => R::RLIMIT_CPU,
+        "as" => R::RLIMIT_AS,
+        "data" => R::RLIMIT_DATA,
+        "locks" => R::RLIMIT_LOCKS,
+        "msgqueue" => R::RLIMIT_MSGQUEUE,
+        "sigpending" => R::RLIMIT_SIGPENDING,
+        other => return Err(format!("--ulimit {u}: unknown limit {other}")),
+    };
+    let num = |s: &str| -> Result<u64, String> {
+        if s == "unlimited" || s == "-1" {
+            return Ok(libc::RLIM_INFINITY);
+        }
+        s.parse()
+            .map_err(|_| format!("--ulimit {u}: {s} is not a number"))
+    };
+    let (soft, hard) = match val.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(val)?, num(val)?),
+    };
+    if soft > hard {
+        return Err(format!(
+            "--ulimit {u}: the soft limit is above the hard limit"
+        ));
+    }
+    let (_, cur_hard) = getrlimit(resource).map_err(|e| format!("--ulimit {u}: {e}"))?;
+    let lim = Rlimit {
+        resource,
+        soft: soft.min(cur_hard),
+        hard: hard.min(cur_hard),
+    };
+    let warn = (lim.hard != hard || lim.soft != soft).then(|| {
+        format!(
+            "--ulimit {u}: clamped to {}:{} (the hard limit strata may set)",
+            lim.soft, lim.hard
+        )
+    });
+    Ok((lim, warn))
 }
 
 /// A `-v HOST:CONTAINER[:ro]` bind mount.
@@ -88,6 +155,8 @@ pub struct Overrides {
     pub user: Option<String>,
     /// `-v HOST:CONTAINER[:ro]`.
     pub volumes: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`.
+    pub ulimits: Vec<String>,
 }
 
 fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
@@ -195,6 +264,14 @@ pub fn build(
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<_, _>>()?;
+    let mut rlimits = Vec::new();
+    for u in &o.ulimits {
+        let (l, warn) = parse_ulimit(u)?;
+        if let Some(w) = warn {
+            eprintln!("strata: warning: {w}");
+        }
+        rlimits.push(l);
+    }
     Ok(RunSpec {
         argv,
         env,
@@ -205,6 +282,7 @@ pub fn build(
         network_none,
         limits,
         volumes,
+        rlimits,
         tty: None,
     })
 }
@@ -251,6 +329,16 @@ mod tests {
         assert!(parse_volume("/tmp:relative").is_err());
         assert!(parse_volume("/tmp:/x:rx").is_err());
         assert_eq!(parse_volume("/tmp:/data:ro").unwrap().target, "/data");
+        let (l, _) = parse_ulimit("nofile=64:128").unwrap();
+        assert_eq!((l.soft, l.hard), (64, 128));
+        let (l, warn) = parse_ulimit("nofile=unlimited").unwrap();
+        assert!(
+            l.hard < libc::RLIM_INFINITY && warn.is_some(),
+            "clamped to the caller's hard limit"
+        );
+        assert!(parse_ulimit("nofile=10:5").is_err());
+        assert!(parse_ulimit("bogus=1").is_err());
+        assert!(parse_ulimit("nofile").is_err());
         let empty = ImageConfig::default();
         assert!(build(
             &empty,
