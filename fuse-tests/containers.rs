@@ -571,3 +571,62 @@ fn ulimits_are_set_and_clamped_to_what_the_caller_may_set() {
     );
     no_leftovers(&e);
 }
+
+#[test]
+fn commit_keeps_xattrs_and_capabilities() {
+    use std::os::fd::AsFd;
+    let e = env("xattrs");
+    assert!(strata(
+        &e,
+        &[
+            "run",
+            "--name",
+            "x",
+            "box:1",
+            "sh",
+            "-c",
+            "echo tool > /tool"
+        ]
+    )
+    .status
+    .success());
+    let cdir = std::fs::read_dir(e.store.join("containers"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let upper = cdir.join("upper");
+    let dir = strata::sys::fs::open_path(&upper, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+    let name = std::ffi::OsStr::new("tool");
+    // security.capability v2 for cap_net_raw, and a user xattr
+    let cap: [u8; 20] = [
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    strata::sys::xattr::setxattr(
+        dir.as_fd(),
+        name,
+        std::ffi::OsStr::new("security.capability"),
+        &cap,
+        0,
+    )
+    .unwrap();
+    strata::sys::xattr::setxattr(
+        dir.as_fd(),
+        name,
+        std::ffi::OsStr::new("user.tag"),
+        b"v1",
+        0,
+    )
+    .unwrap();
+    assert!(strata(&e, &["commit", "x", "box:3"]).status.success());
+    let top = &layer_dirs(&e, "box:3")[1];
+    let tdir = strata::sys::fs::open_path(top, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+    let get = |x: &str| {
+        strata::sys::xattr::getxattr(tdir.as_fd(), name, std::ffi::OsStr::new(x)).unwrap()
+    };
+    assert_eq!(get("user.tag").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(get("security.capability").as_deref(), Some(&cap[..]));
+    assert!(strata(&e, &["rm", "x"]).status.success());
+    no_leftovers(&e);
+}

@@ -195,6 +195,54 @@ fn add_tree(
     Ok(())
 }
 
+/// One PAX record: "LEN key=value\n", where LEN counts the whole record itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut v = format!("{len} ").into_bytes();
+    v.extend_from_slice(key);
+    v.push(b'=');
+    v.extend_from_slice(value);
+    v.push(b'\n');
+    v
+}
+
+/// The file's xattrs (overlay markers excepted) as a PAX extended header before its entry,
+/// so a commit keeps security.capability and the like.
+fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<(), String> {
+    let (Some(parent), Some(name)) = (src.parent(), src.file_name()) else {
+        return Ok(());
+    };
+    let Ok(dir) = crate::sys::fs::open_path(parent, libc::O_PATH | libc::O_DIRECTORY) else {
+        return Ok(());
+    };
+    let mut data = Vec::new();
+    for x in xattr::listxattr(dir.as_fd(), name).map_err(|e| format!("{}: {e}", src.display()))? {
+        if crate::overlay::format::is_marker_xattr(x.as_bytes()) {
+            continue;
+        }
+        if let Some(v) =
+            xattr::getxattr(dir.as_fd(), name, &x).map_err(|e| format!("{}: {e}", src.display()))?
+        {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(x.as_bytes());
+            data.extend(pax_record(&key, &v));
+        }
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "PaxHeaders/xattrs", &data[..])
+        .map_err(|e| format!("{}: {e}", src.display()))
+}
+
 fn add_one(
     b: &mut tar::Builder<impl Write>,
     src: &Path,
@@ -205,6 +253,9 @@ fn add_one(
     let err = |e: std::io::Error| format!("{}: {e}", src.display());
     let mut h = header_for(md);
     let ft = md.file_type();
+    if !ft.is_symlink() {
+        add_xattrs(b, src)?;
+    }
     if ft.is_file() && md.nlink() > 1 {
         if let Some(first) = links.get(&(md.dev(), md.ino())) {
             h.set_entry_type(tar::EntryType::Link);
@@ -222,5 +273,25 @@ fn add_one(
     } else {
         h.set_size(0);
         b.append_data(&mut h, rel, &[][..]).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let r = pax_record(b"SCHILY.xattr.user.a", b"1");
+        let text = String::from_utf8(r.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), r.len());
+        // a record whose length crosses a power of ten
+        let long = pax_record(b"k", &[b'v'; 95]);
+        let t = String::from_utf8(long.clone()).unwrap();
+        assert_eq!(
+            t.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
+            long.len()
+        );
     }
 }
