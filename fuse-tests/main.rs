@@ -7,6 +7,7 @@ mod containers;
 mod data;
 mod harness;
 mod images;
+mod lifecycle;
 mod ops;
 mod semantics;
 mod snapshot;
