@@ -329,3 +329,37 @@ fn bad_input_is_refused_and_leaves_nothing() {
     check(&["-u", "ghost", "box:1", "true"], "ghost");
     assert!(Path::new("/proc/self").exists());
 }
+
+#[test]
+fn mount_points_live_in_an_init_layer_not_in_the_changes() {
+    let e = env("init");
+    // an image without /proc, /dev or /sys
+    let f = e.store.parent().unwrap().join("bare.tar");
+    std::fs::write(&f, busybox_layer()).unwrap();
+    assert!(strata(
+        &e,
+        &["image", "import", f.to_str().unwrap(), "-t", "bare:1"]
+    )
+    .status
+    .success());
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--name",
+            "b",
+            "bare:1",
+            "sh",
+            "-c",
+            "ls /proc/self >/dev/null && ls /dev/null",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        out(&strata(&e, &["diff", "b"])),
+        "",
+        "mount points are not changes"
+    );
+    assert!(strata(&e, &["rm", "b"]).status.success());
+    no_leftovers(&e);
+}

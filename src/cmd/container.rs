@@ -241,7 +241,15 @@ fn start(p: &Prepared<'_>, started: &mut dyn FnMut(&Container)) -> Result<i32, S
     std::fs::write(c.dir.join("image"), &c.state.image_id)
         .map_err(|e| format!("{}: {e}", c.dir.display()))?;
     c.save()?;
-    mount_union(lowers, Some((&upper, &work)), &rootfs)
+    // Like docker's init layer: the mount points the container needs exist in a layer of
+    // their own between the image and the writable layer, so they never show as changes.
+    let init = c.dir.join("init");
+    for d in ["proc", "dev", "sys"] {
+        std::fs::create_dir_all(init.join(d)).map_err(|e| format!("{}: {e}", init.display()))?;
+    }
+    let mut stack = vec![init];
+    stack.extend(lowers.iter().cloned());
+    mount_union(&stack, Some((&upper, &work)), &rootfs)
         .map_err(|e| format!("mounting the container's rootfs: {e}"))?;
     let o = Overrides {
         command: a.command.clone(),
