@@ -70,15 +70,6 @@ pub fn open_path(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Re-opens the object an `O_PATH` fd refers to with real access flags.
-pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    open_path(
-        std::path::Path::new(&path),
-        flags & !(libc::O_CREAT | libc::O_EXCL),
-    )
-}
-
 /// `fstatat(2)`; an empty name stats `dir` itself.
 pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr, flags: i32) -> io::Result<Stat> {
     let c = cstr(name)?;
