@@ -176,12 +176,7 @@ impl Instance {
         for d in [&up, &wk, &mnt] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            up.display(),
-            wk.display()
-        );
+        let opts = crate::overlay::options::stack_option(&[lower.to_path_buf()], Some((&up, &wk)));
         let mut inst = Instance {
             root: mnt.clone(),
             mountpoint: Some(mnt.clone()),

@@ -21,21 +21,7 @@ fn run_fail(msg: impl std::fmt::Display) -> i32 {
 /// Mounts the union filesystem with the strata binary itself (its server outlives us).
 fn mount_union(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, at: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating strata: {e}"))?;
-    let mut o = format!(
-        "lowerdir={}",
-        lowers
-            .iter()
-            .map(|p| p.display().to_string().replace(':', "\\:"))
-            .collect::<Vec<_>>()
-            .join(":")
-    );
-    if let Some((u, w)) = upper {
-        o.push_str(&format!(
-            ",upperdir={},workdir={}",
-            u.display(),
-            w.display()
-        ));
-    }
+    let o = crate::overlay::options::stack_option(lowers, upper);
     let out = Command::new(exe)
         .args(["mount", "-o", &o])
         .arg(at)

@@ -113,6 +113,28 @@ fn unescape(s: &str) -> String {
     out
 }
 
+fn escape(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats a layer stack as the `-o` string that [`MountOptions::parse`] reads back
+/// (`\`, `:` and `,` in paths escaped): `lowerdir=` top first, then upper and work dirs.
+pub fn stack_option(lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> String {
+    let lower: Vec<String> = lowers.iter().map(|p| escape(p)).collect();
+    let mut o = format!("lowerdir={}", lower.join(":"));
+    if let Some((u, w)) = upper {
+        o.push_str(&format!(",upperdir={},workdir={}", escape(u), escape(w)));
+    }
+    o
+}
+
 fn absolute(p: &str, cwd: &Path) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -305,6 +327,21 @@ mod tests {
         assert!(parse("lowerdir=/a::/b").is_err());
         assert!(parse("lowerdir=/a,whiteout=bogus").is_err());
         assert!(parse("lowerdir=/a,timeout=-1").is_err());
+    }
+
+    #[test]
+    fn stack_option_round_trips_odd_paths() {
+        let lowers = vec![
+            PathBuf::from("/a:b"),
+            PathBuf::from("/c,d"),
+            PathBuf::from("/e\\f"),
+        ];
+        let (u, w) = (Path::new("/u,1"), Path::new("/w:2"));
+        let o = parse(&stack_option(&lowers, Some((u, w)))).unwrap();
+        assert_eq!(o.lowerdirs, lowers);
+        assert_eq!(o.upperdir.as_deref(), Some(u));
+        assert_eq!(o.workdir.as_deref(), Some(w));
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     }
 
     #[test]
