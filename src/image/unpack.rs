@@ -47,21 +47,12 @@ fn components(p: &Path) -> Result<Vec<OsString>, String> {
     Ok(v)
 }
 
-fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
-    fs::openat(
-        dir,
-        name,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )
-}
-
 /// Opens the directory `comps` below `root`, creating missing ones when `create`; refuses
 /// to pass through a symlink or a non-directory.
 fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedFd, String> {
     let mut cur = root.try_clone_to_owned().map_err(|e| e.to_string())?;
     for (i, c) in comps.iter().enumerate() {
-        let next = match open_dir(cur.as_fd(), c) {
+        let next = match fs::open_dir(cur.as_fd(), c) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
                 match fs::mkdirat(cur.as_fd(), c, 0o755) {
@@ -69,7 +60,7 @@ fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedF
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(format!("creating {}: {e}", show(&comps[..=i]))),
                 }
-                open_dir(cur.as_fd(), c).map_err(|e| format!("{}: {e}", show(&comps[..=i])))?
+                fs::open_dir(cur.as_fd(), c).map_err(|e| format!("{}: {e}", show(&comps[..=i])))?
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 return Err(format!(

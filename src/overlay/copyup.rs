@@ -188,15 +188,7 @@ impl Overlay {
             let _ = fs::unlinkat(work, &tmp, libc::AT_REMOVEDIR);
             return Err(FsError::from(e).ctx(format_args!("copy-up of directory {name:?}")));
         }
-        let ufd = Arc::new(
-            fs::openat(
-                pfd.as_fd(),
-                &name,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .ctx("open copied-up dir")?,
-        );
+        let ufd = Arc::new(fs::open_dir(pfd.as_fd(), &name).ctx("open copied-up dir")?);
         // Like the kernel's origin-carrying copy-up: the parent now holds an entry whose
         // merged st_ino is not its upper inode.
         self.set_impure(&pfd)?;

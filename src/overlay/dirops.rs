@@ -217,13 +217,7 @@ impl Overlay {
         let st = fs::lstatat(pfd.as_fd(), name).ctx(format_args!("stat new {name:?}"))?;
         let kind = st.st_mode & libc::S_IFMT;
         let upper_fd = if kind == libc::S_IFDIR {
-            let fd = fs::openat(
-                pfd.as_fd(),
-                name,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .ctx("open new dir")?;
+            let fd = fs::open_dir(pfd.as_fd(), name).ctx("open new dir")?;
             Some(std::sync::Arc::new(fd))
         } else {
             None
@@ -279,12 +273,7 @@ impl Overlay {
             Ok(()) => Ok(()),
             Err(e) if !self.layers.format.chardev_whiteouts => {
                 // No xattrs here: fall back to the OCI marker file.
-                let d = fs::openat(
-                    dir,
-                    name,
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
-                )?;
+                let d = fs::open_dir(dir, name)?;
                 fs::openat(
                     d.as_fd(),
                     OsStr::new(OPAQUE_MARKER),
@@ -464,12 +453,7 @@ impl Overlay {
 fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let st = fs::lstatat(dir, name)?;
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let d = fs::openat(
-            dir,
-            name,
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
+        let d = fs::open_dir(dir, name)?;
         remove_contents(d.as_fd())?;
         fs::unlinkat(dir, name, libc::AT_REMOVEDIR)
     } else {

@@ -71,12 +71,7 @@ pub fn remove_contents(dir: BorrowedFd<'_>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)? {
         let st = fs::lstatat(dir, &e.name)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            let sub = fs::openat(
-                dir,
-                &e.name,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
+            let sub = fs::open_dir(dir, &e.name)?;
             remove_contents(sub.as_fd())?;
             fs::unlinkat(dir, &e.name, libc::AT_REMOVEDIR)?;
         } else {
@@ -147,13 +142,8 @@ impl Layers {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(format!("workdir {}: creating work/: {e}", wd.display())),
             }
-            let wfd = fs::openat(
-                wroot.as_fd(),
-                workname,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )
-            .map_err(|e| format!("workdir {}/work: {e}", wd.display()))?;
+            let wfd = fs::open_dir(wroot.as_fd(), workname)
+                .map_err(|e| format!("workdir {}/work: {e}", wd.display()))?;
             remove_contents(wfd.as_fd())
                 .map_err(|e| format!("workdir {}/work: emptying it: {e}", wd.display()))?;
             upper = Some(Layer {

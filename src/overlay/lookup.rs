@@ -37,22 +37,13 @@ fn missing(e: &std::io::Error) -> bool {
     )
 }
 
-fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
-    fs::openat(
-        dir,
-        name,
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )
-}
-
 /// Opens directory `path` below `root` one component at a time, never following a symlink,
 /// so a redirect can't leave the layer.
 fn open_beneath(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
     let mut cur = root.try_clone_to_owned()?;
     for c in path.components() {
         match c {
-            Component::Normal(n) => cur = open_dir_at(cur.as_fd(), n)?,
+            Component::Normal(n) => cur = fs::open_dir(cur.as_fd(), n)?,
             Component::CurDir | Component::RootDir => {}
             _ => return Err(std::io::Error::from_raw_os_error(libc::EXDEV)),
         }
@@ -125,7 +116,7 @@ impl Walk {
         if matches!(self.top, Some(t) if t.st_mode & libc::S_IFMT != libc::S_IFDIR) {
             return Ok(Step::Stop);
         }
-        let fd = open_dir_at(dir, name).ctx(format_args!("open dir {name:?}"))?;
+        let fd = fs::open_dir(dir, name).ctx(format_args!("open dir {name:?}"))?;
         let meta = read_dir_meta(fd.as_fd(), OsStr::new("")).ctx("dir markers")?;
         if self.top.is_none() {
             self.top = Some(st);

@@ -61,6 +61,17 @@ pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> io::R
     })
 }
 
+/// Opens directory `dir`/`name` as an `O_PATH` handle, never following a final symlink
+/// (ELOOP/ENOTDIR if `name` is a symlink or not a directory).
+pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
 /// Opens an absolute or cwd-relative path.
 pub fn open_path(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
