@@ -30,7 +30,8 @@ pub struct Target {
     pub kind: Kind,
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
+/// The first `bin` in PATH.
+pub(super) fn which(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(bin))
