@@ -36,7 +36,7 @@ impl Overlay {
         let node = self.nodes.get(ino)?;
         if let Some(fd) = fh.and_then(|h| self.file_fd(h)) {
             let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
-            let state = node.state()?.clone();
+            let state = node.state()?;
             return Ok(self.merged_stat(ino, st, &state));
         }
         match self.stat_node(&node) {
@@ -46,7 +46,7 @@ impl Overlay {
                     return Err(e);
                 };
                 let st = fs::fstat(fd.as_fd()).ctx("fstat unlinked")?;
-                let state = node.state()?.clone();
+                let state = node.state()?;
                 Ok(self.merged_stat(ino, st, &state))
             }
             other => other,

@@ -326,7 +326,7 @@ impl Overlay {
     pub fn stat_node(&self, node: &Node) -> FsResult<Stat> {
         let (dir, name, _) = self.locate(node)?;
         let st = fs::lstatat(dir.as_fd(), &name).ctx(format_args!("stat {name:?}"))?;
-        let state = node.state()?.clone();
+        let state = node.state()?;
         Ok(self.merged_stat(node.ino, st, &state))
     }
 }
