@@ -34,6 +34,19 @@ fn status_code(s: WaitStatus) -> i32 {
     }
 }
 
+/// Waits until `pid` exits; its exit status (128+signal when killed).
+fn wait_for(pid: Pid) -> nix::Result<i32> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return Ok(status_code(s))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A running container: its init's host pid, and how to wait for it.
 #[derive(Debug)]
 pub struct Running {
@@ -46,15 +59,7 @@ pub struct Running {
 impl Running {
     /// Waits for the container to end; returns its exit status.
     pub fn wait(&self) -> i32 {
-        loop {
-            match waitpid(self.waiter, None) {
-                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    return status_code(s)
-                }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return EXIT_STRATA,
-            }
-        }
+        wait_for(self.waiter).unwrap_or(EXIT_STRATA)
     }
 }
 
@@ -125,15 +130,7 @@ fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
         }
         Ok(Forked::Parent(init_pid)) => {
             let _ = std::fs::File::from(pid_w).write_all(init_pid.to_string().as_bytes());
-            loop {
-                match waitpid(Pid::from_raw(init_pid), None) {
-                    Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                        return status_code(s)
-                    }
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(_) => return EXIT_STRATA,
-                }
-            }
+            wait_for(Pid::from_raw(init_pid)).unwrap_or(EXIT_STRATA)
         }
         Err(e) => {
             eprintln!("strata: error: fork: {e}");
@@ -381,29 +378,17 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
                     };
                     exit_now(code)
                 }
-                Ok(Forked::Parent(p)) => loop {
-                    match waitpid(Pid::from_raw(p), None) {
-                        Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                            exit_now(status_code(s))
-                        }
-                        Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                        Err(_) => exit_now(EXIT_STRATA),
-                    }
-                },
+                Ok(Forked::Parent(p)) => {
+                    exit_now(wait_for(Pid::from_raw(p)).unwrap_or(EXIT_STRATA))
+                }
                 Err(e) => {
                     eprintln!("strata: error: fork: {e}");
                     exit_now(EXIT_STRATA)
                 }
             }
         }
-        Forked::Parent(child) => loop {
-            match waitpid(Pid::from_raw(child), None) {
-                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    return Ok(status_code(s))
-                }
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(format!("waiting: {e}")),
-            }
-        },
+        Forked::Parent(child) => {
+            wait_for(Pid::from_raw(child)).map_err(|e| format!("waiting: {e}"))
+        }
     }
 }
