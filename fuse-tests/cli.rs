@@ -61,13 +61,13 @@ fn strata(args: &[&str]) -> Output {
     Command::new(strata_bin()).args(args).output().unwrap()
 }
 
+/// `lowerdir=L,upperdir=U,workdir=W` as strata formats it.
+fn stack(l: &Path, u: &Path, w: &Path) -> String {
+    strata::overlay::options::stack_option(&[l.to_path_buf()], Some((u, w)))
+}
+
 fn opts(b: &Path) -> String {
-    format!(
-        "lowerdir={},upperdir={},workdir={}",
-        b.join("lower").display(),
-        b.join("upper").display(),
-        b.join("work").display()
-    )
+    stack(&b.join("lower"), &b.join("upper"), &b.join("work"))
 }
 
 /// Runs a mount that must fail: exit 1, a `strata: error:` line naming `needle`, nothing
@@ -115,26 +115,8 @@ fn bad_input_is_refused_cleanly() {
         ),
         "nowork",
     );
-    must_fail(
-        &d,
-        &format!(
-            "lowerdir={},upperdir={},workdir={}",
-            l.display(),
-            l.display(),
-            w.display()
-        ),
-        "overlap",
-    );
-    must_fail(
-        &d,
-        &format!(
-            "lowerdir={},upperdir={},workdir={}",
-            l.display(),
-            u.display(),
-            u.display()
-        ),
-        "separate",
-    );
+    must_fail(&d, &stack(&l, &l, &w), "overlap");
+    must_fail(&d, &stack(&l, &u, &u), "separate");
     must_fail(
         &d,
         &format!("{},whiteout=sometimes", opts(b)),
@@ -154,16 +136,7 @@ fn bad_input_is_refused_cleanly() {
         path: tmpfs.clone(),
     };
     dir(&tmpfs.join("w"));
-    must_fail(
-        &d,
-        &format!(
-            "lowerdir={},upperdir={},workdir={}",
-            l.display(),
-            u.display(),
-            tmpfs.join("w").display()
-        ),
-        "another filesystem",
-    );
+    must_fail(&d, &stack(&l, &u, &tmpfs.join("w")), "another filesystem");
     // busy mountpoint
     let m = b.join("mnt");
     let first = strata(&["mount", "-o", &opts(b), m.to_str().unwrap()]);
