@@ -17,8 +17,7 @@ pub(crate) struct Env {
 
 pub(crate) fn strata(e: &Env, args: &[&str]) -> Output {
     Command::new(strata_bin())
-        .arg("--root")
-        .arg(&e.store)
+        .env("STRATA_ROOT", &e.store)
         .args(args)
         .output()
         .unwrap()
@@ -128,8 +127,7 @@ fn exit_codes_env_workdir_user() {
 fn killed_from_outside_reports_128_plus_signal() {
     let e = env("signal");
     let child = Command::new(strata_bin())
-        .arg("--root")
-        .arg(&e.store)
+        .env("STRATA_ROOT", &e.store)
         .args(["run", "--name", "sleeper", "box:1", "sleep", "30"])
         .spawn()
         .unwrap();

@@ -13,8 +13,7 @@ use crate::snapshot::snapshot;
 
 fn strata(store: &Path, args: &[&str]) -> Output {
     Command::new(strata_bin())
-        .arg("--root")
-        .arg(store)
+        .env("STRATA_ROOT", store)
         .args(args)
         .output()
         .unwrap()
@@ -463,8 +462,7 @@ fn concurrent_imports_of_one_base_share_it() {
         .iter()
         .map(|d| {
             Command::new(strata_bin())
-                .arg("--root")
-                .arg(&store)
+                .env("STRATA_ROOT", &store)
                 .args(["image", "import"])
                 .arg(d)
                 .spawn()
@@ -503,8 +501,7 @@ fn unprivileged_import_drops_devices_and_setuid() {
     let o = Command::new("setpriv")
         .args(["--reuid", "1234", "--regid", "1234", "--clear-groups"])
         .arg(strata_bin())
-        .arg("--root")
-        .arg(&store)
+        .env("STRATA_ROOT", &store)
         .args(["image", "import"])
         .arg(&f)
         .args(["-t", "user:1"])

@@ -89,7 +89,11 @@ fn killed_launcher_leaves_a_truthful_ps_and_rm_cleans_up() {
         };
         let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(&store) && cmd.contains("strata") && pid != std::process::id() as i32 {
+        // The supervisor names the store in its environment, the filesystem in its options.
+        let env = std::fs::read(p.path().join("environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env).replace('\0', " ");
+        let ours = cmd.contains(&store) || env.contains(&format!("STRATA_ROOT={store} "));
+        if ours && cmd.contains("strata") && pid != std::process::id() as i32 {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
@@ -178,8 +182,7 @@ fn signals_to_run_reach_the_container() {
     let e = env("forward");
     // init traps TERM, so the forwarded signal ends it with the trap's status
     let mut child = Command::new(strata_bin())
-        .arg("--root")
-        .arg(&e.store)
+        .env("STRATA_ROOT", &e.store)
         .args([
             "run",
             "--rm",

@@ -6,20 +6,13 @@
 
 use std::ffi::OsString;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use strata::cli::{Cli, Command};
-
-const SUBCOMMANDS: &[&str] = &[
-    "mount", "umount", "bench", "image", "images", "tag", "run", "ps", "rm", "diff", "commit",
-    "help",
-];
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        let flag = first.starts_with('-');
-        let implicit = first.starts_with("-o") || (!flag && !SUBCOMMANDS.contains(&first));
-        if implicit {
+        if is_mount_call(first) {
             args.insert(1, OsString::from("mount"));
         }
     }
@@ -52,4 +45,20 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// True when the first argument is the start of a fuse-overlayfs calling form (`-o OPTS
+/// MNT`, or `SOURCE MNT -o OPTS`): an `-o` flag, or a word that clap knows neither as a
+/// subcommand (nor an alias of one) nor as `help`. Asks clap's own table, so a new verb
+/// never falls through to `mount`.
+fn is_mount_call(first: &str) -> bool {
+    if first.starts_with("-o") {
+        return true;
+    }
+    if first.starts_with('-') || first == "help" {
+        return false;
+    }
+    !Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
 }
