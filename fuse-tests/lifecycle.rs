@@ -81,6 +81,22 @@ fn killed_launcher_leaves_a_truthful_ps_and_rm_cleans_up() {
         &["run", "-d", "--name", "orphan", "box:1", "sleep", "30"],
     );
     assert!(o.status.success());
+    // `run -d` returns once the container's init is forked; wait until it has become
+    // `sleep` (an exec still reading from the union mount would die with the server).
+    let id = out(&o).trim().to_string();
+    let state = e.store.join("containers").join(&id).join("state.json");
+    let pid = (0..500)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let st: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state).unwrap_or_default())
+                    .unwrap_or_default();
+            let pid = st["pid"].as_i64()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmd.starts_with(b"sleep\0").then_some(pid)
+        })
+        .expect("the container runs sleep");
+    assert!(pid > 0);
     // kill -9 every strata process serving this container (supervisor and filesystem)
     let store = e.store.display().to_string();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {

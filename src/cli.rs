@@ -32,7 +32,7 @@ pub enum Command {
     /// List images.
     Images,
     /// Run a command in a new container.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps {
         /// Show exited containers too.
@@ -78,6 +78,9 @@ pub enum Command {
     },
     /// Run a command in a running container.
     Exec {
+        /// Give the command every capability and no seccomp filter.
+        #[arg(long)]
+        privileged: bool,
         /// Name or id.
         container: String,
         /// Command and arguments.
@@ -149,6 +152,21 @@ pub struct RunArgs {
     /// Network: none (only lo) or host.
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// Every capability, no seccomp filter, no masked paths, every device.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability (CHOWN or CAP_CHOWN; ALL for every one).
+    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (ALL for every one).
+    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges.
+    #[arg(long, action = ArgAction::Append, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Pass a host device in: HOST[:CONTAINER][:rwm].
+    #[arg(long, action = ArgAction::Append, value_name = "DEVICE")]
+    pub device: Vec<String>,
     /// Image name[:tag] or id.
     pub image: String,
     /// Command and arguments (default: the image's).

@@ -24,7 +24,7 @@ fn main() {
         Command::Image(c) => strata::cmd::image::run(cli.root, c),
         Command::Images => strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls),
         Command::Tag { source, target } => strata::cmd::image::tag(cli.root, &source, &target),
-        Command::Run(a) => strata::cmd::container::run(cli.root, a),
+        Command::Run(a) => strata::cmd::container::run(cli.root, *a),
         Command::Ps { all } => strata::cmd::container::ps(cli.root, all),
         Command::Rm { force, containers } => {
             strata::cmd::container::rm(cli.root, force, &containers)
@@ -37,9 +37,11 @@ fn main() {
         Command::Kill { signal, containers } => {
             strata::cmd::lifecycle::kill(cli.root, &signal, &containers)
         }
-        Command::Exec { container, command } => {
-            strata::cmd::lifecycle::exec(cli.root, &container, command)
-        }
+        Command::Exec {
+            privileged,
+            container,
+            command,
+        } => strata::cmd::lifecycle::exec(cli.root, &container, command, privileged),
         Command::Commit { container, image } => {
             strata::cmd::container::commit(cli.root, &container, &image)
         }

@@ -9,6 +9,7 @@ use std::process::Command;
 use crate::cli::RunArgs;
 use crate::container::cgroup::{parse_cpus, parse_memory, Cgroup, Limits};
 use crate::container::launch::{self, EXIT_STRATA};
+use crate::container::security::Flags;
 use crate::container::spec::{build, Overrides};
 use crate::container::{self as ctr, Container, State};
 use crate::image::Store;
@@ -52,6 +53,17 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
     };
     let lim = match limits(&a) {
         Ok(l) => l,
+        Err(e) => return run_fail(e),
+    };
+    let flags = Flags {
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        security_opt: a.security_opt.clone(),
+        devices: a.device.clone(),
+    };
+    let security = match flags.resolve() {
+        Ok(s) => s,
         Err(e) => return run_fail(e),
     };
     if a.network != "none" && a.network != "host" {
@@ -101,6 +113,7 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> i32 {
             uid: 0,
             gid: 0,
             cwd: String::new(),
+            security,
         },
     };
     let prep = Prepared {
@@ -258,7 +271,8 @@ fn start(p: &Prepared<'_>, started: &mut dyn FnMut(&Container)) -> Result<i32, S
     spec.tty = console
         .as_ref()
         .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
-    let cg = Cgroup::create(&c.state.id, &lim)?;
+    spec.security = c.state.security.clone();
+    let cg = Cgroup::create(&c.state.id, &lim, &spec.security.devices)?;
     let running = match launch::start(&spec, &rootfs, &cg) {
         Ok(r) => r,
         Err(e) => {

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use super::fail;
 use crate::container::launch::exec_in;
+use crate::container::security::Flags;
 use crate::container::spec::RunSpec;
 use crate::container::{self as ctr, Container};
 use crate::image::Store;
@@ -108,8 +109,10 @@ pub fn kill(root: Option<PathBuf>, signal: &str, names: &[String]) -> i32 {
 }
 
 /// `strata exec C CMD...`: runs in the container's namespaces and cgroups, as its user, in
-/// its working directory, with its environment; returns the command's status.
-pub fn exec(root: Option<PathBuf>, name: &str, command: Vec<String>) -> i32 {
+/// its working directory, with its environment, confined as the container is (or with
+/// every capability and no seccomp filter with `--privileged`); returns the command's
+/// status.
+pub fn exec(root: Option<PathBuf>, name: &str, command: Vec<String>, privileged: bool) -> i32 {
     let c = match Store::open(root).and_then(|s| ctr::find(&s, name)) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -119,6 +122,18 @@ pub fn exec(root: Option<PathBuf>, name: &str, command: Vec<String>) -> i32 {
         Err(e) => return fail(format_args!("{name}: {e}")),
     };
     let s = &c.state;
+    let security = if privileged {
+        let flags = Flags {
+            privileged: true,
+            ..Default::default()
+        };
+        match flags.resolve() {
+            Ok(sec) => sec,
+            Err(e) => return fail(format_args!("exec in {name}: {e}")),
+        }
+    } else {
+        s.security.clone()
+    };
     let spec = RunSpec {
         argv: command,
         env: s.env.clone(),
@@ -135,6 +150,7 @@ pub fn exec(root: Option<PathBuf>, name: &str, command: Vec<String>) -> i32 {
         volumes: Vec::new(),
         rlimits: Vec::new(),
         tty: None,
+        security,
     };
     match exec_in(pid, &spec, &s.id) {
         Ok(code) => code,

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::devices::{bpf_program, DeviceRule};
+
 /// Limits asked for on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Limits {
@@ -67,18 +69,25 @@ fn v2_controllers(root: &Path) -> Option<String> {
 }
 
 impl Cgroup {
-    /// Creates the container's cgroups and applies `l`. Without limits nothing is created.
-    pub fn create(id: &str, l: &Limits) -> Result<Cgroup, String> {
-        Self::create_in(Path::new(ROOT), id, l)
+    /// Creates the container's cgroups, applies `l` and allows only the devices `devices`
+    /// names (all devices when it is empty: a privileged container). Without limits or
+    /// device rules nothing is created.
+    pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, String> {
+        Self::create_in(Path::new(ROOT), id, l, devices)
     }
 
     /// [`Cgroup::create`] below the cgroup mount `root`.
-    pub fn create_in(root: &Path, id: &str, l: &Limits) -> Result<Cgroup, String> {
+    pub fn create_in(
+        root: &Path,
+        id: &str,
+        l: &Limits,
+        devices: &[DeviceRule],
+    ) -> Result<Cgroup, String> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
         };
-        if *l == Limits::default() {
+        if *l == Limits::default() && devices.is_empty() {
             return Ok(cg);
         }
         if let Some(ctrls) =
@@ -109,6 +118,9 @@ impl Cgroup {
                     &dir.join("cpu.max"),
                     &format!("{} 100000", (c * 100_000.0) as u64),
                 )?;
+            }
+            if !devices.is_empty() {
+                attach_device_program(&dir, devices)?;
             }
             return Ok(cg);
         }
@@ -141,6 +153,13 @@ impl Cgroup {
                 &d.join("cpu.cfs_quota_us"),
                 &((c * 100_000.0) as u64).to_string(),
             )?;
+        }
+        if !devices.is_empty() {
+            let d = mk("devices")?;
+            write(&d.join("devices.deny"), "a")?;
+            for r in devices {
+                write(&d.join("devices.allow"), &r.v1_line())?;
+            }
         }
         Ok(cg)
     }
@@ -221,6 +240,14 @@ impl Cgroup {
     }
 }
 
+/// Attaches the device program for `devices` to the cgroup v2 directory `dir`.
+pub fn attach_device_program(dir: &Path, devices: &[DeviceRule]) -> Result<(), String> {
+    let prog = crate::sys::bpf::load_device_program(&bpf_program(devices))
+        .map_err(|e| format!("loading the device cgroup program: {e}"))?;
+    crate::sys::bpf::attach_device_program(&prog, dir)
+        .map_err(|e| format!("{}: attaching the device program: {e}", dir.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +270,7 @@ mod tests {
             pids: Some(50),
             cpus: Some(0.5),
         };
-        let cg = Cgroup::create_in(root, "c1", &l).unwrap();
+        let cg = Cgroup::create_in(root, "c1", &l, &[]).unwrap();
         let d = root.join("strata/c1");
         assert_eq!(read(&d.join("memory.max")), (64u64 << 20).to_string());
         assert_eq!(read(&d.join("pids.max")), "50");
@@ -265,7 +292,7 @@ mod tests {
     fn v1_hierarchies_get_limits_and_report_oom() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
-        for c in ["memory", "pids", "cpu,cpuacct"] {
+        for c in ["memory", "pids", "cpu,cpuacct", "devices"] {
             std::fs::create_dir(root.join(c)).unwrap();
         }
         let l = Limits {
@@ -273,7 +300,14 @@ mod tests {
             pids: Some(10),
             cpus: Some(1.5),
         };
-        let cg = Cgroup::create_in(root, "c2", &l).unwrap();
+        let rules = crate::container::devices::default_rules();
+        let cg = Cgroup::create_in(root, "c2", &l, &rules).unwrap();
+        // devices.allow is written line by line; the plain file keeps the last
+        assert_eq!(read(&root.join("devices/strata/c2/devices.deny")), "a");
+        assert_eq!(
+            read(&root.join("devices/strata/c2/devices.allow")),
+            rules.last().unwrap().v1_line()
+        );
         assert_eq!(
             read(&root.join("memory/strata/c2/memory.limit_in_bytes")),
             (32u64 << 20).to_string()
@@ -291,9 +325,9 @@ mod tests {
         )
         .unwrap();
         assert!(cg.oom_killed());
-        assert_eq!(Cgroup::existing_in(root, "c2").dirs.len(), 3);
+        assert_eq!(Cgroup::existing_in(root, "c2").dirs.len(), 4);
         // no limits: nothing is created
-        assert!(Cgroup::create_in(root, "c3", &Limits::default())
+        assert!(Cgroup::create_in(root, "c3", &Limits::default(), &[])
             .unwrap()
             .dirs
             .is_empty());

@@ -13,11 +13,9 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::stat::{mknod, Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{chdir, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Pid, Uid};
+use nix::unistd::{chdir, Pid};
 
 use super::cgroup::Cgroup;
 use super::spec::RunSpec;
@@ -105,10 +103,12 @@ fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
     if std::fs::File::from(go).read_exact(&mut b).is_err() {
         return EXIT_STRATA;
     }
+    // The waiter is in the container's cgroups already: they become its cgroup root.
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
     if spec.network_none {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -139,164 +139,32 @@ fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
     }
 }
 
-type Fail = (i32, String);
+/// A failure before exec: the exit status to report (125-127) and the message.
+pub(super) type Fail = (i32, String);
 
-fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Fail {
+/// Wraps an error as a [`Fail`] naming what was being done.
+pub(super) fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Fail {
     move |e| (EXIT_STRATA, format!("{what}: {e}"))
 }
 
-fn ensure_dir(p: &Path) -> Result<(), Fail> {
-    if !p.is_dir() {
-        std::fs::create_dir_all(p).map_err(fail(format_args!("creating {}", p.display())))?;
-    }
-    Ok(())
-}
-
-/// Sets up the mounts and runs the command; returns only on failure.
+/// Sets up the rootfs, confines the process and runs the command; returns only on failure.
 fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(fail("making mounts private"))?;
-    let r = rootfs;
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    ensure_dir(&r.join("proc"))?;
-    mount(Some("proc"), &r.join("proc"), Some("proc"), nosuid, none)
-        .map_err(fail("mounting /proc"))?;
-    ensure_dir(&r.join("dev"))?;
-    mount(
-        Some("tmpfs"),
-        &r.join("dev"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(fail("mounting /dev"))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let p = r.join("dev").join(name);
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(major, minor),
-        )
-        .map_err(fail(format_args!("creating /dev/{name}")))?;
-        nix::sys::stat::fchmodat(
-            None,
-            &p,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(fail(format_args!("chmod /dev/{name}")))?;
-    }
-    ensure_dir(&r.join("dev/pts"))?;
-    mount(
-        Some("devpts"),
-        &r.join("dev/pts"),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(fail("mounting /dev/pts"))?;
-    if let Some(sock) = spec.tty {
-        // The pty comes from the container's own devpts, so its name resolves inside.
-        crate::container::tty::attach_in_container(&r.join("dev/pts/ptmx"), sock)
-            .map_err(fail("container terminal"))?;
-    }
-    ensure_dir(&r.join("dev/shm"))?;
-    mount(
-        Some("shm"),
-        &r.join("dev/shm"),
-        Some("tmpfs"),
-        nosuid,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(fail("mounting /dev/shm"))?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, r.join("dev").join(link))
-            .map_err(fail(format_args!("/dev/{link}")))?;
-    }
-    ensure_dir(&r.join("sys"))?;
-    mount(
-        Some("sysfs"),
-        &r.join("sys"),
-        Some("sysfs"),
-        nosuid | MsFlags::MS_RDONLY,
-        none,
-    )
-    .map_err(fail("mounting /sys"))?;
-    for v in &spec.volumes {
-        bind(r, v)?;
-    }
-    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
-    if spec.network_none {
-        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
-    }
-    chdir(r).map_err(fail(format_args!("entering {}", r.display())))?;
-    pivot_root(".", ".").map_err(fail("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
-    chdir("/").map_err(fail("chdir /"))?;
-    ensure_dir(Path::new(&spec.cwd))?;
+    super::rootfs::prepare(spec, rootfs)?;
     for l in &spec.rlimits {
         nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
             .map_err(fail(format_args!("setrlimit {:?}", l.resource)))?;
     }
-    setgroups(&[]).map_err(fail("setgroups"))?;
-    setgid(Gid::from_raw(spec.gid)).map_err(fail(format_args!("setgid {}", spec.gid)))?;
-    setuid(Uid::from_raw(spec.uid)).map_err(fail(format_args!("setuid {}", spec.uid)))?;
+    confine(spec)?;
     chdir(spec.cwd.as_str()).map_err(fail(format_args!("working directory {}", spec.cwd)))?;
     exec(spec)
 }
 
-/// Bind-mounts a volume below the rootfs, never following a symlink out of it.
-fn bind(r: &Path, v: &super::spec::Volume) -> Result<(), Fail> {
-    let what = format!("volume {}:{}", v.host.display(), v.target);
-    let mut target = r.to_path_buf();
-    for c in v.target.split('/').filter(|c| !c.is_empty()) {
-        target.push(c);
-        if let Ok(md) = std::fs::symlink_metadata(&target) {
-            if md.file_type().is_symlink() {
-                return Err((
-                    EXIT_STRATA,
-                    format!("{what}: {} is a symlink in the container", target.display()),
-                ));
-            }
-        }
-    }
-    if v.host.is_dir() {
-        ensure_dir(&target)?;
-    } else if !target.exists() {
-        if let Some(p) = target.parent() {
-            ensure_dir(p)?;
-        }
-        std::fs::File::create(&target).map_err(fail(&what))?;
-    }
-    let none: Option<&str> = None;
-    mount(
-        Some(&v.host),
-        &target,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )
-    .map_err(fail(&what))?;
-    if v.read_only {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        mount(none, &target, none, flags, none).map_err(fail(&what))?;
-    }
-    Ok(())
+/// Drops to the container's user, capabilities and seccomp filter; leaves it no fd but
+/// stdio across exec (nothing of the launcher's or the filesystem server's).
+fn confine(spec: &RunSpec) -> Result<(), Fail> {
+    crate::sys::process::cloexec_from(3).map_err(fail("closing inherited files"))?;
+    super::security::confine(&spec.security, spec.uid, spec.gid)
+        .map_err(fail("confining the container"))
 }
 
 fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
@@ -344,13 +212,17 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
 /// (`strata exec`), in its cgroups; returns the command's exit status.
 pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
     let mut ns = Vec::new();
-    for kind in ["ipc", "uts", "net", "pid", "mnt"] {
+    for kind in ["ipc", "uts", "net", "pid", "cgroup", "mnt"] {
         let p = format!("/proc/{pid}/ns/{kind}");
         ns.push(std::fs::File::open(&p).map_err(|e| format!("{p}: {e}"))?);
     }
     match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         Forked::Child => {
-            let _ = Cgroup::existing(id).add(std::process::id() as i32);
+            // The device rules live in the cgroups: never run outside them.
+            if let Err(e) = Cgroup::existing(id).add(std::process::id() as i32) {
+                eprintln!("strata: error: joining the container's cgroups: {e}");
+                exit_now(EXIT_STRATA);
+            }
             for f in &ns {
                 if let Err(e) = nix::sched::setns(f, CloneFlags::empty()) {
                     eprintln!("strata: error: joining the container's namespaces: {e}");
@@ -362,9 +234,7 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
                 Ok(Forked::Child) => {
                     let r = (|| -> Result<std::convert::Infallible, Fail> {
                         chdir("/").map_err(fail("chdir /"))?;
-                        setgroups(&[]).map_err(fail("setgroups"))?;
-                        setgid(Gid::from_raw(spec.gid)).map_err(fail("setgid"))?;
-                        setuid(Uid::from_raw(spec.uid)).map_err(fail("setuid"))?;
+                        confine(spec)?;
                         chdir(spec.cwd.as_str())
                             .map_err(fail(format_args!("working directory {}", spec.cwd)))?;
                         exec(spec)

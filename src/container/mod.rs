@@ -7,7 +7,11 @@
 
 pub mod cgroup;
 pub mod changes;
+pub mod devices;
 pub mod launch;
+pub mod rootfs;
+pub mod seccomp;
+pub mod security;
 pub mod spec;
 pub mod tty;
 
@@ -54,6 +58,9 @@ pub struct State {
     /// Working directory of the container's process (for `exec`).
     #[serde(default)]
     pub cwd: String,
+    /// How the container is confined (`exec` confines its process the same way).
+    #[serde(default)]
+    pub security: security::Security,
 }
 
 /// A container's directory in the store.

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::cgroup::Limits;
+use super::security::Security;
 use crate::image::oci::ImageConfig;
 
 /// The default PATH when the image sets none.
@@ -36,6 +37,8 @@ pub struct RunSpec {
     /// `-t`: the socket on which the container sends back the master of the pty it
     /// allocates in its own devpts.
     pub tty: Option<std::os::fd::RawFd>,
+    /// Capabilities, seccomp, no_new_privs, masks and devices.
+    pub security: Security,
 }
 
 /// One resource limit for the container.
@@ -284,6 +287,7 @@ pub fn build(
         volumes,
         rlimits,
         tty: None,
+        security: Security::default(),
     })
 }
 

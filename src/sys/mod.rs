@@ -1,5 +1,6 @@
 //! The only place with `unsafe` and raw libc calls: small safe wrappers, real errnos.
 
+pub mod bpf;
 pub mod fs;
 pub mod mman;
 pub mod net;

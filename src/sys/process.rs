@@ -143,6 +143,18 @@ pub fn umount(path: &OsStr, lazy: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks every fd from `first` up close-on-exec (close_range(2) with CLOSE_RANGE_CLOEXEC),
+/// so nothing but stdio passes into a container's command.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Effective uid of this process.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
