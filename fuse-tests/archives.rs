@@ -8,6 +8,7 @@ use serde_json::json;
 use strata::image::Digest;
 
 /// One tar entry.
+#[derive(Clone, Copy)]
 pub enum E<'a> {
     /// Regular file with mode.
     File(&'a str, &'a [u8], u32),

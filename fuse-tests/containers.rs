@@ -29,6 +29,11 @@ pub(crate) fn out(o: &Output) -> String {
 
 /// A store holding `box:1`, a busybox image with the applets the tests use.
 pub(crate) fn env(name: &str) -> Env {
+    env_with(name, &[])
+}
+
+/// [`env`] with `extra` entries in the image.
+pub(crate) fn env_with(name: &str, extra: &[E<'_>]) -> Env {
     require_env();
     let t = tempfile::Builder::new()
         .prefix(&format!("strata-ctr-{name}-"))
@@ -38,7 +43,7 @@ pub(crate) fn env(name: &str) -> Env {
     let bb = std::fs::read("/bin/busybox").unwrap();
     let applets = [
         "sh", "ls", "cat", "echo", "id", "hostname", "sleep", "head", "tr", "wc", "pwd", "rm",
-        "mkdir", "kill", "true", "false",
+        "mkdir", "kill", "true", "false", "grep", "mknod", "touch",
     ];
     let mut entries = vec![E::Dir("bin"), E::File("bin/busybox", &bb, 0o755)];
     let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();
@@ -58,6 +63,7 @@ pub(crate) fn env(name: &str) -> Env {
         b"root:x:0:\nnogroup:x:65534:\n",
         0o644,
     ));
+    entries.extend(extra.iter().cloned());
     let f = t.path().join("box.tar");
     std::fs::write(&f, layer(&entries)).unwrap();
     let e = Env { _t: t, store };

@@ -9,6 +9,7 @@ mod harness;
 mod images;
 mod lifecycle;
 mod ops;
+mod security;
 mod semantics;
 mod snapshot;
 mod stress;
