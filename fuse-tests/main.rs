@@ -4,6 +4,7 @@
 mod archives;
 mod cli;
 mod containers;
+mod corners;
 mod data;
 mod harness;
 mod images;

@@ -90,7 +90,10 @@ impl StrataFs {
 
     fn entry(&self, op: &str, r: Result<(u64, Stat), FsError>, reply: ReplyEntry) {
         match r {
-            Ok((_, st)) => reply.entry(&self.ttl, &attr(&st), Generation(0)),
+            Ok((ino, st)) => {
+                let gen = Generation(self.core.generation(ino));
+                reply.entry(&self.ttl, &attr(&st), gen)
+            }
             Err(e) => reply.error(self.fail(op, &e)),
         }
     }
@@ -400,7 +403,7 @@ impl Filesystem for StrataFs {
             let next = (i + 1) as u64;
             if e.name == "." || e.name == ".." {
                 // No lookup is counted for these; the kernel only needs their inode.
-                let st = self.core.getattr(e.ino, None);
+                let st = self.core.getattr(ino.0, None);
                 let Ok(st) = st else { continue };
                 if reply.add(
                     INodeNo(e.ino),
@@ -424,7 +427,7 @@ impl Filesystem for StrataFs {
                 &e.name,
                 &self.ttl,
                 &attr(&st),
-                Generation(0),
+                Generation(self.core.generation(child)),
             ) {
                 // Not sent: the kernel will not count this lookup.
                 self.core.forget(child, 1);
@@ -534,6 +537,7 @@ impl Filesystem for StrataFs {
                     fh,
                     attr: attr(&st),
                     ttl: self.ttl,
+                    gen: Generation(self.core.generation(ino)),
                 };
                 self.answer_open(ino, fh, true, Some(st.st_mode), r)
             }

@@ -41,6 +41,7 @@ pub(super) struct Created {
     pub(super) fh: u64,
     pub(super) attr: FileAttr,
     pub(super) ttl: Duration,
+    pub(super) gen: Generation,
 }
 
 impl OpenReply for Created {
@@ -51,13 +52,13 @@ impl OpenReply for Created {
         let fh = FileHandle(self.fh);
         let flags = FopenFlags::FOPEN_NOFLUSH;
         self.reply
-            .created_passthrough(&self.ttl, &self.attr, Generation(0), fh, flags, id);
+            .created_passthrough(&self.ttl, &self.attr, self.gen, fh, flags, id);
     }
     fn daemon(self, flags: FopenFlags) {
         let fh = FileHandle(self.fh);
         let flags = flags | FopenFlags::FOPEN_NOFLUSH;
         self.reply
-            .created(&self.ttl, &self.attr, Generation(0), fh, flags);
+            .created(&self.ttl, &self.attr, self.gen, fh, flags);
     }
     fn refuse(self, errno: Errno) {
         // A new inode has no handles yet, so this only happens if its number was reused

@@ -5,10 +5,12 @@
 //! namespace are invisible; a user name that collides with them is stored escaped.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use super::error::{err, FsResult, IoCtx};
+use super::node::Node;
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
 use crate::sys::xattr;
@@ -53,6 +55,22 @@ impl Overlay {
         }
     }
 
+    /// Where a change of `node`'s attributes goes: its upper copy by name (copying it up
+    /// first), or, once its last name is gone, the upper file one of its open handles holds
+    /// (an empty name: the fd itself). An unlinked object only a lower layer holds can't be
+    /// changed: nothing writes into a lower layer.
+    fn attr_target(&self, node: &Node, with_data: bool) -> FsResult<(Arc<OwnedFd>, OsString)> {
+        if node.state()?.unlinked {
+            return match self.upper_fd_of(node.ino) {
+                Some(fd) => Ok((fd, OsString::new())),
+                None => err(libc::ENOENT),
+            };
+        }
+        self.copy_up(node, with_data)?;
+        let (dir, name, _) = self.locate(node)?;
+        Ok((dir, name))
+    }
+
     /// Applies `a` (copying up first) and returns the new merged stat.
     pub fn setattr(&self, ino: u64, fh: Option<u64>, a: SetAttr) -> FsResult<Stat> {
         self.check_writable()?;
@@ -64,9 +82,8 @@ impl Overlay {
             match fh.and_then(|h| self.writable_fd(h)) {
                 Some(fd) => fs::ftruncate(fd.as_fd(), size).ctx("ftruncate")?,
                 None => {
-                    self.copy_up(&node, size > 0)?;
-                    let (dir, name, _) = self.locate(&node)?;
-                    let fd = fs::openat(dir.as_fd(), &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
+                    let (dir, name) = self.attr_target(&node, size > 0)?;
+                    let fd = fs::reopen_at(dir.as_fd(), &name, libc::O_WRONLY)
                         .ctx(format_args!("truncate {name:?}"))?;
                     fs::ftruncate(fd.as_fd(), size).ctx(format_args!("truncate {name:?}"))?;
                 }
@@ -75,8 +92,7 @@ impl Overlay {
         let meta = a.mode.is_some() || a.uid.is_some() || a.gid.is_some();
         let times = a.atime.is_some() || a.mtime.is_some();
         if meta || times {
-            self.copy_up(&node, true)?;
-            let (dir, name, _) = self.locate(&node)?;
+            let (dir, name) = self.attr_target(&node, true)?;
             if a.uid.is_some() || a.gid.is_some() {
                 fs::lchownat(
                     dir.as_fd(),
@@ -102,7 +118,7 @@ impl Overlay {
                 .ctx(format_args!("utimens {name:?}"))?;
             }
         }
-        self.stat_node(&node)
+        self.getattr(ino, fh)
     }
 
     /// Target of a symlink.

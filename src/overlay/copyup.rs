@@ -141,8 +141,16 @@ fn copy_meta(
 /// Renames the prepared `work`/`tmp` to `dir`/`name` and puts back `dir`'s timestamps, as
 /// the kernel does: a copy-up is not a change of the parent.
 fn place(work: BorrowedFd<'_>, tmp: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    keeping_times(dir, || {
+        fs::renameat2(work, tmp, dir, name, libc::RENAME_NOREPLACE)
+    })
+}
+
+/// Runs `f`, a change inside `dir` that is not a change of the merged directory, and puts
+/// back `dir`'s timestamps.
+fn keeping_times(dir: BorrowedFd<'_>, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
     let pst = fs::fstat(dir)?;
-    fs::renameat2(work, tmp, dir, name, libc::RENAME_NOREPLACE)?;
+    f()?;
     fs::lutimensat(
         dir,
         OsStr::new(""),
@@ -240,6 +248,34 @@ impl Overlay {
         let real = fs::lstatat(pfd.as_fd(), &name).ctx("stat copied-up file")?;
         self.origins.insert(real.st_ino, node.ino);
         node.state_mut()?.upper = true;
+        if st.st_nlink > 1 {
+            self.link_known_aliases(node, &pfd, &name)?;
+        }
+        Ok(())
+    }
+
+    /// After a hard-linked lower file was copied up at one name, links its other known
+    /// names to the upper copy too, so they stay one object with one link count (what
+    /// kernel overlayfs keeps through its index). Names not looked up yet stay lower.
+    fn link_known_aliases(&self, node: &Node, pfd: &OwnedFd, name: &OsStr) -> FsResult<()> {
+        let aliases = node.state()?.aliases.clone();
+        for a in aliases {
+            let Some(parent) = self.nodes.peek(a.parent) else {
+                continue;
+            };
+            let shows_lower = self
+                .find(&parent, &a.name)?
+                .is_some_and(|f| f.ino == node.ino && !f.state.upper);
+            if !shows_lower {
+                continue;
+            }
+            let apfd = self.ensure_upper_dir(&parent)?;
+            keeping_times(apfd.as_fd(), || {
+                fs::linkat(pfd.as_fd(), name, apfd.as_fd(), &a.name)
+            })
+            .ctx(format_args!("copy-up: linking {:?}", a.name))?;
+            self.invalidate_listing(a.parent);
+        }
         Ok(())
     }
 

@@ -237,6 +237,7 @@ impl Overlay {
                 opaque,
                 xwhiteouts: 0,
                 redirect: None,
+                aliases: Vec::new(),
                 unlinked: false,
                 listing: None,
                 dir_gen: 0,
@@ -421,29 +422,32 @@ impl Overlay {
             self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
         }
         self.invalidate_listing(parent);
-        self.mark_unlinked(
-            f.ino,
-            parent,
-            name,
-            f.state.upper && !is_dir && f.stat.st_nlink > 1,
-        )?;
+        self.mark_unlinked(f.ino, parent, name)?;
         Ok(())
     }
 
-    /// Records that `parent`/`name` no longer names node `ino`.
-    pub(super) fn mark_unlinked(
-        &self,
-        ino: u64,
-        parent: u64,
-        name: &OsStr,
-        other_links: bool,
-    ) -> FsResult<()> {
-        if let Some(n) = self.nodes.peek(ino) {
-            let mut st = n.state_mut()?;
-            if st.parent == parent && st.name == name && !other_links {
-                st.unlinked = true;
-                st.listing = None;
-            }
+    /// Records that `parent`/`name` no longer names the object with merged inode `ino`:
+    /// it stays reachable through another known name (hard link), else only through its
+    /// open handles.
+    pub(super) fn mark_unlinked(&self, ino: u64, parent: u64, name: &OsStr) -> FsResult<()> {
+        let Some(n) = self.nodes.peek(ino) else {
+            return Ok(());
+        };
+        let mut next = self.nodes.drop_name(&n, parent, name)?;
+        // The primary name went: find where the next one's object lives (a lower-only
+        // alias of a copied-up file, say), or drop it too if it is gone.
+        while let Some(a) = next {
+            let found = match self.nodes.peek(a.parent) {
+                Some(p) => self.find(&p, &a.name)?.filter(|f| f.ino == ino),
+                None => None,
+            };
+            next = match found {
+                Some(f) => {
+                    self.nodes.relocated_primary(&n, f.state)?;
+                    None
+                }
+                None => self.nodes.drop_name(&n, a.parent, &a.name)?,
+            };
         }
         Ok(())
     }

@@ -97,6 +97,14 @@ impl Overlay {
             .and_then(|h| h.fd().ok())
     }
 
+    /// An open fd of inode `ino` on its upper copy.
+    pub(super) fn upper_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.files
+            .iter()
+            .find(|h| h.ino == ino && h.on_upper.load(Ordering::Acquire))
+            .and_then(|h| h.fd().ok())
+    }
+
     /// The fd of handle `fh` if it was opened for writing.
     pub(super) fn writable_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
         let h = self.handle(fh).ok()?;

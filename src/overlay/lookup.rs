@@ -160,6 +160,9 @@ impl Overlay {
         if !parent.is_dir() {
             return err(libc::ENOTDIR);
         }
+        if name.len() > self.name_max {
+            return err(libc::ENAMETOOLONG);
+        }
         if is_wh_marker(name) || name.is_empty() || name == "." || name == ".." {
             return Ok(None);
         }
@@ -211,6 +214,7 @@ impl Overlay {
             opaque: w.opaque,
             xwhiteouts: w.xwhiteouts,
             redirect: w.redirect,
+            aliases: Vec::new(),
             unlinked: false,
             listing: None,
             dir_gen: 0,
@@ -264,17 +268,24 @@ impl Overlay {
         self.remember(f)
     }
 
-    /// Puts a found object in the node table (one kernel reference) and returns its stat.
+    /// Puts a found object in the node table (one kernel reference); returns its node id
+    /// and merged stat.
     pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
         let stat = self.merged_stat(f.ino, f.stat, &f.state);
-        let node = self.nodes.remember(f.ino, f.kind, f.state)?;
-        if node.kind != f.kind {
-            // The real inode number was reused for an object of another type while the
-            // kernel still held the old one: refuse rather than confuse the kernel's cache.
-            self.nodes.forget(f.ino, 1);
-            return err(libc::ESTALE);
-        }
+        // An unlinked node whose object is still alive (an open handle shows links) is
+        // the found object: its inode number can't have been reused.
+        let alive = |n: &Node| {
+            self.open_fd_of(n.ino)
+                .and_then(|fd| fs::fstat(fd.as_fd()).ok())
+                .is_some_and(|st| st.st_nlink > 0 && st.st_ino == f.stat.st_ino)
+        };
+        self.nodes.remember(f.ino, f.kind, f.state, alive)?;
         Ok((f.ino, stat))
+    }
+
+    /// The FUSE generation of node `ino` (0 when unknown).
+    pub fn generation(&self, ino: u64) -> u64 {
+        self.nodes.peek(ino).map_or(0, |n| n.generation())
     }
 
     /// Where the real object of `node` is: (directory fd, name, layer). For a directory the

@@ -63,6 +63,8 @@ pub struct Overlay {
     chown_new: bool,
     /// Tells the kernel to drop cached attributes the core changed behind its back.
     invalidator: std::sync::OnceLock<Box<dyn Invalidate>>,
+    /// Longest name any layer's filesystem takes (the kernel's `ofs->namelen`).
+    name_max: usize,
 }
 
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
@@ -87,6 +89,14 @@ impl Overlay {
     /// Builds the core over opened layers.
     pub fn new(layers: Layers, volatile: bool) -> FsResult<Self> {
         let root_state = root_state(&layers)?;
+        let name_max = layers
+            .upper
+            .iter()
+            .chain(layers.lowers.iter())
+            .filter_map(|l| fs::fstatvfs(l.root.as_fd()).ok())
+            .map(|s| s.f_namemax as usize)
+            .max()
+            .unwrap_or(255);
         Ok(Overlay {
             layers,
             nodes: NodeTable::new(root_state),
@@ -99,6 +109,7 @@ impl Overlay {
             volatile,
             chown_new: crate::sys::process::euid() == 0,
             invalidator: std::sync::OnceLock::new(),
+            name_max,
         })
     }
 
@@ -208,6 +219,7 @@ fn root_state(layers: &Layers) -> FsResult<NodeState> {
         opaque: false,
         xwhiteouts: 0,
         redirect: None,
+        aliases: Vec::new(),
         unlinked: false,
         listing: None,
         dir_gen: 0,

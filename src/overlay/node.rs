@@ -1,12 +1,20 @@
-//! The inode table: one `Node` per merged object the kernel knows, keyed by merged inode.
+//! The inode table: one `Node` per merged object the kernel knows.
 //!
-//! A node records one merged location (parent node + name) and which layers hold it; the
+//! A node's FUSE id is its merged `st_ino` (fuser 0.18 replies with `attr.ino` as the node
+//! id). Host filesystems reuse inode numbers, so when a number comes back for a new object
+//! while the kernel still holds the old one, the node gets a new generation: the kernel
+//! then retires its old inode (`fuse_stale_inode`) instead of mistaking the new object for
+//! it (no ESTALE/EEXIST under churn). (id, generation) is unique for the mount's life.
+//!
+//! A node records its merged location (parent node + name) and which layers hold it; the
 //! real objects are reached `*at()`-relative to the parent's layer directory fds, which
-//! directories keep open. Invariants: a node is removed only when the kernel has forgotten
-//! every lookup *and* no child node names it as parent (children pin their parent), so a
-//! path through the table always exists; the root (ino 1) is never removed.
+//! directories keep open. A non-directory also keeps every other name it is known by (hard
+//! links), so when one name goes the object stays reachable through another. Invariants: a
+//! node is removed only when the kernel has forgotten every lookup *and* no child node names
+//! it as parent (each name pins its parent), so a path through the table always exists; the
+//! root (id 1) is never removed.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +26,22 @@ use super::error::{err, FsError, FsResult};
 use super::layers::Lay;
 use super::readdir::MergedEntry;
 
-/// FUSE node id of the root.
+/// FUSE node id (and merged `st_ino`) of the root.
 pub const ROOT_INO: u64 = 1;
+
+/// Another name of a non-directory (a hard link the kernel looked up or made).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alias {
+    /// Parent node id.
+    pub parent: u64,
+    /// Name in the parent.
+    pub name: OsString,
+}
 
 /// Where a node's merged object currently lives.
 #[derive(Clone, Debug)]
 pub struct NodeState {
-    /// Parent node (the root is its own parent).
+    /// Parent node id (the root is its own parent).
     pub parent: u64,
     /// Name in the parent (empty for the root).
     pub name: OsString,
@@ -47,6 +64,9 @@ pub struct NodeState {
     pub xwhiteouts: u64,
     /// Directories only: `overlay.redirect` on the upper dir.
     pub redirect: Option<OsString>,
+    /// Non-directories: the other names known for the object (hard links), besides
+    /// `parent`/`name`. Each pins its parent.
+    pub aliases: Vec<Alias>,
     /// The name was removed; only open handles still reach the object.
     pub unlinked: bool,
     /// Directories only: merged listing, dropped on any change in the directory.
@@ -59,8 +79,10 @@ pub struct NodeState {
 /// One merged object the kernel holds a reference to.
 #[derive(Debug)]
 pub struct Node {
-    /// Merged inode number = FUSE node id.
+    /// Merged inode number (`st_ino`) = FUSE node id.
     pub ino: u64,
+    /// FUSE generation: changes when `ino` is reused for another object.
+    gen: AtomicU64,
     /// `S_IFMT` bits of the object (fixed for the node's life).
     pub kind: u32,
     lookups: AtomicU64,
@@ -90,6 +112,7 @@ impl Node {
     pub fn detached(ino: u64, state: NodeState) -> Node {
         Node {
             ino,
+            gen: AtomicU64::new(0),
             kind: libc::S_IFDIR,
             lookups: AtomicU64::new(0),
             pins: AtomicU64::new(0),
@@ -102,12 +125,18 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
+
+    /// The FUSE generation of the object the node now stands for.
+    pub fn generation(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
 }
 
 /// All live nodes.
 #[derive(Debug, Default)]
 pub struct NodeTable {
     map: DashMap<u64, Arc<Node>>,
+    next_gen: AtomicU64,
 }
 
 impl NodeTable {
@@ -115,11 +144,13 @@ impl NodeTable {
     pub fn new(root: NodeState) -> Self {
         let t = NodeTable {
             map: DashMap::new(),
+            next_gen: AtomicU64::new(1),
         };
         t.map.insert(
             ROOT_INO,
             Arc::new(Node {
                 ino: ROOT_INO,
+                gen: AtomicU64::new(0),
                 kind: libc::S_IFDIR,
                 lookups: AtomicU64::new(1),
                 pins: AtomicU64::new(1),
@@ -144,8 +175,18 @@ impl NodeTable {
     }
 
     /// Records a kernel lookup of the object `ino` found at `state`: creates the node or
-    /// refreshes its location, and adds one kernel reference.
-    pub fn remember(&self, ino: u64, kind: u32, state: NodeState) -> FsResult<Arc<Node>> {
+    /// records the name, and adds one kernel reference. `same_object` tells whether an
+    /// unlinked node still stands for the found object (its inode is alive); if not, or if
+    /// the type differs, the number was reused and the node starts a new generation. The
+    /// kernel references of the old generation stay counted: the kernel forgets them by
+    /// the same id.
+    pub fn remember(
+        &self,
+        ino: u64,
+        kind: u32,
+        state: NodeState,
+        same_object: impl Fn(&Node) -> bool,
+    ) -> FsResult<Arc<Node>> {
         let new_parent = state.parent;
         let mut created = false;
         let node = {
@@ -153,6 +194,7 @@ impl NodeTable {
                 created = true;
                 Arc::new(Node {
                     ino,
+                    gen: AtomicU64::new(self.next_gen.fetch_add(1, Ordering::Relaxed)),
                     kind,
                     lookups: AtomicU64::new(0),
                     pins: AtomicU64::new(0),
@@ -170,36 +212,217 @@ impl NodeTable {
             self.pin(new_parent);
             return Ok(node);
         }
-        let mut unpin = None;
-        {
-            let mut st = node.state_mut()?;
-            // A lower-only alias (hard link) must not replace a copied-up location.
-            let keep_upper = st.upper && !state.upper && !st.unlinked;
-            let changed = st.parent != state.parent
-                || st.name != state.name
-                || st.unlinked
-                || st.upper != state.upper
-                || st.lowers != state.lowers
-                || st.opaque != state.opaque
-                || st.redirect != state.redirect;
-            if !keep_upper && changed {
-                if st.parent != new_parent {
-                    self.pin(new_parent);
-                    unpin = Some(st.parent);
-                }
-                let gen = st.dir_gen.wrapping_add(1);
-                *st = state;
-                st.dir_gen = gen;
-            }
+        let reused = node.kind != kind || (node.state()?.unlinked && !same_object(&node));
+        if reused {
+            return self.renew(node, kind, state);
         }
-        if let Some(p) = unpin {
-            self.unpin(p);
+        self.refresh(&node, state)?;
+        Ok(node)
+    }
+
+    /// Gives node `old`'s number to a new object: a new generation, the new state, and its
+    /// own kind (a node's kind is fixed, so a new `Node` takes the old one's counts).
+    fn renew(&self, old: Arc<Node>, kind: u32, state: NodeState) -> FsResult<Arc<Node>> {
+        let (old_parent, old_aliases) = {
+            let st = old.state()?;
+            (st.parent, st.aliases.clone())
+        };
+        let new_parent = state.parent;
+        let node = Arc::new(Node {
+            ino: old.ino,
+            gen: AtomicU64::new(self.next_gen.fetch_add(1, Ordering::Relaxed)),
+            kind,
+            lookups: AtomicU64::new(0),
+            pins: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copyup: Mutex::new(()),
+        });
+        {
+            // Swap under the shard lock so lookups and pins move over exactly once.
+            let mut slot = self
+                .map
+                .get_mut(&old.ino)
+                .ok_or_else(|| FsError::errno(libc::ESTALE))?;
+            node.lookups
+                .store(slot.lookups.load(Ordering::SeqCst), Ordering::SeqCst);
+            node.pins
+                .store(slot.pins.load(Ordering::SeqCst), Ordering::SeqCst);
+            *slot = node.clone();
+        }
+        self.pin(new_parent);
+        self.unpin(old_parent);
+        for a in old_aliases {
+            self.unpin(a.parent);
         }
         Ok(node)
     }
 
-    /// Moves a node to a new merged location (rename), re-pinning parents.
-    pub fn relocate(&self, node: &Node, parent: u64, name: OsString) -> FsResult<()> {
+    /// Records that `state` is where a lookup found `node`'s object.
+    fn refresh(&self, node: &Node, state: NodeState) -> FsResult<()> {
+        let (mut pin, mut unpin) = (None, None);
+        {
+            let mut st = node.state_mut()?;
+            let same_name = st.parent == state.parent && st.name == state.name;
+            if node.is_dir() || same_name || st.unlinked {
+                // A lower-only alias (hard link) must not replace a copied-up location.
+                let keep_upper = st.upper && !state.upper && !st.unlinked;
+                let changed = !same_name
+                    || st.unlinked
+                    || st.upper != state.upper
+                    || st.lowers != state.lowers
+                    || st.opaque != state.opaque
+                    || st.redirect != state.redirect;
+                if !keep_upper && changed {
+                    if st.parent != state.parent {
+                        pin = Some(state.parent);
+                        unpin = Some(st.parent);
+                    }
+                    let gen = st.dir_gen.wrapping_add(1);
+                    let aliases = std::mem::take(&mut st.aliases);
+                    *st = state;
+                    st.dir_gen = gen;
+                    if !node.is_dir() {
+                        st.aliases = aliases;
+                    }
+                }
+            } else {
+                // Another name of a non-directory: remember it, and prefer a name that
+                // reaches the upper copy as the primary one.
+                let alias = Alias {
+                    parent: state.parent,
+                    name: state.name.clone(),
+                };
+                if !st.aliases.contains(&alias) {
+                    st.aliases.push(alias.clone());
+                    pin = Some(alias.parent);
+                }
+                if state.upper && !st.upper {
+                    st.aliases.retain(|a| *a != alias);
+                    let old = Alias {
+                        parent: st.parent,
+                        name: st.name.clone(),
+                    };
+                    let aliases = std::mem::take(&mut st.aliases);
+                    *st = state;
+                    st.aliases = aliases;
+                    st.aliases.push(old);
+                }
+            }
+        }
+        if let Some(p) = pin {
+            self.pin(p);
+        }
+        if let Some(p) = unpin {
+            self.unpin(p);
+        }
+        Ok(())
+    }
+
+    /// Makes `parent`/`name` the node's primary name (the one copy-up and every path-based
+    /// operation use), keeping the old one as an alias.
+    pub fn make_primary(&self, node: &Node, parent: u64, name: &OsStr) -> FsResult<()> {
+        let (mut pin, mut unpin) = (None, None);
+        {
+            let mut st = node.state_mut()?;
+            if st.parent == parent && st.name == name {
+                return Ok(());
+            }
+            let alias = Alias {
+                parent,
+                name: name.to_os_string(),
+            };
+            if let Some(i) = st.aliases.iter().position(|a| *a == alias) {
+                st.aliases.swap_remove(i);
+            } else {
+                pin = Some(parent);
+            }
+            let old = Alias {
+                parent: st.parent,
+                name: std::mem::replace(&mut st.name, alias.name),
+            };
+            st.parent = parent;
+            if !st.unlinked {
+                st.aliases.push(old);
+            } else {
+                st.unlinked = false;
+                unpin = Some(old.parent);
+            }
+        }
+        if let Some(p) = pin {
+            self.pin(p);
+        }
+        if let Some(p) = unpin {
+            self.unpin(p);
+        }
+        Ok(())
+    }
+
+    /// Removes `parent`/`name` from the node's names. When it was the primary name and
+    /// others remain, the first of them becomes primary and is returned so the caller can
+    /// find where its object lives; when it was the last, the node is unlinked (only open
+    /// handles reach it).
+    pub fn drop_name(&self, node: &Node, parent: u64, name: &OsStr) -> FsResult<Option<Alias>> {
+        let mut unpin = None;
+        let next = {
+            let mut st = node.state_mut()?;
+            if st.unlinked {
+                return Ok(None);
+            }
+            if let Some(i) = st
+                .aliases
+                .iter()
+                .position(|a| a.parent == parent && a.name == name)
+            {
+                st.aliases.remove(i);
+                unpin = Some(parent);
+                None
+            } else if st.parent == parent && st.name == name {
+                if st.aliases.is_empty() {
+                    st.unlinked = true;
+                    st.listing = None;
+                    None
+                } else {
+                    let a = st.aliases.remove(0);
+                    unpin = Some(st.parent);
+                    st.parent = a.parent;
+                    st.name = a.name.clone();
+                    Some(a)
+                }
+            } else {
+                None
+            }
+        };
+        if let Some(p) = unpin {
+            self.unpin(p);
+        }
+        Ok(next)
+    }
+
+    /// Points the node's primary name at a location found anew (after [`drop_name`]
+    /// promoted it).
+    ///
+    /// [`drop_name`]: NodeTable::drop_name
+    pub fn relocated_primary(&self, node: &Node, found: NodeState) -> FsResult<()> {
+        let mut st = node.state_mut()?;
+        let aliases = std::mem::take(&mut st.aliases);
+        let gen = st.dir_gen.wrapping_add(1);
+        *st = found;
+        st.aliases = aliases;
+        st.dir_gen = gen;
+        Ok(())
+    }
+
+    /// Moves the node's name `from_parent`/`from` to `parent`/`name` (rename), re-pinning
+    /// parents.
+    pub fn relocate(
+        &self,
+        node: &Node,
+        from_parent: u64,
+        from: &OsStr,
+        parent: u64,
+        name: OsString,
+    ) -> FsResult<()> {
+        self.make_primary(node, from_parent, from)?;
         let old = {
             let mut st = node.state_mut()?;
             let old = st.parent;
@@ -247,7 +470,8 @@ impl NodeTable {
         }
     }
 
-    /// Removes `node` if unreferenced; returns its parent to unpin.
+    /// Removes `node` if unreferenced; returns its first parent to unpin (and unpins the
+    /// parents of its other names).
     fn try_remove(&self, node: &Node) -> Option<u64> {
         if node.ino == ROOT_INO {
             return None;
@@ -256,7 +480,13 @@ impl NodeTable {
             n.lookups.load(Ordering::SeqCst) == 0 && n.pins.load(Ordering::SeqCst) == 0
         });
         let (_, n) = removed?;
-        let parent = n.state().map(|s| s.parent).ok()?;
+        let (parent, aliases) = {
+            let st = n.state().ok()?;
+            (st.parent, st.aliases.clone())
+        };
+        for a in aliases {
+            self.unpin(a.parent);
+        }
         Some(parent)
     }
 

@@ -28,8 +28,7 @@ impl Overlay {
                 let upper = n.state()?.upper;
                 if !upper {
                     // Copy-up must happen at the name being renamed, not at another alias.
-                    self.nodes
-                        .relocate(&n, f.state.parent, f.state.name.clone())?;
+                    self.nodes.make_primary(&n, f.state.parent, &f.state.name)?;
                 }
                 Ok(n)
             }
@@ -218,9 +217,14 @@ impl Overlay {
                 }
             }
             if target.is_none() {
+                // A name too long for a `.wh.` twin never had one.
                 match fs::unlinkat(npfd.as_fd(), &wh_name(newname), 0) {
                     Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ENOENT) | Some(libc::ENAMETOOLONG)
+                        ) => {}
                     Err(e) => return Err(e).ctx(what),
                 }
             }
@@ -232,13 +236,16 @@ impl Overlay {
                         }
                     }
                 }
-                self.mark_unlinked(d.ino, newparent, newname, false)?;
+                self.mark_unlinked(d.ino, newparent, newname)?;
             }
         }
-        self.nodes
-            .relocate(&snode, newparent, newname.to_os_string())?;
-        if let Some(d) = &dnode {
-            self.nodes.relocate(d, parent, name.to_os_string())?;
+        if self.nodes.peek(snode.ino).is_some() {
+            self.nodes
+                .relocate(&snode, parent, name, newparent, newname.to_os_string())?;
+        }
+        if let Some(d) = dnode.as_ref().filter(|d| self.nodes.peek(d.ino).is_some()) {
+            self.nodes
+                .relocate(d, newparent, newname, parent, name.to_os_string())?;
         }
         self.invalidate_listing(parent);
         self.invalidate_listing(newparent);

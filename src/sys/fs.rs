@@ -235,6 +235,19 @@ pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> 
     cvt(unsafe { libc::fchmodat(fd, c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
 }
 
+/// Opens `dir`/`name` anew with `flags`, never following a final symlink; an empty name
+/// reopens `dir` itself (an open file whose name may be gone) through its /proc path.
+pub fn reopen_at(dir: BorrowedFd<'_>, name: &OsStr, flags: i32) -> io::Result<OwnedFd> {
+    if !name.is_empty() {
+        return openat(dir, name, flags | libc::O_NOFOLLOW, 0);
+    }
+    let c = fd_path(dir);
+    // SAFETY: valid C string; the returned fd is new and ours.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: fd was just returned by open and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `fchmod(2)` of an open (non-`O_PATH`) fd.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
