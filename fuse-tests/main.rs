@@ -2,6 +2,7 @@
 //! oracle) and strata; see `harness.rs`.
 
 mod archives;
+mod churn;
 mod cli;
 mod containers;
 mod corners;

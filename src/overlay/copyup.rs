@@ -148,7 +148,10 @@ fn place(work: BorrowedFd<'_>, tmp: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -
 
 /// Runs `f`, a change inside `dir` that is not a change of the merged directory, and puts
 /// back `dir`'s timestamps.
-fn keeping_times(dir: BorrowedFd<'_>, f: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+pub(super) fn keeping_times(
+    dir: BorrowedFd<'_>,
+    f: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
     let pst = fs::fstat(dir)?;
     f()?;
     fs::lutimensat(
@@ -232,7 +235,7 @@ impl Overlay {
         };
         let parent = self.nodes.get(pino)?;
         let pfd = self.ensure_upper_dir(&parent)?;
-        let (ldir, lname, _) = self.locate(node)?;
+        let (ldir, lname, lay) = self.locate(node)?;
         let work = self.work()?;
         let st = fs::lstatat(ldir.as_fd(), &lname).ctx(format_args!("copy-up stat {name:?}"))?;
         let tmp = self.tmp_name();
@@ -248,33 +251,8 @@ impl Overlay {
         let real = fs::lstatat(pfd.as_fd(), &name).ctx("stat copied-up file")?;
         self.origins.insert(real.st_ino, node.ino);
         node.state_mut()?.upper = true;
-        if st.st_nlink > 1 {
-            self.link_known_aliases(node, &pfd, &name)?;
-        }
-        Ok(())
-    }
-
-    /// After a hard-linked lower file was copied up at one name, links its other known
-    /// names to the upper copy too, so they stay one object with one link count (what
-    /// kernel overlayfs keeps through its index). Names not looked up yet stay lower.
-    fn link_known_aliases(&self, node: &Node, pfd: &OwnedFd, name: &OsStr) -> FsResult<()> {
-        let aliases = node.state()?.aliases.clone();
-        for a in aliases {
-            let Some(parent) = self.nodes.peek(a.parent) else {
-                continue;
-            };
-            let shows_lower = self
-                .find(&parent, &a.name)?
-                .is_some_and(|f| f.ino == node.ino && !f.state.upper);
-            if !shows_lower {
-                continue;
-            }
-            let apfd = self.ensure_upper_dir(&parent)?;
-            keeping_times(apfd.as_fd(), || {
-                fs::linkat(pfd.as_fd(), name, apfd.as_fd(), &a.name)
-            })
-            .ctx(format_args!("copy-up: linking {:?}", a.name))?;
-            self.invalidate_listing(a.parent);
+        if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            self.link_group(node, lay, st.st_ino, &pfd, &name)?;
         }
         Ok(())
     }

@@ -387,9 +387,19 @@ impl Overlay {
     fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
         self.check_writable()?;
         let pnode = self.nodes.get(parent)?;
-        let Some(f) = self.find(&pnode, name)? else {
+        let Some(mut f) = self.find(&pnode, name)? else {
             return err(libc::ENOENT);
         };
+        if f.kind != libc::S_IFDIR && !f.state.upper && f.stat.st_nlink > 1 {
+            // One name of a lower file with several: its other names must keep the right
+            // link count, so the group moves up first (as the kernel's index does).
+            let n = self.node_at(&f)?;
+            self.copy_up(&n, true)?;
+            f = match self.find(&pnode, name)? {
+                Some(f) => f,
+                None => return err(libc::ENOENT),
+            };
+        }
         let is_dir = f.kind == libc::S_IFDIR;
         match (dir, is_dir) {
             (true, false) => return err(libc::ENOTDIR),

@@ -272,15 +272,39 @@ impl Overlay {
     /// and merged stat.
     pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
         let stat = self.merged_stat(f.ino, f.stat, &f.state);
-        // An unlinked node whose object is still alive (an open handle shows links) is
-        // the found object: its inode number can't have been reused.
-        let alive = |n: &Node| {
-            self.open_fd_of(n.ino)
-                .and_then(|fd| fs::fstat(fd.as_fd()).ok())
-                .is_some_and(|st| st.st_nlink > 0 && st.st_ino == f.stat.st_ino)
-        };
-        self.nodes.remember(f.ino, f.kind, f.state, alive)?;
+        let same = |n: &Node| self.same_object(n, &f);
+        self.nodes.remember(f.ino, f.kind, f.state.clone(), same)?;
         Ok((f.ino, stat))
+    }
+
+    /// Whether the live node `n` (same merged inode) stands for the object `f` found now.
+    /// The host frees an inode number the moment an object loses its last name and may hand
+    /// it to a new object before strata has recorded the removal, so a node met under a new
+    /// name is that object only while its own name still holds it; an unlinked node only
+    /// while an open handle shows its object alive.
+    fn same_object(&self, n: &Node, f: &Found) -> bool {
+        let Ok(st) = n.state() else { return false };
+        if st.unlinked {
+            drop(st);
+            return self
+                .open_fd_of(n.ino)
+                .and_then(|fd| fs::fstat(fd.as_fd()).ok())
+                .is_some_and(|s| s.st_nlink > 0 && s.st_ino == f.stat.st_ino);
+        }
+        if n.is_dir() || (st.parent == f.state.parent && st.name == f.state.name) {
+            return true;
+        }
+        drop(st);
+        let Ok((dir, name, lay)) = self.locate(n) else {
+            return false;
+        };
+        fs::lstatat(dir.as_fd(), &name).is_ok_and(|s| {
+            let ino = match lay {
+                Lay::Upper => self.upper_ino(s.st_ino),
+                l => self.layers.xino(l, s.st_ino),
+            };
+            ino == n.ino
+        })
     }
 
     /// The FUSE generation of node `ino` (0 when unknown).

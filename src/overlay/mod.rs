@@ -12,6 +12,7 @@ pub mod dirops;
 pub mod error;
 pub mod file;
 pub mod format;
+pub mod hardlinks;
 pub mod layers;
 pub mod lookup;
 pub mod node;
@@ -65,6 +66,8 @@ pub struct Overlay {
     invalidator: std::sync::OnceLock<Box<dyn Invalidate>>,
     /// Longest name any layer's filesystem takes (the kernel's `ofs->namelen`).
     name_max: usize,
+    /// Hard-link groups of the lower layers, learnt when first needed.
+    lower_links: hardlinks::LowerLinks,
 }
 
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
@@ -110,6 +113,7 @@ impl Overlay {
             chown_new: crate::sys::process::euid() == 0,
             invalidator: std::sync::OnceLock::new(),
             name_max,
+            lower_links: hardlinks::LowerLinks::default(),
         })
     }
 

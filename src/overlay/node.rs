@@ -176,10 +176,10 @@ impl NodeTable {
 
     /// Records a kernel lookup of the object `ino` found at `state`: creates the node or
     /// records the name, and adds one kernel reference. `same_object` tells whether an
-    /// unlinked node still stands for the found object (its inode is alive); if not, or if
-    /// the type differs, the number was reused and the node starts a new generation. The
-    /// kernel references of the old generation stay counted: the kernel forgets them by
-    /// the same id.
+    /// existing node still stands for the found object; if not, or if the type differs,
+    /// the number was reused and the node starts a new generation. The kernel references
+    /// of the old generation stay counted: the kernel forgets them by the same id.
+    /// `same_object` runs without any table lock held.
     pub fn remember(
         &self,
         ino: u64,
@@ -212,7 +212,7 @@ impl NodeTable {
             self.pin(new_parent);
             return Ok(node);
         }
-        let reused = node.kind != kind || (node.state()?.unlinked && !same_object(&node));
+        let reused = node.kind != kind || !same_object(&node);
         if reused {
             return self.renew(node, kind, state);
         }

@@ -22,13 +22,19 @@ use crate::sys::xattr;
 impl Overlay {
     /// The table's node for a found object (at this name), or a stand-in if the kernel never
     /// looked it up.
-    fn node_at(&self, f: &Found) -> FsResult<Arc<Node>> {
+    pub(super) fn node_at(&self, f: &Found) -> FsResult<Arc<Node>> {
         match self.nodes.peek(f.ino) {
             Some(n) => {
                 let upper = n.state()?.upper;
                 if !upper {
                     // Copy-up must happen at the name being renamed, not at another alias.
                     self.nodes.make_primary(&n, f.state.parent, &f.state.name)?;
+                } else if !f.state.upper && n.kind != libc::S_IFDIR {
+                    // Copied up through another name while this one still shows the lower
+                    // file: it becomes a link of the upper copy.
+                    let (dir, name, _) = self.locate(&n)?;
+                    let parent = self.nodes.get(f.state.parent)?;
+                    self.link_name(&n, &parent, &f.state.name, &dir, &name)?;
                 }
                 Ok(n)
             }
