@@ -251,7 +251,7 @@ fn namespace_churn_matches_a_plain_directory() {
             std::fs::create_dir_all(&w).unwrap();
             let km = mount(
                 Impl::Kernel,
-                &[lower.clone()],
+                std::slice::from_ref(&lower),
                 Some((&u, &w)),
                 &base.join(format!("{tag}-km")),
             );
