@@ -11,6 +11,7 @@ mod harness;
 mod images;
 mod lifecycle;
 mod ops;
+mod options;
 mod security;
 mod semantics;
 mod snapshot;

@@ -82,10 +82,18 @@ pub fn run(args: MountArgs) -> i32 {
         Some(p) => p.clone(),
         None => return fail("no mountpoint given"),
     };
-    let opts = match MountOptions::parse(&args.options, &cwd) {
+    let mut opts = match MountOptions::parse(&args.options, &cwd) {
         Ok(o) => o,
         Err(e) => return fail(format_args!("mount options: {e}")),
     };
+    if opts.remount {
+        return remount(&mountpoint, &opts);
+    }
+    // `mount -t fuse.strata SOURCE MNT` passes SOURCE first: it names the mount, as the
+    // kernel's and fuse-overlayfs's sources do, unless fsname= says otherwise.
+    if opts.fsname.is_none() && args.paths.len() == 2 {
+        opts.fsname = Some(args.paths[0].to_string_lossy().into_owned());
+    }
     let mountpoint = match check_mountpoint(&mountpoint) {
         Ok(m) => m,
         Err(e) => return fail(e),
@@ -157,10 +165,40 @@ fn report(notify: Option<&OwnedFd>, msg: String) -> i32 {
     }
 }
 
+/// `mount -o remount,ro|rw MNT`: changes the read-only flag of the live mount (the kernel
+/// enforces it for every caller); nothing else of a mount can change.
+fn remount(mountpoint: &Path, opts: &MountOptions) -> i32 {
+    use nix::mount::MsFlags;
+    let mp = match mountpoint.canonicalize() {
+        Ok(p) => p,
+        Err(e) => return fail(format_args!("remount {}: {e}", mountpoint.display())),
+    };
+    if !is_mountpoint(&mp) {
+        return fail(format_args!("remount {}: not a mount point", mp.display()));
+    }
+    let mut flags = MsFlags::MS_REMOUNT;
+    if opts.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let none: Option<&str> = None;
+    match nix::mount::mount(none, &mp, none, flags, none) {
+        Ok(()) => 0,
+        Err(e) => fail(format_args!(
+            "remount {}: {e} (changing a FUSE mount needs root)",
+            mp.display()
+        )),
+    }
+}
+
+/// The mount's source as /proc/mounts shows it.
+fn fsname(opts: &MountOptions) -> String {
+    opts.fsname.clone().unwrap_or_else(|| "strata".into())
+}
+
 fn fuse_config(opts: &MountOptions, root: bool) -> Config {
     let mut config = Config::default();
     let mut mo = vec![
-        MountOption::FSName("strata".into()),
+        MountOption::FSName(fsname(opts)),
         MountOption::Subtype("strata".into()),
         MountOption::DefaultPermissions,
     ];
@@ -207,7 +245,7 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
         }
     );
     let core = match Overlay::new(layers, opts.volatile) {
-        Ok(c) => Arc::new(c),
+        Ok(c) => Arc::new(c.with_presentation(opts.presentation.clone())),
         Err(e) => return report(notify.as_ref(), format!("reading layers: {e}")),
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
@@ -219,7 +257,16 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
         Passthrough::All => Policy::All,
     };
     let fs = StrataFs::new(core.clone(), ttl, policy);
-    let mut session = match Session::new(fs, mountpoint, &fuse_config(opts, root)) {
+    let config = fuse_config(opts, root);
+    // As root strata mounts by itself, so the type is fuse.strata (fuser's own mount drops
+    // the subtype) and an unmount from outside ends the server quietly; a user mounts
+    // through fusermount3.
+    let session = if root {
+        mount_as_root(fs, mountpoint, opts, config)
+    } else {
+        Session::new(fs, mountpoint, &config)
+    };
+    let mut session = match session {
         Ok(s) => s,
         Err(e) => {
             return report(
@@ -229,12 +276,19 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
         }
     };
     core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
-    let mut unmounter = session.unmount_callable();
+    let mut unmounter = (!root).then(|| session.unmount_callable());
     let mp: OsString = mountpoint.as_os_str().to_os_string();
     let spawned = std::thread::Builder::new()
         .name("strata-signals".into())
         .spawn(move || {
-            if process::wait_signal(STOP_SIGNALS).is_ok() && unmounter.unmount().is_err() {
+            if process::wait_signal(STOP_SIGNALS).is_err() {
+                return;
+            }
+            let done = match unmounter.as_mut() {
+                Some(u) => u.unmount().is_ok(),
+                None => process::umount(&mp, false).is_ok(),
+            };
+            if !done {
                 let _ = process::umount(&mp, true);
             }
         });
@@ -250,6 +304,42 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
         Ok(()) => 0,
         Err(e) => fail(format_args!("serving {}: {e}", mountpoint.display())),
     }
+}
+
+/// Mounts `/dev/fuse` at `mountpoint` as type `fuse.strata` with mount(2) and serves it.
+fn mount_as_root(
+    fs: StrataFs,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    config: Config,
+) -> std::io::Result<Session<StrataFs>> {
+    use nix::mount::MsFlags;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dev = crate::sys::fs::open_path(Path::new("/dev/fuse"), libc::O_RDWR)?;
+    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id=0,group_id=0,default_permissions",
+        dev.as_raw_fd()
+    );
+    if config.acl == SessionACL::All {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::empty();
+    if opts.read_only || opts.upperdir.is_none() {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(fsname(opts).as_str()),
+        mountpoint,
+        Some("fuse.strata"),
+        flags,
+        Some(data.as_str()),
+    )?;
+    let acl = config.acl;
+    Session::from_fd(fs, dev, acl, config).inspect_err(|_| {
+        let _ = process::umount(mountpoint.as_os_str(), true);
+    })
 }
 
 /// Runs `strata umount`; returns the exit status.

@@ -5,12 +5,14 @@
 //! namespace are invisible; a user name that collides with them is stored escaped.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+
 use std::sync::Arc;
 
 use super::error::{err, FsResult, IoCtx};
 use super::node::Node;
+use super::present::{is_override_name, override_value, parse_override, OverrideXattr};
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
 use crate::sys::xattr;
@@ -39,7 +41,8 @@ impl Overlay {
         if let Some(fd) = fh.and_then(|h| self.file_fd(h)) {
             let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
             let state = node.state()?;
-            return Ok(self.merged_stat(ino, st, &state));
+            let at = (fd.as_fd(), OsStr::new(""));
+            return Ok(self.merged_stat(ino, st, &state, Some(at)));
         }
         match self.stat_node(&node) {
             Err(e) if e.errno == libc::ENOENT && node.state()?.unlinked => {
@@ -49,7 +52,8 @@ impl Overlay {
                 };
                 let st = fs::fstat(fd.as_fd()).ctx("fstat unlinked")?;
                 let state = node.state()?;
-                Ok(self.merged_stat(ino, st, &state))
+                let at = (fd.as_fd(), OsStr::new(""));
+                Ok(self.merged_stat(ino, st, &state, Some(at)))
             }
             other => other,
         }
@@ -93,20 +97,12 @@ impl Overlay {
         let times = a.atime.is_some() || a.mtime.is_some();
         if meta || times {
             let (dir, name) = self.attr_target(&node, true)?;
-            if a.uid.is_some() || a.gid.is_some() {
-                fs::lchownat(
-                    dir.as_fd(),
-                    &name,
-                    a.uid.unwrap_or(u32::MAX),
-                    a.gid.unwrap_or(u32::MAX),
-                )
-                .ctx(format_args!("chown {name:?}"))?;
-            }
-            if let Some(mode) = a.mode {
-                if node.kind != libc::S_IFLNK {
-                    fs::fchmodat(dir.as_fd(), &name, mode & 0o7777)
-                        .ctx(format_args!("chmod {name:?}"))?;
-                }
+            let uid = self.pres.disk_uid(a.uid.unwrap_or(u32::MAX));
+            let gid = self.pres.disk_gid(a.gid.unwrap_or(u32::MAX));
+            let in_xattr = matches!(node.kind, libc::S_IFREG | libc::S_IFDIR);
+            match self.pres.override_xattr.filter(|_| in_xattr && meta) {
+                Some(x) => self.write_override(x, dir.as_fd(), &name, uid, gid, a.mode)?,
+                None => self.chown_chmod(node.kind, dir.as_fd(), &name, uid, gid, a.mode)?,
             }
             if times {
                 fs::lutimensat(
@@ -121,6 +117,52 @@ impl Overlay {
         self.getattr(ino, fh)
     }
 
+    /// chown (ids `u32::MAX` unchanged) and chmod of `dir`/`name`.
+    fn chown_chmod(
+        &self,
+        kind: u32,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> FsResult<()> {
+        if uid != u32::MAX || gid != u32::MAX {
+            fs::lchownat(dir, name, uid, gid).ctx(format_args!("chown {name:?}"))?;
+        }
+        if let Some(mode) = mode {
+            if kind != libc::S_IFLNK {
+                fs::fchmodat(dir, name, mode & 0o7777).ctx(format_args!("chmod {name:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// xattr_permissions: owner and mode go into the override xattr, starting from the
+    /// values it (or else the inode) holds now.
+    fn write_override(
+        &self,
+        x: OverrideXattr,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+    ) -> FsResult<()> {
+        let st = fs::lstatat(dir, name).ctx(format_args!("stat {name:?}"))?;
+        let (cu, cg, cm) = self
+            .read_override(x, dir, name, &st)
+            .and_then(|v| parse_override(&v))
+            .unwrap_or((st.st_uid, st.st_gid, st.st_mode & 0o7777));
+        let v = override_value(
+            if uid == u32::MAX { cu } else { uid },
+            if gid == u32::MAX { cg } else { gid },
+            mode.unwrap_or(cm),
+        );
+        xattr::setxattr(dir, name, OsStr::new(x.name()), v.as_bytes(), 0)
+            .ctx(format_args!("owner and mode of {name:?}"))
+    }
+
     /// Target of a symlink.
     pub fn readlink(&self, ino: u64) -> FsResult<OsString> {
         let node = self.nodes.get(ino)?;
@@ -131,8 +173,23 @@ impl Overlay {
         fs::readlinkat(dir.as_fd(), &name).ctx("readlink")
     }
 
+    /// Refuses xattr requests under `noxattrs=1` (ENOTSUP), and for the owner/mode
+    /// override names while the mount keeps owners in them (`missing`: as if absent).
+    fn xattr_allowed(&self, name: Option<&OsStr>, missing: i32) -> FsResult<()> {
+        if self.pres.noxattrs {
+            return err(libc::ENOTSUP);
+        }
+        let hidden = self.pres.override_xattr.is_some()
+            && name.is_some_and(|n| is_override_name(n.as_bytes()));
+        if hidden {
+            return err(missing);
+        }
+        Ok(())
+    }
+
     /// Value of xattr `name`.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        self.xattr_allowed(Some(name), libc::ENODATA)?;
         let node = self.nodes.get(ino)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
@@ -144,10 +201,14 @@ impl Overlay {
 
     /// NUL-terminated names of the visible xattrs.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        self.xattr_allowed(None, libc::ENODATA)?;
         let node = self.nodes.get(ino)?;
         let (dir, n, _) = self.locate(&node)?;
         let mut out = Vec::new();
         for x in xattr::listxattr(dir.as_fd(), &n).ctx("listxattr")? {
+            if self.xattr_allowed(Some(&x), libc::ENODATA).is_err() {
+                continue;
+            }
             if let Some(shown) = self.layers.format.from_disk(&x) {
                 out.extend_from_slice(shown.as_bytes());
                 out.push(0);
@@ -158,6 +219,7 @@ impl Overlay {
 
     /// Sets xattr `name` (copying up first).
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.xattr_allowed(Some(name), libc::EPERM)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
         self.copy_up(&node, true)?;
@@ -168,6 +230,7 @@ impl Overlay {
 
     /// Removes xattr `name` (copying up first).
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.xattr_allowed(Some(name), libc::ENODATA)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
         let real = self.layers.format.to_disk(name);

@@ -148,7 +148,13 @@ impl Overlay {
         // every later lookup in it a probe of the lower layers.
         let opaque_new = obj.is_dir() && merged;
         let setgid = pst.st_mode & libc::S_ISGID != 0;
-        let gid = if setgid { pst.st_gid } else { caller.gid };
+        // The caller's ids as stored on disk (uidmapping=/gidmapping=).
+        let uid = self.pres.disk_uid(caller.uid);
+        let gid = if setgid {
+            pst.st_gid
+        } else {
+            self.pres.disk_gid(caller.gid)
+        };
         let obj = match obj {
             NewObject::Dir { mode } if setgid => NewObject::Dir {
                 mode: mode | libc::S_ISGID,
@@ -161,7 +167,7 @@ impl Overlay {
                 let tmp = self.tmp_name();
                 let fd = obj.make(work, &tmp).ctx(format_args!("create {name:?}"))?;
                 let placed = self
-                    .finish_new(&obj, work, &tmp, caller.uid, gid, true)
+                    .finish_new(&obj, work, &tmp, uid, gid, true)
                     .and_then(|_| {
                         fs::renameat2(work, &tmp, pfd.as_fd(), name, libc::RENAME_EXCHANGE)
                     });
@@ -185,7 +191,7 @@ impl Overlay {
                     .ctx(format_args!("create {name:?}"))?;
                 let over = other == WhiteoutAt::WhFile;
                 if let Err(e) =
-                    self.finish_new(&obj, pfd.as_fd(), name, caller.uid, gid, over || opaque_new)
+                    self.finish_new(&obj, pfd.as_fd(), name, uid, gid, over || opaque_new)
                 {
                     let flag = if obj.is_dir() { libc::AT_REMOVEDIR } else { 0 };
                     let _ = fs::unlinkat(pfd.as_fd(), name, flag);
@@ -257,8 +263,18 @@ impl Overlay {
         gid: u32,
         opaque: bool,
     ) -> io::Result<()> {
+        let kept_in_xattr = match (*obj, self.pres.override_xattr) {
+            (NewObject::File { mode, .. } | NewObject::Dir { mode }, Some(x)) => {
+                // xattr_permissions: owner and mode live in the override xattr.
+                let v = super::present::override_value(uid, gid, mode);
+                xattr::setxattr(dir, name, OsStr::new(x.name()), v.as_bytes(), 0)?;
+                true
+            }
+            _ => false,
+        };
         // Made by root, so already owned by 0:0.
-        if self.chown_new && !matches!(obj, NewObject::Link { .. }) && (uid, gid) != (0, 0) {
+        let link = matches!(obj, NewObject::Link { .. });
+        if self.chown_new && !link && !kept_in_xattr && (uid, gid) != (0, 0) {
             fs::lchownat(dir, name, uid, gid)?;
         }
         if obj.is_dir() && opaque {

@@ -271,7 +271,13 @@ impl Overlay {
     /// Puts a found object in the node table (one kernel reference); returns its node id
     /// and merged stat.
     pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
-        let stat = self.merged_stat(f.ino, f.stat, &f.state);
+        let stat = if self.pres.override_xattr.is_some() {
+            let at = self.locate(&Node::detached(f.ino, f.state.clone())).ok();
+            let at = at.as_ref().map(|(d, n, _)| (d.as_fd(), n.as_os_str()));
+            self.merged_stat(f.ino, f.stat, &f.state, at)
+        } else {
+            self.merged_stat(f.ino, f.stat, &f.state, None)
+        };
         let same = |n: &Node| self.same_object(n, &f);
         self.nodes.remember(f.ino, f.kind, f.state.clone(), same)?;
         Ok((f.ino, stat))
@@ -362,6 +368,6 @@ impl Overlay {
         let (dir, name, _) = self.locate(node)?;
         let st = fs::lstatat(dir.as_fd(), &name).ctx(format_args!("stat {name:?}"))?;
         let state = node.state()?;
-        Ok(self.merged_stat(node.ino, st, &state))
+        Ok(self.merged_stat(node.ino, st, &state, Some((dir.as_fd(), &name))))
     }
 }

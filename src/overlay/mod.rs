@@ -17,13 +17,14 @@ pub mod layers;
 pub mod lookup;
 pub mod node;
 pub mod options;
+pub mod present;
 pub mod readdir;
 pub mod rename;
 #[cfg(test)]
 mod tests;
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,7 @@ use node::{NodeState, NodeTable, ROOT_INO};
 use readdir::DirHandle;
 
 use crate::sys::fs::{self, Stat};
+use crate::sys::xattr;
 
 /// A mounted union filesystem's state.
 #[derive(Debug)]
@@ -68,6 +70,8 @@ pub struct Overlay {
     name_max: usize,
     /// Hard-link groups of the lower layers, learnt when first needed.
     lower_links: hardlinks::LowerLinks,
+    /// How owners, modes and link counts are shown (fuse-overlayfs's options).
+    pres: present::Presentation,
 }
 
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
@@ -114,7 +118,42 @@ impl Overlay {
             invalidator: std::sync::OnceLock::new(),
             name_max,
             lower_links: hardlinks::LowerLinks::default(),
+            pres: present::Presentation::default(),
         })
+    }
+
+    /// Shows owners, modes and link counts as `p` says. Without `xattr_permissions`, a
+    /// stack whose upper (or top lower) root carries an owner/mode override is read that
+    /// way, as fuse-overlayfs detects it.
+    pub fn with_presentation(mut self, mut p: present::Presentation) -> Self {
+        if p.override_xattr.is_none() {
+            p.override_xattr = self.detect_override();
+        }
+        self.pres = p;
+        self
+    }
+
+    fn detect_override(&self) -> Option<present::OverrideXattr> {
+        use present::OverrideXattr::{Containers, Privileged};
+        let root = self
+            .layers
+            .upper
+            .as_ref()
+            .or_else(|| self.layers.lowers.first())?;
+        let has = |n: &str| {
+            xattr::getxattr(root.root.as_fd(), OsStr::new(""), OsStr::new(n))
+                .ok()
+                .flatten()
+                .is_some()
+        };
+        let [privileged, containers, user] = Privileged.read_order();
+        if has(privileged) {
+            Some(Privileged)
+        } else if has(containers) || has(user) {
+            Some(Containers)
+        } else {
+            None
+        }
     }
 
     /// Installs the kernel cache invalidator (once the session exists).
@@ -162,9 +201,16 @@ impl Overlay {
         }
     }
 
-    /// Adjusts a real stat into the merged view: merged `st_ino`, and `st_nlink` 1 for
-    /// merged directories as the kernel reports.
-    fn merged_stat(&self, ino: u64, mut st: Stat, state: &NodeState) -> Stat {
+    /// Adjusts a real stat into the merged view: merged `st_ino`, `st_nlink` 1 for merged
+    /// directories as the kernel reports, and the mount's presentation (id mapping, owner
+    /// and mode overrides read from the object at `at`, static nlink).
+    fn merged_stat(
+        &self,
+        ino: u64,
+        mut st: Stat,
+        state: &NodeState,
+        at: Option<(BorrowedFd<'_>, &OsStr)>,
+    ) -> Stat {
         st.st_ino = ino;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             let merged = (state.upper && !state.lowers.is_empty()) || state.lowers.len() > 1;
@@ -172,7 +218,31 @@ impl Overlay {
                 st.st_nlink = 1;
             }
         }
+        if !self.pres.is_identity() {
+            let over = match (self.pres.override_xattr, at) {
+                (Some(x), Some((dir, name))) => self.read_override(x, dir, name, &st),
+                _ => None,
+            };
+            self.pres.present(&mut st, over.as_deref());
+        }
         st
+    }
+
+    /// The owner/mode override stored on a regular file or directory, if any.
+    fn read_override(
+        &self,
+        x: present::OverrideXattr,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Stat,
+    ) -> Option<Vec<u8>> {
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+            return None;
+        }
+        x.read_order()
+            .iter()
+            .find_map(|n| xattr::getxattr(dir, name, OsStr::new(n)).ok().flatten())
     }
 
     /// Statistics of the filesystem holding the upper dir (else the top lower).

@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::present::{parse_ranges, OverrideXattr, Presentation};
+
 /// How deletions are recorded in the upper dir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhiteoutStyle {
@@ -54,6 +56,12 @@ pub struct MountOptions {
     pub threads: usize,
     /// FUSE passthrough for file data (root only): off, upper files only, or all files.
     pub passthrough: Passthrough,
+    /// `fsname=`: the mount's source as /proc/mounts shows it.
+    pub fsname: Option<String>,
+    /// `remount`: change the flags of the existing mount instead of mounting.
+    pub remount: bool,
+    /// Id mapping, squashing, static nlink, xattr options.
+    pub presentation: Presentation,
     /// Options that were ignored, with the reason, for a warning line each.
     pub warnings: Vec<String>,
 }
@@ -72,6 +80,9 @@ impl Default for MountOptions {
             timeout_secs: 60.0,
             threads: 0,
             passthrough: Passthrough::All,
+            fsname: None,
+            remount: false,
+            presentation: Presentation::default(),
             warnings: Vec::new(),
         }
     }
@@ -189,10 +200,24 @@ impl MountOptions {
     /// Parses one or more `-o` strings; `cwd` resolves relative paths.
     pub fn parse<S: AsRef<str>>(opts: &[S], cwd: &Path) -> Result<Self, String> {
         let mut o = MountOptions::default();
+        let mut squash_root = false;
         for group in opts {
             for raw in split_escaped(group.as_ref(), ',') {
+                if raw == "squash_to_root" {
+                    squash_root = true;
+                    continue;
+                }
                 o.apply(&raw, cwd)?;
             }
+        }
+        // squash_to_uid= and squash_to_gid= take precedence over squash_to_root.
+        let p = &mut o.presentation;
+        if squash_root {
+            p.squash_uid = p.squash_uid.or(Some(0));
+            p.squash_gid = p.squash_gid.or(Some(0));
+        }
+        if o.remount {
+            return Ok(o);
         }
         if o.lowerdirs.is_empty() {
             return Err("no lowerdir= given".into());
@@ -274,6 +299,42 @@ impl MountOptions {
                 }
             }
             "nopassthrough" => self.passthrough = Passthrough::Off,
+            "fsname" => self.fsname = Some(unescape(&need(value)?)),
+            "remount" => self.remount = true,
+            "uidmapping" => self.presentation.uids = parse_ranges(key, &need(value)?)?,
+            "gidmapping" => self.presentation.gids = parse_ranges(key, &need(value)?)?,
+            "squash_to_uid" | "squash_to_gid" => {
+                let v = need(value)?;
+                let id = v
+                    .parse::<u32>()
+                    .map_err(|_| format!("{key}={v}: expected a number"))?;
+                if key == "squash_to_uid" {
+                    self.presentation.squash_uid = Some(id);
+                } else {
+                    self.presentation.squash_gid = Some(id);
+                }
+            }
+            "static_nlink" => self.presentation.static_nlink = true,
+            "noxattrs" => {
+                self.presentation.noxattrs = match value {
+                    None | Some("1") => true,
+                    Some("0") => false,
+                    Some(v) => return Err(format!("noxattrs={v}: expected 0 or 1")),
+                }
+            }
+            "xattr_permissions" => {
+                self.presentation.override_xattr = match value {
+                    Some("0") => None,
+                    Some("1") => Some(OverrideXattr::Privileged),
+                    Some("2") => Some(OverrideXattr::Containers),
+                    _ => {
+                        return Err(format!(
+                            "xattr_permissions={}: expected 0, 1 or 2",
+                            value.unwrap_or("")
+                        ))
+                    }
+                }
+            }
             k if PASSED_THROUGH.contains(&k) => {}
             k if KERNEL_OPTIONS.contains(&k) => {
                 if k == "redirect_dir" && matches!(value, Some("off") | Some("nofollow")) {
@@ -342,6 +403,31 @@ mod tests {
         assert_eq!(o.upperdir.as_deref(), Some(u));
         assert_eq!(o.workdir.as_deref(), Some(w));
         assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    }
+
+    #[test]
+    fn fuse_overlayfs_caller_options() {
+        let o = parse(
+            "lowerdir=/a,fsname=ov\\,x,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1,\
+             squash_to_root,squash_to_gid=7,static_nlink,noxattrs=1,xattr_permissions=2",
+        )
+        .unwrap();
+        assert_eq!(o.fsname.as_deref(), Some("ov,x"));
+        let p = &o.presentation;
+        assert_eq!(p.uids.len(), 2);
+        assert_eq!((p.squash_uid, p.squash_gid), (Some(0), Some(7)));
+        assert!(p.static_nlink && p.noxattrs);
+        assert_eq!(p.override_xattr, Some(OverrideXattr::Containers));
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+        assert!(parse("remount,ro").unwrap().remount);
+        for bad in [
+            "lowerdir=/a,uidmapping=0:1",
+            "lowerdir=/a,squash_to_uid=x",
+            "lowerdir=/a,xattr_permissions=3",
+            "lowerdir=/a,noxattrs=yes",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
