@@ -84,7 +84,7 @@ pub const OVERFLOW_ID: u32 = 65534;
 /// Parses `C:H:N[:C:H:N...]` (fuse-overlayfs's syntax: disk id, shown id, length).
 pub fn parse_ranges(opt: &str, s: &str) -> Result<Vec<IdRange>, String> {
     let parts: Vec<&str> = s.split(':').filter(|p| !p.is_empty()).collect();
-    if parts.is_empty() || parts.len() % 3 != 0 {
+    if parts.is_empty() || !parts.len().is_multiple_of(3) {
         return Err(format!("{opt}={s}: expected ID:MAPPED-ID:LENGTH[:...]"));
     }
     parts
