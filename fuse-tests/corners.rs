@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::harness::{scenario, scenario_merged};
+use crate::harness::{mount, scenario, scenario_merged, Impl};
 use crate::ops::*;
 
 fn one_lower(base: &Path) -> Vec<PathBuf> {
@@ -210,4 +210,147 @@ fn names_longer_than_name_max() {
             ),
         ]
     });
+}
+
+/// Times of `p`: (mtime, ctime) in nanoseconds, asked as stat(1) asks (statx for just
+/// those fields, which the kernel answers from its attribute cache; a full stat would
+/// refetch and hide a stale cache).
+fn times(p: &Path) -> (i128, i128) {
+    let o = std::process::Command::new("stat")
+        .args(["-c", "%.9Y %.9Z"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let ns = |v: &str| {
+        let (s, n) = v.split_once('.').unwrap();
+        s.parse::<i128>().unwrap() * 1_000_000_000 + n.parse::<i128>().unwrap()
+    };
+    let (m, c) = text.trim().split_once(' ').unwrap();
+    (ns(m), ns(c))
+}
+
+/// Writes a byte through a shared mapping of `p` (copied up first, so only the mapped write
+/// can change its times); returns the times before, while still mapped, and after close.
+fn mapped_write(p: &Path) -> ((i128, i128), (i128, i128), (i128, i128)) {
+    drop(std::fs::OpenOptions::new().write(true).open(p).unwrap());
+    let before = times(p);
+    // past the kernel's coarse clock tick, so a change shows in the timestamps
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap();
+    let mut map =
+        strata::sys::mman::Mapping::new(std::os::fd::AsFd::as_fd(&f), 8192, true, true).unwrap();
+    map.as_mut_slice()[10] = b'M';
+    let open_now = times(p);
+    drop(map);
+    drop(f);
+    (before, open_now, times(p))
+}
+
+fn mmap_layers(base: &Path) -> Vec<PathBuf> {
+    let l = base.join("lower");
+    file(&l.join("low"), &"x".repeat(8192));
+    vec![l]
+}
+
+/// Writes through a shared mapping change mtime and ctime as stat sees them after the file
+/// is closed (xfstests generic/080 and 215), with and without passthrough.
+#[test]
+fn writes_through_a_shared_mapping_update_times() {
+    scenario("mmap-times", &mmap_layers, &|m| {
+        write(j(m, "up"), "y".repeat(8192)).unwrap();
+        let mut log = Vec::new();
+        for name in ["up", "low"] {
+            let (before, _, closed) = mapped_write(&j(m, name));
+            log.push(format!(
+                "{name}: times moved: {}",
+                closed.0 > before.0 && closed.1 > before.1
+            ));
+            log.push(val(
+                "content",
+                read(&j(m, name)).map(|s| s.as_bytes()[10] as char),
+            ));
+        }
+        log
+    });
+}
+
+/// xfstests generic/080 and 215 as they run: xfs_io writes and fsyncs a file, then maps
+/// it, reads and writes through the mapping and exits; stat must show new times.
+#[test]
+fn xfs_io_mapped_write_updates_times_like_generic_080() {
+    scenario("xfs-io-mmap", &mmap_layers, &|m| {
+        let io = |args: &[&str], p: &Path| {
+            let mut c = std::process::Command::new("xfs_io");
+            for a in args {
+                c.args(["-c", a]);
+            }
+            let o = c.arg(p).output().expect("xfs_io (xfsprogs) runs");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        };
+        let mut log = Vec::new();
+        for (name, create) in [("new", true), ("low", false)] {
+            let p = j(m, name);
+            if create {
+                let mut c = std::process::Command::new("xfs_io");
+                let o = c
+                    .args(["-f", "-c", "pwrite 0 4k", "-c", "fsync"])
+                    .arg(&p)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success());
+            } else {
+                io(&["pwrite 0 4k", "fsync"], &p);
+            }
+            let before = times(&p);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            io(&["mmap 0 4k", "mread 0 4k", "mwrite 0 4k"], &p);
+            let after = times(&p);
+            log.push(format!(
+                "{name}: mtime moved {}, ctime moved {}",
+                after.0 > before.0,
+                after.1 > before.1
+            ));
+        }
+        log
+    });
+}
+
+/// With passthrough the mapped pages are the backing file's: stat sees the new times even
+/// while the file is still open and mapped, as on kernel overlayfs.
+#[test]
+fn passthrough_mapped_writes_show_while_open() {
+    crate::harness::require_env();
+    let t = tempfile::Builder::new()
+        .prefix("strata-mmap-open-")
+        .tempdir()
+        .unwrap();
+    let lowers = mmap_layers(&t.path().join("layers"));
+    for imp in [Impl::Kernel, Impl::Strata] {
+        let tag = format!("{imp:?}");
+        let (u, w) = (
+            t.path().join(format!("{tag}-u")),
+            t.path().join(format!("{tag}-w")),
+        );
+        std::fs::create_dir_all(&u).unwrap();
+        std::fs::create_dir_all(&w).unwrap();
+        let m = mount(
+            imp,
+            &lowers,
+            Some((&u, &w)),
+            &t.path().join(format!("{tag}-m")),
+        );
+        write(m.path.join("up"), "y".repeat(8192)).unwrap();
+        for name in ["up", "low"] {
+            let (before, open_now, _) = mapped_write(&m.path.join(name));
+            assert!(
+                open_now.0 > before.0 && open_now.1 > before.1,
+                "{tag} {name}: {before:?} {open_now:?}"
+            );
+        }
+    }
 }

@@ -80,6 +80,10 @@ impl StrataFs {
             .answer(ino, fh, upper, writable, !setid, backing, reply);
         if !accepted {
             self.core.release(fh);
+        } else if new_mode.is_none() && self.backings.attrs_volatile(ino) {
+            // From now until it closes, a shared mapping may change the file without a
+            // request: drop what the kernel cached, and answer stats uncached meanwhile.
+            self.core.invalidate_attrs(ino);
         }
     }
 
@@ -88,11 +92,20 @@ impl StrataFs {
         errno(e)
     }
 
+    /// How long the kernel may cache `ino`'s attributes.
+    fn attr_ttl(&self, ino: u64) -> Duration {
+        if self.backings.attrs_volatile(ino) {
+            Duration::ZERO
+        } else {
+            self.ttl
+        }
+    }
+
     fn entry(&self, op: &str, r: Result<(u64, Stat), FsError>, reply: ReplyEntry) {
         match r {
             Ok((ino, st)) => {
                 let gen = Generation(self.core.generation(ino));
-                reply.entry(&self.ttl, &attr(&st), gen)
+                reply.entry_with_ttls(&self.attr_ttl(ino), &self.ttl, &attr(&st), gen)
             }
             Err(e) => reply.error(self.fail(op, &e)),
         }
@@ -143,7 +156,7 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(st) => reply.attr(&self.ttl, &attr(&st)),
+            Ok(st) => reply.attr(&self.attr_ttl(ino.0), &attr(&st)),
             Err(e) => reply.error(self.fail("getattr", &e)),
         }
     }
@@ -178,7 +191,7 @@ impl Filesystem for StrataFs {
             mtime: timespec(mtime),
         };
         match self.core.setattr(ino.0, fh.map(|f| f.0), a) {
-            Ok(st) => reply.attr(&self.ttl, &attr(&st)),
+            Ok(st) => reply.attr(&self.attr_ttl(ino.0), &attr(&st)),
             Err(e) => reply.error(self.fail("setattr", &e)),
         }
     }
@@ -343,9 +356,13 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backings.release(fh.0);
+        let wrote = self.backings.release(fh.0);
         self.core.release(fh.0);
         reply.ok();
+        if let Some(ino) = wrote {
+            // Writes through a shared mapping changed times the kernel may have cached.
+            self.core.invalidate_attrs(ino);
+        }
     }
 
     fn fsync(

@@ -60,6 +60,9 @@ struct Entry {
     users: usize,
     /// The data changed since the (lower) backing was opened.
     stale: bool,
+    /// Writable handles on the backing file: writes through a shared mapping change the
+    /// file's times and size without a request, so its attributes must not be cached.
+    writers: usize,
 }
 
 /// How long a writer waits for in-flight releases of a lower backing before giving up.
@@ -72,8 +75,8 @@ pub struct Backings {
     lower_too: bool,
     by_ino: Mutex<HashMap<u64, Entry>>,
     released: Condvar,
-    /// Counted handles -> their inode.
-    handles: DashMap<u64, u64>,
+    /// Counted handles -> their inode, and whether they write through the backing file.
+    handles: DashMap<u64, (u64, bool)>,
 }
 
 impl Backings {
@@ -125,7 +128,9 @@ impl Backings {
             };
             if reuse {
                 e.users += 1;
-                self.handles.insert(fh, ino);
+                let writer = writable && matches!(e.via, Via::Backing(_));
+                e.writers += usize::from(writer);
+                self.handles.insert(fh, (ino, writer));
                 match &e.via {
                     Via::Backing(id) => reply.passthrough(id),
                     Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
@@ -159,14 +164,17 @@ impl Backings {
         } else {
             Via::Daemon
         };
-        self.handles.insert(fh, ino);
         let e = map.entry(ino).or_insert(Entry {
             via,
             upper,
             users: 0,
             stale: false,
+            writers: 0,
         });
         e.users += 1;
+        let writer = writable && matches!(e.via, Via::Backing(_));
+        e.writers += usize::from(writer);
+        self.handles.insert(fh, (ino, writer));
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),
             Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
@@ -183,19 +191,30 @@ impl Backings {
         }
     }
 
+    /// True while `ino` has a writable handle on its backing file: its attributes may
+    /// change without a request reaching the daemon.
+    pub fn attrs_volatile(&self, ino: u64) -> bool {
+        self.by_ino
+            .lock()
+            .map(|m| m.get(&ino).is_some_and(|e| e.writers > 0))
+            .unwrap_or(false)
+    }
+
     /// Forgets handle `fh`; the inode's mode (and backing file) ends with its last handle.
-    pub fn release(&self, fh: u64) {
-        let Some((_, ino)) = self.handles.remove(&fh) else {
-            return;
-        };
+    /// Returns the inode when a writable backing handle closed (its cached attributes may
+    /// be stale).
+    pub fn release(&self, fh: u64) -> Option<u64> {
+        let (_, (ino, writer)) = self.handles.remove(&fh)?;
         if let Ok(mut map) = self.by_ino.lock() {
             if let Some(e) = map.get_mut(&ino) {
                 e.users = e.users.saturating_sub(1);
+                e.writers = e.writers.saturating_sub(usize::from(writer));
                 if e.users == 0 {
                     map.remove(&ino);
                     self.released.notify_all();
                 }
             }
         }
+        writer.then_some(ino)
     }
 }

@@ -161,7 +161,8 @@ impl Overlay {
         let _ = self.invalidator.set(inv);
     }
 
-    fn invalidate_attrs(&self, ino: u64) {
+    /// Tells the kernel to drop its cached attributes of `ino`.
+    pub fn invalidate_attrs(&self, ino: u64) {
         if let Some(inv) = self.invalidator.get() {
             inv.attrs(ino);
         }
