@@ -176,7 +176,11 @@ fn namespace_churn_matches_a_plain_directory() {
         .status()
         .unwrap();
     assert!(cp.success());
-    for (seed, extra) in [(1u64, ""), (2, ",passthrough=off,whiteout=wh"), (3, "")] {
+    for (seed, extra) in [
+        (1u64, ""),
+        (2, ",passthrough=off,whiteout=wh,dirfds=16"),
+        (3, ",dirfds=32"),
+    ] {
         let tag = format!("s{seed}");
         let m = mount_strata(&lower, base, &tag, extra);
         let budget = Instant::now() + Duration::from_secs(20);

@@ -31,7 +31,7 @@ pub enum Impl {
     /// strata with its default (probed) whiteout format.
     Strata,
     /// strata forced to write `.wh.` whiteout files, with file data served by the daemon
-    /// (no passthrough).
+    /// (no passthrough) and directory fds squeezed to 16 (closed and reopened constantly).
     StrataWh,
 }
 
@@ -87,7 +87,7 @@ pub fn mount(imp: Impl, lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: 
         }
         Impl::Strata | Impl::StrataWh => {
             if imp == Impl::StrataWh {
-                opts.push_str(",whiteout=wh,passthrough=off");
+                opts.push_str(",whiteout=wh,passthrough=off,dirfds=16");
             }
             Command::new(strata_bin())
                 .args(["mount", "-o", &opts])

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use strata::sys::fs as sfs;
 
-use crate::harness::{assert_same, mount, require_env, Impl};
+use std::process::Command;
+
+use crate::harness::{assert_same, mount, require_env, strata_bin, Impl};
 use crate::ops::*;
 use crate::snapshot::snapshot;
 
@@ -372,4 +374,92 @@ fn writer_while_lower_file_is_passed_through() {
         &buf, b"upper content",
         "the daemon switches readers to the upper copy"
     );
+}
+
+/// A lower tree of 25,000 directories (which once exhausted the fd limit: 5,051 "Too many
+/// open files" from one find) walks, stats and takes writes with no error, with the server's
+/// fd limit raised as usual and pinned at 1024 (prlimit), and the server keeps its
+/// directory fds within budget.
+#[test]
+fn big_trees_walk_and_write_within_the_fd_limit() {
+    require_env();
+    let t = tmp("bigtree");
+    let base = t.path();
+    let lower = base.join("lower");
+    for i in 0..100 {
+        for j in 0..250 {
+            std::fs::create_dir_all(lower.join(format!("d{i}/e{j}"))).unwrap();
+        }
+        std::fs::write(lower.join(format!("d{i}/f")), "x").unwrap();
+    }
+    let walk = |root: &Path| {
+        let o = Command::new("find").arg(root).arg("-ls").output().unwrap();
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let want = walk(&lower);
+    for (tag, limit) in [("raised", None), ("pinned", Some("--nofile=1024:1024"))] {
+        let (u, w, m) = (
+            base.join(format!("{tag}-u")),
+            base.join(format!("{tag}-w")),
+            base.join(format!("{tag}-m")),
+        );
+        for d in [&u, &w, &m] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            u.display(),
+            w.display()
+        );
+        let mut cmd = match limit {
+            Some(l) => {
+                let mut c = Command::new("prlimit");
+                c.arg(l).arg(strata_bin());
+                c
+            }
+            None => Command::new(strata_bin()),
+        };
+        let st = cmd.args(["mount", "-o", &opts]).arg(&m).status().unwrap();
+        assert!(st.success());
+        let _mounted = crate::harness::Mounted { path: m.clone() };
+        assert_eq!(walk(&m), want, "{tag}: the merged walk sees every entry");
+        for i in [0, 57, 99] {
+            let deep = m.join(format!("d{i}/e{}/new/deeper", i * 2));
+            std::fs::create_dir_all(&deep).unwrap();
+            std::fs::write(deep.join("file"), "data").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(u.join(format!("d{i}/e{}/new/deeper/file", i * 2)))
+                    .unwrap(),
+                "data"
+            );
+        }
+        assert_eq!(walk(&m), want + 3 * 3, "{tag}: and after the writes");
+        // the server holds about its budget, not one fd per directory
+        let pid = server_pid(&m);
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        assert!(fds < 12_000, "{tag}: the server holds {fds} fds");
+    }
+}
+
+/// The pid of the strata server mounted at `m`.
+fn server_pid(m: &Path) -> i32 {
+    let want = m.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("strata") && cmd.split('\0').any(|a| a == want)
+        })
+        .expect("the strata server of the mount")
 }

@@ -245,7 +245,10 @@ fn serve(layers: Layers, opts: &MountOptions, mountpoint: &Path, notify: Option<
         }
     );
     let core = match Overlay::new(layers, opts.volatile) {
-        Ok(c) => Arc::new(c.with_presentation(opts.presentation.clone())),
+        Ok(c) => Arc::new(
+            c.with_presentation(opts.presentation.clone())
+                .with_dir_fds(opts.dir_fds),
+        ),
         Err(e) => return report(notify.as_ref(), format!("reading layers: {e}")),
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);

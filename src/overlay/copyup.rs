@@ -170,19 +170,22 @@ impl Overlay {
         if !node.is_dir() {
             return err(libc::ENOTDIR);
         }
-        if let Some(u) = &node.state()?.upper_fd {
-            return Ok(u.clone());
+        let upper_of = |fds: super::dirfds::DirFds| fds.upper.ok_or(FsError::errno(libc::EIO));
+        if node.state()?.upper {
+            return upper_of(self.dir_fds(node)?);
         }
         let _guard = node.copyup.lock().map_err(lock_err)?;
+        let fds = self.dir_fds(node)?;
         let (pino, name, lower) = {
             let st = node.state()?;
-            if let Some(u) = &st.upper_fd {
-                return Ok(u.clone());
+            if st.upper {
+                drop(st);
+                return upper_of(fds);
             }
             if st.unlinked {
                 return err(libc::ENOENT);
             }
-            match st.lower_fds.first() {
+            match fds.lowers.first() {
                 Some(l) => (st.parent, st.name.clone(), l.clone()),
                 None => return err(libc::ENOENT),
             }
@@ -210,6 +213,7 @@ impl Overlay {
             s.upper = true;
             s.upper_fd = Some(ufd.clone());
         }
+        self.nodes.track_fds(node);
         // A copied-up directory is now merged: its st_nlink changes to 1.
         self.invalidate_attrs(node.ino);
         Ok(ufd)

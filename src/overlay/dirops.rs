@@ -239,6 +239,7 @@ impl Overlay {
                 lowers: Vec::new(),
                 upper_fd,
                 lower_fds: Vec::new(),
+                lower_paths: Vec::new(),
                 lower_path,
                 opaque,
                 xwhiteouts: 0,
@@ -327,9 +328,11 @@ impl Overlay {
 
     /// True if a lower layer below `parent` shows `name` (so removing it needs a whiteout).
     pub(super) fn name_in_lowers(&self, parent: &Node, name: &OsStr) -> FsResult<bool> {
+        let fds = self.dir_fds(parent)?;
         let mut ps = parent.state()?.clone();
         ps.upper_fd = None;
         ps.upper = false;
+        ps.lower_fds = fds.lowers;
         let tmp = Node::detached(parent.ino, ps);
         Ok(self.find(&tmp, name)?.is_some())
     }

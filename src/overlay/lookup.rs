@@ -58,6 +58,8 @@ struct Walk {
     lowers: Vec<Lay>,
     upper_fd: Option<Arc<OwnedFd>>,
     lower_fds: Vec<Arc<OwnedFd>>,
+    /// Where each lower dir found lives in its layer (shared while equal).
+    lower_paths: Vec<Arc<Path>>,
     opaque: bool,
     xwhiteouts: u64,
     redirect: Option<OsString>,
@@ -83,7 +85,7 @@ impl Walk {
         self.natural = false;
     }
 
-    /// Examines `dir`/`name` in layer `lay`.
+    /// Examines `dir`/`name` in layer `lay`; `at` is where that is in the layer.
     fn visit(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -91,6 +93,7 @@ impl Walk {
         lay: Lay,
         xwh: bool,
         parent_path: &Path,
+        at: &Path,
     ) -> FsResult<Step> {
         let st = match fs::lstatat(dir, name) {
             Ok(st) => st,
@@ -122,6 +125,11 @@ impl Walk {
             self.top = Some(st);
         }
         self.record(lay, Some(Arc::new(fd)));
+        if lay != Lay::Upper {
+            let shared = self.lower_paths.last().filter(|p| &***p == at).cloned();
+            self.lower_paths
+                .push(shared.unwrap_or_else(|| Arc::from(at)));
+        }
         if meta.xwhiteouts {
             self.xwhiteouts |= lay_bit(lay);
         }
@@ -166,6 +174,7 @@ impl Overlay {
         if is_wh_marker(name) || name.is_empty() || name == "." || name == ".." {
             return Ok(None);
         }
+        let fds = self.dir_fds(parent)?;
         let ps = parent.state()?.clone();
         if ps.unlinked {
             return Ok(None);
@@ -176,6 +185,7 @@ impl Overlay {
             lowers: Vec::new(),
             upper_fd: None,
             lower_fds: Vec::new(),
+            lower_paths: Vec::new(),
             opaque: false,
             xwhiteouts: 0,
             redirect: None,
@@ -183,10 +193,11 @@ impl Overlay {
             natural: true,
         };
         let mut stop = false;
-        if let Some(ufd) = &ps.upper_fd {
+        if let Some(ufd) = &fds.upper {
             let xwh = ps.xwhiteouts & 1 != 0;
+            let at = Path::new("");
             stop = matches!(
-                w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path)?,
+                w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path, at)?,
                 Step::Stop
             );
             if !w.upper && stop {
@@ -194,7 +205,7 @@ impl Overlay {
             }
         }
         if !stop {
-            self.walk_lowers(&ps, name, &mut w)?;
+            self.walk_lowers(&ps, &fds.lowers, name, &mut w)?;
         }
         let Some(top) = w.top else { return Ok(None) };
         let kind = top.st_mode & libc::S_IFMT;
@@ -210,6 +221,7 @@ impl Overlay {
             lowers: w.lowers,
             upper_fd: w.upper_fd,
             lower_fds: w.lower_fds,
+            lower_paths: w.lower_paths,
             lower_path: w.path,
             opaque: w.opaque,
             xwhiteouts: w.xwhiteouts,
@@ -227,7 +239,14 @@ impl Overlay {
         }))
     }
 
-    fn walk_lowers(&self, ps: &NodeState, name: &OsStr, w: &mut Walk) -> FsResult<()> {
+    /// Walks the lower layers below `ps` (whose lower dirs are open as `lower_fds`).
+    fn walk_lowers(
+        &self,
+        ps: &NodeState,
+        lower_fds: &[Arc<OwnedFd>],
+        name: &OsStr,
+        w: &mut Walk,
+    ) -> FsResult<()> {
         for i in 0..self.layers.lowers.len() {
             let lay = Lay::Lower(i as u16);
             let xwh = ps.xwhiteouts & lay_bit(lay) != 0;
@@ -235,10 +254,11 @@ impl Overlay {
                 let Some(pos) = ps.lowers.iter().position(|l| *l == lay) else {
                     continue;
                 };
-                let Some(dir) = ps.lower_fds.get(pos) else {
+                let (Some(dir), Some(ppath)) = (lower_fds.get(pos), ps.lower_paths.get(pos)) else {
                     continue;
                 };
-                w.visit(dir.as_fd(), name, lay, xwh, &ps.lower_path)?
+                let at = ppath.join(name);
+                w.visit(dir.as_fd(), name, lay, xwh, &ps.lower_path, &at)?
             } else {
                 let (parent_path, leaf) = match (w.path.parent(), w.path.file_name()) {
                     (Some(p), Some(l)) => (p.to_path_buf(), l.to_os_string()),
@@ -250,7 +270,8 @@ impl Overlay {
                     Err(e) if missing(&e) || e.raw_os_error() == Some(libc::ELOOP) => continue,
                     Err(e) => return Err(e).ctx("redirect lookup"),
                 };
-                w.visit(dir.as_fd(), &leaf, lay, false, &parent_path)?
+                let at = w.path.clone();
+                w.visit(dir.as_fd(), &leaf, lay, false, &parent_path, &at)?
             };
             if matches!(step, Step::Stop) {
                 break;
@@ -279,7 +300,10 @@ impl Overlay {
             self.merged_stat(f.ino, f.stat, &f.state, None)
         };
         let same = |n: &Node| self.same_object(n, &f);
-        self.nodes.remember(f.ino, f.kind, f.state.clone(), same)?;
+        let node = self.nodes.remember(f.ino, f.kind, f.state.clone(), same)?;
+        if node.is_dir() {
+            self.nodes.track_fds(&node);
+        }
         Ok((f.ino, stat))
     }
 
@@ -321,16 +345,18 @@ impl Overlay {
     /// Where the real object of `node` is: (directory fd, name, layer). For a directory the
     /// name is empty and the fd is the directory itself.
     pub fn locate(&self, node: &Node) -> FsResult<(Arc<OwnedFd>, OsString, Lay)> {
-        let st = node.state()?;
         if node.is_dir() {
-            if let Some(u) = &st.upper_fd {
-                return Ok((u.clone(), OsString::new(), Lay::Upper));
+            let fds = self.dir_fds(node)?;
+            if let Some(u) = fds.upper {
+                return Ok((u, OsString::new(), Lay::Upper));
             }
-            return match (st.lower_fds.first(), st.lowers.first()) {
-                (Some(fd), Some(l)) => Ok((fd.clone(), OsString::new(), *l)),
+            let first = node.state()?.lowers.first().copied();
+            return match (fds.lowers.into_iter().next(), first) {
+                (Some(fd), Some(l)) => Ok((fd, OsString::new(), l)),
                 _ => err(libc::ENOENT),
             };
         }
+        let st = node.state()?;
         if st.unlinked {
             return err(libc::ENOENT);
         }
@@ -342,22 +368,18 @@ impl Overlay {
         );
         drop(st);
         let parent = self.nodes.get(pino)?;
-        let ps = parent.state()?;
+        let fds = self.dir_fds(&parent)?;
         if upper {
-            return match &ps.upper_fd {
-                Some(u) => Ok((u.clone(), name, Lay::Upper)),
+            return match fds.upper {
+                Some(u) => Ok((u, name, Lay::Upper)),
                 None => err(libc::ENOENT),
             };
         }
         let Some(lay) = lower else {
             return err(libc::ENOENT);
         };
-        match ps
-            .lowers
-            .iter()
-            .position(|l| *l == lay)
-            .and_then(|i| ps.lower_fds.get(i))
-        {
+        let pos = parent.state()?.lowers.iter().position(|l| *l == lay);
+        match pos.and_then(|i| fds.lowers.get(i)) {
             Some(fd) => Ok((fd.clone(), name, lay)),
             None => err(libc::ENOENT),
         }

@@ -8,6 +8,7 @@
 
 pub mod attr;
 pub mod copyup;
+pub mod dirfds;
 pub mod dirops;
 pub mod error;
 pub mod file;
@@ -25,7 +26,7 @@ mod tests;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -104,9 +105,11 @@ impl Overlay {
             .map(|s| s.f_namemax as usize)
             .max()
             .unwrap_or(255);
+        let mut nodes = NodeTable::new(root_state);
+        nodes.set_fd_budget(fd_budget(&layers, None));
         Ok(Overlay {
             layers,
-            nodes: NodeTable::new(root_state),
+            nodes,
             origins: DashMap::new(),
             files: DashMap::new(),
             dirs: DashMap::new(),
@@ -120,6 +123,14 @@ impl Overlay {
             lower_links: hardlinks::LowerLinks::default(),
             pres: present::Presentation::default(),
         })
+    }
+
+    /// Lets directory nodes keep at most about `fds` layer fds open (`dirfds=N`).
+    pub fn with_dir_fds(mut self, fds: Option<usize>) -> Self {
+        if fds.is_some() {
+            self.nodes.set_fd_budget(fd_budget(&self.layers, fds));
+        }
+        self
     }
 
     /// Shows owners, modes and link counts as `p` says. Without `xattr_permissions`, a
@@ -282,6 +293,18 @@ impl Overlay {
     }
 }
 
+/// The directory nodes that may keep their layer fds open: `fds` (default half the open
+/// file limit, the rest left for open files) over the fds each directory needs.
+fn fd_budget(layers: &Layers, fds: Option<usize>) -> node::FdBudget {
+    let fds = fds.unwrap_or_else(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        (soft.min(1 << 20) / 2) as usize
+    });
+    node::FdBudget::new(fds / (1 + layers.lowers.len()))
+}
+
 fn root_state(layers: &Layers) -> FsResult<NodeState> {
     let mut st = NodeState {
         parent: ROOT_INO,
@@ -290,6 +313,7 @@ fn root_state(layers: &Layers) -> FsResult<NodeState> {
         lowers: Vec::new(),
         upper_fd: None,
         lower_fds: Vec::new(),
+        lower_paths: Vec::new(),
         lower_path: PathBuf::new(),
         opaque: false,
         xwhiteouts: 0,
@@ -313,6 +337,7 @@ fn root_state(layers: &Layers) -> FsResult<NodeState> {
         let meta = read_dir_meta(l.root.as_fd(), OsStr::new("")).ctx("reading lowerdir root")?;
         st.lowers.push(Lay::Lower(i as u16));
         st.lower_fds.push(Arc::new(dup(&l.root)?));
+        st.lower_paths.push(Arc::from(Path::new("")));
         if meta.xwhiteouts {
             st.xwhiteouts |= lay_bit(Lay::Lower(i as u16));
         }

@@ -14,9 +14,11 @@
 //! it as parent (each name pins its parent), so a path through the table always exists; the
 //! root (id 1) is never removed.
 
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -50,10 +52,14 @@ pub struct NodeState {
     /// Lower layers holding the object: for a non-dir only the topmost; for a directory
     /// every layer that merges into it, top first.
     pub lowers: Vec<Lay>,
-    /// Directories only: `O_PATH` fd of the upper dir.
+    /// Directories only: `O_PATH` fd of the upper dir, while cached (see `dirfds`).
     pub upper_fd: Option<Arc<OwnedFd>>,
-    /// Directories only: `O_PATH` fds of the lower dirs, parallel to `lowers`.
+    /// Directories only: `O_PATH` fds of the lower dirs, parallel to `lowers`, while cached
+    /// (all or none).
     pub lower_fds: Vec<Arc<OwnedFd>>,
+    /// Directories only: where each lower dir lives (relative to its layer root), parallel
+    /// to `lowers`, to reopen it.
+    pub lower_paths: Vec<Arc<Path>>,
     /// Directories only: the path (relative to each layer root) where the lower dirs live;
     /// differs from the merged path after a redirect.
     pub lower_path: PathBuf,
@@ -90,6 +96,10 @@ pub struct Node {
     state: RwLock<NodeState>,
     /// Held while this object is copied up (never across other nodes' I/O).
     pub copyup: Mutex<()>,
+    /// Directories: its layer fds were used since the fd budget last looked.
+    used: AtomicBool,
+    /// Directories: counted in the fd budget (its fds are cached).
+    fds_counted: AtomicBool,
 }
 
 impl Node {
@@ -118,6 +128,8 @@ impl Node {
             pins: AtomicU64::new(0),
             state: RwLock::new(state),
             copyup: Mutex::new(()),
+            used: AtomicBool::new(false),
+            fds_counted: AtomicBool::new(false),
         }
     }
 
@@ -130,6 +142,37 @@ impl Node {
     pub fn generation(&self) -> u64 {
         self.gen.load(Ordering::Acquire)
     }
+
+    /// Marks the node's layer fds as just used (they survive the next eviction sweep).
+    pub fn touch(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How many directory nodes may keep their layer fds open at once; past it the least
+/// recently used close theirs (a clock sweep) and reopen them when next needed.
+#[derive(Debug)]
+pub struct FdBudget {
+    cap: usize,
+    held: AtomicUsize,
+    queue: Mutex<VecDeque<u64>>,
+}
+
+impl Default for FdBudget {
+    fn default() -> Self {
+        FdBudget::new(usize::MAX)
+    }
+}
+
+impl FdBudget {
+    /// At most `cap` directory nodes with open fds.
+    pub fn new(cap: usize) -> Self {
+        FdBudget {
+            cap: cap.max(16),
+            held: AtomicUsize::new(0),
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
 }
 
 /// All live nodes.
@@ -137,6 +180,7 @@ impl Node {
 pub struct NodeTable {
     map: DashMap<u64, Arc<Node>>,
     next_gen: AtomicU64,
+    fds: FdBudget,
 }
 
 impl NodeTable {
@@ -145,6 +189,7 @@ impl NodeTable {
         let t = NodeTable {
             map: DashMap::new(),
             next_gen: AtomicU64::new(1),
+            fds: FdBudget::default(),
         };
         t.map.insert(
             ROOT_INO,
@@ -156,9 +201,81 @@ impl NodeTable {
                 pins: AtomicU64::new(1),
                 state: RwLock::new(root),
                 copyup: Mutex::new(()),
+                used: AtomicBool::new(false),
+                fds_counted: AtomicBool::new(false),
             }),
         );
         t
+    }
+
+    /// Bounds the directory nodes that keep their layer fds open.
+    pub fn set_fd_budget(&mut self, b: FdBudget) {
+        self.fds = b;
+    }
+
+    /// Directory nodes holding open layer fds now.
+    pub fn fds_held(&self) -> usize {
+        self.fds.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts a table node whose layer fds were just opened (or reopened) in the budget,
+    /// closing those of the least recently used nodes when it is exceeded. Call with no
+    /// node lock held.
+    pub fn track_fds(&self, node: &Node) {
+        if node.ino == ROOT_INO || !node.is_dir() {
+            return;
+        }
+        let in_table = self
+            .map
+            .get(&node.ino)
+            .is_some_and(|n| std::ptr::eq(&**n, node));
+        if !in_table || node.fds_counted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        node.touch();
+        let Ok(mut q) = self.fds.queue.lock() else {
+            return;
+        };
+        q.push_back(node.ino);
+        let held = self.fds.held.fetch_add(1, Ordering::AcqRel) + 1;
+        if held > self.fds.cap {
+            self.evict(&mut q);
+        }
+    }
+
+    /// Clock sweep: closes the fds of nodes not used since the last sweep until the budget
+    /// is 90% full; a node whose state is busy right now is passed over.
+    fn evict(&self, q: &mut VecDeque<u64>) {
+        let target = self.fds.cap - self.fds.cap / 10;
+        let mut steps = q.len() * 2;
+        while self.fds.held.load(Ordering::Acquire) > target && steps > 0 {
+            steps -= 1;
+            let Some(ino) = q.pop_front() else { break };
+            let Some(n) = self.peek(ino) else { continue };
+            if !n.fds_counted.load(Ordering::Acquire) {
+                continue;
+            }
+            if n.used.swap(false, Ordering::AcqRel) {
+                q.push_back(ino);
+                continue;
+            }
+            let Ok(mut st) = n.state.try_write() else {
+                q.push_back(ino);
+                continue;
+            };
+            st.upper_fd = None;
+            st.lower_fds.clear();
+            drop(st);
+            n.fds_counted.store(false, Ordering::Release);
+            self.fds.held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes a removed (or replaced) node out of the budget.
+    fn untrack_fds(&self, node: &Node) {
+        if node.fds_counted.swap(false, Ordering::AcqRel) {
+            self.fds.held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The node for `ino`; ESTALE if the kernel asks for one we dropped.
@@ -200,6 +317,8 @@ impl NodeTable {
                     pins: AtomicU64::new(0),
                     state: RwLock::new(state.clone()),
                     copyup: Mutex::new(()),
+                    used: AtomicBool::new(false),
+                    fds_counted: AtomicBool::new(false),
                 })
             });
             entry.value().lookups.fetch_add(1, Ordering::SeqCst);
@@ -236,6 +355,8 @@ impl NodeTable {
             pins: AtomicU64::new(0),
             state: RwLock::new(state),
             copyup: Mutex::new(()),
+            used: AtomicBool::new(false),
+            fds_counted: AtomicBool::new(false),
         });
         {
             // Swap under the shard lock so lookups and pins move over exactly once.
@@ -249,6 +370,7 @@ impl NodeTable {
                 .store(slot.pins.load(Ordering::SeqCst), Ordering::SeqCst);
             *slot = node.clone();
         }
+        self.untrack_fds(&old);
         self.pin(new_parent);
         self.unpin(old_parent);
         for a in old_aliases {
@@ -480,6 +602,7 @@ impl NodeTable {
             n.lookups.load(Ordering::SeqCst) == 0 && n.pins.load(Ordering::SeqCst) == 0
         });
         let (_, n) = removed?;
+        self.untrack_fds(&n);
         let (parent, aliases) = {
             let st = n.state().ok()?;
             (st.parent, st.aliases.clone())

@@ -56,6 +56,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// FUSE passthrough for file data (root only): off, upper files only, or all files.
     pub passthrough: Passthrough,
+    /// `dirfds=N`: how many directory fds the server keeps open at most.
+    pub dir_fds: Option<usize>,
     /// `fsname=`: the mount's source as /proc/mounts shows it.
     pub fsname: Option<String>,
     /// `remount`: change the flags of the existing mount instead of mounting.
@@ -80,6 +82,7 @@ impl Default for MountOptions {
             timeout_secs: 60.0,
             threads: 0,
             passthrough: Passthrough::All,
+            dir_fds: None,
             fsname: None,
             remount: false,
             presentation: Presentation::default(),
@@ -300,6 +303,17 @@ impl MountOptions {
             }
             "nopassthrough" => self.passthrough = Passthrough::Off,
             "fsname" => self.fsname = Some(unescape(&need(value)?)),
+            "dirfds" => {
+                let v = need(value)?;
+                self.dir_fds = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n >= 16)
+                        .ok_or_else(|| {
+                            format!("dirfds={v}: expected a number of fds, at least 16")
+                        })?,
+                );
+            }
             "remount" => self.remount = true,
             "uidmapping" => self.presentation.uids = parse_ranges(key, &need(value)?)?,
             "gidmapping" => self.presentation.gids = parse_ranges(key, &need(value)?)?,

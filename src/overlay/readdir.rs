@@ -56,13 +56,16 @@ impl Overlay {
         if !node.is_dir() {
             return err(libc::ENOTDIR);
         }
-        let (snapshot, gen) = {
+        let fds = self.dir_fds(node)?;
+        let (mut snapshot, gen) = {
             let st = node.state()?;
             if let Some(l) = &st.listing {
                 return Ok(l.clone());
             }
             (st.clone(), st.dir_gen)
         };
+        snapshot.upper_fd = fds.upper;
+        snapshot.lower_fds = fds.lowers;
         let list = Arc::new(self.build_listing(&snapshot)?);
         let mut st = node.state_mut()?;
         if st.dir_gen == gen {

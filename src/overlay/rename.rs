@@ -62,9 +62,10 @@ impl Overlay {
     /// redirect if it has lower dirs, else opacity if the new parent has lower dirs.
     fn prepare_dir_move(&self, n: &Node, samedir: bool, newparent: &Node) -> FsResult<()> {
         let nfd = self.ensure_upper_dir(newparent)?;
+        let fds = self.dir_fds(n)?;
         let (ufd, lowers, redirect, lower_path, opaque) = {
             let st = n.state()?;
-            let Some(u) = st.upper_fd.clone() else {
+            let Some(u) = fds.upper else {
                 return err(libc::EIO);
             };
             (

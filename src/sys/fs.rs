@@ -72,6 +72,47 @@ pub fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     )
 }
 
+/// Opens directory `path` (relative) below `root` as an `O_PATH` fd, in one openat2(2)
+/// that never follows a symlink nor leaves `root`; where openat2 is missing, one
+/// component at a time.
+pub fn open_dir_beneath(root: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<OwnedFd> {
+    if path.as_os_str().is_empty() {
+        return root.try_clone_to_owned();
+    }
+    let c = cstr(path.as_os_str())?;
+    // SAFETY: open_how is plain data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid C string and open_how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r >= 0 {
+        // SAFETY: openat2 returned a new fd that we own.
+        return Ok(unsafe { OwnedFd::from_raw_fd(r as i32) });
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    let mut cur = root.try_clone_to_owned()?;
+    for comp in path.components() {
+        match comp {
+            std::path::Component::Normal(n) => cur = open_dir(cur.as_fd(), n)?,
+            std::path::Component::CurDir => {}
+            _ => return Err(io::Error::from_raw_os_error(libc::EXDEV)),
+        }
+    }
+    Ok(cur)
+}
+
 /// Opens an absolute or cwd-relative path.
 pub fn open_path(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
