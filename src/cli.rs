@@ -252,6 +252,10 @@ pub struct BenchArgs {
     /// Measure container start latency against runc, crun and bubblewrap instead.
     #[arg(long)]
     pub start: bool,
+    /// Walk, stat and write a tree of N directories in three lower layers instead (strata
+    /// with its open-file limit pinned at 1024); report times, errors, server RSS and fds.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(300..=10_000_000))]
+    pub big_tree: Option<u64>,
     /// Measure nothing: re-render report.md and chart.svg from a results.json.
     #[arg(long, value_name = "RESULTS_JSON")]
     pub from: Option<PathBuf>,

@@ -6,6 +6,7 @@
 //! reported as ratios to kernel overlayfs measured in the same run; targets missed are
 //! information, never failures.
 
+pub mod bigtree;
 pub mod report;
 pub mod start;
 pub mod target;

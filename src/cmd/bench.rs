@@ -26,6 +26,16 @@ pub fn run(a: BenchArgs) -> i32 {
         strata,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
+    if let Some(n) = a.big_tree {
+        let fo = o.fuse_overlayfs.as_deref();
+        return match crate::bench::bigtree::run(&o.work, &o.out, &o.strata, fo, n as usize) {
+            Ok(md) => {
+                println!("{md}");
+                0
+            }
+            Err(e) => fail(format_args!("bench --big-tree: {e}")),
+        };
+    }
     if a.start {
         let runs = (a.runs as usize).max(5) * 4;
         return match crate::bench::start::run(&o.work, &o.out, &o.strata, runs) {
