@@ -39,20 +39,7 @@ impl Rng {
 }
 
 fn mount_strata(lower: &Path, base: &Path, tag: &str, extra: &str) -> Mounted {
-    let (u, w, m) = (
-        base.join(format!("{tag}-u")),
-        base.join(format!("{tag}-w")),
-        base.join(format!("{tag}-m")),
-    );
-    for d in [&u, &w, &m] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}{extra}",
-        lower.display(),
-        u.display(),
-        w.display()
-    );
+    let (_, m, opts) = crate::harness::stack(base, tag, &[lower.to_path_buf()], extra);
     let st = std::process::Command::new(strata_bin())
         .args(["mount", "-o", &opts])
         .arg(&m)

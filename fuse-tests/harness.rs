@@ -102,6 +102,27 @@ pub fn mount(imp: Impl, lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: 
     }
 }
 
+/// A fresh stack under `base`: upper, work and mount dirs `TAG-u`, `TAG-w`, `TAG-m`, and the
+/// mount options putting them over `lowers` (top first), then `extra`. Returns (upper dir,
+/// mount point, options).
+pub fn stack(
+    base: &Path,
+    tag: &str,
+    lowers: &[PathBuf],
+    extra: &str,
+) -> (PathBuf, PathBuf, String) {
+    let (u, w, m) = (
+        base.join(format!("{tag}-u")),
+        base.join(format!("{tag}-w")),
+        base.join(format!("{tag}-m")),
+    );
+    for d in [&u, &w, &m] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let o = strata::overlay::options::stack_option(lowers, Some((&u, &w)));
+    (u, m, format!("{o}{extra}"))
+}
+
 /// Builds lower layers inside a base directory and returns them top first.
 pub type Setup<'a> = &'a dyn Fn(&Path) -> Vec<PathBuf>;
 /// Runs operations on a mounted merged dir and returns a log of their results.

@@ -403,20 +403,7 @@ fn big_trees_walk_and_write_within_the_fd_limit() {
     };
     let want = walk(&lower);
     for (tag, limit) in [("raised", None), ("pinned", Some("--nofile=1024:1024"))] {
-        let (u, w, m) = (
-            base.join(format!("{tag}-u")),
-            base.join(format!("{tag}-w")),
-            base.join(format!("{tag}-m")),
-        );
-        for d in [&u, &w, &m] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            u.display(),
-            w.display()
-        );
+        let (u, m, opts) = crate::harness::stack(base, tag, std::slice::from_ref(&lower), "");
         let mut cmd = match limit {
             Some(l) => {
                 let mut c = Command::new("prlimit");

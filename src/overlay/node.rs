@@ -103,6 +103,21 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node of `kind` for `ino` at generation `gen`, with `lookups` kernel references.
+    fn new(ino: u64, gen: u64, kind: u32, lookups: u64, state: NodeState) -> Node {
+        Node {
+            ino,
+            gen: AtomicU64::new(gen),
+            kind,
+            lookups: AtomicU64::new(lookups),
+            pins: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copyup: Mutex::new(()),
+            used: AtomicBool::new(false),
+            fds_counted: AtomicBool::new(false),
+        }
+    }
+
     /// Reads the state; a poisoned lock is EIO.
     pub fn state(&self) -> FsResult<RwLockReadGuard<'_, NodeState>> {
         self.state
@@ -120,17 +135,7 @@ impl Node {
     /// A directory node outside the table, for probing a state (emptiness, lower layers)
     /// without exposing it to the kernel.
     pub fn detached(ino: u64, state: NodeState) -> Node {
-        Node {
-            ino,
-            gen: AtomicU64::new(0),
-            kind: libc::S_IFDIR,
-            lookups: AtomicU64::new(0),
-            pins: AtomicU64::new(0),
-            state: RwLock::new(state),
-            copyup: Mutex::new(()),
-            used: AtomicBool::new(false),
-            fds_counted: AtomicBool::new(false),
-        }
+        Node::new(ino, 0, libc::S_IFDIR, 0, state)
     }
 
     /// True for directories.
@@ -191,20 +196,10 @@ impl NodeTable {
             next_gen: AtomicU64::new(1),
             fds: FdBudget::default(),
         };
-        t.map.insert(
-            ROOT_INO,
-            Arc::new(Node {
-                ino: ROOT_INO,
-                gen: AtomicU64::new(0),
-                kind: libc::S_IFDIR,
-                lookups: AtomicU64::new(1),
-                pins: AtomicU64::new(1),
-                state: RwLock::new(root),
-                copyup: Mutex::new(()),
-                used: AtomicBool::new(false),
-                fds_counted: AtomicBool::new(false),
-            }),
-        );
+        let root = Node::new(ROOT_INO, 0, libc::S_IFDIR, 1, root);
+        // The root pins itself, so it is never removed.
+        root.pins.store(1, Ordering::SeqCst);
+        t.map.insert(ROOT_INO, Arc::new(root));
         t
     }
 
@@ -309,17 +304,8 @@ impl NodeTable {
         let node = {
             let entry = self.map.entry(ino).or_insert_with(|| {
                 created = true;
-                Arc::new(Node {
-                    ino,
-                    gen: AtomicU64::new(self.next_gen.fetch_add(1, Ordering::Relaxed)),
-                    kind,
-                    lookups: AtomicU64::new(0),
-                    pins: AtomicU64::new(0),
-                    state: RwLock::new(state.clone()),
-                    copyup: Mutex::new(()),
-                    used: AtomicBool::new(false),
-                    fds_counted: AtomicBool::new(false),
-                })
+                let gen = self.next_gen.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Node::new(ino, gen, kind, 0, state.clone()))
             });
             entry.value().lookups.fetch_add(1, Ordering::SeqCst);
             entry.value().clone()
@@ -347,17 +333,8 @@ impl NodeTable {
             (st.parent, st.aliases.clone())
         };
         let new_parent = state.parent;
-        let node = Arc::new(Node {
-            ino: old.ino,
-            gen: AtomicU64::new(self.next_gen.fetch_add(1, Ordering::Relaxed)),
-            kind,
-            lookups: AtomicU64::new(0),
-            pins: AtomicU64::new(0),
-            state: RwLock::new(state),
-            copyup: Mutex::new(()),
-            used: AtomicBool::new(false),
-            fds_counted: AtomicBool::new(false),
-        });
+        let gen = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let node = Arc::new(Node::new(old.ino, gen, kind, 0, state));
         {
             // Swap under the shard lock so lookups and pins move over exactly once.
             let mut slot = self
