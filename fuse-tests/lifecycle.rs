@@ -326,3 +326,36 @@ fn commit_keeps_xattrs_and_capabilities() {
     assert!(strata(&e, &["rm", "x"]).status.success());
     no_leftovers(&e);
 }
+
+#[test]
+fn quiet_listings_script_like_docker() {
+    let e = env("quiet");
+    for n in ["q1", "q2"] {
+        let o = strata(&e, &["run", "-d", "--name", n, "box:1", "sleep", "30"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = strata(&e, &["run", "--name", "q3", "box:1", "true"]);
+    assert!(o.status.success());
+    let running = out(&strata(&e, &["ps", "-q"]));
+    assert_eq!(running.lines().count(), 2, "{running}");
+    assert!(running
+        .lines()
+        .all(|l| l.len() == 12 && l.bytes().all(|b| b.is_ascii_hexdigit())));
+    let all = out(&strata(&e, &["ps", "-aq"]));
+    assert_eq!(all.lines().count(), 3, "{all}");
+    // strata rm -f $(strata ps -aq)
+    let mut args = vec!["rm", "-f"];
+    args.extend(all.lines());
+    assert!(strata(&e, &args).status.success());
+    assert_eq!(out(&strata(&e, &["ps", "-aq"])), "");
+    // images -q, newest first, and rmi
+    let o = strata(&e, &["tag", "box:1", "box:2"]);
+    assert!(o.status.success());
+    let ids = out(&strata(&e, &["images", "-q"]));
+    assert_eq!(ids.lines().count(), 1, "one image under two names: {ids}");
+    let listing = out(&strata(&e, &["images"]));
+    assert_eq!(listing, out(&strata(&e, &["images"])), "a stable order");
+    assert!(strata(&e, &["rmi", "box:2"]).status.success());
+    assert!(!out(&strata(&e, &["images"])).contains(" 2 "));
+    no_leftovers(&e);
+}

@@ -29,8 +29,21 @@ pub enum Command {
     /// Manage images: import, export, inspect, history, rm, prune.
     #[command(subcommand)]
     Image(ImageCmd),
-    /// List images.
-    Images,
+    /// List images, newest first.
+    Images {
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove image names (as `image rm`).
+    Rmi {
+        /// Remove even if a container uses the image.
+        #[arg(short, long)]
+        force: bool,
+        /// Images (name[:tag] or id).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
     /// Run a command in a new container.
     Run(Box<RunArgs>),
     /// List containers.
@@ -38,6 +51,9 @@ pub enum Command {
         /// Show exited containers too.
         #[arg(short, long)]
         all: bool,
+        /// Only container ids.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Remove containers.
     Rm {
@@ -193,8 +209,12 @@ pub enum ImageCmd {
         #[arg(short = 'o', long, required = true)]
         output: PathBuf,
     },
-    /// List images.
-    Ls,
+    /// List images, newest first.
+    Ls {
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Show an image's config and layers as JSON.
     Inspect {
         /// Image name[:tag] or id.

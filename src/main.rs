@@ -22,10 +22,15 @@ fn main() {
         Command::Umount(a) => strata::cmd::mount::umount(a),
         Command::Bench(a) => strata::cmd::bench::run(a),
         Command::Image(c) => strata::cmd::image::run(cli.root, c),
-        Command::Images => strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls),
+        Command::Images { quiet } => {
+            strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls { quiet })
+        }
+        Command::Rmi { force, images } => {
+            strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Rm { force, images })
+        }
         Command::Tag { source, target } => strata::cmd::image::tag(cli.root, &source, &target),
         Command::Run(a) => strata::cmd::container::run(cli.root, *a),
-        Command::Ps { all } => strata::cmd::container::ps(cli.root, all),
+        Command::Ps { all, quiet } => strata::cmd::container::ps(cli.root, all, quiet),
         Command::Rm { force, containers } => {
             strata::cmd::container::rm(cli.root, force, &containers)
         }

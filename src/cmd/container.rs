@@ -350,8 +350,8 @@ fn forward_signals(pid: i32) {
         });
 }
 
-/// `strata ps [-a]`.
-pub fn ps(root: Option<PathBuf>, all: bool) -> i32 {
+/// `strata ps [-a] [-q]`.
+pub fn ps(root: Option<PathBuf>, all: bool, quiet: bool) -> i32 {
     let store = match Store::open(root) {
         Ok(s) => s,
         Err(e) => return super::fail(e),
@@ -360,6 +360,15 @@ pub fn ps(root: Option<PathBuf>, all: bool) -> i32 {
         Ok(l) => l,
         Err(e) => return super::fail(e),
     };
+    if quiet {
+        for c in list {
+            let s = c.observed();
+            if all || s.status == "running" {
+                println!("{}", &s.id[..12]);
+            }
+        }
+        return 0;
+    }
     println!(
         "{:<14} {:<20} {:<24} {:<22} {:<16} NAMES",
         "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"

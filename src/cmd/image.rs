@@ -80,7 +80,17 @@ pub fn run(root: Option<PathBuf>, cmd: ImageCmd) -> i32 {
                 Err(e) => fail(format_args!("exporting {image}: {e}")),
             }
         }
-        ImageCmd::Ls => match ops::list(&store) {
+        ImageCmd::Ls { quiet: true } => match ops::list(&store) {
+            Ok(rows) => {
+                let mut seen = std::collections::HashSet::new();
+                for r in rows.iter().filter(|r| seen.insert(r.id.clone())) {
+                    println!("{}", r.id.short());
+                }
+                0
+            }
+            Err(e) => fail(e),
+        },
+        ImageCmd::Ls { quiet: false } => match ops::list(&store) {
             Ok(rows) => {
                 println!(
                     "{:<30} {:<12} {:<14} {:<22} {:>10} {:>12}",

@@ -137,6 +137,12 @@ pub fn list(store: &Store) -> Result<Vec<Row>, String> {
             shared,
         });
     }
+    // Newest first, as docker lists them (RFC 3339 times sort as strings), then by name.
+    rows.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then_with(|| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)))
+    });
     Ok(rows)
 }
 
