@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -77,6 +77,8 @@ pub struct Backings {
     released: Condvar,
     /// Counted handles -> their inode, and whether they write through the backing file.
     handles: DashMap<u64, (u64, bool)>,
+    /// Writable backing handles in all: while none exist, stats need no lock.
+    writers: AtomicUsize,
 }
 
 impl Backings {
@@ -88,6 +90,7 @@ impl Backings {
             by_ino: Mutex::new(HashMap::new()),
             released: Condvar::new(),
             handles: DashMap::new(),
+            writers: AtomicUsize::new(0),
         }
     }
 
@@ -130,6 +133,7 @@ impl Backings {
                 e.users += 1;
                 let writer = writable && matches!(e.via, Via::Backing(_));
                 e.writers += usize::from(writer);
+                self.writers.fetch_add(usize::from(writer), Ordering::AcqRel);
                 self.handles.insert(fh, (ino, writer));
                 match &e.via {
                     Via::Backing(id) => reply.passthrough(id),
@@ -174,6 +178,7 @@ impl Backings {
         e.users += 1;
         let writer = writable && matches!(e.via, Via::Backing(_));
         e.writers += usize::from(writer);
+        self.writers.fetch_add(usize::from(writer), Ordering::AcqRel);
         self.handles.insert(fh, (ino, writer));
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),
@@ -194,6 +199,9 @@ impl Backings {
     /// True while `ino` has a writable handle on its backing file: its attributes may
     /// change without a request reaching the daemon.
     pub fn attrs_volatile(&self, ino: u64) -> bool {
+        if self.writers.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         self.by_ino
             .lock()
             .map(|m| m.get(&ino).is_some_and(|e| e.writers > 0))
@@ -205,6 +213,9 @@ impl Backings {
     /// be stale).
     pub fn release(&self, fh: u64) -> Option<u64> {
         let (_, (ino, writer)) = self.handles.remove(&fh)?;
+        if writer {
+            self.writers.fetch_sub(1, Ordering::AcqRel);
+        }
         if let Ok(mut map) = self.by_ino.lock() {
             if let Some(e) = map.get_mut(&ino) {
                 e.users = e.users.saturating_sub(1);
