@@ -4,6 +4,7 @@
 //! boundary) at debug level.
 
 pub mod convert;
+mod open;
 pub mod passthrough;
 mod reply;
 
@@ -26,8 +27,8 @@ use crate::overlay::dirops::NewObject;
 use crate::overlay::{FsError, Overlay};
 use crate::sys::fs::Stat;
 use convert::{attr, errno, file_type, timespec};
+use passthrough::Backings;
 pub use passthrough::Policy;
-use passthrough::{Backings, OpenReply};
 pub use reply::KernelInvalidator;
 use reply::{caller, xattr_reply, Created, Opened};
 
@@ -50,55 +51,9 @@ impl StrataFs {
         }
     }
 
-    /// Answers an open or create; `new_mode` is the mode of a file just created, whose
-    /// handle (opened read-write) then serves as its backing file.
-    fn answer_open<R: OpenReply>(
-        &self,
-        ino: u64,
-        fh: u64,
-        writable: bool,
-        new_mode: Option<u32>,
-        reply: R,
-    ) {
-        let upper = self.core.handle_on_upper(fh);
-        let core = &self.core;
-        let setid = match new_mode {
-            Some(m) => m & (libc::S_ISUID | libc::S_ISGID) != 0,
-            None => self.backings.enabled() && core.is_setid(ino),
-        };
-        let backing = || match new_mode {
-            Some(_) => core
-                .file_fd(fh)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
-            None => core
-                .backing_file(ino)
-                .map(Arc::new)
-                .map_err(|e| io::Error::from_raw_os_error(e.errno)),
-        };
-        let accepted = self
-            .backings
-            .answer(ino, fh, upper, writable, !setid, backing, reply);
-        if !accepted {
-            self.core.release(fh);
-        } else if new_mode.is_none() && self.backings.attrs_volatile(ino) {
-            // From now until it closes, a shared mapping may change the file without a
-            // request: drop what the kernel cached, and answer stats uncached meanwhile.
-            self.core.invalidate_attrs(ino);
-        }
-    }
-
     fn fail(&self, op: &str, e: &FsError) -> Errno {
         debug!("{op}: {e}");
         errno(e)
-    }
-
-    /// How long the kernel may cache `ino`'s attributes.
-    fn attr_ttl(&self, ino: u64) -> Duration {
-        if self.backings.attrs_volatile(ino) {
-            Duration::ZERO
-        } else {
-            self.ttl
-        }
     }
 
     fn entry(&self, op: &str, r: Result<(u64, Stat), FsError>, reply: ReplyEntry) {

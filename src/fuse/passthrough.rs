@@ -133,7 +133,8 @@ impl Backings {
                 e.users += 1;
                 let writer = writable && matches!(e.via, Via::Backing(_));
                 e.writers += usize::from(writer);
-                self.writers.fetch_add(usize::from(writer), Ordering::AcqRel);
+                self.writers
+                    .fetch_add(usize::from(writer), Ordering::AcqRel);
                 self.handles.insert(fh, (ino, writer));
                 match &e.via {
                     Via::Backing(id) => reply.passthrough(id),
@@ -178,7 +179,8 @@ impl Backings {
         e.users += 1;
         let writer = writable && matches!(e.via, Via::Backing(_));
         e.writers += usize::from(writer);
-        self.writers.fetch_add(usize::from(writer), Ordering::AcqRel);
+        self.writers
+            .fetch_add(usize::from(writer), Ordering::AcqRel);
         self.handles.insert(fh, (ino, writer));
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),

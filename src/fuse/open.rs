@@ -1,0 +1,58 @@
+//! How opens are answered: passthrough to a backing file or through the daemon (the choice
+//! is `passthrough.rs`'s), and how long the kernel may cache an inode's attributes, which
+//! writes through a shared mapping of a passthrough file change without a request.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::passthrough::OpenReply;
+use super::StrataFs;
+
+impl StrataFs {
+    /// Answers an open or create; `new_mode` is the mode of a file just created, whose
+    /// handle (opened read-write) then serves as its backing file.
+    pub(super) fn answer_open<R: OpenReply>(
+        &self,
+        ino: u64,
+        fh: u64,
+        writable: bool,
+        new_mode: Option<u32>,
+        reply: R,
+    ) {
+        let upper = self.core.handle_on_upper(fh);
+        let core = &self.core;
+        let setid = match new_mode {
+            Some(m) => m & (libc::S_ISUID | libc::S_ISGID) != 0,
+            None => self.backings.enabled() && core.is_setid(ino),
+        };
+        let backing = || match new_mode {
+            Some(_) => core
+                .file_fd(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+            None => core
+                .backing_file(ino)
+                .map(Arc::new)
+                .map_err(|e| io::Error::from_raw_os_error(e.errno)),
+        };
+        let accepted = self
+            .backings
+            .answer(ino, fh, upper, writable, !setid, backing, reply);
+        if !accepted {
+            self.core.release(fh);
+        } else if new_mode.is_none() && self.backings.attrs_volatile(ino) {
+            // From now until it closes, a shared mapping may change the file without a
+            // request: drop what the kernel cached, and answer stats uncached meanwhile.
+            self.core.invalidate_attrs(ino);
+        }
+    }
+
+    /// How long the kernel may cache `ino`'s attributes.
+    pub(super) fn attr_ttl(&self, ino: u64) -> Duration {
+        if self.backings.attrs_volatile(ino) {
+            Duration::ZERO
+        } else {
+            self.ttl
+        }
+    }
+}
