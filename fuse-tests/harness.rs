@@ -194,21 +194,47 @@ pub fn assert_same(what: &str, a_name: &str, a: &Snap, b_name: &str, b: &Snap) {
     );
 }
 
+/// A scenario's temp dir and lower layers, with a snapshot of the layers taken before.
+struct Stage {
+    dir: tempfile::TempDir,
+    lowers: Vec<PathBuf>,
+    before: Vec<Snap>,
+}
+
+impl Stage {
+    fn new(name: &str, setup: Setup<'_>) -> Stage {
+        require_env();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("strata-{name}-"))
+            .tempdir()
+            .unwrap();
+        let lowers = setup(&dir.path().join("layers"));
+        let before = lowers.iter().map(|l| snapshot(l, true)).collect();
+        Stage {
+            dir,
+            lowers,
+            before,
+        }
+    }
+
+    /// Nothing ever writes into a lower layer.
+    fn lowers_unchanged(&self, name: &str) {
+        for (l, b) in self.lowers.iter().zip(&self.before) {
+            let what = format!("{name}: lower layer {}", l.display());
+            assert_same(&what, "before", b, "after", &snapshot(l, true));
+        }
+    }
+}
+
 /// The oracle comparison of results and merged views only, for scenarios whose upper dir
 /// legitimately differs from the kernel's (its index keeps extra hard links); the lower
 /// layers must still be unchanged.
 pub fn scenario_merged(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
-    require_env();
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("strata-{name}-"))
-        .tempdir()
-        .unwrap();
-    let base = dir.path();
-    let lowers = setup(&base.join("layers"));
-    let before = lowers.iter().map(|l| snapshot(l, true)).collect::<Vec<_>>();
-    let kernel = run_one(base, Impl::Kernel, &lowers, ops);
+    let stage = Stage::new(name, setup);
+    let (base, lowers) = (stage.dir.path(), &stage.lowers);
+    let kernel = run_one(base, Impl::Kernel, lowers, ops);
     for imp in [Impl::Strata, Impl::StrataWh] {
-        let o = run_one(base, imp, &lowers, ops);
+        let o = run_one(base, imp, lowers, ops);
         assert_eq!(
             kernel.log, o.log,
             "{name}: results differ (kernel left, {imp:?} right)"
@@ -219,31 +245,16 @@ pub fn scenario_merged(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
         let tag = format!("{imp:?}").to_lowercase();
         std::fs::remove_dir_all(base.join(format!("{tag}-work"))).unwrap();
     }
-    for (l, b) in lowers.iter().zip(&before) {
-        let after = snapshot(l, true);
-        assert_same(
-            &format!("{name}: lower {}", l.display()),
-            "before",
-            b,
-            "after",
-            &after,
-        );
-    }
+    stage.lowers_unchanged(name);
 }
 
 /// The full oracle comparison for one scenario.
 pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
-    require_env();
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("strata-{name}-"))
-        .tempdir()
-        .unwrap();
-    let base = dir.path();
-    let lowers = setup(&base.join("layers"));
-    let before = lowers.iter().map(|l| snapshot(l, true)).collect::<Vec<_>>();
+    let stage = Stage::new(name, setup);
+    let (base, lowers) = (stage.dir.path(), &stage.lowers);
 
-    let kernel = run_one(base, Impl::Kernel, &lowers, ops);
-    let strata = run_one(base, Impl::Strata, &lowers, ops);
+    let kernel = run_one(base, Impl::Kernel, lowers, ops);
+    let strata = run_one(base, Impl::Strata, lowers, ops);
     assert_eq!(
         kernel.log, strata.log,
         "{name}: operation results differ (kernel left, strata right)"
@@ -263,7 +274,7 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
         &strata.upper,
     );
 
-    let wh = run_one(base, Impl::StrataWh, &lowers, ops);
+    let wh = run_one(base, Impl::StrataWh, lowers, ops);
     assert_eq!(
         kernel.log, wh.log,
         "{name}: results differ with whiteout=wh"
@@ -275,7 +286,7 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
         "strata-wh",
         &wh.merged,
     );
-    let wh_again = view_of(base, Impl::Strata, &lowers, &wh.upper_dir, "wh-remount");
+    let wh_again = view_of(base, Impl::Strata, lowers, &wh.upper_dir, "wh-remount");
     assert_same(
         &format!("{name}: remounted .wh. upper"),
         "kernel",
@@ -287,7 +298,7 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
     let k_on_s = view_of(
         base,
         Impl::Kernel,
-        &lowers,
+        lowers,
         &strata.upper_dir,
         "kernel-on-strata",
     );
@@ -301,7 +312,7 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
     let s_on_k = view_of(
         base,
         Impl::Strata,
-        &lowers,
+        lowers,
         &kernel.upper_dir,
         "strata-on-kernel",
     );
@@ -313,13 +324,5 @@ pub fn scenario(name: &str, setup: Setup<'_>, ops: Ops<'_>) {
         &s_on_k,
     );
 
-    for (l, b) in lowers.iter().zip(&before) {
-        assert_same(
-            &format!("{name}: lower layer {}", l.display()),
-            "before",
-            b,
-            "after",
-            &snapshot(l, true),
-        );
-    }
+    stage.lowers_unchanged(name);
 }
