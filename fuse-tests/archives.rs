@@ -137,6 +137,17 @@ pub fn oci_layout(
     name: Option<&str>,
     media: Option<&str>,
 ) -> Digest {
+    oci_layout_claiming(dir, layers, name, media, None)
+}
+
+/// [`oci_layout`] whose config claims `diff_ids` instead of the layers' real ones.
+pub fn oci_layout_claiming(
+    dir: &Path,
+    layers: &[(Vec<u8>, Z)],
+    name: Option<&str>,
+    media: Option<&str>,
+    claimed: Option<Vec<Digest>>,
+) -> Digest {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let mut descs = Vec::new();
@@ -152,6 +163,9 @@ pub fn oci_layout(
         descs.push(
             json!({"mediaType": media.unwrap_or(mt), "digest": d.to_string(), "size": blob.len()}),
         );
+    }
+    if let Some(c) = claimed {
+        diff_ids = c.iter().map(|d| d.to_string()).collect();
     }
     let config = json!({
         "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",

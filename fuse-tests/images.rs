@@ -552,3 +552,60 @@ fn rm_refuses_an_image_a_container_uses() {
         Some(1)
     );
 }
+
+/// An archive whose layer does not match its descriptor or its diff_id is refused even when
+/// the store already holds that layer (it used to be accepted as "shared"), and the store
+/// stays as it was.
+#[test]
+fn damaged_archives_are_refused_even_when_the_store_has_the_layer() {
+    let t = tmp("damaged");
+    let store = store_in(t.path());
+    let good = layer(&[E::File("etc/motd", b"good", 0o644)]);
+    let layout = t.path().join("good");
+    oci_layout(&layout, &[(good.clone(), Z::Gzip)], Some("good:1"), None);
+    ok(&strata(
+        &store,
+        &["image", "import", layout.to_str().unwrap()],
+    ));
+    let layers_before = layer_count(&store);
+    let images_before = ok(&strata(&store, &["images", "-q"]));
+    // 1. the same layout with the layer blob's bytes changed under the same digest
+    let damaged = t.path().join("damaged");
+    oci_layout(
+        &damaged,
+        &[(good.clone(), Z::Gzip)],
+        Some("damaged:1"),
+        None,
+    );
+    let blobs = damaged.join("blobs/sha256");
+    let gz = strata::image::Digest::of(&gzip(&good));
+    let mut bytes = std::fs::read(blobs.join(gz.hex())).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(blobs.join(gz.hex()), &bytes).unwrap();
+    let o = strata(&store, &["image", "import", damaged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(gz.as_str()) && err.contains("does not match"),
+        "{err}"
+    );
+    // 2. other content under a config that claims the stored layer's diff_id
+    let liar = t.path().join("liar");
+    let evil = layer(&[E::File("etc/motd", b"evil", 0o644)]);
+    oci_layout_claiming(
+        &liar,
+        &[(evil, Z::Plain)],
+        Some("liar:1"),
+        None,
+        Some(vec![strata::image::Digest::of(&good)]),
+    );
+    let o = strata(&store, &["image", "import", liar.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("diff_id"), "{err}");
+    // nothing changed
+    assert_eq!(layer_count(&store), layers_before);
+    assert_eq!(ok(&strata(&store, &["images", "-q"])), images_before);
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+}

@@ -104,6 +104,34 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// Checks that blob file `p` hashes to `digest` and has `size` bytes.
+fn verify_blob(p: &Path, digest: &Digest, size: u64, what: &str) -> Result<(), String> {
+    let f = File::open(p).map_err(|e| format!("{what}: {e}"))?;
+    let mut hr = HashingReader::new(BufReader::new(f));
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| format!("{what}: {e}"))?;
+    let (got, n) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    if got != *digest || n != size {
+        return Err(format!(
+            "{what}: the archive's blob does not match its descriptor (digest {got}, {n} bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the uncompressed stream of layer blob file `p` hashes to `diff_id`.
+fn verify_diff_id(p: &Path, c: Compression, diff_id: &Digest, what: &str) -> Result<(), String> {
+    let f = File::open(p).map_err(|e| format!("{what}: {e}"))?;
+    let mut hr = HashingReader::new(decompressor(Box::new(BufReader::new(f)), c, what)?);
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| format!("{what}: {e}"))?;
+    let (got, _) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    if got != *diff_id {
+        return Err(format!(
+            "{what}: uncompressed content has diff_id {got}, the config says {diff_id}"
+        ));
+    }
+    Ok(())
+}
+
 /// Unpacks layer blob file `blob` into a fresh staging directory; returns its diff_id, its
 /// uncompressed size and the directory.
 pub(super) fn unpack_blob(
@@ -194,12 +222,21 @@ fn import_manifest(
         let lwhat = format!("{what}: layer {} ({})", i + 1, l.digest);
         let c = layer_compression(&l.media_type)
             .ok_or_else(|| format!("{lwhat}: unknown media type {}", l.media_type))?;
+        // The archive's own copy of the layer, if it carries one: checked on every import,
+        // so a damaged archive is refused even when the store already holds the layer.
+        let in_archive =
+            Some(src.join("blobs/sha256").join(l.digest.hex())).filter(|p| p.is_file());
         if tx.blob(&l.digest).is_none() {
             let mut f = blob_file(&l.digest)?;
             tx.put_blob(&mut f, Some((&l.digest, l.size)), &lwhat)?;
+        } else if let Some(p) = &in_archive {
+            verify_blob(p, &l.digest, l.size, &lwhat)?;
         }
         let chain = Digest::chain(parent.as_ref(), diff_id);
         if tx.has_layer(&chain) {
+            if let Some(p) = &in_archive {
+                verify_diff_id(p, c, diff_id, &lwhat)?;
+            }
             out.shared_layers += 1;
         } else {
             let blob = tx
