@@ -609,3 +609,48 @@ fn damaged_archives_are_refused_even_when_the_store_has_the_layer() {
     assert_eq!(ok(&strata(&store, &["images", "-q"])), images_before);
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 }
+
+/// What a killed import leaves in the store's tmp/ is removed by the next command that opens
+/// the store, while the staging of an import still running (its lock held) is kept.
+#[test]
+fn killed_imports_leave_no_staging_behind() {
+    let t = tmp("staging");
+    let store = store_in(t.path());
+    ok(&strata(&store, &["images"]));
+    let tmpd = store.join("tmp");
+    // killed: its lock file is there but nobody holds it
+    let dead = tmpd.join("stage-dead");
+    std::fs::create_dir_all(dead.join("blobs/sha256")).unwrap();
+    std::fs::write(dead.join(".lock"), "").unwrap();
+    std::fs::write(dead.join("blobs/sha256/junk"), vec![0u8; 1 << 20]).unwrap();
+    // running: another process holds its lock
+    let live = tmpd.join("stage-live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(live.join(".lock"), "").unwrap();
+    // one process that takes the lock and becomes `sleep`, so killing it releases the lock
+    let script = format!(
+        "exec 9>>'{}' && flock 9 && exec sleep 30",
+        live.join(".lock").display()
+    );
+    let mut holder = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    for _ in 0..200 {
+        // until flock holds it: a non-blocking try fails
+        let o = Command::new("flock")
+            .args(["-n"])
+            .arg(live.join(".lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        if !o.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    ok(&strata(&store, &["images"]));
+    assert!(!dead.exists(), "the killed import's staging is reclaimed");
+    assert!(live.exists(), "a running import's staging is kept");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    ok(&strata(&store, &["image", "prune"]));
+    assert!(!live.exists(), "reclaimed once its import is gone");
+}

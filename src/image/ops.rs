@@ -298,11 +298,14 @@ pub fn prune(store: &Store) -> Result<(usize, usize), String> {
             blobs += 1;
         }
     }
-    // Leftovers of interrupted imports; an import running now keeps its staging fresh.
+    // Leftovers of killed imports; an import running now holds its staging lock. Other
+    // leftovers (an export's temp file) go once they are an hour old.
+    store.reclaim_staging();
     let stale = std::time::Duration::from_secs(3600);
     for e in std::fs::read_dir(store.root.join("tmp"))
         .map_err(|e| e.to_string())?
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("stage-"))
     {
         let old = e
             .metadata()

@@ -85,8 +85,27 @@ pub fn read_small(p: &Path) -> Result<Vec<u8>, String> {
     Ok(v)
 }
 
+const STAGE_PREFIX: &str = "stage-";
+const STAGE_LOCK: &str = ".lock";
+
+/// A staging directory under the store's `tmp/`, with the lock that tells a later store
+/// open it is in use. Removed on drop.
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl Staging {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `root`, or the default root.
+    /// Opens (creating if needed) the store at `root`, or the default root; removes what
+    /// killed imports left in `tmp/`.
     pub fn open(root: Option<PathBuf>) -> Result<Store, String> {
         let root = root.unwrap_or_else(default_root);
         for d in ["blobs/sha256", "layers", "tmp", "containers"] {
@@ -94,7 +113,9 @@ impl Store {
                 .map_err(|e| io_err(format!("store {}", root.display()), e))?;
         }
         let root = root.canonicalize().map_err(|e| io_err(root.display(), e))?;
-        Ok(Store { root })
+        let store = Store { root };
+        store.reclaim_staging();
+        Ok(store)
     }
 
     /// Takes the store's exclusive lock (index updates, prune).
@@ -111,12 +132,52 @@ impl Store {
         Ok(Lock { _file: f })
     }
 
-    /// A fresh staging directory under `tmp/` (removed on drop unless renamed away).
-    pub fn staging(&self) -> Result<tempfile::TempDir, String> {
-        tempfile::Builder::new()
-            .prefix("stage-")
+    /// A fresh staging directory under `tmp/`, locked while it lives (removed on drop
+    /// unless its contents were renamed away).
+    pub fn staging(&self) -> Result<Staging, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(STAGE_PREFIX)
             .tempdir_in(self.root.join("tmp"))
-            .map_err(|e| io_err("staging dir", e))
+            .map_err(|e| io_err("staging dir", e))?;
+        let p = dir.path().join(STAGE_LOCK);
+        let lock = File::create(&p).map_err(|e| io_err(p.display(), e))?;
+        crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&lock), libc::LOCK_EX)
+            .map_err(|e| io_err(p.display(), e))?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    /// Removes the staging directories of imports and commits that were killed: those whose
+    /// lock nobody holds (and, from before staging was locked, lockless ones over a minute
+    /// old). Returns how many were removed.
+    pub fn reclaim_staging(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if !name.to_string_lossy().starts_with(STAGE_PREFIX) {
+                continue;
+            }
+            let dir = e.path();
+            let dead = match File::open(dir.join(STAGE_LOCK)) {
+                Ok(f) => crate::sys::fs::flock(
+                    std::os::fd::AsFd::as_fd(&f),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+                .is_ok(),
+                Err(_) => e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(60)),
+            };
+            if dead && std::fs::remove_dir_all(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Path of a blob.

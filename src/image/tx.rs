@@ -14,7 +14,7 @@ pub struct Tx<'a> {
     /// The store being imported into.
     pub store: &'a Store,
     /// The private staging directory.
-    pub dir: tempfile::TempDir,
+    pub dir: super::store::Staging,
     layers: std::cell::RefCell<Vec<LayerMeta>>,
     seq: std::cell::Cell<u32>,
 }
