@@ -299,29 +299,31 @@ impl Overlay {
         } else {
             self.merged_stat(f.ino, f.stat, &f.state, None)
         };
-        let same = |n: &Node| self.same_object(n, &f);
-        let node = self.nodes.remember(f.ino, f.kind, f.state.clone(), same)?;
+        let real_ino = f.stat.st_ino;
+        let same = |n: &Node, found: &NodeState| self.same_object(n, found, real_ino);
+        let node = self.nodes.remember(f.ino, f.kind, f.state, same)?;
         if node.is_dir() {
             self.nodes.track_fds(&node);
         }
         Ok((f.ino, stat))
     }
 
-    /// Whether the live node `n` (same merged inode) stands for the object `f` found now.
+    /// Whether the live node `n` (same merged inode) stands for the object found now at
+    /// `found`, whose real inode is `real_ino`.
     /// The host frees an inode number the moment an object loses its last name and may hand
     /// it to a new object before strata has recorded the removal, so a node met under a new
     /// name is that object only while its own name still holds it; an unlinked node only
     /// while an open handle shows its object alive.
-    fn same_object(&self, n: &Node, f: &Found) -> bool {
+    fn same_object(&self, n: &Node, found: &NodeState, real_ino: u64) -> bool {
         let Ok(st) = n.state() else { return false };
         if st.unlinked {
             drop(st);
             return self
                 .open_fd_of(n.ino)
                 .and_then(|fd| fs::fstat(fd.as_fd()).ok())
-                .is_some_and(|s| s.st_nlink > 0 && s.st_ino == f.stat.st_ino);
+                .is_some_and(|s| s.st_nlink > 0 && s.st_ino == real_ino);
         }
-        if n.is_dir() || (st.parent == f.state.parent && st.name == f.state.name) {
+        if n.is_dir() || (st.parent == found.parent && st.name == found.name) {
             return true;
         }
         drop(st);

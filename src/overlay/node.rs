@@ -203,7 +203,7 @@ impl NodeTable {
         ino: u64,
         kind: u32,
         state: NodeState,
-        same_object: impl Fn(&Node) -> bool,
+        same_object: impl Fn(&Node, &NodeState) -> bool,
     ) -> FsResult<Arc<Node>> {
         let new_parent = state.parent;
         let mut created = false;
@@ -223,7 +223,7 @@ impl NodeTable {
             self.pin(new_parent);
             return Ok(node);
         }
-        let reused = node.kind != kind || !same_object(&node);
+        let reused = node.kind != kind || !same_object(&node, &state);
         if reused {
             return self.renew(node, kind, state);
         }
