@@ -111,21 +111,15 @@ fn mount_dev(spec: &RunSpec, r: &Path) -> Result<(), Fail> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        let p = r.join("dev").join(name);
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(major, minor),
-        )
-        .map_err(fail(format_args!("creating /dev/{name}")))?;
-        nix::sys::stat::fchmodat(
-            None,
-            &p,
-            Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(fail(format_args!("chmod /dev/{name}")))?;
+        let node = HostDevice {
+            path: format!("/dev/{name}"),
+            kind: Kind::Char,
+            major,
+            minor,
+            mode: 0o666,
+            access: 0,
+        };
+        device_node(r, &node)?;
     }
     ensure_dir(&r.join("dev/pts"))?;
     mount(
@@ -166,7 +160,8 @@ fn mount_dev(spec: &RunSpec, r: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Creates a `--device` node (the device cgroup decides what may be done with it).
+/// Creates a device node in the container's /dev with exactly `d.mode` (the defaults, and
+/// `--device` nodes; the device cgroup decides what may be done with them).
 fn device_node(r: &Path, d: &HostDevice) -> Result<(), Fail> {
     let p = r.join(d.path.trim_start_matches('/'));
     if let Some(parent) = p.parent() {
@@ -176,7 +171,7 @@ fn device_node(r: &Path, d: &HostDevice) -> Result<(), Fail> {
         Kind::Block => SFlag::S_IFBLK,
         _ => SFlag::S_IFCHR,
     };
-    let what = format!("--device {}", d.path);
+    let what = format!("creating {}", d.path);
     let _ = std::fs::remove_file(&p);
     let mode = Mode::from_bits_truncate(d.mode);
     mknod(
