@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use strata::cmd::mount::is_mountpoint;
+use strata::sys::mount::is_mountpoint;
 
 use crate::harness::{require_env, strata_bin, Mounted};
 use crate::ops::*;

@@ -86,8 +86,14 @@ pub(crate) fn no_leftovers(e: &Env) {
     );
     let left = std::fs::read_dir(e.store.join("containers"))
         .unwrap()
+        .flatten()
+        .filter(|d| d.file_name() != "by-name")
         .count();
     assert_eq!(left, 0, "a container directory is left behind");
+    let names = std::fs::read_dir(e.store.join("containers/by-name"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(names, 0, "a container name is left reserved");
 }
 
 #[test]

@@ -45,7 +45,7 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = strata::sys::process::umount(self.path.as_os_str(), false);
         for _ in 0..100 {
-            if !strata::cmd::mount::is_mountpoint(&self.path) {
+            if !strata::sys::mount::is_mountpoint(&self.path) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));

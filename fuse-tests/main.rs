@@ -12,6 +12,7 @@ mod images;
 mod lifecycle;
 mod ops;
 mod options;
+mod records;
 mod security;
 mod semantics;
 mod snapshot;

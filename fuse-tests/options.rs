@@ -258,7 +258,7 @@ fn unmount_from_outside_ends_the_server_quietly() {
         .spawn()
         .unwrap();
     for _ in 0..200 {
-        if strata::cmd::mount::is_mountpoint(&s.mnt()) {
+        if strata::sys::mount::is_mountpoint(&s.mnt()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

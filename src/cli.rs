@@ -103,6 +103,12 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Show containers or images as JSON (state, pid, exit code, mounts, layer dirs, config).
+    Inspect {
+        /// Container names or ids, or images.
+        #[arg(required = true)]
+        objects: Vec<String>,
+    },
     /// Make a new image from a container's changes.
     Commit {
         /// Name or id.
@@ -236,6 +242,8 @@ pub enum ImageCmd {
     },
     /// Remove layers and blobs no image references.
     Prune,
+    /// Re-hash every blob and unpacked layer of the store and report damage.
+    Verify,
 }
 
 /// `strata bench`.

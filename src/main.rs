@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 
 use clap::{CommandFactory, Parser};
-use strata::cli::{Cli, Command};
+use strata::cli::{Cli, Command, ImageCmd};
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
@@ -17,39 +17,39 @@ fn main() {
         }
     }
     let cli = Cli::parse_from(args);
-    let code = match cli.command {
-        Command::Mount(a) => strata::cmd::mount::run(a),
-        Command::Umount(a) => strata::cmd::mount::umount(a),
-        Command::Bench(a) => strata::cmd::bench::run(a),
-        Command::Image(c) => strata::cmd::image::run(cli.root, c),
-        Command::Images { quiet } => {
-            strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Ls { quiet })
-        }
-        Command::Rmi { force, images } => {
-            strata::cmd::image::run(cli.root, strata::cli::ImageCmd::Rm { force, images })
-        }
-        Command::Tag { source, target } => strata::cmd::image::tag(cli.root, &source, &target),
-        Command::Run(a) => strata::cmd::container::run(cli.root, *a),
-        Command::Ps { all, quiet } => strata::cmd::container::ps(cli.root, all, quiet),
-        Command::Rm { force, containers } => {
-            strata::cmd::container::rm(cli.root, force, &containers)
-        }
-        Command::Diff { container } => strata::cmd::container::diff(cli.root, &container),
-        Command::Logs { container } => strata::cmd::lifecycle::logs(cli.root, &container),
-        Command::Stop { time, containers } => {
-            strata::cmd::lifecycle::stop(cli.root, time, &containers)
-        }
-        Command::Kill { signal, containers } => {
-            strata::cmd::lifecycle::kill(cli.root, &signal, &containers)
-        }
+    let root = cli.root;
+    use strata::cmd::{container, image, lifecycle, mount};
+    let r = match cli.command {
+        Command::Mount(a) => Ok(mount::run(a)),
+        Command::Umount(a) => Ok(mount::umount(a)),
+        Command::Bench(a) => Ok(strata::cmd::bench::run(a)),
+        Command::Image(c) => image::run(root, c),
+        Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
+        Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
+        Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::Run(a) => container::run(root, *a),
+        Command::Ps { all, quiet } => container::ps(root, all, quiet),
+        Command::Rm { force, containers } => container::rm(root, force, &containers),
+        Command::Diff { container: c } => container::diff(root, &c),
+        Command::Logs { container: c } => lifecycle::logs(root, &c),
+        Command::Stop { time, containers } => lifecycle::stop(root, time, &containers),
+        Command::Kill { signal, containers } => lifecycle::kill(root, &signal, &containers),
         Command::Exec {
             privileged,
-            container,
+            container: c,
             command,
-        } => strata::cmd::lifecycle::exec(cli.root, &container, command, privileged),
-        Command::Commit { container, image } => {
-            strata::cmd::container::commit(cli.root, &container, &image)
-        }
+        } => lifecycle::exec(root, &c, command, privileged),
+        Command::Inspect { objects } => lifecycle::inspect(root, &objects),
+        Command::Commit {
+            container: c,
+            image: i,
+        } => container::commit(root, &c, &i),
+    };
+    let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
+    // Output still buffered goes now, and a failure to write it is reported like any other.
+    let code = match std::io::Write::flush(&mut std::io::stdout()) {
+        Ok(()) => code,
+        Err(e) => strata::cmd::report(&strata::cmd::Error::Output(e)).max(code),
     };
     std::process::exit(code);
 }

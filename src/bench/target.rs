@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cmd::mount::is_mountpoint;
+use crate::sys::mount::is_mountpoint;
 
 /// What kind of filesystem a [`Target`] is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::fail;
+use std::io::Write;
+
+use super::container::open_store;
+use super::{image_ctx, CmdResult};
 use crate::cli::ImageCmd;
-use crate::image::{ops, Store};
+use crate::image::ops;
 
 /// Docker-style sizes (SI units).
 pub fn human(bytes: u64) -> String {
@@ -30,125 +33,118 @@ fn spinner(msg: String) -> ProgressBar {
     p
 }
 
-fn open(root: Option<PathBuf>) -> Result<Store, i32> {
-    Store::open(root).map_err(fail)
-}
-
 /// `strata tag SRC DST`.
-pub fn tag(root: Option<PathBuf>, src: &str, dst: &str) -> i32 {
-    let store = match open(root) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match ops::tag(&store, src, dst) {
-        Ok(()) => 0,
-        Err(e) => fail(format_args!("tagging {src} as {dst}: {e}")),
-    }
+pub fn tag(root: Option<PathBuf>, src: &str, dst: &str) -> CmdResult {
+    let store = open_store(root)?;
+    ops::tag(&store, src, dst).map_err(image_ctx(format!("tagging {src} as {dst}")))?;
+    Ok(0)
 }
 
 /// Runs an image subcommand; returns the exit status.
-pub fn run(root: Option<PathBuf>, cmd: ImageCmd) -> i32 {
-    let store = match open(root) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+pub fn run(root: Option<PathBuf>, cmd: ImageCmd) -> CmdResult {
+    let store = open_store(root)?;
+    let mut out = std::io::stdout().lock();
     match cmd {
         ImageCmd::Import { source, tag } => {
             let p = spinner(format!("importing {}", source.display()));
             let r = crate::image::import::import(&store, &source, tag.as_deref());
             p.finish_and_clear();
-            match r {
-                Ok(imported) => {
-                    for i in imported {
-                        let name = i.reference.unwrap_or_else(|| "<none>".into());
-                        println!(
-                            "{name} {} ({} new layers, {} shared)",
-                            i.id, i.new_layers, i.shared_layers
-                        );
-                    }
-                    0
-                }
-                Err(e) => fail(format_args!("importing {}: {e}", source.display())),
+            let imported = r.map_err(image_ctx(format!("importing {}", source.display())))?;
+            for i in imported {
+                let name = i.reference.unwrap_or_else(|| "<none>".into());
+                writeln!(
+                    out,
+                    "{name} {} ({} new layers, {} shared)",
+                    i.id, i.new_layers, i.shared_layers
+                )?;
             }
         }
         ImageCmd::Export { image, output } => {
             let p = spinner(format!("exporting {image}"));
             let r = ops::export(&store, &image, &output);
             p.finish_and_clear();
-            match r {
-                Ok(()) => 0,
-                Err(e) => fail(format_args!("exporting {image}: {e}")),
-            }
+            r.map_err(image_ctx(format!("exporting {image}")))?;
         }
-        ImageCmd::Ls { quiet: true } => match ops::list(&store) {
-            Ok(rows) => {
+        ImageCmd::Ls { quiet } => {
+            let rows = ops::list(&store).map_err(image_ctx("listing images"))?;
+            if quiet {
                 let mut seen = std::collections::HashSet::new();
                 for r in rows.iter().filter(|r| seen.insert(r.id.clone())) {
-                    println!("{}", r.id.short());
+                    writeln!(out, "{}", r.id.short())?;
                 }
-                0
+                return Ok(0);
             }
-            Err(e) => fail(e),
-        },
-        ImageCmd::Ls { quiet: false } => match ops::list(&store) {
-            Ok(rows) => {
-                println!(
+            writeln!(
+                out,
+                "{:<30} {:<12} {:<14} {:<22} {:>10} {:>12}",
+                "NAME", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE"
+            )?;
+            for r in rows {
+                writeln!(
+                    out,
                     "{:<30} {:<12} {:<14} {:<22} {:>10} {:>12}",
-                    "NAME", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE"
-                );
-                for r in rows {
-                    println!(
-                        "{:<30} {:<12} {:<14} {:<22} {:>10} {:>12}",
-                        r.name,
-                        r.tag,
-                        r.id.short(),
-                        r.created,
-                        human(r.size),
-                        human(r.shared)
-                    );
-                }
-                0
+                    r.name,
+                    r.tag,
+                    r.id.short(),
+                    r.created,
+                    human(r.size),
+                    human(r.shared)
+                )?;
             }
-            Err(e) => fail(format_args!("listing images: {e}")),
-        },
-        ImageCmd::Inspect { image } => match ops::inspect(&store, &image) {
-            Ok(v) => {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                0
+        }
+        ImageCmd::Inspect { image } => {
+            let v =
+                ops::inspect(&store, &image).map_err(image_ctx(format!("inspecting {image}")))?;
+            let text = serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
+        }
+        ImageCmd::History { image } => {
+            let rows =
+                ops::history(&store, &image).map_err(image_ctx(format!("history of {image}")))?;
+            writeln!(
+                out,
+                "{:<22} {:<60} {:>10} COMMENT",
+                "CREATED", "CREATED BY", "SIZE"
+            )?;
+            for r in rows {
+                let size = r.size.map(human).unwrap_or_else(|| "0B".into());
+                let by: String = r.created_by.chars().take(60).collect();
+                writeln!(out, "{:<22} {by:<60} {size:>10} {}", r.created, r.comment)?;
             }
-            Err(e) => fail(format_args!("inspecting {image}: {e}")),
-        },
-        ImageCmd::History { image } => match ops::history(&store, &image) {
-            Ok(rows) => {
-                println!(
-                    "{:<22} {:<60} {:>10} COMMENT",
-                    "CREATED", "CREATED BY", "SIZE"
-                );
-                for r in rows {
-                    let size = r.size.map(human).unwrap_or_else(|| "0B".into());
-                    let by: String = r.created_by.chars().take(60).collect();
-                    println!("{:<22} {by:<60} {size:>10} {}", r.created, r.comment);
-                }
-                0
-            }
-            Err(e) => fail(format_args!("history of {image}: {e}")),
-        },
+        }
         ImageCmd::Rm { force, images } => {
             let mut code = 0;
             for i in images {
                 match ops::remove(&store, &i, force) {
-                    Ok(names) => names.iter().for_each(|n| println!("Untagged: {n}")),
-                    Err(e) => code = fail(format_args!("removing {i}: {e}")),
+                    Ok(names) => {
+                        for n in names {
+                            writeln!(out, "Untagged: {n}")?;
+                        }
+                    }
+                    Err(e) => code = super::report(&image_ctx(format!("removing {i}"))(e)),
                 }
             }
-            code
+            return Ok(code);
         }
-        ImageCmd::Prune => match ops::prune(&store) {
-            Ok((l, b)) => {
-                println!("removed {l} layers, {b} blobs");
-                0
+        ImageCmd::Prune => {
+            let (l, b) = ops::prune(&store).map_err(image_ctx("pruning"))?;
+            writeln!(out, "removed {l} layers, {b} blobs")?;
+        }
+        ImageCmd::Verify => {
+            let damage =
+                crate::image::verify::verify(&store).map_err(image_ctx("verifying the store"))?;
+            for d in &damage {
+                writeln!(out, "{d}")?;
             }
-            Err(e) => fail(format_args!("pruning: {e}")),
-        },
+            if !damage.is_empty() {
+                drop(out);
+                return Ok(super::fail(format_args!(
+                    "the store has {} damaged objects (listed above)",
+                    damage.len()
+                )));
+            }
+            writeln!(out, "ok")?;
+        }
     }
+    Ok(0)
 }

@@ -1,5 +1,8 @@
-//! Command implementations. Each prints `strata: error: <what, naming the object>: <cause>`
-//! and returns exit status 1 on failure.
+//! Command implementations: each returns its exit status or a typed error; [`report`] is
+//! the one place that turns an error into `strata: error: <what, naming the object>:
+//! <cause>` and docker's exit code (125 when `run` itself failed, 126 or 127 when the
+//! command could not be executed, 1 otherwise). Output to a closed pipe ends the command
+//! quietly, as with other CLI tools; any other output error is one line, never a panic.
 
 pub mod bench;
 pub mod container;
@@ -7,7 +10,80 @@ pub mod image;
 pub mod lifecycle;
 pub mod mount;
 
-/// Prints the standard error line and returns exit status 1.
+use std::io;
+
+use crate::container::ContainerError;
+use crate::image::ImageError;
+
+/// Exit status for a failure of `run` itself (docker's 125).
+pub const EXIT_RUN_FAILED: i32 = 125;
+
+/// A command's failure, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An image or store operation failed.
+    #[error("{context}: {source}")]
+    Image {
+        /// What was being done, naming the object.
+        context: String,
+        /// The cause.
+        source: ImageError,
+    },
+    /// A container operation failed.
+    #[error("{context}: {source}")]
+    Container {
+        /// What was being done, naming the object.
+        context: String,
+        /// The cause.
+        source: ContainerError,
+    },
+    /// `run` failed before or while starting the container.
+    #[error("{0}")]
+    Run(ContainerError),
+    /// Writing the command's output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// A command's result: its exit status.
+pub type CmdResult = Result<i32, Error>;
+
+/// Adds what was being done to an image error.
+pub fn image_ctx(context: impl std::fmt::Display) -> impl FnOnce(ImageError) -> Error {
+    move |source| Error::Image {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Adds what was being done to a container error.
+pub fn container_ctx(context: impl std::fmt::Display) -> impl FnOnce(ContainerError) -> Error {
+    move |source| Error::Container {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Prints the error (unless it is a closed output pipe) and returns the exit status.
+pub fn report(e: &Error) -> i32 {
+    match e {
+        Error::Output(io) if io.kind() == io::ErrorKind::BrokenPipe => return 0,
+        _ => {}
+    }
+    eprintln!("strata: error: {e}");
+    match e {
+        Error::Run(ContainerError::Exec { code, .. }) => *code,
+        Error::Container {
+            source: ContainerError::Exec { code, .. },
+            ..
+        } => *code,
+        Error::Run(_) => EXIT_RUN_FAILED,
+        _ => 1,
+    }
+}
+
+/// Prints the standard error line and returns exit status 1 (for the commands that
+/// report each of several objects and go on).
 pub fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("strata: error: {msg}");
     1

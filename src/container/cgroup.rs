@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::devices::{bpf_program, DeviceRule};
+use super::error::{io_ctx, ContainerError};
 
 /// Limits asked for on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -20,7 +21,7 @@ pub struct Limits {
 }
 
 /// Parses `64m`, `1g`, `512k`, `1048576` (bytes).
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mul) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1u64 << 10),
@@ -29,25 +30,29 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         Some('b') => (&t[..t.len() - 1], 1),
         _ => (t.as_str(), 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("--memory {s}: expected a size like 64m, 1g or 1048576"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        ContainerError::BadSpec(format!(
+            "--memory {s}: expected a size like 64m, 1g or 1048576"
+        ))
+    })?;
     let v = n
         .checked_mul(mul)
-        .ok_or_else(|| format!("--memory {s}: too large"))?;
+        .ok_or_else(|| ContainerError::BadSpec(format!("--memory {s}: too large")))?;
     if v < (4 << 20) {
-        return Err(format!("--memory {s}: the minimum is 4m"));
+        return Err(ContainerError::BadSpec(format!(
+            "--memory {s}: the minimum is 4m"
+        )));
     }
     Ok(v)
 }
 
 /// Parses `--cpus 0.5`.
-pub fn parse_cpus(s: &str) -> Result<f64, String> {
+pub fn parse_cpus(s: &str) -> Result<f64, ContainerError> {
     match s.parse::<f64>() {
         Ok(v) if (0.01..=1024.0).contains(&v) => Ok(v),
-        _ => Err(format!(
+        _ => Err(ContainerError::BadSpec(format!(
             "--cpus {s}: expected a number of CPUs like 0.5 or 2"
-        )),
+        ))),
     }
 }
 
@@ -60,8 +65,8 @@ pub struct Cgroup {
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-fn write(p: &Path, v: &str) -> Result<(), String> {
-    std::fs::write(p, v).map_err(|e| format!("{}: {e}", p.display()))
+fn write(p: &Path, v: &str) -> Result<(), ContainerError> {
+    std::fs::write(p, v).map_err(io_ctx(p.display()))
 }
 
 fn v2_controllers(root: &Path) -> Option<String> {
@@ -72,7 +77,7 @@ impl Cgroup {
     /// Creates the container's cgroups, applies `l` and allows only the devices `devices`
     /// names (all devices when it is empty: a privileged container). Without limits or
     /// device rules nothing is created.
-    pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, String> {
+    pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, ContainerError> {
         Self::create_in(Path::new(ROOT), id, l, devices)
     }
 
@@ -82,7 +87,7 @@ impl Cgroup {
         id: &str,
         l: &Limits,
         devices: &[DeviceRule],
-    ) -> Result<Cgroup, String> {
+    ) -> Result<Cgroup, ContainerError> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
@@ -95,7 +100,7 @@ impl Cgroup {
         {
             cg.v2 = true;
             let parent = root.join("strata");
-            std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(&parent).map_err(io_ctx(parent.display()))?;
             let want: Vec<&str> = ["memory", "pids", "cpu"]
                 .into_iter()
                 .filter(|c| ctrls.contains(c))
@@ -104,7 +109,7 @@ impl Cgroup {
             let _ = write(&root.join("cgroup.subtree_control"), enable.trim());
             let _ = write(&parent.join("cgroup.subtree_control"), enable.trim());
             let dir = parent.join(id);
-            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir(&dir).map_err(io_ctx(dir.display()))?;
             cg.dirs.push(("unified".into(), dir.clone()));
             if let Some(m) = l.memory {
                 write(&dir.join("memory.max"), &m.to_string())?;
@@ -124,14 +129,16 @@ impl Cgroup {
             }
             return Ok(cg);
         }
-        let mut mk = |ctrl: &str| -> Result<PathBuf, String> {
+        let mut mk = |ctrl: &str| -> Result<PathBuf, ContainerError> {
             let base = [ctrl, &format!("{ctrl},cpuacct"), "cpu,cpuacct"]
                 .iter()
                 .map(|c| root.join(c))
                 .find(|p| p.is_dir())
-                .ok_or_else(|| format!("no {ctrl} cgroup controller on this host"))?;
+                .ok_or_else(|| {
+                    ContainerError::Setup(format!("no {ctrl} cgroup controller on this host"))
+                })?;
             let dir = base.join("strata").join(id);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(io_ctx(dir.display()))?;
             cg.dirs.push((ctrl.to_string(), dir.clone()));
             Ok(dir)
         };
@@ -199,7 +206,7 @@ impl Cgroup {
     }
 
     /// Moves process `pid` into every cgroup of the container.
-    pub fn add(&self, pid: i32) -> Result<(), String> {
+    pub fn add(&self, pid: i32) -> Result<(), ContainerError> {
         for (_, d) in &self.dirs {
             let f = if self.v2 { "cgroup.procs" } else { "tasks" };
             write(&d.join(f), &pid.to_string())?;
@@ -241,11 +248,15 @@ impl Cgroup {
 }
 
 /// Attaches the device program for `devices` to the cgroup v2 directory `dir`.
-pub fn attach_device_program(dir: &Path, devices: &[DeviceRule]) -> Result<(), String> {
+pub fn attach_device_program(dir: &Path, devices: &[DeviceRule]) -> Result<(), ContainerError> {
     let prog = crate::sys::bpf::load_device_program(&bpf_program(devices))
-        .map_err(|e| format!("loading the device cgroup program: {e}"))?;
-    crate::sys::bpf::attach_device_program(&prog, dir)
-        .map_err(|e| format!("{}: attaching the device program: {e}", dir.display()))
+        .map_err(|e| ContainerError::Setup(format!("loading the device cgroup program: {e}")))?;
+    crate::sys::bpf::attach_device_program(&prog, dir).map_err(|e| {
+        ContainerError::Setup(format!(
+            "{}: attaching the device program: {e}",
+            dir.display()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -1,29 +1,91 @@
 //! The changes a container made, read from its writable layer: `strata diff` (`A`/`C`/`D`
 //! lines like docker diff) and the layer tar of `strata commit` (OCI format: deletions as
 //! `.wh.` entries, opaque directories as `.wh..wh..opq`).
+//!
+//! Markers are read by `overlay::format`, the one owner of the on-disk format, so every
+//! whiteout and opaque form the mount honours (chardev 0/0, `.wh.` files, xattr whiteouts,
+//! `trusted.`/`user.overlay.*`, fuse-overlayfs's opaque xattr) is read the same way here.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::overlay::format::{OPAQUE_MARKER, WH_PREFIX};
-use crate::sys::xattr;
+use super::error::{io_ctx, ContainerError};
+use super::state::Container;
+use crate::image::import::Imported;
+use crate::image::Store;
+use crate::overlay::format::{classify, read_dir_meta, DirMeta, Entry, OPAQUE_MARKER};
+use crate::sys::{fs, xattr};
 
-fn is_whiteout(md: &std::fs::Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// What happened to a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// New in the container.
+    Added,
+    /// In the image, changed by the container.
+    Changed,
+    /// In the image, deleted by the container.
+    Deleted,
 }
 
-fn sorted(dir: &Path) -> Result<Vec<std::fs::DirEntry>, String> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .collect();
-    v.sort_by_key(|e| e.file_name());
-    Ok(v)
+impl ChangeKind {
+    /// docker diff's letter.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One line of `strata diff`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// Absolute path in the container.
+    pub path: PathBuf,
+}
+
+/// One entry of an upper directory, classified.
+struct UpperEntry {
+    name: OsString,
+    entry: Entry,
+    is_dir: bool,
+}
+
+/// The directory's markers and its entries, sorted by name.
+fn read_upper(dir: &Path) -> Result<(OwnedFd, DirMeta, Vec<UpperEntry>)> {
+    let fd =
+        fs::open_path(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_ctx(dir.display()))?;
+    let meta = read_dir_meta(fd.as_fd(), OsStr::new("")).map_err(io_ctx(dir.display()))?;
+    let mut names: Vec<OsString> = std::fs::read_dir(dir)
+        .map_err(io_ctx(dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io_ctx(dir.display()))?;
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let p = || dir.join(&name);
+        let st = fs::lstatat(fd.as_fd(), &name).map_err(io_ctx(p().display()))?;
+        let entry =
+            classify(fd.as_fd(), &name, &st, meta.xwhiteouts).map_err(io_ctx(p().display()))?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        out.push(UpperEntry {
+            name,
+            entry,
+            is_dir,
+        });
+    }
+    Ok((fd, meta, out))
 }
 
 fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
@@ -32,95 +94,130 @@ fn in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
         .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
 }
 
-fn xattr_is(p: &Path, names: &[&str], want: &[u8]) -> bool {
-    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-        return false;
-    };
-    let Ok(d) = crate::sys::fs::open_path(parent, libc::O_PATH | libc::O_DIRECTORY) else {
-        return false;
-    };
-    names.iter().any(|n| {
-        xattr::getxattr(d.as_fd(), name, OsStr::new(n))
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(want)
-    })
+/// Names in `rel` of the lower layers (top first), down to the first opaque one.
+fn lower_names(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
+    let mut out = BTreeSet::new();
+    for l in lowers {
+        let d = l.join(rel);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !crate::overlay::format::is_wh_marker(&e.file_name()) {
+                out.insert(e.file_name());
+            }
+        }
+        let opaque = fs::open_path(&d, libc::O_RDONLY | libc::O_DIRECTORY)
+            .and_then(|fd| read_dir_meta(fd.as_fd(), OsStr::new("")))
+            .is_ok_and(|m| m.opaque);
+        if opaque {
+            break;
+        }
+    }
+    out
 }
 
-fn opaque(p: &Path) -> bool {
-    xattr_is(p, &["trusted.overlay.opaque", "user.overlay.opaque"], b"y")
-        || p.join(OPAQUE_MARKER).exists()
-}
-
-fn redirected(p: &Path) -> bool {
-    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
-        return false;
-    };
-    let Ok(d) = crate::sys::fs::open_path(parent, libc::O_PATH | libc::O_DIRECTORY) else {
-        return false;
-    };
-    ["trusted.overlay.redirect", "user.overlay.redirect"]
-        .iter()
-        .any(|n| {
-            xattr::getxattr(d.as_fd(), name, OsStr::new(n))
-                .ok()
-                .flatten()
-                .is_some()
-        })
-}
-
-/// `(kind, path)` for every change in `upper` over `lowers` (top first), sorted by path.
-pub fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<(char, String)>, String> {
+/// Every change in `upper` over `lowers` (top first), sorted by path.
+pub fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     walk_diff(upper, Path::new(""), lowers, &mut out)?;
     Ok(out)
 }
 
-fn walk_diff(
-    upper: &Path,
-    rel: &Path,
-    lowers: &[PathBuf],
-    out: &mut Vec<(char, String)>,
-) -> Result<(), String> {
-    for e in sorted(&upper.join(rel))? {
-        let name = e.file_name();
-        let b = name.as_bytes();
-        if b == OPAQUE_MARKER.as_bytes() {
-            continue;
+fn walk_diff(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    let (_fd, meta, entries) = read_upper(&upper.join(rel))?;
+    let abs = |r: &Path| Path::new("/").join(r);
+    let mut here = Vec::new();
+    let mut present = BTreeSet::new();
+    for e in entries {
+        match e.entry {
+            Entry::OpaqueMarker => {}
+            Entry::Whiteout(hidden) => {
+                present.insert(hidden.clone());
+                here.push((hidden, None));
+            }
+            Entry::Object => {
+                present.insert(e.name.clone());
+                here.push((e.name, Some(e.is_dir)));
+            }
         }
-        if let Some(t) = b.strip_prefix(WH_PREFIX) {
-            out.push((
-                'D',
-                format!("/{}", rel.join(OsStr::from_bytes(t)).display()),
-            ));
-            continue;
+    }
+    // An opaque directory hides what the layers below had in it: each such name is gone.
+    if meta.opaque && !rel.as_os_str().is_empty() {
+        for n in lower_names(lowers, rel) {
+            if !present.contains(&n) {
+                here.push((n, None));
+            }
         }
+    }
+    here.sort();
+    for (name, obj) in here {
         let r = rel.join(&name);
-        let md = std::fs::symlink_metadata(e.path())
-            .map_err(|x| format!("{}: {x}", e.path().display()))?;
-        if is_whiteout(&md) {
-            out.push(('D', format!("/{}", r.display())));
-            continue;
-        }
-        let kind = if in_lowers(lowers, &r) { 'C' } else { 'A' };
-        out.push((kind, format!("/{}", r.display())));
-        if md.is_dir() {
-            walk_diff(upper, &r, lowers, out)?;
+        match obj {
+            None => {
+                if in_lowers(lowers, &r) {
+                    out.push(Change {
+                        kind: ChangeKind::Deleted,
+                        path: abs(&r),
+                    });
+                }
+            }
+            Some(is_dir) => {
+                let kind = if in_lowers(lowers, &r) {
+                    ChangeKind::Changed
+                } else {
+                    ChangeKind::Added
+                };
+                out.push(Change {
+                    kind,
+                    path: abs(&r),
+                });
+                if is_dir {
+                    walk_diff(upper, &r, lowers, out)?;
+                }
+            }
         }
     }
     Ok(())
 }
 
+/// `strata commit`: a new image `reference` made of the container's image and one more
+/// layer holding its changes.
+pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported> {
+    let image = store.resolve(&c.state.image_id)?;
+    let lowers = store.lowerdirs(&image.config)?;
+    let tmp = store.staging()?;
+    let view = tmp.path().join("view");
+    std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
+    let mut all = vec![c.upper()];
+    all.extend(lowers);
+    let opts = crate::overlay::options::MountOptions::for_stack(all, None);
+    crate::fuse::server::mount(&opts, &view)
+        .map_err(|e| ContainerError::Setup(format!("mounting a view of the container: {e}")))?;
+    let tar_path = tmp.path().join("layer.tar");
+    let made = std::fs::File::create(&tar_path)
+        .map_err(io_ctx(tar_path.display()))
+        .and_then(|f| layer_tar(&c.upper(), &view, std::io::BufWriter::new(f)));
+    let _ = crate::sys::process::umount(view.as_os_str(), false);
+    made?;
+    Ok(crate::image::commit::add_layer(
+        store,
+        &c.state.image_id,
+        &tar_path,
+        reference,
+        &format!("strata commit {}", c.state.name),
+    )?)
+}
+
 /// Writes the OCI layer tar of the changes in `upper`; `merged` is a view of the
 /// container's whole tree, read for directories that were renamed (whose content lives in
 /// the lower layers under another name).
-pub fn layer_tar(upper: &Path, merged: &Path, out: impl Write) -> Result<(), String> {
+pub fn layer_tar(upper: &Path, merged: &Path, out: impl Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let mut links = HashMap::new();
     add_upper(&mut b, upper, merged, Path::new(""), &mut links)?;
-    b.into_inner().map_err(|e| format!("layer tar: {e}"))?;
+    b.into_inner().map_err(io_ctx("layer tar"))?;
     Ok(())
 }
 
@@ -130,13 +227,13 @@ fn header_for(md: &std::fs::Metadata) -> tar::Header {
     h
 }
 
-fn marker(b: &mut tar::Builder<impl Write>, path: &Path) -> Result<(), String> {
+fn marker(b: &mut tar::Builder<impl Write>, path: &Path) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(0);
     h.set_mode(0o644);
     b.append_data(&mut h, path, &[][..])
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(io_ctx(path.display()))
 }
 
 fn add_upper(
@@ -145,29 +242,36 @@ fn add_upper(
     merged: &Path,
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), String> {
-    for e in sorted(&upper.join(rel))? {
-        let name = e.file_name();
-        let r = rel.join(&name);
-        let md = std::fs::symlink_metadata(e.path())
-            .map_err(|x| format!("{}: {x}", e.path().display()))?;
-        if is_whiteout(&md) {
-            let mut wh = std::ffi::OsString::from(".wh.");
-            wh.push(&name);
-            marker(b, &rel.join(wh))?;
-            continue;
+) -> Result<()> {
+    let dir = upper.join(rel);
+    let (fd, _, entries) = read_upper(&dir)?;
+    for e in entries {
+        let r = rel.join(&e.name);
+        let path = dir.join(&e.name);
+        match e.entry {
+            // Written once, from the directory's own opacity, whatever form it has.
+            Entry::OpaqueMarker => continue,
+            Entry::Whiteout(hidden) => {
+                marker(b, &rel.join(crate::overlay::format::wh_name(&hidden)))?;
+                continue;
+            }
+            Entry::Object => {}
         }
-        if md.is_dir() && redirected(&e.path()) {
-            // A renamed directory: its content is the merged view, replacing what was there.
-            add_tree(b, &merged.join(&r), &r, links)?;
-            continue;
-        }
-        add_one(b, &e.path(), &r, &md, links)?;
-        if md.is_dir() {
-            if opaque(&e.path()) && !e.path().join(OPAQUE_MARKER).exists() {
+        let md = std::fs::symlink_metadata(&path).map_err(io_ctx(path.display()))?;
+        if e.is_dir {
+            let meta = read_dir_meta(fd.as_fd(), &e.name).map_err(io_ctx(path.display()))?;
+            if meta.redirect.is_some() {
+                // A renamed directory: its content is the merged view, replacing what was there.
+                add_tree(b, &merged.join(&r), &r, links)?;
+                continue;
+            }
+            add_one(b, &path, &r, &md, links)?;
+            if meta.opaque {
                 marker(b, &r.join(OPAQUE_MARKER))?;
             }
             add_upper(b, upper, merged, &r, links)?;
+        } else {
+            add_one(b, &path, &r, &md, links)?;
         }
     }
     Ok(())
@@ -178,14 +282,18 @@ fn add_tree(
     src: &Path,
     rel: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), String> {
-    let md = std::fs::symlink_metadata(src).map_err(|x| format!("{}: {x}", src.display()))?;
+) -> Result<()> {
+    let md = std::fs::symlink_metadata(src).map_err(io_ctx(src.display()))?;
     add_one(b, src, rel, &md, links)?;
     marker(b, &rel.join(OPAQUE_MARKER))?;
-    for e in sorted(src)? {
+    let mut names: Vec<std::fs::DirEntry> = std::fs::read_dir(src)
+        .map_err(io_ctx(src.display()))?
+        .flatten()
+        .collect();
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
         let r = rel.join(e.file_name());
-        let m = std::fs::symlink_metadata(e.path())
-            .map_err(|x| format!("{}: {x}", e.path().display()))?;
+        let m = std::fs::symlink_metadata(e.path()).map_err(io_ctx(e.path().display()))?;
         if m.is_dir() {
             add_tree(b, &e.path(), &r, links)?;
         } else {
@@ -212,7 +320,7 @@ fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// The file's xattrs (overlay markers excepted) as a PAX extended header before its entry,
 /// so a commit keeps security.capability and the like.
-fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<(), String> {
+fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<()> {
     let (Some(parent), Some(name)) = (src.parent(), src.file_name()) else {
         return Ok(());
     };
@@ -220,13 +328,11 @@ fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<(), String
         return Ok(());
     };
     let mut data = Vec::new();
-    for x in xattr::listxattr(dir.as_fd(), name).map_err(|e| format!("{}: {e}", src.display()))? {
+    for x in xattr::listxattr(dir.as_fd(), name).map_err(io_ctx(src.display()))? {
         if crate::overlay::format::is_marker_xattr(x.as_bytes()) {
             continue;
         }
-        if let Some(v) =
-            xattr::getxattr(dir.as_fd(), name, &x).map_err(|e| format!("{}: {e}", src.display()))?
-        {
+        if let Some(v) = xattr::getxattr(dir.as_fd(), name, &x).map_err(io_ctx(src.display()))? {
             let mut key = b"SCHILY.xattr.".to_vec();
             key.extend_from_slice(x.as_bytes());
             data.extend(pax_record(&key, &v));
@@ -240,7 +346,7 @@ fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<(), String
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
     b.append_data(&mut h, "PaxHeaders/xattrs", &data[..])
-        .map_err(|e| format!("{}: {e}", src.display()))
+        .map_err(io_ctx(src.display()))
 }
 
 fn add_one(
@@ -249,8 +355,8 @@ fn add_one(
     rel: &Path,
     md: &std::fs::Metadata,
     links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("{}: {e}", src.display());
+) -> Result<()> {
+    let err = |e: std::io::Error| io_ctx(src.display())(e);
     let mut h = header_for(md);
     let ft = md.file_type();
     if !ft.is_symlink() {

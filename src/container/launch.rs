@@ -2,15 +2,14 @@
 //! network) namespaces, pivot_root into the union mount, /proc of the new pid namespace, a
 //! minimal /dev, read-only /sys, the host name, then the command as PID 1.
 //!
-//! Sequence: the launcher forks a child and moves it into the cgroups before letting it go
-//! on (a pipe holds it back); the child unshares the namespaces and forks the container's
-//! init, which becomes PID 1 of the new pid namespace, reports its host pid back, and waits
-//! for it, passing its status on (128+signal when killed). Errors before exec exit 125,
-//! 126 (not executable) or 127 (not found), as docker's do.
+//! Sequence (the messages are in `handshake`): the launcher forks a waiter and moves it
+//! into the cgroups before letting it go on; the waiter unshares the namespaces and forks
+//! the container's init, which becomes PID 1 of the new pid namespace; the waiter reports
+//! its host pid and waits for it, passing its status on (128+signal when killed). A failure
+//! before exec comes back as a message with docker's code: 125, 126 (not executable) or
+//! 127 (not found).
 
 use std::ffi::CString;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
@@ -18,8 +17,10 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, Pid};
 
 use super::cgroup::Cgroup;
+use super::error::ContainerError;
+use super::handshake::{Channel, ToContainer, ToLauncher};
 use super::spec::RunSpec;
-use crate::sys::process::{exit_now, fork_single_threaded, pipe, Forked};
+use crate::sys::process::{exit_now, fork_single_threaded, Forked};
 
 /// Exit status for a failure of strata itself (not of the command).
 pub const EXIT_STRATA: i32 = 125;
@@ -61,47 +62,81 @@ impl Running {
     }
 }
 
-/// Starts `spec` in `rootfs`; the launcher must be single-threaded.
-pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, String> {
-    let (go_r, go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (pid_r, pid_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |e| ContainerError::Setup(format!("{what}: {e}"))
+}
+
+/// Starts `spec` in `rootfs`; returns once the command was exec'ed (or failed, with
+/// docker's code for it). The launcher must be single-threaded.
+pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, ContainerError> {
+    let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
+    match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
-            drop(go_w);
-            drop(pid_r);
-            let code = waiter(spec, rootfs, go_r, pid_w);
+            drop(ours);
+            let code = waiter(spec, rootfs, theirs);
             exit_now(code)
         }
         Forked::Parent(child) => {
-            drop(go_r);
-            drop(pid_w);
-            if let Err(e) = cg.add(child) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(child), nix::sys::signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(child), None);
-                return Err(format!("cgroup: {e}"));
+            drop(theirs);
+            let child = Pid::from_raw(child);
+            let abandon = |e: ContainerError| {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                let _ = waitpid(child, None);
+                e
+            };
+            cg.add(child.as_raw()).map_err(abandon)?;
+            ours.send(&ToContainer::Start)
+                .map_err(setup_err("starting the container"))
+                .map_err(abandon)?;
+            let (mut pid, mut failed) = (None, None);
+            loop {
+                match ours.recv::<ToLauncher>() {
+                    Ok(Some(ToLauncher::Namespaces)) => ours
+                        .send(&ToContainer::Proceed)
+                        .map_err(setup_err("starting the container"))
+                        .map_err(abandon)?,
+                    Ok(Some(ToLauncher::Init { pid: p })) => pid = Some(p),
+                    Ok(Some(ToLauncher::Failed { code, message })) => {
+                        failed.get_or_insert(ContainerError::Exec { code, message });
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(abandon(setup_err("container handshake")(e))),
+                }
             }
-            let mut go = std::fs::File::from(go_w);
-            go.write_all(b"g")
-                .map_err(|e| format!("starting the container: {e}"))?;
-            drop(go);
-            let mut buf = String::new();
-            std::fs::File::from(pid_r)
-                .read_to_string(&mut buf)
-                .map_err(|e| format!("container pid: {e}"))?;
-            let pid = buf.trim().parse().unwrap_or(0);
-            Ok(Running {
-                waiter: Pid::from_raw(child),
-                pid,
-            })
+            let running = Running {
+                waiter: child,
+                pid: pid.unwrap_or(0),
+            };
+            match (failed, pid) {
+                (Some(e), _) => {
+                    running.wait();
+                    Err(e)
+                }
+                (None, Some(_)) => Ok(running),
+                (None, None) => {
+                    let code = running.wait();
+                    Err(ContainerError::Exec {
+                        code: EXIT_STRATA,
+                        message: format!("the container's first process ended ({code}) before it started the command"),
+                    })
+                }
+            }
         }
     }
 }
 
 /// The intermediate child: enters the namespaces, forks init, waits for it.
-fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
-    let mut b = [0u8; 1];
-    if std::fs::File::from(go).read_exact(&mut b).is_err() {
+fn waiter(spec: &RunSpec, rootfs: &Path, ch: Channel) -> i32 {
+    let report = |code: i32, message: String| {
+        let _ = ch.send(&ToLauncher::Failed { code, message });
+        code
+    };
+    if !matches!(ch.recv::<ToContainer>(), Ok(Some(ToContainer::Start))) {
         return EXIT_STRATA;
+    }
+    // The launcher blocks the signals it forwards; the container gets them delivered.
+    if let Err(e) = crate::sys::process::unblock_signals(super::lifecycle::FORWARDED) {
+        return report(EXIT_STRATA, format!("unblocking signals: {e}"));
     }
     // The waiter is in the container's cgroups already: they become its cgroup root.
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -113,29 +148,28 @@ fn waiter(spec: &RunSpec, rootfs: &Path, go: OwnedFd, pid_w: OwnedFd) -> i32 {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
-        eprintln!("strata: error: creating namespaces: {e}");
+        return report(EXIT_STRATA, format!("creating namespaces: {e}"));
+    }
+    let go_on = ch
+        .send(&ToLauncher::Namespaces)
+        .and_then(|_| ch.recv::<ToContainer>());
+    if !matches!(go_on, Ok(Some(ToContainer::Proceed))) {
         return EXIT_STRATA;
     }
     match fork_single_threaded() {
         Ok(Forked::Child) => {
-            drop(pid_w);
-            let code = match init(spec, rootfs) {
+            let (code, message) = match init(spec, rootfs) {
                 Ok(never) => match never {},
-                Err((code, msg)) => {
-                    eprintln!("strata: error: {msg}");
-                    code
-                }
+                Err(f) => f,
             };
-            exit_now(code)
+            exit_now(report(code, message))
         }
         Ok(Forked::Parent(init_pid)) => {
-            let _ = std::fs::File::from(pid_w).write_all(init_pid.to_string().as_bytes());
+            let _ = ch.send(&ToLauncher::Init { pid: init_pid });
+            drop(ch);
             wait_for(Pid::from_raw(init_pid)).unwrap_or(EXIT_STRATA)
         }
-        Err(e) => {
-            eprintln!("strata: error: fork: {e}");
-            EXIT_STRATA
-        }
+        Err(e) => report(EXIT_STRATA, format!("fork: {e}")),
     }
 }
 
@@ -209,24 +243,33 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
 }
 
 /// Runs `spec` inside the namespaces of the running container whose init is `pid`
-/// (`strata exec`), in its cgroups; returns the command's exit status.
-pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
+/// (`strata exec`), in its cgroups; returns the command's exit status, or its failure to
+/// start with docker's code.
+pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError> {
     let mut ns = Vec::new();
     for kind in ["ipc", "uts", "net", "pid", "cgroup", "mnt"] {
         let p = format!("/proc/{pid}/ns/{kind}");
-        ns.push(std::fs::File::open(&p).map_err(|e| format!("{p}: {e}"))?);
+        ns.push(std::fs::File::open(&p).map_err(super::error::io_ctx(&p))?);
     }
-    match fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+    let cg = Cgroup::existing(id);
+    let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
+    match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
+            drop(ours);
+            let report = |code: i32, message: String| -> ! {
+                let _ = theirs.send(&ToLauncher::Failed { code, message });
+                exit_now(code)
+            };
             // The device rules live in the cgroups: never run outside them.
-            if let Err(e) = Cgroup::existing(id).add(std::process::id() as i32) {
-                eprintln!("strata: error: joining the container's cgroups: {e}");
-                exit_now(EXIT_STRATA);
+            if let Err(e) = cg.add(std::process::id() as i32) {
+                report(EXIT_STRATA, format!("joining the container's cgroups: {e}"));
             }
             for f in &ns {
                 if let Err(e) = nix::sched::setns(f, CloneFlags::empty()) {
-                    eprintln!("strata: error: joining the container's namespaces: {e}");
-                    exit_now(EXIT_STRATA);
+                    report(
+                        EXIT_STRATA,
+                        format!("joining the container's namespaces: {e}"),
+                    );
                 }
             }
             // The pid namespace applies to children: fork once more.
@@ -239,26 +282,30 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, String> {
                             .map_err(fail(format_args!("working directory {}", spec.cwd)))?;
                         exec(spec)
                     })();
-                    let code = match r {
+                    let (code, message) = match r {
                         Ok(never) => match never {},
-                        Err((code, msg)) => {
-                            eprintln!("strata: error: {msg}");
-                            code
-                        }
+                        Err(f) => f,
                     };
-                    exit_now(code)
+                    report(code, message)
                 }
                 Ok(Forked::Parent(p)) => {
+                    drop(theirs);
                     exit_now(wait_for(Pid::from_raw(p)).unwrap_or(EXIT_STRATA))
                 }
-                Err(e) => {
-                    eprintln!("strata: error: fork: {e}");
-                    exit_now(EXIT_STRATA)
-                }
+                Err(e) => report(EXIT_STRATA, format!("fork: {e}")),
             }
         }
         Forked::Parent(child) => {
-            wait_for(Pid::from_raw(child)).map_err(|e| format!("waiting: {e}"))
+            drop(theirs);
+            let failed = match ours.recv::<ToLauncher>() {
+                Ok(Some(ToLauncher::Failed { code, message })) => {
+                    Some(ContainerError::Exec { code, message })
+                }
+                _ => None,
+            };
+            let code = wait_for(Pid::from_raw(child))
+                .map_err(|e| ContainerError::Setup(format!("waiting: {e}")))?;
+            failed.map_or(Ok(code), Err)
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::cgroup::Limits;
+use super::error::ContainerError;
 use super::security::Security;
 use crate::image::oci::ImageConfig;
 
@@ -55,11 +56,11 @@ pub struct Rlimit {
 /// Parses `--ulimit NAME=SOFT[:HARD]` (`unlimited` allowed) and clamps it to the caller's
 /// own hard limit, which an unprivileged caller — or root without CAP_SYS_RESOURCE, as on
 /// this kind of host — cannot exceed. Returns the limit and a warning when it was clamped.
-pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), String> {
+pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), ContainerError> {
     use nix::sys::resource::{getrlimit, Resource as R};
-    let (name, val) = u
-        .split_once('=')
-        .ok_or_else(|| format!("--ulimit {u}: expected NAME=SOFT[:HARD]"))?;
+    let (name, val) = u.split_once('=').ok_or_else(|| {
+        ContainerError::BadSpec(format!("--ulimit {u}: expected NAME=SOFT[:HARD]"))
+    })?;
     let resource = match name {
         "nofile" => R::RLIMIT_NOFILE,
         "nproc" => R::RLIMIT_NPROC,
@@ -73,25 +74,30 @@ pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), String> {
         "locks" => R::RLIMIT_LOCKS,
         "msgqueue" => R::RLIMIT_MSGQUEUE,
         "sigpending" => R::RLIMIT_SIGPENDING,
-        other => return Err(format!("--ulimit {u}: unknown limit {other}")),
+        other => {
+            return Err(ContainerError::BadSpec(format!(
+                "--ulimit {u}: unknown limit {other}"
+            )))
+        }
     };
-    let num = |s: &str| -> Result<u64, String> {
+    let num = |s: &str| -> Result<u64, ContainerError> {
         if s == "unlimited" || s == "-1" {
             return Ok(libc::RLIM_INFINITY);
         }
         s.parse()
-            .map_err(|_| format!("--ulimit {u}: {s} is not a number"))
+            .map_err(|_| ContainerError::BadSpec(format!("--ulimit {u}: {s} is not a number")))
     };
     let (soft, hard) = match val.split_once(':') {
         Some((s, h)) => (num(s)?, num(h)?),
         None => (num(val)?, num(val)?),
     };
     if soft > hard {
-        return Err(format!(
+        return Err(ContainerError::BadSpec(format!(
             "--ulimit {u}: the soft limit is above the hard limit"
-        ));
+        )));
     }
-    let (_, cur_hard) = getrlimit(resource).map_err(|e| format!("--ulimit {u}: {e}"))?;
+    let (_, cur_hard) =
+        getrlimit(resource).map_err(|e| ContainerError::BadSpec(format!("--ulimit {u}: {e}")))?;
     let lim = Rlimit {
         resource,
         soft: soft.min(cur_hard),
@@ -118,26 +124,34 @@ pub struct Volume {
 }
 
 /// Parses `-v HOST:CONTAINER[:ro|rw]`; the host path must exist.
-pub fn parse_volume(v: &str) -> Result<Volume, String> {
+pub fn parse_volume(v: &str) -> Result<Volume, ContainerError> {
     let parts: Vec<&str> = v.split(':').collect();
     let (host, target, mode) = match parts.as_slice() {
         [h, t] => (*h, *t, "rw"),
         [h, t, m] => (*h, *t, *m),
-        _ => return Err(format!("-v {v}: expected HOST:CONTAINER[:ro]")),
+        _ => {
+            return Err(ContainerError::BadSpec(format!(
+                "-v {v}: expected HOST:CONTAINER[:ro]"
+            )))
+        }
     };
     let read_only = match mode {
         "ro" => true,
         "rw" => false,
-        m => return Err(format!("-v {v}: unknown mode {m} (ro or rw)")),
+        m => {
+            return Err(ContainerError::BadSpec(format!(
+                "-v {v}: unknown mode {m} (ro or rw)"
+            )))
+        }
     };
     if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
-        return Err(format!(
+        return Err(ContainerError::BadSpec(format!(
             "-v {v}: the container path must be absolute, without '..'"
-        ));
+        )));
     }
     let host = std::path::Path::new(host)
         .canonicalize()
-        .map_err(|e| format!("-v {v}: mount source {host}: {e}"))?;
+        .map_err(|e| ContainerError::BadSpec(format!("-v {v}: mount source {host}: {e}")))?;
     Ok(Volume {
         host,
         target: target.to_string(),
@@ -171,7 +185,7 @@ fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
 }
 
 /// Resolves `user[:group]` (names or numbers) against the rootfs' /etc/passwd and /etc/group.
-pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), String> {
+pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), ContainerError> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -179,14 +193,20 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), String> {
     let passwd = rootfs.join("etc/passwd");
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => lookup(&passwd, u, 2)
-            .ok_or_else(|| format!("user {u:?} not found in the container's /etc/passwd"))?,
+        Err(_) => lookup(&passwd, u, 2).ok_or_else(|| {
+            ContainerError::BadSpec(format!(
+                "user {u:?} not found in the container's /etc/passwd"
+            ))
+        })?,
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(&rootfs.join("etc/group"), g, 2)
-                .ok_or_else(|| format!("group {g:?} not found in the container's /etc/group"))?,
+            Err(_) => lookup(&rootfs.join("etc/group"), g, 2).ok_or_else(|| {
+                ContainerError::BadSpec(format!(
+                    "group {g:?} not found in the container's /etc/group"
+                ))
+            })?,
         },
         // The user's primary group, or the uid's number for unknown numeric users.
         None => {
@@ -210,7 +230,7 @@ pub fn build(
     hostname: String,
     network_none: bool,
     limits: Limits,
-) -> Result<RunSpec, String> {
+) -> Result<RunSpec, ContainerError> {
     let rc = cfg.config.clone().unwrap_or_default();
     let mut argv: Vec<String> = rc.entrypoint.clone().unwrap_or_default();
     if o.command.is_empty() {
@@ -219,9 +239,9 @@ pub fn build(
         argv.extend(o.command.iter().cloned());
     }
     if argv.is_empty() {
-        return Err(
+        return Err(ContainerError::BadSpec(
             "no command: the image has no Entrypoint or Cmd, so give one after the image".into(),
-        );
+        ));
     }
     let mut env: Vec<String> = rc.env.clone().unwrap_or_default();
     for e in &o.env {
@@ -235,7 +255,9 @@ pub fn build(
         };
         let key = kv.split('=').next().unwrap_or_default().to_string();
         if key.is_empty() {
-            return Err(format!("-e {e}: expected KEY=VALUE"));
+            return Err(ContainerError::BadSpec(format!(
+                "-e {e}: expected KEY=VALUE"
+            )));
         }
         env.retain(|x| x.split('=').next() != Some(key.as_str()));
         env.push(kv);
@@ -255,7 +277,9 @@ pub fn build(
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
-        return Err(format!("working directory {cwd:?} must be absolute"));
+        return Err(ContainerError::BadSpec(format!(
+            "working directory {cwd:?} must be absolute"
+        )));
     }
     let user = o.user.clone().or(rc.user.clone()).filter(|u| !u.is_empty());
     let (uid, gid) = match user {

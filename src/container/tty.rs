@@ -4,6 +4,7 @@
 //! Threads are started only after the container was forked (the launcher forks
 //! single-threaded), and SIGWINCH is blocked only then, so the container never inherits it.
 
+use super::error::ContainerError;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,7 +24,7 @@ pub struct ConsoleSocket {
 }
 
 /// A socket pair for the container to send its pty master back on.
-pub fn console_socket() -> Result<ConsoleSocket, String> {
+pub fn console_socket() -> Result<ConsoleSocket, ContainerError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (a, b) = socketpair(
         AddressFamily::Unix,
@@ -31,7 +32,7 @@ pub fn console_socket() -> Result<ConsoleSocket, String> {
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    .map_err(|e| ContainerError::Setup(format!("socketpair: {e}")))?;
     Ok(ConsoleSocket { ours: a, theirs: b })
 }
 
@@ -55,9 +56,9 @@ pub fn attach_in_container(
 }
 
 /// The master sent by the container, sized like our terminal.
-pub fn receive_master(sock: &OwnedFd) -> Result<OwnedFd, String> {
-    let m =
-        crate::sys::tty::recv_fd(sock.as_fd()).map_err(|e| format!("container terminal: {e}"))?;
+pub fn receive_master(sock: &OwnedFd) -> Result<OwnedFd, ContainerError> {
+    let m = crate::sys::tty::recv_fd(sock.as_fd())
+        .map_err(|e| ContainerError::Setup(format!("container terminal: {e}")))?;
     let _ = copy_winsize(std::io::stdin().as_fd(), m.as_fd());
     Ok(m)
 }

@@ -7,6 +7,7 @@ pub mod convert;
 mod open;
 pub mod passthrough;
 mod reply;
+pub mod server;
 
 use std::ffi::OsStr;
 use std::io;

@@ -1,6 +1,8 @@
 //! `strata commit`'s half in the store: a new image made of an existing image plus one
 //! layer, staged and committed like an import, so the base image is never touched.
 
+use super::error::{json_ctx, ImageError};
+use super::reference::Reference;
 use std::fs::File;
 use std::path::Path;
 
@@ -18,16 +20,17 @@ pub fn add_layer(
     tar: &Path,
     reference: &str,
     created_by: &str,
-) -> Result<Imported, String> {
-    valid_ref(reference)?;
-    let (_, base_m, mut cfg, _) = store.resolve(base)?;
+) -> Result<Imported, ImageError> {
+    let name = Reference::parse(reference)?;
+    let found = store.resolve(base)?;
+    let (base_m, mut cfg) = (found.manifest, found.config);
     let what = format!("new layer of {reference}");
     let tx = Tx::new(store)?;
-    let mut f = File::open(tar).map_err(|e| format!("{what}: {e}"))?;
+    let mut f = File::open(tar).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let (blob, blob_size) = tx.put_blob(&mut f, None, &what)?;
     let path = tx
         .blob(&blob)
-        .ok_or_else(|| format!("{what}: blob vanished"))?;
+        .ok_or_else(|| ImageError::Invalid(format!("{what}: blob vanished")))?;
     let (diff_id, size, dir) = unpack_blob(&tx, &path, Compression::None, &what)?;
     let parent = Store::chain_ids(&cfg).last().cloned();
     let chain = Digest::chain(parent.as_ref(), &diff_id);
@@ -40,6 +43,7 @@ pub fn add_layer(
                 diff_id: diff_id.clone(),
                 parent,
                 size,
+                tree: None,
             },
         )?;
     }
@@ -51,7 +55,7 @@ pub fn add_layer(
         created_by: Some(created_by.into()),
         ..Default::default()
     });
-    let raw_config = serde_json::to_vec(&cfg).map_err(|e| e.to_string())?;
+    let raw_config = serde_json::to_vec(&cfg).map_err(json_ctx("image config"))?;
     let config_digest = tx.put_bytes(&raw_config, &what)?;
     let mut m = base_m;
     m.media_type = Some(MT_MANIFEST.into());
@@ -69,7 +73,7 @@ pub fn add_layer(
         annotations: Default::default(),
         platform: None,
     });
-    let raw_manifest = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
+    let raw_manifest = serde_json::to_vec(&m).map_err(json_ctx("manifest"))?;
     let md = tx.put_bytes(&raw_manifest, &what)?;
     tx.commit()?;
     let desc = Descriptor {
@@ -79,7 +83,7 @@ pub fn add_layer(
         annotations: Default::default(),
         platform: None,
     };
-    store.add_ref(&desc, Some(reference))?;
+    store.add_ref(&desc, Some(&name))?;
     Ok(Imported {
         id: config_digest,
         manifest: md,

@@ -3,6 +3,7 @@
 //! Invariant: a `Digest` always holds a valid `sha256:` + 64 lowercase hex string, so it is
 //! safe to use as a file name inside the store.
 
+use super::error::ImageError;
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -15,16 +16,18 @@ pub struct Digest(String);
 
 impl Digest {
     /// Parses and validates `sha256:<64 hex>`.
-    pub fn parse(s: &str) -> Result<Digest, String> {
-        let hex = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| format!("digest {s:?}: only sha256 is supported"))?;
+    pub fn parse(s: &str) -> Result<Digest, ImageError> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+            ImageError::Invalid(format!("digest {s:?}: only sha256 is supported"))
+        })?;
         if hex.len() != 64
             || !hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(format!("digest {s:?}: not 64 lowercase hex digits"));
+            return Err(ImageError::Invalid(format!(
+                "digest {s:?}: not 64 lowercase hex digits"
+            )));
         }
         Ok(Digest(s.to_string()))
     }

@@ -7,6 +7,8 @@
 //! (same chain id) is shared, not unpacked again. The index changes only at the very end, so
 //! a failed import leaves the store as it was (an orphan blob at most, which `prune` drops).
 
+use super::error::{io_ctx, json_ctx, ImageError};
+use super::reference::Reference;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -40,33 +42,36 @@ fn decompressor<'a>(
     r: Box<dyn Read + 'a>,
     c: Compression,
     what: &str,
-) -> Result<Box<dyn Read + 'a>, String> {
+) -> Result<Box<dyn Read + 'a>, ImageError> {
     Ok(match c {
         Compression::None => r,
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(r).map_err(|e| format!("{what}: zstd: {e}"))?)
-        }
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(r)
+                .map_err(|e| ImageError::Invalid(format!("{what}: zstd: {e}")))?,
+        ),
     })
 }
 
-fn sniff(p: &Path) -> Result<Compression, String> {
-    let mut f = BufReader::new(File::open(p).map_err(|e| format!("{}: {e}", p.display()))?);
-    let head = f.fill_buf().map_err(|e| format!("{}: {e}", p.display()))?;
+fn sniff(p: &Path) -> Result<Compression, ImageError> {
+    let mut f = BufReader::new(File::open(p).map_err(io_ctx(p.display()))?);
+    let head = f.fill_buf().map_err(io_ctx(p.display()))?;
     Ok(sniff_compression(head))
 }
 
 /// Opens `rel` inside `root`, following symlinks only while they stay inside it.
-fn open_inside(root: &Path, rel: &str) -> Result<File, String> {
+fn open_inside(root: &Path, rel: &str) -> Result<File, ImageError> {
     let p = root.join(rel.trim_start_matches('/'));
-    let canon = p.canonicalize().map_err(|e| format!("{rel}: {e}"))?;
-    let base = root
+    let canon = p
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", root.display()))?;
+        .map_err(|e| ImageError::Invalid(format!("{rel}: {e}")))?;
+    let base = root.canonicalize().map_err(io_ctx(root.display()))?;
     if !canon.starts_with(&base) {
-        return Err(format!("{rel}: points outside the archive"));
+        return Err(ImageError::Invalid(format!(
+            "{rel}: points outside the archive"
+        )));
     }
-    File::open(&canon).map_err(|e| format!("{rel}: {e}"))
+    File::open(&canon).map_err(|e| ImageError::Invalid(format!("{rel}: {e}")))
 }
 
 /// The current time as RFC 3339 (UTC).
@@ -105,29 +110,40 @@ pub fn host_arch() -> &'static str {
 }
 
 /// Checks that blob file `p` hashes to `digest` and has `size` bytes.
-fn verify_blob(p: &Path, digest: &Digest, size: u64, what: &str) -> Result<(), String> {
-    let f = File::open(p).map_err(|e| format!("{what}: {e}"))?;
+fn verify_blob(p: &Path, digest: &Digest, size: u64, what: &str) -> Result<(), ImageError> {
+    let f = File::open(p).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let mut hr = HashingReader::new(BufReader::new(f));
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| format!("{what}: {e}"))?;
-    let (got, n) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    std::io::copy(&mut hr, &mut std::io::sink())
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
+    let (got, n) = hr
+        .finish()
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     if got != *digest || n != size {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: the archive's blob does not match its descriptor (digest {got}, {n} bytes)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Checks that the uncompressed stream of layer blob file `p` hashes to `diff_id`.
-fn verify_diff_id(p: &Path, c: Compression, diff_id: &Digest, what: &str) -> Result<(), String> {
-    let f = File::open(p).map_err(|e| format!("{what}: {e}"))?;
+fn verify_diff_id(
+    p: &Path,
+    c: Compression,
+    diff_id: &Digest,
+    what: &str,
+) -> Result<(), ImageError> {
+    let f = File::open(p).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let mut hr = HashingReader::new(decompressor(Box::new(BufReader::new(f)), c, what)?);
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| format!("{what}: {e}"))?;
-    let (got, _) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    std::io::copy(&mut hr, &mut std::io::sink())
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
+    let (got, _) = hr
+        .finish()
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     if got != *diff_id {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: uncompressed content has diff_id {got}, the config says {diff_id}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -139,9 +155,9 @@ pub(super) fn unpack_blob(
     blob: &Path,
     c: Compression,
     what: &str,
-) -> Result<(Digest, u64, PathBuf), String> {
+) -> Result<(Digest, u64, PathBuf), ImageError> {
     let dir = tx.unpack_dir()?;
-    let f = File::open(blob).map_err(|e| format!("{what}: {e}"))?;
+    let f = File::open(blob).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let r = decompressor(Box::new(BufReader::new(f)), c, what)?;
     let mut hr = HashingReader::new(r);
     let root = crate::sys::process::euid() == 0;
@@ -149,7 +165,9 @@ pub(super) fn unpack_blob(
     for s in &out.skipped {
         eprintln!("strata: warning: {what}: skipped {s} (device nodes need root)");
     }
-    let (diff_id, size) = hr.finish().map_err(|e| format!("{what}: {e}"))?;
+    let (diff_id, size) = hr
+        .finish()
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     Ok((diff_id, size, dir))
 }
 
@@ -160,7 +178,7 @@ fn import_manifest(
     desc: &Descriptor,
     what: &str,
     reference: Option<String>,
-) -> Result<Imported, String> {
+) -> Result<Imported, ImageError> {
     // A blob comes from the source, else from what this import or the store already has.
     let source = |d: &Digest| -> PathBuf {
         let p = src.join("blobs/sha256").join(d.hex());
@@ -169,44 +187,46 @@ fn import_manifest(
         }
         tx.blob(d).unwrap_or(p)
     };
-    let blob_file = |d: &Digest| -> Result<File, String> {
-        File::open(source(d)).map_err(|e| format!("{what}: blob {d} (named by a descriptor): {e}"))
+    let blob_file = |d: &Digest| -> Result<File, ImageError> {
+        File::open(source(d)).map_err(|e| {
+            ImageError::Invalid(format!("{what}: blob {d} (named by a descriptor): {e}"))
+        })
     };
-    let read_verified = |d: &Descriptor, kind: &str| -> Result<Vec<u8>, String> {
+    let read_verified = |d: &Descriptor, kind: &str| -> Result<Vec<u8>, ImageError> {
         let raw = read_small(&source(&d.digest))
-            .map_err(|e| format!("{what}: {kind} blob {}: {e}", d.digest))?;
+            .map_err(|e| ImageError::Invalid(format!("{what}: {kind} blob {}: {e}", d.digest)))?;
         if Digest::of(&raw) != d.digest || raw.len() as u64 != d.size {
-            return Err(format!(
+            return Err(ImageError::Invalid(format!(
                 "{what}: {kind} blob {} does not match its descriptor (digest or size)",
                 d.digest
-            ));
+            )));
         }
         Ok(raw)
     };
     if ![MT_MANIFEST, MT_DOCKER_MANIFEST].contains(&desc.media_type.as_str()) {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: manifest {}: unknown media type {}",
             desc.digest, desc.media_type
-        ));
+        )));
     }
     let raw_manifest = read_verified(desc, "manifest")?;
     let m: Manifest = serde_json::from_slice(&raw_manifest)
-        .map_err(|e| format!("{what}: manifest {}: {e}", desc.digest))?;
+        .map_err(|e| ImageError::Invalid(format!("{what}: manifest {}: {e}", desc.digest)))?;
     if ![MT_CONFIG, MT_DOCKER_CONFIG].contains(&m.config.media_type.as_str()) {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: config {}: unknown media type {}",
             m.config.digest, m.config.media_type
-        ));
+        )));
     }
     let raw_config = read_verified(&m.config, "config")?;
     let cfg: ImageConfig = serde_json::from_slice(&raw_config)
-        .map_err(|e| format!("{what}: config {}: {e}", m.config.digest))?;
+        .map_err(|e| ImageError::Invalid(format!("{what}: config {}: {e}", m.config.digest)))?;
     if cfg.rootfs.diff_ids.len() != m.layers.len() {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: manifest has {} layers, config lists {} diff_ids",
             m.layers.len(),
             cfg.rootfs.diff_ids.len()
-        ));
+        )));
     }
     let mut out = Imported {
         id: m.config.digest.clone(),
@@ -220,8 +240,9 @@ fn import_manifest(
     let mut parent: Option<Digest> = None;
     for (i, (l, diff_id)) in m.layers.iter().zip(&cfg.rootfs.diff_ids).enumerate() {
         let lwhat = format!("{what}: layer {} ({})", i + 1, l.digest);
-        let c = layer_compression(&l.media_type)
-            .ok_or_else(|| format!("{lwhat}: unknown media type {}", l.media_type))?;
+        let c = layer_compression(&l.media_type).ok_or_else(|| {
+            ImageError::Invalid(format!("{lwhat}: unknown media type {}", l.media_type))
+        })?;
         // The archive's own copy of the layer, if it carries one: checked on every import,
         // so a damaged archive is refused even when the store already holds the layer.
         let in_archive =
@@ -241,12 +262,12 @@ fn import_manifest(
         } else {
             let blob = tx
                 .blob(&l.digest)
-                .ok_or_else(|| format!("{lwhat}: blob vanished"))?;
+                .ok_or_else(|| ImageError::Invalid(format!("{lwhat}: blob vanished")))?;
             let (got, size, dir) = unpack_blob(tx, &blob, c, &lwhat)?;
             if got != *diff_id {
-                return Err(format!(
+                return Err(ImageError::Invalid(format!(
                     "{lwhat}: uncompressed content has diff_id {got}, the config says {diff_id}"
-                ));
+                )));
             }
             tx.stage_layer(
                 &dir,
@@ -255,6 +276,7 @@ fn import_manifest(
                     diff_id: got,
                     parent: parent.clone(),
                     size,
+                    tree: None,
                 },
             )?;
             out.new_layers += 1;
@@ -267,19 +289,19 @@ fn import_manifest(
 }
 
 /// The manifests an index names, descending into nested indexes for this platform.
-fn manifests_of(src: &Path, idx: &Index, what: &str) -> Result<Vec<Descriptor>, String> {
+fn manifests_of(src: &Path, idx: &Index, what: &str) -> Result<Vec<Descriptor>, ImageError> {
     let mut out = Vec::new();
     for d in &idx.manifests {
         if d.media_type == MT_INDEX || d.media_type == MT_DOCKER_LIST {
             let raw = read_small(&src.join("blobs/sha256").join(d.digest.hex()))?;
             if Digest::of(&raw) != d.digest {
-                return Err(format!(
+                return Err(ImageError::Invalid(format!(
                     "{what}: index blob {} does not match its digest",
                     d.digest
-                ));
+                )));
             }
             let nested: Index = serde_json::from_slice(&raw)
-                .map_err(|e| format!("{what}: index {}: {e}", d.digest))?;
+                .map_err(|e| ImageError::Invalid(format!("{what}: index {}: {e}", d.digest)))?;
             let pick = nested.manifests.iter().find(|m| {
                 m.platform
                     .as_ref()
@@ -288,7 +310,7 @@ fn manifests_of(src: &Path, idx: &Index, what: &str) -> Result<Vec<Descriptor>, 
             });
             let chosen = pick
                 .or_else(|| nested.manifests.first())
-                .ok_or_else(|| format!("{what}: empty index {}", d.digest))?;
+                .ok_or_else(|| ImageError::Invalid(format!("{what}: empty index {}", d.digest)))?;
             let mut chosen = chosen.clone();
             chosen.annotations.extend(d.annotations.clone());
             out.push(chosen);
@@ -297,7 +319,9 @@ fn manifests_of(src: &Path, idx: &Index, what: &str) -> Result<Vec<Descriptor>, 
         }
     }
     if out.is_empty() {
-        return Err(format!("{what}: index.json names no manifest"));
+        return Err(ImageError::Invalid(format!(
+            "{what}: index.json names no manifest"
+        )));
     }
     Ok(out)
 }
@@ -307,15 +331,15 @@ fn import_layout(
     dir: &Path,
     what: &str,
     tag: Option<&str>,
-) -> Result<Vec<Imported>, String> {
+) -> Result<Vec<Imported>, ImageError> {
     let idx: Index = serde_json::from_slice(&read_small(&dir.join("index.json"))?)
-        .map_err(|e| format!("{what}: index.json: {e}"))?;
+        .map_err(|e| ImageError::Invalid(format!("{what}: index.json: {e}")))?;
     let descs = manifests_of(dir, &idx, what)?;
     if tag.is_some() && descs.len() > 1 {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: holds {} images; --tag needs exactly one",
             descs.len()
-        ));
+        )));
     }
     let mut out = Vec::new();
     for d in descs {
@@ -335,34 +359,39 @@ fn import_docker(
     dir: &Path,
     what: &str,
     tag: Option<&str>,
-) -> Result<Vec<Imported>, String> {
+) -> Result<Vec<Imported>, ImageError> {
     let entries: Vec<DockerSaveEntry> =
         serde_json::from_slice(&read_small(&dir.join("manifest.json"))?)
-            .map_err(|e| format!("{what}: manifest.json: {e}"))?;
+            .map_err(|e| ImageError::Invalid(format!("{what}: manifest.json: {e}")))?;
     if tag.is_some() && entries.len() > 1 {
-        return Err(format!(
+        return Err(ImageError::Invalid(format!(
             "{what}: holds {} images; --tag needs exactly one",
             entries.len()
-        ));
+        )));
     }
     let mut out = Vec::new();
     for e in entries {
-        let mut cf = open_inside(dir, &e.config).map_err(|x| format!("{what}: config {x}"))?;
+        let mut cf = open_inside(dir, &e.config)
+            .map_err(|x| ImageError::Invalid(format!("{what}: config {x}")))?;
         let mut raw_config = Vec::new();
         cf.read_to_end(&mut raw_config)
-            .map_err(|x| format!("{what}: {}: {x}", e.config))?;
+            .map_err(|x| ImageError::Invalid(format!("{what}: {}: {x}", e.config)))?;
         let config_digest = tx.put_bytes(&raw_config, what)?;
         let mut layers = Vec::new();
         for l in &e.layers {
-            let mut f = open_inside(dir, l).map_err(|x| format!("{what}: layer {x}"))?;
+            let mut f = open_inside(dir, l)
+                .map_err(|x| ImageError::Invalid(format!("{what}: layer {x}")))?;
             let mut head = [0u8; 4];
-            let n = f.read(&mut head).map_err(|x| format!("{what}: {l}: {x}"))?;
+            let n = f
+                .read(&mut head)
+                .map_err(|x| ImageError::Invalid(format!("{what}: {l}: {x}")))?;
             let mt = match sniff_compression(&head[..n]) {
                 Compression::None => MT_LAYER,
                 Compression::Gzip => MT_LAYER_GZIP,
                 Compression::Zstd => MT_LAYER_ZSTD,
             };
-            let mut f = open_inside(dir, l).map_err(|x| format!("{what}: layer {x}"))?;
+            let mut f = open_inside(dir, l)
+                .map_err(|x| ImageError::Invalid(format!("{what}: layer {x}")))?;
             let (digest, size) = tx.put_blob(&mut f, None, &format!("{what}: {l}"))?;
             layers.push(Descriptor {
                 media_type: mt.into(),
@@ -385,7 +414,7 @@ fn import_docker(
             layers,
             annotations: Default::default(),
         };
-        let raw_manifest = serde_json::to_vec(&m).map_err(|x| x.to_string())?;
+        let raw_manifest = serde_json::to_vec(&m).map_err(json_ctx("manifest"))?;
         let md = tx.put_bytes(&raw_manifest, what)?;
         let desc = Descriptor {
             media_type: MT_MANIFEST.into(),
@@ -407,13 +436,13 @@ fn import_rootfs(
     file: &Path,
     what: &str,
     tag: Option<&str>,
-) -> Result<Imported, String> {
+) -> Result<Imported, ImageError> {
     let c = sniff(file)?;
-    let mut f = File::open(file).map_err(|e| format!("{what}: {e}"))?;
+    let mut f = File::open(file).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let (blob, blob_size) = tx.put_blob(&mut f, None, what)?;
     let path = tx
         .blob(&blob)
-        .ok_or_else(|| format!("{what}: blob vanished"))?;
+        .ok_or_else(|| ImageError::Invalid(format!("{what}: blob vanished")))?;
     let (diff_id, size, dir) = unpack_blob(tx, &path, c, what)?;
     let shared = tx.has_layer(&diff_id);
     if !shared {
@@ -424,6 +453,7 @@ fn import_rootfs(
                 diff_id: diff_id.clone(),
                 parent: None,
                 size,
+                tree: None,
             },
         )?;
     }
@@ -448,7 +478,7 @@ fn import_rootfs(
         }],
         extra: Default::default(),
     };
-    let raw_config = serde_json::to_vec(&cfg).map_err(|e| e.to_string())?;
+    let raw_config = serde_json::to_vec(&cfg).map_err(json_ctx("image config"))?;
     let config_digest = tx.put_bytes(&raw_config, what)?;
     let mt = match c {
         Compression::None => MT_LAYER,
@@ -474,7 +504,7 @@ fn import_rootfs(
         }],
         annotations: Default::default(),
     };
-    let raw_manifest = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
+    let raw_manifest = serde_json::to_vec(&m).map_err(json_ctx("manifest"))?;
     let md = tx.put_bytes(&raw_manifest, what)?;
     Ok(Imported {
         id: config_digest,
@@ -494,19 +524,25 @@ enum Kind {
     Rootfs,
 }
 
-fn classify(file: &Path, what: &str) -> Result<Kind, String> {
+fn classify(file: &Path, what: &str) -> Result<Kind, ImageError> {
     let c = sniff(file)?;
-    let f = File::open(file).map_err(|e| format!("{what}: {e}"))?;
+    let f = File::open(file).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let r = decompressor(Box::new(BufReader::new(f)), c, what)?;
     let mut ar = tar::Archive::new(r);
     let (mut layout, mut docker) = (false, false);
     let mut last = String::from("(none)");
-    for e in ar.entries().map_err(|e| format!("{what}: {e}"))? {
-        let e =
-            e.map_err(|e| format!("{what}: truncated or corrupt archive after entry {last}: {e}"))?;
+    for e in ar
+        .entries()
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?
+    {
+        let e = e.map_err(|e| {
+            ImageError::Invalid(format!(
+                "{what}: truncated or corrupt archive after entry {last}: {e}"
+            ))
+        })?;
         let p = e
             .path()
-            .map_err(|e| format!("{what}: {e}"))?
+            .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
@@ -524,15 +560,20 @@ fn classify(file: &Path, what: &str) -> Result<Kind, String> {
 }
 
 /// Imports `src` (see the module doc); `tag` names the image.
-pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, String> {
+pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, ImageError> {
     if let Some(t) = tag {
-        valid_ref(t)?;
+        Reference::parse(t)?;
     }
     let tx = Tx::new(store)?;
     let out = import_all(&tx, src, tag)?;
+    let names = out
+        .iter()
+        .map(|i| i.reference.as_deref().map(Reference::parse).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ImageError::Invalid(format!("{}: {e}", src.display())))?;
     tx.commit()?;
     // Only now, with every blob and layer in place, do the names appear.
-    for i in &out {
+    for (i, name) in out.iter().zip(&names) {
         let raw = store.read_json_blob(&i.manifest)?;
         let desc = Descriptor {
             media_type: i.media_type.clone(),
@@ -541,18 +582,18 @@ pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Import
             annotations: Default::default(),
             platform: None,
         };
-        store.add_ref(&desc, i.reference.as_deref())?;
+        store.add_ref(&desc, name.as_ref())?;
     }
     Ok(out)
 }
 
-fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, String> {
+fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, ImageError> {
     let what = src.display().to_string();
     let out = if src.is_dir() {
         if !src.join("oci-layout").is_file() {
-            return Err(format!(
+            return Err(ImageError::Invalid(format!(
                 "{what}: a directory must be an OCI image layout (no oci-layout file)"
-            ));
+            )));
         }
         import_layout(tx, src, &what, tag)?
     } else {
@@ -560,12 +601,13 @@ fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported
             Kind::Rootfs => vec![import_rootfs(tx, src, &what, tag)?],
             kind => {
                 let dir: PathBuf = tx.dir.path().join("archive");
-                std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir(&dir).map_err(io_ctx(dir.display()))?;
                 let c = sniff(src)?;
-                let f = File::open(src).map_err(|e| format!("{what}: {e}"))?;
+                let f = File::open(src).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
                 let mut r = decompressor(Box::new(BufReader::new(f)), c, &what)?;
                 unpack_layer(&mut r, &dir, &what, false)?;
-                io::copy(&mut r, &mut io::sink()).map_err(|e| format!("{what}: {e}"))?;
+                io::copy(&mut r, &mut io::sink())
+                    .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
                 match kind {
                     Kind::Layout => import_layout(tx, &dir, &what, tag)?,
                     _ => import_docker(tx, &dir, &what, tag)?,

@@ -7,12 +7,17 @@
 
 pub mod commit;
 pub mod digest;
+pub mod error;
 pub mod import;
 pub mod oci;
 pub mod ops;
+pub mod reference;
 pub mod store;
 pub mod tx;
 pub mod unpack;
+pub mod verify;
 
 pub use digest::Digest;
+pub use error::ImageError;
+pub use reference::Reference;
 pub use store::Store;

@@ -209,66 +209,9 @@ pub struct DockerSaveEntry {
     pub layers: Vec<String>,
 }
 
-/// Splits `name[:tag]` (default tag `latest`; a registry port is not a tag).
-pub fn split_ref(r: &str) -> (String, String) {
-    match r.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') && !n.is_empty() => (n.to_string(), t.to_string()),
-        _ => (r.to_string(), "latest".to_string()),
-    }
-}
-
-/// Checks a `name:tag` for characters a reference may hold.
-pub fn valid_ref(r: &str) -> Result<(), String> {
-    let (n, t) = split_ref(r);
-    let name_ok = !n.is_empty()
-        && n.len() <= 255
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
-        && !n.starts_with(['.', '-', '/'])
-        && !n.contains("..");
-    // A ':' in the name only as a registry port: host:port/...
-    let port_ok = match n.split_once('/') {
-        Some((host, _)) => match host.split_once(':') {
-            Some((_, port)) => !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
-            None => true,
-        },
-        None => !n.contains(':'),
-    } && n
-        .split_once('/')
-        .map(|(_, rest)| !rest.contains(':'))
-        .unwrap_or(true);
-    let name_ok = name_ok && port_ok;
-    let tag_ok = !t.is_empty()
-        && t.len() <= 128
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !t.starts_with(['.', '-']);
-    if name_ok && tag_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid image reference {r:?} (expected name[:tag], lowercase name)"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refs() {
-        assert_eq!(split_ref("busybox"), ("busybox".into(), "latest".into()));
-        assert_eq!(split_ref("a/b:1.0"), ("a/b".into(), "1.0".into()));
-        assert_eq!(
-            split_ref("localhost:5000/a"),
-            ("localhost:5000/a".into(), "latest".into())
-        );
-        assert!(valid_ref("busybox:1.36").is_ok());
-        assert!(valid_ref("Busybox").is_err());
-        assert!(valid_ref("../x").is_err());
-        assert!(valid_ref("a:b/c").is_err());
-    }
 
     #[test]
     fn compression() {

@@ -1,6 +1,8 @@
 //! Export to an OCI layout tar, and the listing and housekeeping operations: images with
 //! sizes (and what they share), inspect, history, tag, rm, prune.
 
+use super::error::{io_ctx, json_ctx, ImageError};
+use super::reference::Reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
@@ -24,25 +26,26 @@ fn header(size: u64, mode: u32) -> tar::Header {
 
 /// Writes image `r` as an OCI layout tar at `out` (via a temp file and rename), which
 /// `skopeo copy oci-archive:` and `podman load` read.
-pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), String> {
-    let (img, m, _cfg, _) = store.resolve(r)?;
+pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), ImageError> {
+    let found = store.resolve(r)?;
+    let (img, m) = (found.image, found.manifest);
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", out.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_ctx(out.display()))?;
     let what = out.display().to_string();
     let mut b = tar::Builder::new(tmp.as_file());
-    let mut add = |name: &str, data: &[u8]| -> Result<(), String> {
+    let mut add = |name: &str, data: &[u8]| -> Result<(), ImageError> {
         b.append_data(&mut header(data.len() as u64, 0o644), name, data)
-            .map_err(|e| format!("{what}: {e}"))
+            .map_err(io_ctx(&what))
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut desc = img.manifest.clone();
     desc.annotations.clear();
     if let Some(name) = &img.reference {
-        desc.annotations.insert(ANNOTATION_REF.into(), name.clone());
+        desc.annotations
+            .insert(ANNOTATION_REF.into(), name.to_string());
     }
     let index = Index {
         schema_version: 2,
@@ -51,7 +54,7 @@ pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), String> {
     };
     add(
         "index.json",
-        &serde_json::to_vec(&index).map_err(|e| e.to_string())?,
+        &serde_json::to_vec(&index).map_err(json_ctx("index.json"))?,
     )?;
     let mut blobs = vec![img.manifest.digest.clone(), m.config.digest.clone()];
     blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
@@ -61,22 +64,19 @@ pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), String> {
             continue;
         }
         let p = store.blob_path(&d);
-        let mut f = File::open(&p).map_err(|e| format!("blob {d} of {r}: {e}"))?;
-        let size = f.metadata().map_err(|e| e.to_string())?.len();
+        let mut f = File::open(&p).map_err(io_ctx(format!("blob {d} of {r}")))?;
+        let size = f.metadata().map_err(io_ctx(p.display()))?.len();
         b.append_data(
             &mut header(size, 0o644),
             format!("blobs/sha256/{}", d.hex()),
             &mut f,
         )
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(io_ctx(&what))?;
     }
-    b.finish().map_err(|e| format!("{what}: {e}"))?;
+    b.finish().map_err(io_ctx(&what))?;
     drop(b);
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| format!("{what}: {e}"))?;
-    tmp.persist(out)
-        .map_err(|e| format!("{what}: {}", e.error))?;
+    tmp.as_file().sync_all().map_err(io_ctx(&what))?;
+    tmp.persist(out).map_err(|e| io_ctx(&what)(e.error))?;
     Ok(())
 }
 
@@ -98,13 +98,13 @@ pub struct Row {
 }
 
 /// Every image with sizes.
-pub fn list(store: &Store) -> Result<Vec<Row>, String> {
+pub fn list(store: &Store) -> Result<Vec<Row>, ImageError> {
     let images = store.images()?;
     let mut chains: Vec<(ImageRef, ImageConfig, Digest, Vec<Digest>)> = Vec::new();
     for i in images {
         let (m, _) = store.manifest(&i.manifest.digest)?;
         let cfg: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
-            .map_err(|e| e.to_string())?;
+            .map_err(json_ctx(format!("config {}", m.config.digest)))?;
         let c = Store::chain_ids(&cfg);
         chains.push((i, cfg, m.config.digest, c));
     }
@@ -125,7 +125,10 @@ pub fn list(store: &Store) -> Result<Vec<Row>, String> {
             }
         }
         let (name, tag) = match &i.reference {
-            Some(r) => split_ref(r),
+            Some(r) => (
+                r.familiar_name(),
+                r.tag.clone().unwrap_or_else(|| "<none>".into()),
+            ),
             None => ("<none>".into(), "<none>".into()),
         };
         rows.push(Row {
@@ -147,13 +150,14 @@ pub fn list(store: &Store) -> Result<Vec<Row>, String> {
 }
 
 /// `docker inspect`-like JSON of an image.
-pub fn inspect(store: &Store, r: &str) -> Result<serde_json::Value, String> {
-    let (img, m, cfg, id) = store.resolve(r)?;
+pub fn inspect(store: &Store, r: &str) -> Result<serde_json::Value, ImageError> {
+    let found = store.resolve(r)?;
+    let (img, m, cfg, id) = (found.image, found.manifest, found.config, found.id);
     let tags: Vec<String> = store
         .images()?
         .into_iter()
         .filter(|i| i.manifest.digest == img.manifest.digest)
-        .filter_map(|i| i.reference)
+        .filter_map(|i| i.reference.map(|r| r.familiar()))
         .collect();
     let layers: Vec<String> = store
         .lowerdirs(&cfg)?
@@ -189,8 +193,8 @@ pub struct Step {
 }
 
 /// History rows, newest first.
-pub fn history(store: &Store, r: &str) -> Result<Vec<Step>, String> {
-    let (_, _, cfg, _) = store.resolve(r)?;
+pub fn history(store: &Store, r: &str) -> Result<Vec<Step>, ImageError> {
+    let cfg = store.resolve(r)?.config;
     let chains = Store::chain_ids(&cfg);
     let mut layer = chains.iter();
     let mut out = Vec::new();
@@ -214,36 +218,39 @@ pub fn history(store: &Store, r: &str) -> Result<Vec<Step>, String> {
 }
 
 /// Gives image `src` the additional name `dst`.
-pub fn tag(store: &Store, src: &str, dst: &str) -> Result<(), String> {
-    valid_ref(dst)?;
-    let (img, _, _, _) = store.resolve(src)?;
-    store.add_ref(&img.manifest, Some(dst))
+pub fn tag(store: &Store, src: &str, dst: &str) -> Result<(), ImageError> {
+    let dst = Reference::parse(dst)?;
+    let img = store.resolve(src)?.image;
+    store.add_ref(&img.manifest, Some(&dst))
 }
 
 /// Removes a name (or, by id, every name of that image). Refuses an image a container
 /// uses unless `force`. Layers stay until `prune`.
-pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, String> {
-    let (img, _, _, id) = store.resolve(r)?;
+pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, ImageError> {
+    let found = store.resolve(r)?;
+    let (img, id) = (found.image, found.id);
     if !force && store.images_in_use().contains(&id) {
-        return Err(format!(
+        return Err(ImageError::InUse(format!(
             "image {r} is used by a container (use -f to remove it anyway)"
-        ));
+        )));
     }
     let _lock = store.lock()?;
     let mut idx = store.load_index()?;
-    let (n, t) = split_ref(r);
-    let full = format!("{n}:{t}");
-    let by_name = img.reference.as_deref() == Some(full.as_str());
+    let asked = Reference::parse(r).ok();
+    let by_name = asked.is_some() && img.reference == asked;
     let mut removed = Vec::new();
     idx.manifests.retain(|m| {
-        let name = m.annotations.get(ANNOTATION_REF);
+        let name = m
+            .annotations
+            .get(ANNOTATION_REF)
+            .and_then(|n| Reference::parse(n).ok());
         let hit = if by_name {
-            name == Some(&full)
+            name == asked
         } else {
             m.digest == img.manifest.digest
         };
         if hit {
-            removed.push(name.cloned().unwrap_or_else(|| id.short().to_string()));
+            removed.push(name.map_or_else(|| id.short().to_string(), |n| n.familiar()));
         }
         !hit
     });
@@ -253,7 +260,7 @@ pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, String
 
 /// Removes layers, blobs and stale staging leftovers nothing references; returns the
 /// numbers of layers and blobs removed.
-pub fn prune(store: &Store) -> Result<(usize, usize), String> {
+pub fn prune(store: &Store) -> Result<(usize, usize), ImageError> {
     let _lock = store.lock()?;
     let mut keep_layers = BTreeSet::new();
     let mut keep_blobs = BTreeSet::new();
@@ -265,7 +272,7 @@ pub fn prune(store: &Store) -> Result<(usize, usize), String> {
             keep_blobs.insert(l.digest.hex().to_string());
         }
         let cfg: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
-            .map_err(|e| e.to_string())?;
+            .map_err(json_ctx(format!("config {}", m.config.digest)))?;
         for c in Store::chain_ids(&cfg) {
             keep_layers.insert(c.hex().to_string());
         }
@@ -273,7 +280,7 @@ pub fn prune(store: &Store) -> Result<(usize, usize), String> {
     let (mut layers, mut blobs) = (0, 0);
     let ldir = store.root.join("layers");
     for e in std::fs::read_dir(&ldir)
-        .map_err(|e| e.to_string())?
+        .map_err(io_ctx(ldir.display()))?
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -284,17 +291,16 @@ pub fn prune(store: &Store) -> Result<(usize, usize), String> {
         if name.ends_with(".json") {
             let _ = std::fs::remove_file(e.path());
         } else {
-            std::fs::remove_dir_all(e.path())
-                .map_err(|x| format!("{}: {x}", e.path().display()))?;
+            std::fs::remove_dir_all(e.path()).map_err(io_ctx(e.path().display()))?;
             layers += 1;
         }
     }
     for e in std::fs::read_dir(store.root.join("blobs/sha256"))
-        .map_err(|e| e.to_string())?
+        .map_err(io_ctx("blobs/sha256"))?
         .flatten()
     {
         if !keep_blobs.contains(e.file_name().to_string_lossy().as_ref()) {
-            std::fs::remove_file(e.path()).map_err(|x| format!("{}: {x}", e.path().display()))?;
+            std::fs::remove_file(e.path()).map_err(io_ctx(e.path().display()))?;
             blobs += 1;
         }
     }
@@ -303,7 +309,7 @@ pub fn prune(store: &Store) -> Result<(usize, usize), String> {
     store.reclaim_staging();
     let stale = std::time::Duration::from_secs(3600);
     for e in std::fs::read_dir(store.root.join("tmp"))
-        .map_err(|e| e.to_string())?
+        .map_err(io_ctx("tmp"))?
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with("stage-"))
     {

@@ -5,14 +5,16 @@
 //! into place only when complete and verified; `index.json` is rewritten atomically under
 //! an exclusive lock; nothing is ever written outside the store root.
 
+use super::error::{io_ctx, json_ctx, ImageError};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
-use super::oci::{split_ref, Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF, MT_INDEX};
+use super::oci::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF, MT_INDEX};
+use super::reference::Reference;
 
 /// Largest JSON document (index, manifest, config) the store reads.
 pub const MAX_JSON: u64 = 16 << 20;
@@ -35,15 +37,40 @@ pub struct LayerMeta {
     pub parent: Option<Digest>,
     /// Bytes of the uncompressed tar.
     pub size: u64,
+    /// Digest of the unpacked tree, recorded when it was unpacked (`image verify`).
+    #[serde(default)]
+    pub tree: Option<Digest>,
 }
 
 /// A named (or unnamed) image in the index.
 #[derive(Clone, Debug)]
 pub struct ImageRef {
-    /// `name:tag`, if tagged.
-    pub reference: Option<String>,
+    /// Its name, if tagged.
+    pub reference: Option<Reference>,
     /// The manifest descriptor.
     pub manifest: Descriptor,
+}
+
+/// An image found by [`Store::resolve`].
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Its entry in the index.
+    pub image: ImageRef,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its config.
+    pub config: ImageConfig,
+    /// Its id (the config digest).
+    pub id: Digest,
+}
+
+/// True if index entry `m` carries the name `r` (in any spelling that normalises to it).
+fn names(m: &Descriptor, r: &Reference) -> bool {
+    m.annotations
+        .get(ANNOTATION_REF)
+        .and_then(|n| Reference::parse(n).ok())
+        .as_ref()
+        == Some(r)
 }
 
 /// Holds the store's exclusive lock until dropped (the flock lives as long as the file).
@@ -68,19 +95,18 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(home).join(".local/share/strata")
 }
 
-fn io_err(what: impl std::fmt::Display, e: io::Error) -> String {
-    format!("{what}: {e}")
-}
-
 /// Reads a whole file of at most `MAX_JSON` bytes.
-pub fn read_small(p: &Path) -> Result<Vec<u8>, String> {
-    let f = File::open(p).map_err(|e| io_err(p.display(), e))?;
+pub fn read_small(p: &Path) -> Result<Vec<u8>, ImageError> {
+    let f = File::open(p).map_err(io_ctx(p.display()))?;
     let mut v = Vec::new();
     f.take(MAX_JSON + 1)
         .read_to_end(&mut v)
-        .map_err(|e| io_err(p.display(), e))?;
+        .map_err(io_ctx(p.display()))?;
     if v.len() as u64 > MAX_JSON {
-        return Err(format!("{}: larger than {MAX_JSON} bytes", p.display()));
+        return Err(ImageError::Invalid(format!(
+            "{}: larger than {MAX_JSON} bytes",
+            p.display()
+        )));
     }
     Ok(v)
 }
@@ -106,43 +132,43 @@ impl Staging {
 impl Store {
     /// Opens (creating if needed) the store at `root`, or the default root; removes what
     /// killed imports left in `tmp/`.
-    pub fn open(root: Option<PathBuf>) -> Result<Store, String> {
+    pub fn open(root: Option<PathBuf>) -> Result<Store, ImageError> {
         let root = root.unwrap_or_else(default_root);
         for d in ["blobs/sha256", "layers", "tmp", "containers"] {
             std::fs::create_dir_all(root.join(d))
-                .map_err(|e| io_err(format!("store {}", root.display()), e))?;
+                .map_err(io_ctx(format!("store {}", root.display())))?;
         }
-        let root = root.canonicalize().map_err(|e| io_err(root.display(), e))?;
+        let root = root.canonicalize().map_err(io_ctx(root.display()))?;
         let store = Store { root };
         store.reclaim_staging();
         Ok(store)
     }
 
     /// Takes the store's exclusive lock (index updates, prune).
-    pub fn lock(&self) -> Result<Lock, String> {
+    pub fn lock(&self) -> Result<Lock, ImageError> {
         let p = self.root.join("lock");
         let f = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&p)
-            .map_err(|e| io_err(p.display(), e))?;
+            .map_err(io_ctx(p.display()))?;
         crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&f), libc::LOCK_EX)
-            .map_err(|e| io_err(p.display(), e))?;
+            .map_err(io_ctx(p.display()))?;
         Ok(Lock { _file: f })
     }
 
     /// A fresh staging directory under `tmp/`, locked while it lives (removed on drop
     /// unless its contents were renamed away).
-    pub fn staging(&self) -> Result<Staging, String> {
+    pub fn staging(&self) -> Result<Staging, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix(STAGE_PREFIX)
             .tempdir_in(self.root.join("tmp"))
-            .map_err(|e| io_err("staging dir", e))?;
+            .map_err(io_ctx("staging dir"))?;
         let p = dir.path().join(STAGE_LOCK);
-        let lock = File::create(&p).map_err(|e| io_err(p.display(), e))?;
+        let lock = File::create(&p).map_err(io_ctx(p.display()))?;
         crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&lock), libc::LOCK_EX)
-            .map_err(|e| io_err(p.display(), e))?;
+            .map_err(io_ctx(p.display()))?;
         Ok(Staging { dir, _lock: lock })
     }
 
@@ -186,10 +212,12 @@ impl Store {
     }
 
     /// Reads a small (JSON) blob and checks its digest.
-    pub fn read_json_blob(&self, d: &Digest) -> Result<Vec<u8>, String> {
+    pub fn read_json_blob(&self, d: &Digest) -> Result<Vec<u8>, ImageError> {
         let v = read_small(&self.blob_path(d))?;
         if Digest::of(&v) != *d {
-            return Err(format!("blob {d} in the store is corrupt"));
+            return Err(ImageError::Corrupt(format!(
+                "blob {d} in the store is corrupt"
+            )));
         }
         Ok(v)
     }
@@ -212,13 +240,13 @@ impl Store {
     }
 
     /// Reads a layer's metadata.
-    pub fn layer_meta(&self, chain: &Digest) -> Result<LayerMeta, String> {
+    pub fn layer_meta(&self, chain: &Digest) -> Result<LayerMeta, ImageError> {
         let p = self.layer_meta_path(chain);
-        serde_json::from_slice(&read_small(&p)?).map_err(|e| format!("{}: {e}", p.display()))
+        serde_json::from_slice(&read_small(&p)?).map_err(json_ctx(p.display()))
     }
 
     /// The index (empty when the store is new).
-    pub fn load_index(&self) -> Result<Index, String> {
+    pub fn load_index(&self) -> Result<Index, ImageError> {
         let p = self.root.join("index.json");
         if !p.exists() {
             return Ok(Index {
@@ -227,23 +255,26 @@ impl Store {
                 manifests: Vec::new(),
             });
         }
-        serde_json::from_slice(&read_small(&p)?).map_err(|e| format!("{}: {e}", p.display()))
+        serde_json::from_slice(&read_small(&p)?).map_err(json_ctx(p.display()))
     }
 
     /// Rewrites the index atomically (call with the lock held).
-    pub fn save_index(&self, idx: &Index) -> Result<(), String> {
-        let data = serde_json::to_vec_pretty(idx).map_err(|e| format!("index.json: {e}"))?;
+    pub fn save_index(&self, idx: &Index) -> Result<(), ImageError> {
+        let data = serde_json::to_vec_pretty(idx).map_err(json_ctx("index.json"))?;
         write_atomic(&self.root.join("index.json"), &data)
     }
 
     /// Every image in the index.
-    pub fn images(&self) -> Result<Vec<ImageRef>, String> {
+    pub fn images(&self) -> Result<Vec<ImageRef>, ImageError> {
         Ok(self
             .load_index()?
             .manifests
             .into_iter()
             .map(|m| ImageRef {
-                reference: m.annotations.get(ANNOTATION_REF).cloned(),
+                reference: m
+                    .annotations
+                    .get(ANNOTATION_REF)
+                    .and_then(|r| Reference::parse(r).ok()),
                 manifest: m,
             })
             .collect())
@@ -251,7 +282,11 @@ impl Store {
 
     /// Adds `manifest` to the index under `reference` (moving the name if it pointed
     /// elsewhere); an unnamed manifest is kept once.
-    pub fn add_ref(&self, manifest: &Descriptor, reference: Option<&str>) -> Result<(), String> {
+    pub fn add_ref(
+        &self,
+        manifest: &Descriptor,
+        reference: Option<&Reference>,
+    ) -> Result<(), ImageError> {
         let _lock = self.lock()?;
         let mut idx = self.load_index()?;
         let mut d = manifest.clone();
@@ -259,10 +294,8 @@ impl Store {
         d.platform = None;
         match reference {
             Some(r) => {
-                let (n, t) = split_ref(r);
-                let full = format!("{n}:{t}");
-                idx.manifests
-                    .retain(|m| m.annotations.get(ANNOTATION_REF) != Some(&full));
+                let full = r.to_string();
+                idx.manifests.retain(|m| !names(m, r));
                 // The unnamed entry of this manifest is superseded by the name.
                 idx.manifests
                     .retain(|m| m.digest != d.digest || m.annotations.contains_key(ANNOTATION_REF));
@@ -278,14 +311,14 @@ impl Store {
         self.save_index(&idx)
     }
 
-    /// Finds an image by `name[:tag]`, full or short id (config digest), or manifest digest.
-    pub fn resolve(&self, r: &str) -> Result<(ImageRef, Manifest, ImageConfig, Digest), String> {
+    /// Finds an image by reference (`busybox`, `busybox:latest` and
+    /// `docker.io/library/busybox` are one name), full or short id (config digest), or
+    /// manifest digest.
+    pub fn resolve(&self, r: &str) -> Result<Resolved, ImageError> {
         let images = self.images()?;
-        let (n, t) = split_ref(r);
-        let full = format!("{n}:{t}");
-        let by_name = images
-            .iter()
-            .find(|i| i.reference.as_deref() == Some(full.as_str()));
+        let by_name = Reference::parse(r)
+            .ok()
+            .and_then(|want| images.iter().find(|i| i.reference.as_ref() == Some(&want)));
         let found = match by_name {
             Some(i) => Some(i.clone()),
             None => {
@@ -304,25 +337,30 @@ impl Store {
                 let mut seen = std::collections::BTreeSet::new();
                 hits.retain(|h| seen.insert(h.manifest.digest.clone()));
                 if hits.len() > 1 {
-                    return Err(format!("image id {r} is ambiguous"));
+                    return Err(ImageError::Ambiguous(r.into()));
                 }
                 hits.pop()
             }
         };
         let Some(img) = found else {
-            return Err(format!("no such image: {r}"));
+            return Err(ImageError::NotFound(r.into()));
         };
         let (m, _) = self.manifest(&img.manifest.digest)?;
         let cfg: ImageConfig = serde_json::from_slice(&self.read_json_blob(&m.config.digest)?)
-            .map_err(|e| format!("config of {r}: {e}"))?;
+            .map_err(json_ctx(format!("config of {r}")))?;
         let id = m.config.digest.clone();
-        Ok((img, m, cfg, id))
+        Ok(Resolved {
+            image: img,
+            manifest: m,
+            config: cfg,
+            id,
+        })
     }
 
     /// Reads and parses a manifest blob.
-    pub fn manifest(&self, d: &Digest) -> Result<(Manifest, Vec<u8>), String> {
+    pub fn manifest(&self, d: &Digest) -> Result<(Manifest, Vec<u8>), ImageError> {
         let raw = self.read_json_blob(d)?;
-        let m = serde_json::from_slice(&raw).map_err(|e| format!("manifest {d}: {e}"))?;
+        let m = serde_json::from_slice(&raw).map_err(json_ctx(format!("manifest {d}")))?;
         Ok((m, raw))
     }
 
@@ -337,11 +375,13 @@ impl Store {
     }
 
     /// The layer directories of an image, top first (a `lowerdir=` list).
-    pub fn lowerdirs(&self, cfg: &ImageConfig) -> Result<Vec<PathBuf>, String> {
+    pub fn lowerdirs(&self, cfg: &ImageConfig) -> Result<Vec<PathBuf>, ImageError> {
         let mut v = Vec::new();
         for c in Self::chain_ids(cfg).iter().rev() {
             if !self.has_layer(c) {
-                return Err(format!("layer {c} is missing from the store"));
+                return Err(ImageError::Corrupt(format!(
+                    "layer {c} is missing from the store"
+                )));
             }
             v.push(self.layer_dir(c));
         }
@@ -365,14 +405,6 @@ impl Store {
 }
 
 /// Writes `data` to `path` through a temp file and rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut t = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path.display(), e))?;
-    t.write_all(data).map_err(|e| io_err(path.display(), e))?;
-    t.as_file()
-        .sync_all()
-        .map_err(|e| io_err(path.display(), e))?;
-    t.persist(path)
-        .map_err(|e| io_err(path.display(), e.error))?;
-    Ok(())
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    crate::sys::file::write_atomic(path, data).map_err(io_ctx(path.display()))
 }

@@ -1,6 +1,7 @@
 //! The import transaction: blobs and unpacked layers staged privately, moved into the store
 //! only when the whole import succeeded.
 
+use super::error::{io_ctx, json_ctx, ImageError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -20,10 +21,10 @@ pub struct Tx<'a> {
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(store: &'a Store) -> Result<Self, String> {
+    pub fn new(store: &'a Store) -> Result<Self, ImageError> {
         let dir = store.staging()?;
         for d in ["blobs/sha256", "layers"] {
-            std::fs::create_dir_all(dir.path().join(d)).map_err(|e| format!("staging: {e}"))?;
+            std::fs::create_dir_all(dir.path().join(d)).map_err(io_ctx("staging"))?;
         }
         Ok(Tx {
             store,
@@ -50,33 +51,34 @@ impl<'a> Tx<'a> {
         r: &mut dyn Read,
         expected: Option<(&Digest, u64)>,
         what: &str,
-    ) -> Result<(Digest, u64), String> {
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(self.dir.path()).map_err(|e| format!("{what}: {e}"))?;
+    ) -> Result<(Digest, u64), ImageError> {
+        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path()).map_err(io_ctx(what))?;
         let (digest, size) = {
             let mut w = HashingWriter::new(tmp.as_file_mut());
-            io::copy(r, &mut w).map_err(|e| format!("{what}: {e}"))?;
+            io::copy(r, &mut w).map_err(io_ctx(what))?;
             let (d, n, _) = w.finish();
             (d, n)
         };
         if let Some((want, want_size)) = expected {
             if *want != digest {
-                return Err(format!(
+                return Err(ImageError::Invalid(format!(
                     "{what}: content has digest {digest}, expected {want}"
-                ));
+                )));
             }
             if want_size != size {
-                return Err(format!("{what}: {size} bytes, descriptor says {want_size}"));
+                return Err(ImageError::Invalid(format!(
+                    "{what}: {size} bytes, descriptor says {want_size}"
+                )));
             }
         }
         if self.blob(&digest).is_none() {
             tmp.persist(self.staged_blob(&digest))
-                .map_err(|e| format!("{what}: {}", e.error))?;
+                .map_err(|e| io_ctx(what)(e.error))?;
         }
         Ok((digest, size))
     }
 
-    pub fn put_bytes(&self, data: &[u8], what: &str) -> Result<Digest, String> {
+    pub fn put_bytes(&self, data: &[u8], what: &str) -> Result<Digest, ImageError> {
         self.put_blob(&mut &data[..], None, what).map(|(d, _)| d)
     }
 
@@ -85,31 +87,32 @@ impl<'a> Tx<'a> {
     }
 
     /// A fresh directory to unpack into.
-    pub fn unpack_dir(&self) -> Result<PathBuf, String> {
+    pub fn unpack_dir(&self) -> Result<PathBuf, ImageError> {
         self.seq.set(self.seq.get() + 1);
         let d = self.dir.path().join(format!("unpack-{}", self.seq.get()));
-        std::fs::create_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir(&d).map_err(io_ctx(d.display()))?;
         Ok(d)
     }
 
-    pub fn stage_layer(&self, unpacked: &Path, meta: LayerMeta) -> Result<(), String> {
+    pub fn stage_layer(&self, unpacked: &Path, mut meta: LayerMeta) -> Result<(), ImageError> {
+        meta.tree = Some(super::verify::tree_digest(unpacked)?);
         let dest = self.dir.path().join("layers").join(meta.chain_id.hex());
-        std::fs::rename(unpacked, &dest).map_err(|e| format!("layer {}: {e}", meta.chain_id))?;
+        std::fs::rename(unpacked, &dest).map_err(io_ctx(format!("layer {}", meta.chain_id)))?;
         self.layers.borrow_mut().push(meta);
         Ok(())
     }
 
     /// Moves everything staged into the store. Content another import committed first is
     /// kept (it is the same content).
-    pub fn commit(self) -> Result<(), String> {
+    pub fn commit(self) -> Result<(), ImageError> {
         let blobs = self.dir.path().join("blobs/sha256");
         for e in std::fs::read_dir(&blobs)
-            .map_err(|e| format!("staging: {e}"))?
+            .map_err(io_ctx("staging"))?
             .flatten()
         {
             let dest = self.store.root.join("blobs/sha256").join(e.file_name());
             if !dest.exists() {
-                std::fs::rename(e.path(), &dest).map_err(|x| format!("{}: {x}", dest.display()))?;
+                std::fs::rename(e.path(), &dest).map_err(io_ctx(dest.display()))?;
             }
         }
         for meta in self.layers.borrow().iter() {
@@ -118,9 +121,9 @@ impl<'a> Tx<'a> {
                 Ok(()) => {}
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {}
-                Err(e) => return Err(format!("layer {}: {e}", meta.chain_id)),
+                Err(e) => return Err(io_ctx(format!("layer {}", meta.chain_id))(e)),
             }
-            let json = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
+            let json = serde_json::to_vec_pretty(meta).map_err(json_ctx("layer metadata"))?;
             write_atomic(&self.store.layer_meta_path(&meta.chain_id), &json)?;
         }
         Ok(())

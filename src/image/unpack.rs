@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+use super::error::{io_ctx, ImageError};
 use crate::overlay::format::{is_marker_xattr, OPAQUE_MARKER, WH_PREFIX};
 use crate::sys::fs::{self, TimeSpec};
 use crate::sys::xattr;
@@ -33,15 +34,38 @@ struct DirMeta {
     mtime: i64,
 }
 
+/// Why one entry of a layer was refused (the caller names the layer and the entry).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Reject(String);
+
+impl From<io::Error> for Reject {
+    fn from(e: io::Error) -> Self {
+        Reject(e.to_string())
+    }
+}
+
+impl From<String> for Reject {
+    fn from(s: String) -> Self {
+        Reject(s)
+    }
+}
+
+impl From<&str> for Reject {
+    fn from(s: &str) -> Self {
+        Reject(s.into())
+    }
+}
+
 /// Splits an archive path into safe components (no `..`, no leading `/`).
-fn components(p: &Path) -> Result<Vec<OsString>, String> {
+fn components(p: &Path) -> Result<Vec<OsString>, Reject> {
     let mut v = Vec::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => v.push(n.to_os_string()),
             Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => return Err("path contains '..'".into()),
-            Component::Prefix(_) => return Err("unsupported path prefix".into()),
+            Component::ParentDir => return Err(Reject("path contains '..'".into())),
+            Component::Prefix(_) => return Err(Reject("unsupported path prefix".into())),
         }
     }
     Ok(v)
@@ -49,8 +73,8 @@ fn components(p: &Path) -> Result<Vec<OsString>, String> {
 
 /// Opens the directory `comps` below `root`, creating missing ones when `create`; refuses
 /// to pass through a symlink or a non-directory.
-fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedFd, String> {
-    let mut cur = root.try_clone_to_owned().map_err(|e| e.to_string())?;
+fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedFd, Reject> {
+    let mut cur = root.try_clone_to_owned().map_err(Reject::from)?;
     for (i, c) in comps.iter().enumerate() {
         let next = match fs::open_dir(cur.as_fd(), c) {
             Ok(fd) => fd,
@@ -58,17 +82,18 @@ fn walk(root: BorrowedFd<'_>, comps: &[OsString], create: bool) -> Result<OwnedF
                 match fs::mkdirat(cur.as_fd(), c, 0o755) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(format!("creating {}: {e}", show(&comps[..=i]))),
+                    Err(e) => return Err(Reject(format!("creating {}: {e}", show(&comps[..=i])))),
                 }
-                fs::open_dir(cur.as_fd(), c).map_err(|e| format!("{}: {e}", show(&comps[..=i])))?
+                fs::open_dir(cur.as_fd(), c)
+                    .map_err(|e| Reject(format!("{}: {e}", show(&comps[..=i]))))?
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
-                return Err(format!(
+                return Err(Reject(format!(
                     "path goes through {}, which is not a directory (a symlink?)",
                     show(&comps[..=i])
-                ));
+                )));
             }
-            Err(e) => return Err(format!("{}: {e}", show(&comps[..=i]))),
+            Err(e) => return Err(Reject(format!("{}: {e}", show(&comps[..=i])))),
         };
         cur = next;
     }
@@ -84,19 +109,19 @@ fn show(comps: &[OsString]) -> String {
 }
 
 /// Removes a non-directory at `name` (a later entry replaces an earlier one).
-fn clear(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
+fn clear(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Reject> {
     match fs::lstatat(dir, name) {
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-            Err("replaces a directory with a non-directory".into())
+            Err(Reject("replaces a directory with a non-directory".into()))
         }
-        Ok(_) => fs::unlinkat(dir, name, 0).map_err(|e| e.to_string()),
+        Ok(_) => fs::unlinkat(dir, name, 0).map_err(Reject::from),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Keeps an OCI marker (`.wh.` file or opaque marker) as the empty file it is.
-fn marker_file(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
+fn marker_file(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Reject> {
     clear(dir, name)?;
     fs::openat(
         dir,
@@ -105,7 +130,7 @@ fn marker_file(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), String> {
         0o600,
     )
     .map(drop)
-    .map_err(|e| e.to_string())
+    .map_err(Reject::from)
 }
 
 /// Unpacks a layer tar stream into the empty directory `dest`. `what` names the archive in
@@ -115,20 +140,23 @@ pub fn unpack_layer(
     dest: &Path,
     what: &str,
     root: bool,
-) -> Result<Unpacked, String> {
-    let top = fs::open_path(dest, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("{}: {e}", dest.display()))?;
+) -> Result<Unpacked, ImageError> {
+    let top =
+        fs::open_path(dest, libc::O_PATH | libc::O_DIRECTORY).map_err(io_ctx(dest.display()))?;
     let mut ar = tar::Archive::new(r);
     let mut out = Unpacked::default();
     let mut dirs = Vec::new();
-    let entries = ar.entries().map_err(|e| format!("{what}: {e}"))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("{what}: {e}"))?;
+        let mut entry = entry.map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
         let path = entry
             .path()
-            .map_err(|e| format!("{what}: bad entry name: {e}"))?
+            .map_err(|e| ImageError::Invalid(format!("{what}: bad entry name: {e}")))?
             .into_owned();
-        let ctx = |e: String| format!("{what}: entry {}: {e}", path.display());
+        let ctx =
+            |e: Reject| ImageError::Invalid(format!("{what}: entry {}: {}", path.display(), e.0));
         let comps = components(&path).map_err(ctx)?;
         if comps.is_empty() {
             continue;
@@ -142,12 +170,13 @@ pub fn unpack_layer(
     // Directories last, deepest first: modes may forbid writing, times change with writes.
     dirs.sort_by_key(|d: &DirMeta| std::cmp::Reverse(d.comps.len()));
     for d in dirs {
-        let fd = walk(top.as_fd(), &d.comps, false).map_err(|e| format!("{what}: {e}"))?;
+        let fd = walk(top.as_fd(), &d.comps, false)
+            .map_err(|e| ImageError::Invalid(format!("{what}: {}", e.0)))?;
         fs::fchmodat(fd.as_fd(), OsStr::new(""), d.mode)
-            .map_err(|e| format!("{what}: {}: {e}", show(&d.comps)))?;
+            .map_err(|e| ImageError::Invalid(format!("{what}: {}: {e}", show(&d.comps))))?;
         let t = TimeSpec::At(d.mtime, 0);
         fs::lutimensat(fd.as_fd(), OsStr::new(""), t, t)
-            .map_err(|e| format!("{what}: {}: {e}", show(&d.comps)))?;
+            .map_err(|e| ImageError::Invalid(format!("{what}: {}: {e}", show(&d.comps))))?;
     }
     Ok(out)
 }
@@ -159,7 +188,7 @@ fn write_entry<R: Read>(
     comps: &[OsString],
     root: bool,
     dirs: &mut Vec<DirMeta>,
-) -> Result<bool, String> {
+) -> Result<bool, Reject> {
     let (name, parent_comps) = match comps.split_last() {
         Some(x) => x,
         None => return Ok(true),
@@ -176,7 +205,7 @@ fn write_entry<R: Read>(
                 b"y",
                 0,
             )
-            .map_err(|e| format!("marking opaque: {e}"))?;
+            .map_err(|e| Reject(format!("marking opaque: {e}")))?;
         } else {
             marker_file(pfd, name)?;
         }
@@ -186,11 +215,12 @@ fn write_entry<R: Read>(
         let target = OsStr::from_bytes(target);
         if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/')
         {
-            return Err("malformed whiteout".into());
+            return Err(Reject("malformed whiteout".into()));
         }
         if root {
             clear(pfd, target)?;
-            fs::mknodat(pfd, target, libc::S_IFCHR, 0).map_err(|e| format!("whiteout: {e}"))?;
+            fs::mknodat(pfd, target, libc::S_IFCHR, 0)
+                .map_err(|e| Reject(format!("whiteout: {e}")))?;
         } else {
             marker_file(pfd, name)?;
         }
@@ -198,7 +228,7 @@ fn write_entry<R: Read>(
     }
     let (mut mode, uid, gid, mtime, kind, major, minor) = {
         let h = entry.header();
-        let e = |x: io::Error| x.to_string();
+        let e = Reject::from;
         (
             h.mode().map_err(e)? & 0o7777,
             h.uid().map_err(e)? as u32,
@@ -223,18 +253,18 @@ fn write_entry<R: Read>(
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                 0o600,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(Reject::from)?;
             let mut f = std::fs::File::from(fd);
-            io::copy(entry, &mut f).map_err(|e| format!("data: {e}"))?;
+            io::copy(entry, &mut f).map_err(|e| Reject(format!("data: {e}")))?;
         }
         T::Directory => {
             match fs::lstatat(pfd, name) {
                 Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
                 Ok(_) => {
-                    fs::unlinkat(pfd, name, 0).map_err(|e| e.to_string())?;
-                    fs::mkdirat(pfd, name, 0o755).map_err(|e| e.to_string())?;
+                    fs::unlinkat(pfd, name, 0).map_err(Reject::from)?;
+                    fs::mkdirat(pfd, name, 0o755).map_err(Reject::from)?;
                 }
-                Err(_) => fs::mkdirat(pfd, name, 0o755).map_err(|e| e.to_string())?,
+                Err(_) => fs::mkdirat(pfd, name, 0o755).map_err(Reject::from)?,
             }
             dirs.push(DirMeta {
                 comps: comps.to_vec(),
@@ -245,23 +275,23 @@ fn write_entry<R: Read>(
         T::Symlink => {
             let target = entry
                 .link_name()
-                .map_err(|e| e.to_string())?
+                .map_err(Reject::from)?
                 .ok_or("symlink without a target")?
                 .into_owned();
             clear(pfd, name)?;
-            fs::symlinkat(target.as_os_str(), pfd, name).map_err(|e| e.to_string())?;
+            fs::symlinkat(target.as_os_str(), pfd, name).map_err(Reject::from)?;
         }
         T::Link => {
             let target = entry
                 .link_name()
-                .map_err(|e| e.to_string())?
+                .map_err(Reject::from)?
                 .ok_or("hard link without a target")?
                 .into_owned();
             let tc = components(&target)
-                .map_err(|e| format!("hard link target {}: {e}", target.display()))?;
+                .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
             let (tname, tparent) = tc.split_last().ok_or("hard link to the layer root")?;
             let tdir = walk(top, tparent, false)
-                .map_err(|e| format!("hard link target {}: {e}", target.display()))?;
+                .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
             clear(pfd, name)?;
             fs::linkat(tdir.as_fd(), tname, pfd, name).map_err(|e| {
                 format!(
@@ -281,18 +311,20 @@ fn write_entry<R: Read>(
                 return Ok(false);
             }
             if fmt == libc::S_IFCHR && major == 0 && minor == 0 {
-                return Err("a 0/0 character device is a whiteout; use .wh. names".into());
+                return Err(Reject(
+                    "a 0/0 character device is a whiteout; use .wh. names".into(),
+                ));
             }
             clear(pfd, name)?;
             fs::mknodat(pfd, name, fmt | 0o600, libc::makedev(major, minor))
-                .map_err(|e| e.to_string())?;
+                .map_err(Reject::from)?;
         }
         T::XGlobalHeader => return Ok(true),
-        other => return Err(format!("unsupported entry type {other:?}")),
+        other => return Err(Reject(format!("unsupported entry type {other:?}"))),
     }
     // Ownership first (chown clears setuid and capabilities), then xattrs, mode, time.
     if root {
-        fs::lchownat(pfd, name, uid, gid).map_err(|e| format!("chown: {e}"))?;
+        fs::lchownat(pfd, name, uid, gid).map_err(|e| Reject(format!("chown: {e}")))?;
     }
     if let Ok(Some(pax)) = entry.pax_extensions() {
         for ext in pax.flatten() {
@@ -305,16 +337,16 @@ fn write_entry<R: Read>(
             match xattr::setxattr(pfd, name, OsStr::from_bytes(x), ext.value_bytes(), 0) {
                 Ok(()) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
-                Err(e) => return Err(format!("xattr {}: {e}", String::from_utf8_lossy(x))),
+                Err(e) => return Err(Reject(format!("xattr {}: {e}", String::from_utf8_lossy(x)))),
             }
         }
     }
     if kind != T::Symlink && kind != T::Directory {
-        fs::fchmodat(pfd, name, mode).map_err(|e| format!("chmod: {e}"))?;
+        fs::fchmodat(pfd, name, mode).map_err(|e| Reject(format!("chmod: {e}")))?;
     }
     if kind != T::Directory {
         let t = TimeSpec::At(mtime, 0);
-        fs::lutimensat(pfd, name, t, t).map_err(|e| format!("times: {e}"))?;
+        fs::lutimensat(pfd, name, t, t).map_err(|e| Reject(format!("times: {e}")))?;
     }
     Ok(true)
 }

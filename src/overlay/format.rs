@@ -184,6 +184,39 @@ pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Re
     Ok(false)
 }
 
+/// What an entry of a layer directory stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A file, directory or other object of the layer.
+    Object,
+    /// A whiteout hiding this name of the layers below (chardev 0/0, xattr whiteout, or a
+    /// `.wh.<name>` file, whose hidden name is given).
+    Whiteout(OsString),
+    /// The OCI opaque marker `.wh..wh..opq` (its directory's opacity is in [`DirMeta`]).
+    OpaqueMarker,
+}
+
+/// Classifies entry `name` of `dir` in every whiteout form the mount reads; `st` is its
+/// lstat and `xwhiteouts` the directory's `overlay.opaque=x` flag.
+pub fn classify(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &Stat,
+    xwhiteouts: bool,
+) -> io::Result<Entry> {
+    let b = name.as_bytes();
+    if b == OPAQUE_MARKER.as_bytes() {
+        return Ok(Entry::OpaqueMarker);
+    }
+    if let Some(hidden) = b.strip_prefix(WH_PREFIX) {
+        return Ok(Entry::Whiteout(OsStr::from_bytes(hidden).to_os_string()));
+    }
+    if is_chardev_whiteout(st) || (xwhiteouts && is_xattr_whiteout(dir, name, st)?) {
+        return Ok(Entry::Whiteout(name.to_os_string()));
+    }
+    Ok(Entry::Object)
+}
+
 /// Whether `dir` holds a whiteout for `name`, and in which form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhiteoutAt {

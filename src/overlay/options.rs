@@ -200,6 +200,18 @@ const KERNEL_OPTIONS: &[&str] = &[
 ];
 
 impl MountOptions {
+    /// The options for a layer stack given as paths (no string in between, so any byte
+    /// of a path is kept): `lowers` top first, then the writable layer and its workdir.
+    pub fn for_stack(lowers: Vec<PathBuf>, upper: Option<(PathBuf, PathBuf)>) -> Self {
+        let (upperdir, workdir) = upper.map_or((None, None), |(u, w)| (Some(u), Some(w)));
+        MountOptions {
+            lowerdirs: lowers,
+            upperdir,
+            workdir,
+            ..MountOptions::default()
+        }
+    }
+
     /// Parses one or more `-o` strings; `cwd` resolves relative paths.
     pub fn parse<S: AsRef<str>>(opts: &[S], cwd: &Path) -> Result<Self, String> {
         let mut o = MountOptions::default();

@@ -1,8 +1,10 @@
 //! The only place with `unsafe` and raw libc calls: small safe wrappers, real errnos.
 
 pub mod bpf;
+pub mod file;
 pub mod fs;
 pub mod mman;
+pub mod mount;
 pub mod net;
 pub mod process;
 pub mod tty;

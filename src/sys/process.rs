@@ -120,6 +120,17 @@ pub fn block_signals(signals: &[i32]) -> io::Result<()> {
     Ok(())
 }
 
+/// Unblocks `signals` in the calling thread.
+pub fn unblock_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: valid sigset pointer.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 /// Waits until one of the (blocked) `signals` arrives and returns it.
 pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     let set = sigset(signals);

@@ -1,0 +1,70 @@
+//! `strata inspect` of a container: docker's field names for what strata records (state,
+//! pid, exit code, config, mounts) and the layer directories of its union mount.
+
+use serde_json::{json, Value};
+
+use super::id::Status;
+use super::state::Container;
+use crate::image::Store;
+
+/// The container as a JSON object shaped like `docker inspect`'s.
+pub fn json(store: &Store, c: &Container) -> Value {
+    let s = c.observed();
+    let lowers: Vec<String> = store
+        .resolve(&s.image_id)
+        .and_then(|i| store.lowerdirs(&i.config))
+        .map(|l| l.iter().map(|p| p.display().to_string()).collect())
+        .unwrap_or_default();
+    let mut lower = vec![c.init_layer().display().to_string()];
+    lower.extend(lowers);
+    let mounts: Vec<Value> = s
+        .volumes
+        .iter()
+        .filter_map(|v| super::spec::parse_volume(v).ok())
+        .map(|v| {
+            json!({
+                "Type": "bind",
+                "Source": v.host.display().to_string(),
+                "Destination": v.target,
+                "RW": !v.read_only,
+            })
+        })
+        .collect();
+    json!({
+        "Id": s.id.as_str(),
+        "Name": s.name,
+        "Created": s.created,
+        "Path": s.command.first(),
+        "Args": s.command.get(1..).unwrap_or_default(),
+        "State": {
+            "Status": s.status.as_str(),
+            "Running": s.status == Status::Running,
+            "Pid": s.pid.unwrap_or(0),
+            "ExitCode": s.exit_code.unwrap_or(0),
+            "OOMKilled": s.oom_killed,
+        },
+        "Image": s.image_id,
+        "Config": {
+            "Image": s.image,
+            "Hostname": s.hostname,
+            "Cmd": s.command,
+            "Env": s.env,
+            "WorkingDir": s.cwd,
+            "User": format!("{}:{}", s.uid, s.gid),
+        },
+        "HostConfig": {
+            "Privileged": s.security.privileged,
+        },
+        "Mounts": mounts,
+        "GraphDriver": {
+            "Name": "strata",
+            "Data": {
+                "LowerDir": lower.join(":"),
+                "UpperDir": c.upper().display().to_string(),
+                "WorkDir": c.work().display().to_string(),
+                "MergedDir": c.rootfs().display().to_string(),
+            }
+        },
+        "LogPath": c.log().display().to_string(),
+    })
+}

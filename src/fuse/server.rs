@@ -1,0 +1,272 @@
+//! The mount server: checks the mountpoint, opens the layers, mounts and serves the union
+//! filesystem, in the foreground or as a daemon.
+//!
+//! As a daemon the caller forks before any thread exists and the server's process forks
+//! once more (so it is nobody's zombie); it mounts and reports "live" (or the error)
+//! through a pipe, and only then does [`mount`] return, so the mount is usable at once.
+//! Callers hand over the typed [`MountOptions`]: the container launcher's layer stack is
+//! never formatted into an option string and parsed back. SIGTERM/SIGINT/SIGHUP unmount
+//! and end the server.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use super::{KernelInvalidator, Policy, StrataFs};
+use crate::overlay::layers::Layers;
+use crate::overlay::options::{MountOptions, Passthrough};
+use crate::overlay::Overlay;
+use crate::sys::mount::is_mountpoint;
+use crate::sys::process::{self, exit_now, Forked};
+
+const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// A mount that could not be made, with what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MountError(pub String);
+
+/// Mounts `opts` at `mountpoint` and serves it from a daemon; returns once the mount is
+/// live. The calling process must be single-threaded.
+pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
+    let mp = check_mountpoint(mountpoint).map_err(MountError)?;
+    let layers = Layers::open(opts).map_err(MountError)?;
+    let (rd, wr) = process::pipe().map_err(|e| MountError(format!("pipe: {e}")))?;
+    match process::fork_single_threaded().map_err(|e| MountError(format!("fork: {e}")))? {
+        Forked::Parent(child) => {
+            drop(wr);
+            let r = wait_for_server(rd, &mp);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+            r
+        }
+        Forked::Child => {
+            drop(rd);
+            let mut notify = Some(wr);
+            let started = process::setsid()
+                .map_err(|e| format!("setsid: {e}"))
+                .and_then(|_| process::fork_single_threaded().map_err(|e| format!("fork: {e}")));
+            match started {
+                Ok(Forked::Parent(_)) => exit_now(0),
+                Ok(Forked::Child) => {
+                    let r = serve(layers, opts, &mp, &mut notify);
+                    exit_now(finish(r, notify))
+                }
+                Err(e) => exit_now(finish(Err(e), notify)),
+            }
+        }
+    }
+}
+
+/// Mounts and serves in this process until unmounted or signalled.
+pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
+    let mp = check_mountpoint(mountpoint).map_err(MountError)?;
+    let layers = Layers::open(opts).map_err(MountError)?;
+    serve(layers, opts, &mp, &mut None).map_err(MountError)
+}
+
+/// The server's exit status; an error is sent to the waiting caller while it still
+/// waits, else logged.
+fn finish(r: Result<(), String>, notify: Option<OwnedFd>) -> i32 {
+    let Err(msg) = r else { return 0 };
+    match notify {
+        Some(fd) => {
+            let mut v = vec![1u8];
+            v.extend_from_slice(msg.as_bytes());
+            let _ = crate::sys::fs::write_all(fd.as_fd(), &v);
+        }
+        None => eprintln!("strata: error: {msg}"),
+    }
+    1
+}
+
+/// The caller's side of the daemon handshake: Ok once the server says the mount is live.
+fn wait_for_server(rd: OwnedFd, mountpoint: &Path) -> Result<(), MountError> {
+    let mut f = std::fs::File::from(rd);
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    match buf.split_first() {
+        Some((0, _)) => Ok(()),
+        Some((_, msg)) => Err(MountError(String::from_utf8_lossy(msg).into_owned())),
+        None => Err(MountError(format!(
+            "mounting {}: the filesystem process exited before the mount was live",
+            mountpoint.display()
+        ))),
+    }
+}
+
+fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    let canon = p
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {}: {e}", p.display()))?;
+    if !canon.is_dir() {
+        return Err(format!("mountpoint {}: not a directory", p.display()));
+    }
+    if is_mountpoint(&canon) {
+        return Err(format!(
+            "mountpoint {} is busy: something is already mounted there",
+            p.display()
+        ));
+    }
+    Ok(canon)
+}
+
+/// The mount's source as /proc/mounts shows it.
+fn fsname(opts: &MountOptions) -> String {
+    opts.fsname.clone().unwrap_or_else(|| "strata".into())
+}
+
+fn fuse_config(opts: &MountOptions, root: bool) -> Config {
+    let mut config = Config::default();
+    let mut mo = vec![
+        MountOption::FSName(fsname(opts)),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if root {
+        mo.push(MountOption::Dev);
+        mo.push(MountOption::Suid);
+    }
+    if opts.read_only || opts.upperdir.is_none() {
+        mo.push(MountOption::RO);
+    }
+    config.mount_options = mo;
+    config.acl = if opts.allow_other.unwrap_or(root) {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    config.n_threads = Some(if opts.threads > 0 {
+        opts.threads
+    } else {
+        (cpus * 2).clamp(4, 16)
+    });
+    config.clone_fd = true;
+    config
+}
+
+/// Mounts and serves until unmounted or signalled.
+fn serve(
+    layers: Layers,
+    opts: &MountOptions,
+    mountpoint: &Path,
+    notify: &mut Option<OwnedFd>,
+) -> Result<(), String> {
+    // New objects get exactly the mode the kernel sent (it has applied the caller's umask).
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let _ = process::raise_nofile_limit();
+    if let Err(e) = process::block_signals(STOP_SIGNALS) {
+        return Err(format!("blocking signals: {e}"));
+    }
+    log::debug!(
+        "xattr namespace {}, whiteouts as {}",
+        layers.format.ns.prefix(),
+        if layers.format.chardev_whiteouts {
+            "chardev 0/0"
+        } else {
+            ".wh. files"
+        }
+    );
+    let core = match Overlay::new(layers, opts.volatile) {
+        Ok(c) => Arc::new(
+            c.with_presentation(opts.presentation.clone())
+                .with_dir_fds(opts.dir_fds),
+        ),
+        Err(e) => return Err(format!("reading layers: {e}")),
+    };
+    let ttl = Duration::from_secs_f64(opts.timeout_secs);
+    let root = process::euid() == 0;
+    let policy = match opts.passthrough {
+        _ if !root => Policy::Off,
+        Passthrough::Off => Policy::Off,
+        Passthrough::Upper => Policy::Upper,
+        Passthrough::All => Policy::All,
+    };
+    let fs = StrataFs::new(core.clone(), ttl, policy);
+    let config = fuse_config(opts, root);
+    // As root strata mounts by itself, so the type is fuse.strata (fuser's own mount drops
+    // the subtype) and an unmount from outside ends the server quietly; a user mounts
+    // through fusermount3.
+    let session = if root {
+        mount_as_root(fs, mountpoint, opts, config)
+    } else {
+        Session::new(fs, mountpoint, &config)
+    };
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(format!("mounting {}: {e}", mountpoint.display()));
+        }
+    };
+    core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
+    let mut unmounter = (!root).then(|| session.unmount_callable());
+    let mp: OsString = mountpoint.as_os_str().to_os_string();
+    let spawned = std::thread::Builder::new()
+        .name("strata-signals".into())
+        .spawn(move || {
+            if process::wait_signal(STOP_SIGNALS).is_err() {
+                return;
+            }
+            let done = match unmounter.as_mut() {
+                Some(u) => u.unmount().is_ok(),
+                None => process::umount(&mp, false).is_ok(),
+            };
+            if !done {
+                let _ = process::umount(&mp, true);
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(format!("signal thread: {e}"));
+    }
+    if let Some(fd) = notify.take() {
+        let _ = process::write_byte(fd.as_fd(), 0);
+        drop(fd);
+        let _ = process::redirect_stdio_to_null();
+    }
+    session
+        .run()
+        .map_err(|e| format!("serving {}: {e}", mountpoint.display()))
+}
+
+/// Mounts `/dev/fuse` at `mountpoint` as type `fuse.strata` with mount(2) and serves it.
+fn mount_as_root(
+    fs: StrataFs,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    config: Config,
+) -> std::io::Result<Session<StrataFs>> {
+    use nix::mount::MsFlags;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let dev = crate::sys::fs::open_path(Path::new("/dev/fuse"), libc::O_RDWR)?;
+    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id=0,group_id=0,default_permissions",
+        dev.as_raw_fd()
+    );
+    if config.acl == SessionACL::All {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MsFlags::empty();
+    if opts.read_only || opts.upperdir.is_none() {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(fsname(opts).as_str()),
+        mountpoint,
+        Some("fuse.strata"),
+        flags,
+        Some(data.as_str()),
+    )?;
+    let acl = config.acl;
+    Session::from_fd(fs, dev, acl, config).inspect_err(|_| {
+        let _ = process::umount(mountpoint.as_os_str(), true);
+    })
+}
