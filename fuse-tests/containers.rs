@@ -147,15 +147,9 @@ fn killed_from_outside_reports_128_plus_signal() {
     for _ in 0..200 {
         let ps = out(&strata(&e, &["ps"]));
         if ps.contains("sleeper") {
-            let state: serde_json::Value = {
-                let dirs: Vec<_> = std::fs::read_dir(e.store.join("containers"))
-                    .unwrap()
-                    .flatten()
-                    .collect();
-                serde_json::from_slice(&std::fs::read(dirs[0].path().join("state.json")).unwrap())
-                    .unwrap()
-            };
-            pid = state["pid"].as_i64();
+            let state: serde_json::Value =
+                serde_json::from_slice(&strata(&e, &["inspect", "sleeper"]).stdout).unwrap();
+            pid = state[0]["State"]["Pid"].as_i64();
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

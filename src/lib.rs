@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod container;
 pub mod fuse;
+pub mod host;
 pub mod image;
 pub mod overlay;
 pub mod sys;

@@ -7,6 +7,7 @@
 //!
 //! Benchmarks measure; nothing here asserts.
 
+use super::BenchError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,7 @@ const TOPS: usize = 100;
 const LAYERS: usize = 3;
 
 /// Builds (once per size) the three lower layers; returns them top first.
-fn build(work: &Path, dirs: usize) -> Result<Vec<PathBuf>, String> {
+fn build(work: &Path, dirs: usize) -> Result<Vec<PathBuf>, BenchError> {
     let base = work.join(format!("bigtree-{dirs}"));
     let layers: Vec<PathBuf> = (0..LAYERS).map(|k| base.join(format!("l{k}"))).collect();
     let done = base.join("complete");
@@ -31,13 +32,15 @@ fn build(work: &Path, dirs: usize) -> Result<Vec<PathBuf>, String> {
         for t in 0..TOPS {
             for s in 0..per.max(1) {
                 let d = l.join(format!("t{t}/s{k}_{s}"));
-                std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| BenchError::Setup(format!("{}: {e}", d.display())))?;
             }
             let f = l.join(format!("t{t}/from-l{k}"));
-            std::fs::write(&f, "x").map_err(|e| format!("{}: {e}", f.display()))?;
+            std::fs::write(&f, "x")
+                .map_err(|e| BenchError::Setup(format!("{}: {e}", f.display())))?;
         }
     }
-    std::fs::write(&done, "").map_err(|e| format!("{}: {e}", done.display()))?;
+    std::fs::write(&done, "").map_err(|e| BenchError::Setup(format!("{}: {e}", done.display())))?;
     Ok(layers)
 }
 
@@ -65,25 +68,27 @@ fn status_kib(pid: i32, field: &str) -> Option<u64> {
 }
 
 /// Runs `find ARGS` and returns (seconds, lines out, lines of errors).
-fn find(root: &Path, args: &[&str]) -> Result<(f64, usize, usize), String> {
+fn find(root: &Path, args: &[&str]) -> Result<(f64, usize, usize), BenchError> {
     let t = Instant::now();
     let o = Command::new("find")
         .arg(root)
         .args(args)
         .output()
-        .map_err(|e| format!("find: {e}"))?;
+        .map_err(|e| BenchError::Setup(format!("find: {e}")))?;
     let secs = t.elapsed().as_secs_f64();
     let lines = |b: &[u8]| b.iter().filter(|c| **c == b'\n').count();
     Ok((secs, lines(&o.stdout), lines(&o.stderr)))
 }
 
-fn measure(name: &str, mount: &mut Command, mnt: &Path, per: usize) -> Result<Row, String> {
-    let out = mount.output().map_err(|e| format!("{name}: {e}"))?;
+fn measure(name: &str, mount: &mut Command, mnt: &Path, per: usize) -> Result<Row, BenchError> {
+    let out = mount
+        .output()
+        .map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     if !out.status.success() {
-        return Err(format!(
+        return Err(BenchError::Setup(format!(
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )));
     }
     let mut row = Row {
         name: name.into(),
@@ -124,7 +129,7 @@ pub fn run(
     strata: &Path,
     fuse_overlayfs: Option<&Path>,
     dirs: usize,
-) -> Result<String, String> {
+) -> Result<String, BenchError> {
     eprintln!(
         "strata bench --big-tree: building {dirs} directories in {}",
         work.display()
@@ -151,7 +156,8 @@ pub fn run(
         let _ = std::fs::remove_dir_all(&scratch);
         let (u, w, m) = (scratch.join("u"), scratch.join("w"), scratch.join("m"));
         for d in [&u, &w, &m] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| BenchError::Setup(format!("{}: {e}", d.display())))?;
         }
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -188,9 +194,11 @@ pub fn run(
         let _ = std::fs::remove_dir_all(&scratch);
     }
     let md = render(dirs, &rows);
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", out.display())))?;
     let file = out.join("big-tree.md");
-    std::fs::write(&file, &md).map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, &md)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", file.display())))?;
     Ok(md)
 }
 

@@ -17,6 +17,31 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use report::{Cell, Report};
+
+/// Why a benchmark run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A file or directory of the run.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A filesystem, tool or workload that could not be set up or run.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Wraps an io error with what was being done.
+pub fn io_ctx(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> BenchError {
+    move |source| BenchError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
 use target::{Instance, Target};
 use workload::Sizes;
 
@@ -62,7 +87,7 @@ fn drop_caches() {
 }
 
 /// Runs the benchmark and writes report.md, results.json and chart.svg into `out`.
-pub fn run(o: &Options) -> Result<Report, String> {
+pub fn run(o: &Options) -> Result<Report, BenchError> {
     let mut targets = Vec::new();
     let mut skipped = Vec::new();
     for item in &o.fs {
@@ -80,26 +105,28 @@ pub fn run(o: &Options) -> Result<Report, String> {
                 Some(w) => v.push(w),
                 None => {
                     let all: Vec<&str> = workload::ALL.iter().map(|w| w.name).collect();
-                    return Err(format!(
+                    return Err(BenchError::Setup(format!(
                         "unknown workload {name} (one of: {})",
                         all.join(", ")
-                    ));
+                    )));
                 }
             }
         }
         v
     };
     if targets.is_empty() {
-        return Err("no filesystem to benchmark".into());
+        return Err(BenchError::Setup("no filesystem to benchmark".into()));
     }
-    std::fs::create_dir_all(&o.work).map_err(|e| format!("work dir {}: {e}", o.work.display()))?;
-    std::fs::create_dir_all(&o.out).map_err(|e| format!("output dir {}: {e}", o.out.display()))?;
+    std::fs::create_dir_all(&o.work)
+        .map_err(|e| BenchError::Setup(format!("work dir {}: {e}", o.work.display())))?;
+    std::fs::create_dir_all(&o.out)
+        .map_err(|e| BenchError::Setup(format!("output dir {}: {e}", o.out.display())))?;
     eprintln!(
         "strata bench: building the lower tree in {}",
         o.work.display()
     );
     let lower = workload::build_lower(&o.work, &o.sizes)
-        .map_err(|e| format!("building lower tree: {e}"))?;
+        .map_err(|e| BenchError::Setup(format!("building lower tree: {e}")))?;
     let cells = measure(o, &targets, &wls, &lower);
     let fss: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let names: Vec<String> = wls.iter().map(|w| w.name.to_string()).collect();
@@ -167,7 +194,7 @@ fn measure(
                         }
                         cell.rss_kib = inst.peak_rss_kib();
                     }
-                    Err(e) => cell.error = Some(e),
+                    Err(e) => cell.error = Some(e.to_string()),
                 }
                 cells.push(cell);
                 bar.inc(1);
@@ -179,24 +206,27 @@ fn measure(
 }
 
 /// Re-renders report.md and chart.svg in `out` from a saved results.json.
-pub fn rerender(results: &Path, out: &Path) -> Result<Report, String> {
-    let data = std::fs::read(results).map_err(|e| format!("{}: {e}", results.display()))?;
-    let r: Report =
-        serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", results.display()))?;
-    std::fs::create_dir_all(out).map_err(|e| format!("output dir {}: {e}", out.display()))?;
+pub fn rerender(results: &Path, out: &Path) -> Result<Report, BenchError> {
+    let data = std::fs::read(results)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", results.display())))?;
+    let r: Report = serde_json::from_slice(&data)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", results.display())))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| BenchError::Setup(format!("output dir {}: {e}", out.display())))?;
     write_outputs(&r, out)?;
     Ok(r)
 }
 
-fn write_outputs(r: &Report, out: &Path) -> Result<(), String> {
+fn write_outputs(r: &Report, out: &Path) -> Result<(), BenchError> {
     let w = |name: &str, data: &str| {
         let tmp = out.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, data)
             .and_then(|_| std::fs::rename(&tmp, out.join(name)))
-            .map_err(|e| format!("writing {}: {e}", out.join(name).display()))
+            .map_err(|e| BenchError::Setup(format!("writing {}: {e}", out.join(name).display())))
     };
     w("report.md", &report::markdown(r))?;
-    let json = serde_json::to_string_pretty(r).map_err(|e| format!("results.json: {e}"))?;
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| BenchError::Setup(format!("results.json: {e}")))?;
     w("results.json", &json)?;
     match report::chart(r, &out.join("chart.svg")) {
         Ok(()) => Ok(()),

@@ -2,6 +2,7 @@
 //! and its ratio to kernel overlayfs from the same run, the daemon's peak RSS, the targets
 //! met or missed, as a table, Markdown, JSON and an SVG chart of ratios (log scale).
 
+use super::BenchError;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -295,7 +296,7 @@ pub fn markdown(r: &Report) -> String {
 }
 
 /// Grouped bars of each filesystem's ratio to kernel overlayfs per workload, log scale.
-pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
+pub fn chart(r: &Report, path: &Path) -> Result<(), BenchError> {
     let fss: Vec<&String> = r.filesystems.iter().filter(|f| *f != "kernel").collect();
     let ratios: Vec<f64> = r
         .summary
@@ -304,7 +305,9 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
         .filter(|x| *x > 0.0)
         .collect();
     if ratios.is_empty() || fss.is_empty() {
-        return Err("no ratios to draw (kernel overlayfs was not measured)".into());
+        return Err(BenchError::Setup(
+            "no ratios to draw (kernel overlayfs was not measured)".into(),
+        ));
     }
     // Bars far below kernel (native without copy-up, say) are clipped at 0.05×; headroom
     // above the tallest bar keeps the legend off the bars.
@@ -312,7 +315,7 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), String> {
     let hi = ratios.iter().cloned().fold(1.0, f64::max) * 6.0;
     let n = r.workloads.len();
     let root = SVGBackend::new(path, (1280, 640)).into_drawing_area();
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let e = |e: &dyn std::fmt::Display| BenchError::Setup(format!("chart: {e}"));
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(

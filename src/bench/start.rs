@@ -3,6 +3,7 @@
 //! ratios to runc. A launcher that is missing or refuses this host is listed as skipped with
 //! its reason.
 
+use super::BenchError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,19 +11,24 @@ use std::time::Instant;
 
 use super::target::which;
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        what: what.into(),
+        source,
+    }
 }
 
 /// Makes the command for start number `i` of one launcher.
 type Launch = Box<dyn Fn(usize) -> Command>;
 
 /// Builds the busybox rootfs, its image in a private store, and an OCI bundle for runc/crun.
-fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), BenchError> {
     let root = work.join("rootfs");
     let bb = Path::new("/bin/busybox");
     if !bb.is_file() {
-        return Err("needs /bin/busybox (apt-get install busybox-static)".into());
+        return Err(BenchError::Setup(
+            "needs /bin/busybox (apt-get install busybox-static)".into(),
+        ));
     }
     if !root.join("bin/true").exists() {
         for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
@@ -52,7 +58,7 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), St
             .status()
             .map_err(io("tar"))?;
         if !st.success() {
-            return Err("tar of the rootfs failed".into());
+            return Err(BenchError::Setup("tar of the rootfs failed".into()));
         }
         let o = Command::new(strata)
             .arg("--root")
@@ -63,10 +69,10 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), St
             .output()
             .map_err(io("import"))?;
         if !o.status.success() {
-            return Err(format!(
+            return Err(BenchError::Setup(format!(
                 "importing the rootfs: {}",
                 String::from_utf8_lossy(&o.stderr)
-            ));
+            )));
         }
     }
     let bundle = work.join("bundle");
@@ -86,14 +92,14 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), St
     });
     std::fs::write(
         bundle.join("config.json"),
-        serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?,
+        serde_json::to_vec_pretty(&config).map_err(|e| BenchError::Setup(e.to_string()))?,
     )
     .map_err(io("config.json"))?;
     Ok((store, rootfs, bundle))
 }
 
 /// Runs the comparison; returns the Markdown report (also written to `out/start.md`).
-pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, String> {
+pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
     std::fs::create_dir_all(work).map_err(io("work dir"))?;
     std::fs::create_dir_all(out).map_err(io("output dir"))?;
     let work = work.join("start");

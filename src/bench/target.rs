@@ -2,6 +2,7 @@
 //! overlayfs and native (a plain directory on the same disk). Each run gets a fresh mount
 //! over the shared lower tree and an empty upper dir, torn down on drop.
 
+use super::BenchError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl Target {
     /// `default_fo` names, else the one in PATH) or `fuse-overlayfs:PATH`. Returns the target
     /// or the reason it can't run here.
     pub fn parse(item: &str, default_fo: Option<&Path>) -> Result<Target, (String, String)> {
-        let root = crate::sys::process::euid() == 0;
+        let root = crate::host::Host::current().root;
         let skip = |name: &str, why: &str| Err((name.to_string(), why.to_string()));
         match item {
             "strata" => {
@@ -128,15 +129,17 @@ pub struct Instance {
     scratch: PathBuf,
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
+fn run(cmd: &mut Command, what: &str) -> Result<(), BenchError> {
+    let out = cmd
+        .output()
+        .map_err(|e| BenchError::Setup(format!("{what}: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(BenchError::Setup(format!(
             "{what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        )))
     }
 }
 
@@ -167,15 +170,17 @@ impl Instance {
         lower: &Path,
         copy: Option<&[&str]>,
         scratch: &Path,
-    ) -> Result<Instance, String> {
-        std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    ) -> Result<Instance, BenchError> {
+        std::fs::create_dir_all(scratch)
+            .map_err(|e| BenchError::Setup(format!("{}: {e}", scratch.display())))?;
         let (up, wk, mnt) = (
             scratch.join("upper"),
             scratch.join("work"),
             scratch.join("merged"),
         );
         for d in [&up, &wk, &mnt] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| BenchError::Setup(format!("{}: {e}", d.display())))?;
         }
         let opts = crate::overlay::options::stack_option(&[lower.to_path_buf()], Some((&up, &wk)));
         let mut inst = Instance {

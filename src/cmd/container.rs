@@ -11,11 +11,18 @@ use crate::container::lifecycle::{self, Request};
 use crate::container::security::Flags;
 use crate::container::spec::Overrides;
 use crate::container::{self as ctr, ContainerError, Status};
+use crate::host::Host;
+use crate::image::store::default_root;
 use crate::image::Store;
 
-/// Opens the store (`--root`, `STRATA_ROOT` or the default).
+fn store_at(root: Option<PathBuf>) -> Result<Store, crate::image::ImageError> {
+    let host = Host::current();
+    Store::open(root.unwrap_or_else(|| default_root(host)), host)
+}
+
+/// Opens the store (`--root`, `STRATA_ROOT` or the default for this user).
 pub fn open_store(root: Option<PathBuf>) -> Result<Store, Error> {
-    Store::open(root).map_err(image_ctx("opening the store"))
+    store_at(root).map_err(image_ctx("opening the store"))
 }
 
 fn request(a: RunArgs) -> Result<Request, ContainerError> {
@@ -55,7 +62,7 @@ fn request(a: RunArgs) -> Result<Request, ContainerError> {
 
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
-    let store = Store::open(root).map_err(|e| Error::Run(e.into()))?;
+    let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
     let detach = a.detach;
     let req = request(a).map_err(Error::Run)?;
     let created = lifecycle::create(&store, req).map_err(Error::Run)?;

@@ -84,7 +84,7 @@ pub fn umount(args: UmountArgs) -> i32 {
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| args.mountpoint.clone());
-    if process::euid() == 0 {
+    if crate::host::Host::current().root {
         return match process::umount(mp.as_os_str(), args.lazy) {
             Ok(()) => 0,
             Err(e) => fail(format_args!("unmounting {}: {e}", mp.display())),

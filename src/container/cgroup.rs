@@ -63,7 +63,8 @@ pub struct Cgroup {
     v2: bool,
 }
 
-const ROOT: &str = "/sys/fs/cgroup";
+/// Where the cgroup hierarchies are mounted.
+pub const ROOT: &str = "/sys/fs/cgroup";
 
 fn write(p: &Path, v: &str) -> Result<(), ContainerError> {
     std::fs::write(p, v).map_err(io_ctx(p.display()))

@@ -71,8 +71,3 @@ pub fn io_ctx(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Contain
         source,
     }
 }
-
-/// Wraps a set-up failure with what was being done.
-pub fn setup(what: impl std::fmt::Display) -> impl FnOnce(String) -> ContainerError {
-    move |e| ContainerError::Setup(format!("{what}: {e}"))
-}

@@ -18,6 +18,8 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use super::{KernelInvalidator, Policy, StrataFs};
+use crate::host::Host;
+use crate::overlay::error::SetupError;
 use crate::overlay::layers::Layers;
 use crate::overlay::options::{MountOptions, Passthrough};
 use crate::overlay::Overlay;
@@ -28,16 +30,30 @@ const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 /// A mount that could not be made, with what failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MountError(pub String);
+pub enum MountError {
+    /// Bad options or layers.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// A mountpoint that can't be used.
+    #[error("mountpoint {}: {reason}", .path.display())]
+    Mountpoint {
+        /// As given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server failed (what it reported through the daemon pipe).
+    #[error("{0}")]
+    Server(String),
+}
 
 /// Mounts `opts` at `mountpoint` and serves it from a daemon; returns once the mount is
 /// live. The calling process must be single-threaded.
 pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
-    let mp = check_mountpoint(mountpoint).map_err(MountError)?;
-    let layers = Layers::open(opts).map_err(MountError)?;
-    let (rd, wr) = process::pipe().map_err(|e| MountError(format!("pipe: {e}")))?;
-    match process::fork_single_threaded().map_err(|e| MountError(format!("fork: {e}")))? {
+    let mp = check_mountpoint(mountpoint)?;
+    let layers = Layers::open(opts, Host::current())?;
+    let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
+    match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
         Forked::Parent(child) => {
             drop(wr);
             let r = wait_for_server(rd, &mp);
@@ -48,8 +64,8 @@ pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
             drop(rd);
             let mut notify = Some(wr);
             let started = process::setsid()
-                .map_err(|e| format!("setsid: {e}"))
-                .and_then(|_| process::fork_single_threaded().map_err(|e| format!("fork: {e}")));
+                .and_then(|_| process::fork_single_threaded())
+                .map_err(|e| MountError::Server(format!("starting the server: {e}")));
             match started {
                 Ok(Forked::Parent(_)) => exit_now(0),
                 Ok(Forked::Child) => {
@@ -64,15 +80,16 @@ pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
 
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
-    let mp = check_mountpoint(mountpoint).map_err(MountError)?;
-    let layers = Layers::open(opts).map_err(MountError)?;
-    serve(layers, opts, &mp, &mut None).map_err(MountError)
+    let mp = check_mountpoint(mountpoint)?;
+    let layers = Layers::open(opts, Host::current())?;
+    serve(layers, opts, &mp, &mut None)
 }
 
 /// The server's exit status; an error is sent to the waiting caller while it still
 /// waits, else logged.
-fn finish(r: Result<(), String>, notify: Option<OwnedFd>) -> i32 {
-    let Err(msg) = r else { return 0 };
+fn finish(r: Result<(), MountError>, notify: Option<OwnedFd>) -> i32 {
+    let Err(e) = r else { return 0 };
+    let msg = e.to_string();
     match notify {
         Some(fd) => {
             let mut v = vec![1u8];
@@ -91,26 +108,27 @@ fn wait_for_server(rd: OwnedFd, mountpoint: &Path) -> Result<(), MountError> {
     let _ = f.read_to_end(&mut buf);
     match buf.split_first() {
         Some((0, _)) => Ok(()),
-        Some((_, msg)) => Err(MountError(String::from_utf8_lossy(msg).into_owned())),
-        None => Err(MountError(format!(
+        Some((_, msg)) => Err(MountError::Server(
+            String::from_utf8_lossy(msg).into_owned(),
+        )),
+        None => Err(MountError::Server(format!(
             "mounting {}: the filesystem process exited before the mount was live",
             mountpoint.display()
         ))),
     }
 }
 
-fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
-    let canon = p
-        .canonicalize()
-        .map_err(|e| format!("mountpoint {}: {e}", p.display()))?;
+fn check_mountpoint(p: &Path) -> Result<PathBuf, MountError> {
+    let bad = |reason: String| MountError::Mountpoint {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let canon = p.canonicalize().map_err(|e| bad(e.to_string()))?;
     if !canon.is_dir() {
-        return Err(format!("mountpoint {}: not a directory", p.display()));
+        return Err(bad("not a directory".into()));
     }
     if is_mountpoint(&canon) {
-        return Err(format!(
-            "mountpoint {} is busy: something is already mounted there",
-            p.display()
-        ));
+        return Err(bad("busy: something is already mounted there".into()));
     }
     Ok(canon)
 }
@@ -158,12 +176,12 @@ fn serve(
     opts: &MountOptions,
     mountpoint: &Path,
     notify: &mut Option<OwnedFd>,
-) -> Result<(), String> {
+) -> Result<(), MountError> {
     // New objects get exactly the mode the kernel sent (it has applied the caller's umask).
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let _ = process::raise_nofile_limit();
     if let Err(e) = process::block_signals(STOP_SIGNALS) {
-        return Err(format!("blocking signals: {e}"));
+        return Err(MountError::Server(format!("blocking signals: {e}")));
     }
     log::debug!(
         "xattr namespace {}, whiteouts as {}",
@@ -179,10 +197,10 @@ fn serve(
             c.with_presentation(opts.presentation.clone())
                 .with_dir_fds(opts.dir_fds),
         ),
-        Err(e) => return Err(format!("reading layers: {e}")),
+        Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
-    let root = process::euid() == 0;
+    let root = Host::current().root;
     let policy = match opts.passthrough {
         _ if !root => Policy::Off,
         Passthrough::Off => Policy::Off,
@@ -202,7 +220,10 @@ fn serve(
     let mut session = match session {
         Ok(s) => s,
         Err(e) => {
-            return Err(format!("mounting {}: {e}", mountpoint.display()));
+            return Err(MountError::Server(format!(
+                "mounting {}: {e}",
+                mountpoint.display()
+            )));
         }
     };
     core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
@@ -223,7 +244,7 @@ fn serve(
             }
         });
     if let Err(e) = spawned {
-        return Err(format!("signal thread: {e}"));
+        return Err(MountError::Server(format!("signal thread: {e}")));
     }
     if let Some(fd) = notify.take() {
         let _ = process::write_byte(fd.as_fd(), 0);
@@ -232,7 +253,7 @@ fn serve(
     }
     session
         .run()
-        .map_err(|e| format!("serving {}: {e}", mountpoint.display()))
+        .map_err(|e| MountError::Server(format!("serving {}: {e}", mountpoint.display())))
 }
 
 /// Mounts `/dev/fuse` at `mountpoint` as type `fuse.strata` with mount(2) and serves it.

@@ -160,8 +160,7 @@ pub(super) fn unpack_blob(
     let f = File::open(blob).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
     let r = decompressor(Box::new(BufReader::new(f)), c, what)?;
     let mut hr = HashingReader::new(r);
-    let root = crate::sys::process::euid() == 0;
-    let out = unpack_layer(&mut hr, &dir, what, root)?;
+    let out = unpack_layer(&mut hr, &dir, what, tx.store.root_user)?;
     for s in &out.skipped {
         eprintln!("strata: warning: {what}: skipped {s} (device nodes need root)");
     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::digest::Digest;
 use super::oci::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF, MT_INDEX};
 use super::reference::Reference;
+use crate::host::Host;
 
 /// Largest JSON document (index, manifest, config) the store reads.
 pub const MAX_JSON: u64 = 16 << 20;
@@ -24,6 +25,8 @@ pub const MAX_JSON: u64 = 16 << 20;
 pub struct Store {
     /// The store root.
     pub root: PathBuf,
+    /// Layers are unpacked with their owners, device nodes and kernel-format whiteouts.
+    pub root_user: bool,
 }
 
 /// What the store knows about an unpacked layer.
@@ -81,11 +84,11 @@ pub struct Lock {
 
 /// The default root: `/var/lib/strata` for root, `$XDG_DATA_HOME/strata` (or
 /// `~/.local/share/strata`) for other users; `STRATA_ROOT` overrides both.
-pub fn default_root() -> PathBuf {
+pub fn default_root(host: &Host) -> PathBuf {
     if let Some(r) = std::env::var_os("STRATA_ROOT") {
         return PathBuf::from(r);
     }
-    if crate::sys::process::euid() == 0 {
+    if host.root {
         return PathBuf::from("/var/lib/strata");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
@@ -130,16 +133,18 @@ impl Staging {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`, or the default root; removes what
-    /// killed imports left in `tmp/`.
-    pub fn open(root: Option<PathBuf>) -> Result<Store, ImageError> {
-        let root = root.unwrap_or_else(default_root);
+    /// Opens (creating if needed) the store at `root`; removes what killed imports left in
+    /// `tmp/`. The unpacker works as `host` allows (ownership and devices as root).
+    pub fn open(root: PathBuf, host: &Host) -> Result<Store, ImageError> {
         for d in ["blobs/sha256", "layers", "tmp", "containers"] {
             std::fs::create_dir_all(root.join(d))
                 .map_err(io_ctx(format!("store {}", root.display())))?;
         }
         let root = root.canonicalize().map_err(io_ctx(root.display()))?;
-        let store = Store { root };
+        let store = Store {
+            root,
+            root_user: host.root,
+        };
         store.reclaim_staging();
         Ok(store)
     }

@@ -74,3 +74,25 @@ impl<T> IoCtx<T> for io::Result<T> {
 pub fn err<T>(errno: i32) -> FsResult<T> {
     Err(FsError::errno(errno))
 }
+
+/// Mount options or layers that can't be used, found before anything is mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A bad `-o` option.
+    #[error("{0}")]
+    Option(String),
+    /// A layer directory that can't be opened.
+    #[error("{kind} {}: {source}", .path.display())]
+    Layer {
+        /// `lowerdir`, `upperdir` or `workdir`.
+        kind: &'static str,
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Layers that can't be stacked this way (overlapping, too many, across filesystems).
+    #[error("{0}")]
+    Stack(String),
+}

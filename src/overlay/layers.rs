@@ -4,6 +4,8 @@
 //! filesystem and neither lies inside the other or inside a lower dir; `<workdir>/work` exists
 //! and is empty. Also maps real inode numbers to unique merged ones (xino-style).
 
+use super::error::SetupError;
+use crate::host::Host;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -46,19 +48,25 @@ pub struct Layers {
     pub work: Option<OwnedFd>,
     /// Private-xattr namespace and whiteout form chosen for this mount.
     pub format: Format,
+    /// The server runs as root: new objects get the caller's owner.
+    pub privileged: bool,
     samefs: bool,
 }
 
-fn open_dir(kind: &str, path: &Path) -> Result<(OwnedFd, u64), String> {
-    let fd = fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| format!("{kind} {}: {e}", path.display()))?;
-    let st = fs::fstat(fd.as_fd()).map_err(|e| format!("{kind} {}: {e}", path.display()))?;
+fn layer_err(kind: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupError {
+    let path = path.to_path_buf();
+    move |source| SetupError::Layer { kind, path, source }
+}
+
+fn open_dir(kind: &'static str, path: &Path) -> Result<(OwnedFd, u64), SetupError> {
+    let fd =
+        fs::open_path(path, libc::O_PATH | libc::O_DIRECTORY).map_err(layer_err(kind, path))?;
+    let st = fs::fstat(fd.as_fd()).map_err(layer_err(kind, path))?;
     Ok((fd, st.st_dev))
 }
 
-fn canonical(kind: &str, p: &Path) -> Result<PathBuf, String> {
-    p.canonicalize()
-        .map_err(|e| format!("{kind} {}: {e}", p.display()))
+fn canonical(kind: &'static str, p: &Path) -> Result<PathBuf, SetupError> {
+    p.canonicalize().map_err(layer_err(kind, p))
 }
 
 /// True if `a` is `b` or lies below it.
@@ -83,7 +91,7 @@ pub fn remove_contents(dir: BorrowedFd<'_>) -> std::io::Result<()> {
 
 impl Layers {
     /// Opens and validates every layer named in `opts`. Errors name the offending path.
-    pub fn open(opts: &MountOptions) -> Result<Layers, String> {
+    pub fn open(opts: &MountOptions, host: &Host) -> Result<Layers, SetupError> {
         let mut lowers = Vec::new();
         let mut lower_canon = Vec::new();
         for p in &opts.lowerdirs {
@@ -97,7 +105,7 @@ impl Layers {
             });
         }
         if lowers.len() > u16::MAX as usize {
-            return Err("too many lowerdirs".into());
+            return Err(SetupError::Stack("too many lowerdirs".into()));
         }
         let mut upper = None;
         let mut work = None;
@@ -105,47 +113,53 @@ impl Layers {
             let (uroot, udev) = open_dir("upperdir", up)?;
             let (wroot, wdev) = open_dir("workdir", wd)?;
             if udev != wdev {
-                return Err(format!(
+                return Err(SetupError::Stack(format!(
                     "workdir {} is on another filesystem than upperdir {}",
                     wd.display(),
                     up.display()
-                ));
+                )));
             }
             let uc = canonical("upperdir", up)?;
             let wc = canonical("workdir", wd)?;
             for (lc, lp) in lower_canon.iter().zip(&opts.lowerdirs) {
                 if inside(&uc, lc) || inside(lc, &uc) {
-                    return Err(format!(
+                    return Err(SetupError::Stack(format!(
                         "upperdir {} and lowerdir {} overlap",
                         up.display(),
                         lp.display()
-                    ));
+                    )));
                 }
                 if inside(&wc, lc) {
-                    return Err(format!(
+                    return Err(SetupError::Stack(format!(
                         "workdir {} is inside lowerdir {}",
                         wd.display(),
                         lp.display()
-                    ));
+                    )));
                 }
             }
             if inside(&uc, &wc) || inside(&wc, &uc) {
-                return Err(format!(
+                return Err(SetupError::Stack(format!(
                     "upperdir {} and workdir {} must be separate directories, neither inside the other",
                     up.display(),
                     wd.display()
-                ));
+                )));
             }
             let workname = OsStr::new("work");
             match fs::mkdirat(wroot.as_fd(), workname, 0o700) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(format!("workdir {}: creating work/: {e}", wd.display())),
+                Err(e) => {
+                    return Err(SetupError::Stack(format!(
+                        "workdir {}: creating work/: {e}",
+                        wd.display()
+                    )))
+                }
             }
             let wfd = fs::open_dir(wroot.as_fd(), workname)
-                .map_err(|e| format!("workdir {}/work: {e}", wd.display()))?;
-            remove_contents(wfd.as_fd())
-                .map_err(|e| format!("workdir {}/work: emptying it: {e}", wd.display()))?;
+                .map_err(|e| SetupError::Stack(format!("workdir {}/work: {e}", wd.display())))?;
+            remove_contents(wfd.as_fd()).map_err(|e| {
+                SetupError::Stack(format!("workdir {}/work: emptying it: {e}", wd.display()))
+            })?;
             upper = Some(Layer {
                 path: up.clone(),
                 root: uroot,
@@ -154,12 +168,13 @@ impl Layers {
             });
             work = Some(wfd);
         }
-        let format = probe_format(opts, work.as_ref().map(|w| w.as_fd()));
+        let format = probe_format(opts, host, work.as_ref().map(|w| w.as_fd()));
         let mut layers = Layers {
             upper,
             lowers,
             work,
             format,
+            privileged: host.root,
             samefs: true,
         };
         layers.number_filesystems();
@@ -213,9 +228,9 @@ impl Layers {
 }
 
 /// Chooses the xattr namespace and whiteout form by trying them in the workdir.
-fn probe_format(opts: &MountOptions, work: Option<BorrowedFd<'_>>) -> Format {
+fn probe_format(opts: &MountOptions, host: &Host, work: Option<BorrowedFd<'_>>) -> Format {
     let Some(work) = work else {
-        let ns = if crate::sys::process::euid() == 0 && !opts.userxattr {
+        let ns = if host.root && !opts.userxattr {
             XattrNs::Trusted
         } else {
             XattrNs::User

@@ -107,6 +107,7 @@ impl Overlay {
             .unwrap_or(255);
         let mut nodes = NodeTable::new(root_state);
         nodes.set_fd_budget(fd_budget(&layers, None));
+        let privileged = layers.privileged;
         Ok(Overlay {
             layers,
             nodes,
@@ -117,7 +118,7 @@ impl Overlay {
             next_tmp: AtomicU64::new(1),
             rename_lock: Mutex::new(()),
             volatile,
-            chown_new: crate::sys::process::euid() == 0,
+            chown_new: privileged,
             invalidator: std::sync::OnceLock::new(),
             name_max,
             lower_links: hardlinks::LowerLinks::default(),

@@ -5,6 +5,7 @@
 //! current directory. Unknown options are kept as warnings, never errors, because
 //! containers-storage and mount(8) pass options meant for other programs.
 
+use super::error::SetupError;
 use std::path::{Path, PathBuf};
 
 use super::present::{parse_ranges, OverrideXattr, Presentation};
@@ -213,7 +214,7 @@ impl MountOptions {
     }
 
     /// Parses one or more `-o` strings; `cwd` resolves relative paths.
-    pub fn parse<S: AsRef<str>>(opts: &[S], cwd: &Path) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(opts: &[S], cwd: &Path) -> Result<Self, SetupError> {
         let mut o = MountOptions::default();
         let mut squash_root = false;
         for group in opts {
@@ -235,10 +236,10 @@ impl MountOptions {
             return Ok(o);
         }
         if o.lowerdirs.is_empty() {
-            return Err("no lowerdir= given".into());
+            return Err(SetupError::Option("no lowerdir= given".into()));
         }
         match (&o.upperdir, &o.workdir) {
-            (Some(_), None) => return Err("upperdir= needs workdir=".into()),
+            (Some(_), None) => return Err(SetupError::Option("upperdir= needs workdir=".into())),
             (None, Some(_)) => {
                 o.warnings
                     .push("workdir= without upperdir= is ignored".into());
@@ -249,7 +250,7 @@ impl MountOptions {
         Ok(o)
     }
 
-    fn apply(&mut self, raw: &str, cwd: &Path) -> Result<(), String> {
+    fn apply(&mut self, raw: &str, cwd: &Path) -> Result<(), SetupError> {
         if raw.is_empty() {
             return Ok(());
         }
@@ -257,10 +258,10 @@ impl MountOptions {
             Some((k, v)) => (k, Some(v)),
             None => (raw, None),
         };
-        let need = |v: Option<&str>| -> Result<String, String> {
+        let need = |v: Option<&str>| -> Result<String, SetupError> {
             match v {
                 Some(v) if !v.is_empty() => Ok(v.to_string()),
-                _ => Err(format!("option {key} needs a value")),
+                _ => Err(SetupError::Option(format!("option {key} needs a value"))),
             }
         };
         match key {
@@ -268,7 +269,9 @@ impl MountOptions {
                 let v = need(value)?;
                 for part in split_escaped(&v, ':') {
                     if part.is_empty() {
-                        return Err(format!("lowerdir={v}: empty layer path"));
+                        return Err(SetupError::Option(format!(
+                            "lowerdir={v}: empty layer path"
+                        )));
                     }
                     self.lowerdirs.push(absolute(&unescape(&part), cwd));
                 }
@@ -280,7 +283,11 @@ impl MountOptions {
                     "chardev" => WhiteoutStyle::Chardev,
                     "wh" => WhiteoutStyle::WhFile,
                     "auto" => WhiteoutStyle::Auto,
-                    other => return Err(format!("whiteout={other}: expected chardev, wh or auto")),
+                    other => {
+                        return Err(SetupError::Option(format!(
+                            "whiteout={other}: expected chardev, wh or auto"
+                        )))
+                    }
                 }
             }
             "userxattr" => self.userxattr = true,
@@ -294,7 +301,7 @@ impl MountOptions {
                     .parse::<f64>()
                     .ok()
                     .filter(|t| t.is_finite() && *t >= 0.0)
-                    .ok_or_else(|| format!("timeout={v}: expected seconds"))?;
+                    .ok_or_else(|| SetupError::Option(format!("timeout={v}: expected seconds")))?;
             }
             "threads" => {
                 let v = need(value)?;
@@ -302,7 +309,9 @@ impl MountOptions {
                     .parse::<usize>()
                     .ok()
                     .filter(|n| *n <= 256)
-                    .ok_or_else(|| format!("threads={v}: expected a number up to 256"))?;
+                    .ok_or_else(|| {
+                        SetupError::Option(format!("threads={v}: expected a number up to 256"))
+                    })?;
             }
             "fsync" if value == Some("1") => self.volatile = false,
             "passthrough" => {
@@ -310,21 +319,24 @@ impl MountOptions {
                     None | Some("on") | Some("auto") | Some("all") => Passthrough::All,
                     Some("upper") => Passthrough::Upper,
                     Some("off") => Passthrough::Off,
-                    Some(v) => return Err(format!("passthrough={v}: expected all, upper or off")),
+                    Some(v) => {
+                        return Err(SetupError::Option(format!(
+                            "passthrough={v}: expected all, upper or off"
+                        )))
+                    }
                 }
             }
             "nopassthrough" => self.passthrough = Passthrough::Off,
             "fsname" => self.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;
-                self.dir_fds = Some(
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| *n >= 16)
-                        .ok_or_else(|| {
-                            format!("dirfds={v}: expected a number of fds, at least 16")
-                        })?,
-                );
+                self.dir_fds = Some(v.parse::<usize>().ok().filter(|n| *n >= 16).ok_or_else(
+                    || {
+                        SetupError::Option(format!(
+                            "dirfds={v}: expected a number of fds, at least 16"
+                        ))
+                    },
+                )?);
             }
             "remount" => self.remount = true,
             "uidmapping" => self.presentation.uids = parse_ranges(key, &need(value)?)?,
@@ -333,7 +345,7 @@ impl MountOptions {
                 let v = need(value)?;
                 let id = v
                     .parse::<u32>()
-                    .map_err(|_| format!("{key}={v}: expected a number"))?;
+                    .map_err(|_| SetupError::Option(format!("{key}={v}: expected a number")))?;
                 if key == "squash_to_uid" {
                     self.presentation.squash_uid = Some(id);
                 } else {
@@ -345,7 +357,9 @@ impl MountOptions {
                 self.presentation.noxattrs = match value {
                     None | Some("1") => true,
                     Some("0") => false,
-                    Some(v) => return Err(format!("noxattrs={v}: expected 0 or 1")),
+                    Some(v) => {
+                        return Err(SetupError::Option(format!("noxattrs={v}: expected 0 or 1")))
+                    }
                 }
             }
             "xattr_permissions" => {
@@ -354,10 +368,10 @@ impl MountOptions {
                     Some("1") => Some(OverrideXattr::Privileged),
                     Some("2") => Some(OverrideXattr::Containers),
                     _ => {
-                        return Err(format!(
+                        return Err(SetupError::Option(format!(
                             "xattr_permissions={}: expected 0, 1 or 2",
                             value.unwrap_or("")
-                        ))
+                        )))
                     }
                 }
             }
@@ -379,7 +393,7 @@ impl MountOptions {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<MountOptions, String> {
+    fn parse(s: &str) -> Result<MountOptions, SetupError> {
         MountOptions::parse(&[s], Path::new("/cwd"))
     }
 

@@ -6,6 +6,7 @@
 //!
 //! Everything here is pure: the core applies it where stats leave and ids come in.
 
+use super::error::SetupError;
 use crate::sys::fs::Stat;
 
 /// One range of `uidmapping=`/`gidmapping=`: disk ids `disk..disk+len` are shown as
@@ -82,17 +83,19 @@ pub struct Presentation {
 pub const OVERFLOW_ID: u32 = 65534;
 
 /// Parses `C:H:N[:C:H:N...]` (fuse-overlayfs's syntax: disk id, shown id, length).
-pub fn parse_ranges(opt: &str, s: &str) -> Result<Vec<IdRange>, String> {
+pub fn parse_ranges(opt: &str, s: &str) -> Result<Vec<IdRange>, SetupError> {
     let parts: Vec<&str> = s.split(':').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() || !parts.len().is_multiple_of(3) {
-        return Err(format!("{opt}={s}: expected ID:MAPPED-ID:LENGTH[:...]"));
+        return Err(SetupError::Option(format!(
+            "{opt}={s}: expected ID:MAPPED-ID:LENGTH[:...]"
+        )));
     }
     parts
         .chunks(3)
         .map(|c| {
             let n = |v: &str| {
                 v.parse::<u32>()
-                    .map_err(|_| format!("{opt}={s}: {v} is not an id"))
+                    .map_err(|_| SetupError::Option(format!("{opt}={s}: {v} is not an id")))
             };
             let r = IdRange {
                 disk: n(c[0])?,
@@ -103,10 +106,10 @@ pub fn parse_ranges(opt: &str, s: &str) -> Result<Vec<IdRange>, String> {
                 || r.disk.checked_add(r.len - 1).is_none()
                 || r.shown.checked_add(r.len - 1).is_none()
             {
-                return Err(format!(
+                return Err(SetupError::Option(format!(
                     "{opt}={s}: range {}:{}:{} is empty or too long",
                     c[0], c[1], c[2]
-                ));
+                )));
             }
             Ok(r)
         })

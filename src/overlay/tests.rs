@@ -38,7 +38,11 @@ impl Fixture {
             self.base.join("work").display()
         );
         let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
-        Overlay::new(Layers::open(&opts).unwrap(), true).unwrap()
+        Overlay::new(
+            Layers::open(&opts, crate::host::Host::current()).unwrap(),
+            true,
+        )
+        .unwrap()
     }
 }
 
@@ -176,7 +180,11 @@ fn read_only_mount_refuses_changes() {
     let f = Fixture::new();
     let o = format!("lowerdir={}", f.base.join("lower").display());
     let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
-    let ov = Overlay::new(Layers::open(&opts).unwrap(), true).unwrap();
+    let ov = Overlay::new(
+        Layers::open(&opts, crate::host::Host::current()).unwrap(),
+        true,
+    )
+    .unwrap();
     let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     assert_eq!(ov.open(ino, libc::O_RDWR).unwrap_err().errno, libc::EROFS);
     assert_eq!(
