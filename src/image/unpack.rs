@@ -15,7 +15,21 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use super::error::{io_ctx, ImageError};
-use crate::overlay::format::{is_marker_xattr, OPAQUE_MARKER, WH_PREFIX};
+use crate::overlay::format::{
+    is_marker_xattr, write_opaque_marker, Format, XattrNs, OPAQUE_MARKER, WH_PREFIX,
+};
+
+/// As root, layers are unpacked in the kernel's format (chardev whiteouts, trusted.
+/// opacity), which kernel overlayfs mounts directly.
+const KERNEL_FORMAT: Format = Format {
+    ns: XattrNs::Trusted,
+    chardev_whiteouts: true,
+};
+/// Without root, the OCI markers stay the files they are in the tar.
+const OCI_FORMAT: Format = Format {
+    ns: XattrNs::User,
+    chardev_whiteouts: false,
+};
 use crate::sys::fs::{self, TimeSpec};
 use crate::sys::xattr;
 
@@ -120,19 +134,6 @@ fn clear(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Reject> {
     }
 }
 
-/// Keeps an OCI marker (`.wh.` file or opaque marker) as the empty file it is.
-fn marker_file(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Reject> {
-    clear(dir, name)?;
-    fs::openat(
-        dir,
-        name,
-        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
-        0o600,
-    )
-    .map(drop)
-    .map_err(Reject::from)
-}
-
 /// Unpacks a layer tar stream into the empty directory `dest`. `what` names the archive in
 /// errors; `root` selects ownership, devices, setuid and kernel-format whiteouts.
 pub fn unpack_layer(
@@ -198,16 +199,12 @@ fn write_entry<R: Read>(
     let nb = name.as_bytes();
     if nb == OPAQUE_MARKER.as_bytes() {
         if root {
-            xattr::setxattr(
-                pfd,
-                OsStr::new(""),
-                OsStr::new("trusted.overlay.opaque"),
-                b"y",
-                0,
-            )
-            .map_err(|e| Reject(format!("marking opaque: {e}")))?;
+            KERNEL_FORMAT
+                .write_opaque(pfd, OsStr::new(""))
+                .map_err(|e| Reject(format!("marking opaque: {e}")))?;
         } else {
-            marker_file(pfd, name)?;
+            clear(pfd, name)?;
+            write_opaque_marker(pfd)?;
         }
         return Ok(true);
     }
@@ -217,13 +214,11 @@ fn write_entry<R: Read>(
         {
             return Err(Reject("malformed whiteout".into()));
         }
-        if root {
-            clear(pfd, target)?;
-            fs::mknodat(pfd, target, libc::S_IFCHR, 0)
-                .map_err(|e| Reject(format!("whiteout: {e}")))?;
-        } else {
-            marker_file(pfd, name)?;
-        }
+        clear(pfd, if root { target } else { name })?;
+        let format = if root { KERNEL_FORMAT } else { OCI_FORMAT };
+        format
+            .write_whiteout(pfd, target)
+            .map_err(|e| Reject(format!("whiteout: {e}")))?;
         return Ok(true);
     }
     let (mut mode, uid, gid, mtime, kind, major, minor) = {

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::error::{err, FsError, FsResult, IoCtx};
-use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt, OPAQUE_MARKER};
+use super::format::{is_wh_marker, wh_name, whiteout_at, write_chardev_whiteout, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
 use super::node::{Node, NodeState};
@@ -286,23 +286,7 @@ impl Overlay {
 
     /// Marks `dir`/`name` opaque in the mount's format.
     pub(super) fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        let x = self.layers.format.ns.name("opaque");
-        match xattr::setxattr(dir, name, &x, b"y", 0) {
-            Ok(()) => Ok(()),
-            Err(e) if !self.layers.format.chardev_whiteouts => {
-                // No xattrs here: fall back to the OCI marker file.
-                let d = fs::open_dir(dir, name)?;
-                fs::openat(
-                    d.as_fd(),
-                    OsStr::new(OPAQUE_MARKER),
-                    libc::O_CREAT | libc::O_WRONLY,
-                    0o600,
-                )
-                .map(drop)
-                .map_err(|_| e)
-            }
-            Err(e) => Err(e),
-        }
+        self.layers.format.write_opaque(dir, name)
     }
 
     /// Hard link: copies the object up once, then links the upper object.
@@ -339,20 +323,7 @@ impl Overlay {
 
     /// Puts a whiteout at `name` (nothing there yet in the upper dir).
     pub(super) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        if self.layers.format.chardev_whiteouts {
-            fs::mknodat(dir, name, libc::S_IFCHR, 0)
-        } else {
-            match fs::openat(
-                dir,
-                &wh_name(name),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                0o600,
-            ) {
-                Ok(_) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+        self.layers.format.write_whiteout(dir, name)
     }
 
     /// Removes the upper object `name` (a directory holding only whiteouts, or a non-dir)
@@ -369,7 +340,7 @@ impl Overlay {
             .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
         if whiteout && self.layers.format.chardev_whiteouts {
             let tmp = self.tmp_name();
-            fs::mknodat(work, &tmp, libc::S_IFCHR, 0)?;
+            write_chardev_whiteout(work, &tmp)?;
             let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
             if let Err(e) = fs::renameat2(work, &tmp, dir, name, flags) {
                 let _ = fs::unlinkat(work, &tmp, 0);

@@ -92,6 +92,60 @@ impl Format {
     }
 }
 
+/// A kernel-format whiteout (character device 0/0) at `dir`/`name`.
+pub fn write_chardev_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    fs::mknodat(dir, name, libc::S_IFCHR, 0)
+}
+
+/// The OCI opaque marker `.wh..wh..opq` in directory `dir`.
+pub fn write_opaque_marker(dir: BorrowedFd<'_>) -> io::Result<()> {
+    fs::openat(
+        dir,
+        OsStr::new(OPAQUE_MARKER),
+        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .map(drop)
+}
+
+impl Format {
+    /// Puts a whiteout for `name` in `dir` in this format: a chardev 0/0 at the name, or
+    /// a `.wh.<name>` file beside it (an existing one is kept).
+    pub fn write_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        if self.chardev_whiteouts {
+            return write_chardev_whiteout(dir, name);
+        }
+        match fs::openat(
+            dir,
+            &wh_name(name),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+            0o600,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks `dir`/`name` (`dir` itself when `name` is empty) opaque: the `overlay.opaque`
+    /// xattr of this format's namespace, or, where xattrs can't be set and whiteouts are
+    /// `.wh.` files anyway, the OCI marker inside it.
+    pub fn write_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        match xattr::setxattr(dir, name, &self.ns.name("opaque"), b"y", 0) {
+            Ok(()) => Ok(()),
+            Err(e) if !self.chardev_whiteouts => {
+                let d = if name.is_empty() {
+                    dir.try_clone_to_owned()?
+                } else {
+                    fs::open_dir(dir, name)?
+                };
+                write_opaque_marker(std::os::fd::AsFd::as_fd(&d)).map_err(|_| e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// True for overlay marker xattrs of any namespace (`trusted.overlay.*`, `user.overlay.*`,
 /// `user.fuseoverlayfs.*`, escaped names excepted): they describe a layer's own structure
 /// and must never be copied to another object.
