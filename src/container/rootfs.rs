@@ -1,10 +1,14 @@
 //! The container's root filesystem, set up from inside its new mount namespace: mounts made
 //! private, /proc of its pid namespace, a minimal /dev (with `--device` nodes), /sys
 //! read-only, docker's masked and read-only paths in /proc and /sys, volumes, then
-//! pivot_root into the union mount. Every mount is made below the rootfs before the pivot,
+//! pivot_root into the union mount.
+//!
+//! What is mounted is a plan built as data ([`plan`], pure and unit-tested) and carried out
+//! in one place ([`carry_out`]). Every step is made below the rootfs before the pivot,
 //! never through a symlink out of it.
 
-use std::path::Path;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{mknod, Mode, SFlag};
@@ -46,117 +50,218 @@ fn ensure_dir(p: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Mounts everything and pivots into `rootfs`; the process is then in the container's
-/// root, still with all its privileges.
-pub fn prepare(spec: &RunSpec, rootfs: &Path) -> Result<(), Fail> {
-    let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(fail("making mounts private"))?;
-    let r = rootfs;
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    ensure_dir(&r.join("proc"))?;
-    mount(Some("proc"), &r.join("proc"), Some("proc"), nosuid, none)
-        .map_err(fail("mounting /proc"))?;
-    mount_dev(spec, r)?;
-    ensure_dir(&r.join("sys"))?;
-    // A privileged container gets /sys writable, as with docker.
-    let sys_flags = if spec.security.privileged {
-        nosuid
-    } else {
-        nosuid | MsFlags::MS_RDONLY
-    };
-    mount(
-        Some("sysfs"),
-        &r.join("sys"),
-        Some("sysfs"),
-        sys_flags,
-        none,
-    )
-    .map_err(fail("mounting /sys"))?;
-    if !spec.security.privileged {
-        mask(r)?;
-    }
-    for v in &spec.volumes {
-        bind(r, v)?;
-    }
-    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
-    if spec.network_none {
-        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
-    }
-    chdir(r).map_err(fail(format_args!("entering {}", r.display())))?;
-    pivot_root(".", ".").map_err(fail("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
-    chdir("/").map_err(fail("chdir /"))?;
-    ensure_dir(Path::new(&spec.cwd))?;
-    Ok(())
+/// One step of setting up the rootfs; paths are inside the container (absolute).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A new mount of a kernel filesystem.
+    Mount {
+        /// Filesystem type (also the source name).
+        fstype: &'static str,
+        /// Where.
+        target: &'static str,
+        /// Mount flags.
+        flags: MsFlags,
+        /// Filesystem options.
+        data: Option<&'static str>,
+    },
+    /// A device node.
+    Device(HostDevice),
+    /// A symbolic link.
+    Symlink {
+        /// The link.
+        link: &'static str,
+        /// What it points to.
+        target: &'static str,
+    },
+    /// The container's terminal, from its own devpts, onto stdio.
+    Terminal(RawFd),
+    /// Hides a path if it exists: an empty read-only tmpfs over a directory, /dev/null
+    /// over a file.
+    Mask(&'static str),
+    /// Makes a path read-only if it exists.
+    ReadOnly(&'static str),
+    /// A volume: the host path bound at `target` (created if missing).
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Where in the container.
+        target: String,
+        /// Read-only.
+        read_only: bool,
+    },
 }
 
-/// A tmpfs /dev with the default nodes, devpts, shm and the usual links.
-fn mount_dev(spec: &RunSpec, r: &Path) -> Result<(), Fail> {
-    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    ensure_dir(&r.join("dev"))?;
-    mount(
-        Some("tmpfs"),
-        &r.join("dev"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(fail("mounting /dev"))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let node = HostDevice {
+const NOSUID: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The default device nodes: (name, major, minor).
+const DEFAULT_DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The steps for `spec`, in order.
+pub fn plan(spec: &RunSpec) -> Vec<Step> {
+    let mount = |fstype, target, flags, data| Step::Mount {
+        fstype,
+        target,
+        flags,
+        data,
+    };
+    let mut v = vec![
+        mount("proc", "/proc", NOSUID, None),
+        mount(
+            "tmpfs",
+            "/dev",
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        ),
+    ];
+    for (name, major, minor) in DEFAULT_DEVICES {
+        v.push(Step::Device(HostDevice {
             path: format!("/dev/{name}"),
             kind: Kind::Char,
             major,
             minor,
             mode: 0o666,
             access: 0,
-        };
-        device_node(r, &node)?;
+        }));
     }
-    ensure_dir(&r.join("dev/pts"))?;
-    mount(
-        Some("devpts"),
-        &r.join("dev/pts"),
-        Some("devpts"),
+    v.push(mount(
+        "devpts",
+        "/dev/pts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
-    )
-    .map_err(fail("mounting /dev/pts"))?;
+    ));
     if let Some(sock) = spec.tty {
-        // The pty comes from the container's own devpts, so its name resolves inside.
-        crate::container::tty::attach_in_container(&r.join("dev/pts/ptmx"), sock)
-            .map_err(fail("container terminal"))?;
+        v.push(Step::Terminal(sock));
     }
-    for d in &spec.security.host_devices {
-        device_node(r, d)?;
-    }
-    ensure_dir(&r.join("dev/shm"))?;
-    mount(
-        Some("shm"),
-        &r.join("dev/shm"),
-        Some("tmpfs"),
-        nosuid,
+    v.extend(spec.security.host_devices.iter().cloned().map(Step::Device));
+    v.push(mount(
+        "tmpfs",
+        "/dev/shm",
+        NOSUID,
         Some("mode=1777,size=65536k"),
-    )
-    .map_err(fail("mounting /dev/shm"))?;
+    ));
     for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, r.join("dev").join(link))
-            .map_err(fail(format_args!("/dev/{link}")))?;
+        v.push(Step::Symlink { link, target });
     }
+    // A privileged container gets /sys writable and nothing masked, as with docker.
+    let privileged = spec.security.privileged;
+    let sys_flags = if privileged {
+        NOSUID
+    } else {
+        NOSUID | MsFlags::MS_RDONLY
+    };
+    v.push(mount("sysfs", "/sys", sys_flags, None));
+    if !privileged {
+        v.extend(MASKED.iter().map(|m| Step::Mask(m)));
+        v.extend(READ_ONLY.iter().map(|m| Step::ReadOnly(m)));
+    }
+    for vol in &spec.volumes {
+        v.push(Step::Bind {
+            source: vol.host.clone(),
+            target: vol.target.clone(),
+            read_only: vol.read_only,
+        });
+    }
+    v
+}
+
+fn inside(r: &Path, p: &str) -> PathBuf {
+    r.join(p.trim_start_matches('/'))
+}
+
+/// Carries out one step below the rootfs `r`.
+pub fn carry_out(r: &Path, step: &Step) -> Result<(), Fail> {
+    let none: Option<&str> = None;
+    match step {
+        Step::Mount {
+            fstype,
+            target,
+            flags,
+            data,
+        } => {
+            let p = inside(r, target);
+            ensure_dir(&p)?;
+            mount(Some(*fstype), &p, Some(*fstype), *flags, *data)
+                .map_err(fail(format_args!("mounting {target}")))
+        }
+        Step::Device(d) => device_node(r, d),
+        Step::Symlink { link, target } => std::os::unix::fs::symlink(target, inside(r, link))
+            .map_err(fail(format_args!("creating {link}"))),
+        Step::Terminal(sock) => {
+            // The pty comes from the container's own devpts, so its name resolves inside.
+            crate::container::tty::attach_in_container(&r.join("dev/pts/ptmx"), *sock)
+                .map_err(fail("container terminal"))
+        }
+        Step::Mask(m) => {
+            let p = inside(r, m);
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                return Ok(());
+            };
+            let what = format!("masking {m}");
+            if md.is_dir() {
+                mount(
+                    Some("tmpfs"),
+                    &p,
+                    Some("tmpfs"),
+                    NOSUID | MsFlags::MS_RDONLY,
+                    Some("size=0"),
+                )
+                .map_err(fail(&what))
+            } else {
+                mount(Some("/dev/null"), &p, none, MsFlags::MS_BIND, none).map_err(fail(&what))
+            }
+        }
+        Step::ReadOnly(m) => {
+            let p = inside(r, m);
+            if std::fs::symlink_metadata(&p).is_err() {
+                return Ok(());
+            }
+            let what = format!("making {m} read-only");
+            mount(Some(&p), &p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
+                .map_err(fail(&what))?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID;
+            mount(none, &p, none, flags, none).map_err(fail(&what))
+        }
+        Step::Bind {
+            source,
+            target,
+            read_only,
+        } => bind(r, source, target, *read_only),
+    }
+}
+
+/// Mounts everything and pivots into `rootfs`; the process is then in the container's
+/// root, still with all its privileges.
+pub fn prepare(spec: &RunSpec, rootfs: &Path) -> Result<(), Fail> {
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(fail("making mounts private"))?;
+    for step in plan(spec) {
+        carry_out(rootfs, &step)?;
+    }
+    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
+    if spec.network_none {
+        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
+    }
+    chdir(rootfs).map_err(fail(format_args!("entering {}", rootfs.display())))?;
+    pivot_root(".", ".").map_err(fail("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
+    chdir("/").map_err(fail("chdir /"))?;
+    ensure_dir(Path::new(&spec.cwd))?;
     Ok(())
 }
 
@@ -185,46 +290,11 @@ fn device_node(r: &Path, d: &HostDevice) -> Result<(), Fail> {
         .map_err(fail(&what))
 }
 
-/// docker's masked and read-only paths (those this kernel has).
-fn mask(r: &Path) -> Result<(), Fail> {
-    let none: Option<&str> = None;
-    for m in MASKED {
-        let p = r.join(m);
-        let Ok(md) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let what = format!("masking /{m}");
-        if md.is_dir() {
-            let ro =
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            mount(Some("tmpfs"), &p, Some("tmpfs"), ro, Some("size=0")).map_err(fail(&what))?;
-        } else {
-            mount(Some("/dev/null"), &p, none, MsFlags::MS_BIND, none).map_err(fail(&what))?;
-        }
-    }
-    for m in READ_ONLY {
-        let p = r.join(m);
-        if std::fs::symlink_metadata(&p).is_err() {
-            continue;
-        }
-        let what = format!("making /{m} read-only");
-        mount(Some(&p), &p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none).map_err(fail(&what))?;
-        let flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC;
-        mount(none, &p, none, flags, none).map_err(fail(&what))?;
-    }
-    Ok(())
-}
-
 /// Bind-mounts a volume below the rootfs, never following a symlink out of it.
-fn bind(r: &Path, v: &super::spec::Volume) -> Result<(), Fail> {
-    let what = format!("volume {}:{}", v.host.display(), v.target);
+fn bind(r: &Path, source: &Path, target_in: &str, read_only: bool) -> Result<(), Fail> {
+    let what = format!("volume {}:{target_in}", source.display());
     let mut target = r.to_path_buf();
-    for c in v.target.split('/').filter(|c| !c.is_empty()) {
+    for c in target_in.split('/').filter(|c| !c.is_empty()) {
         target.push(c);
         if let Ok(md) = std::fs::symlink_metadata(&target) {
             if md.file_type().is_symlink() {
@@ -235,7 +305,7 @@ fn bind(r: &Path, v: &super::spec::Volume) -> Result<(), Fail> {
             }
         }
     }
-    if v.host.is_dir() {
+    if source.is_dir() {
         ensure_dir(&target)?;
     } else if !target.exists() {
         if let Some(p) = target.parent() {
@@ -245,16 +315,101 @@ fn bind(r: &Path, v: &super::spec::Volume) -> Result<(), Fail> {
     }
     let none: Option<&str> = None;
     mount(
-        Some(&v.host),
+        Some(source),
         &target,
         none,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
     .map_err(fail(&what))?;
-    if v.read_only {
+    if read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
         mount(none, &target, none, flags, none).map_err(fail(&what))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::spec::Volume;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            argv: vec!["sh".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            hostname: "h".into(),
+            network_none: true,
+            limits: Default::default(),
+            volumes: Vec::new(),
+            rlimits: Vec::new(),
+            tty: None,
+            security: Default::default(),
+        }
+    }
+
+    fn targets(p: &[Step]) -> Vec<String> {
+        p.iter()
+            .filter_map(|s| match s {
+                Step::Mount { target, .. } => Some(target.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_plan_mounts_proc_dev_sys_and_masks() {
+        let p = plan(&spec());
+        assert_eq!(
+            targets(&p),
+            ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"]
+        );
+        let sys = p
+            .iter()
+            .find(|s| matches!(s, Step::Mount { target: "/sys", .. }))
+            .unwrap();
+        assert!(matches!(sys, Step::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY)));
+        assert!(p.contains(&Step::Mask("proc/kcore")));
+        assert!(p.contains(&Step::ReadOnly("proc/sys")));
+        // Device nodes come after /dev is mounted, before anything else uses it.
+        let dev = p
+            .iter()
+            .position(|s| matches!(s, Step::Mount { target: "/dev", .. }));
+        let null = p
+            .iter()
+            .position(|s| matches!(s, Step::Device(d) if d.path == "/dev/null"));
+        assert!(dev < null);
+        assert!(!p.iter().any(|s| matches!(s, Step::Terminal(_))));
+    }
+
+    #[test]
+    fn privileged_plan_has_writable_sys_and_no_masks_volumes_last() {
+        let mut s = spec();
+        s.security.privileged = true;
+        s.tty = Some(7);
+        s.volumes.push(Volume {
+            host: "/tmp".into(),
+            target: "/data".into(),
+            read_only: true,
+        });
+        let p = plan(&s);
+        assert!(!p
+            .iter()
+            .any(|x| matches!(x, Step::Mask(_) | Step::ReadOnly(_))));
+        assert!(p.iter().any(
+            |x| matches!(x, Step::Mount { target: "/sys", flags, .. } if !flags.contains(MsFlags::MS_RDONLY))
+        ));
+        assert!(p.contains(&Step::Terminal(7)));
+        assert_eq!(
+            p.last(),
+            Some(&Step::Bind {
+                source: "/tmp".into(),
+                target: "/data".into(),
+                read_only: true
+            })
+        );
+    }
 }
