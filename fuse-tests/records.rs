@@ -12,16 +12,22 @@ use crate::harness::strata_bin;
 #[test]
 fn output_to_a_closed_pipe_or_a_full_device_is_not_a_panic() {
     let e = env("pipe");
-    let full = Command::new(strata_bin())
-        .env("STRATA_ROOT", &e.store)
-        .args(["image", "inspect", "box:1"])
-        .stdout(std::fs::File::create("/dev/full").unwrap())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&full.stderr);
-    assert_eq!(full.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("strata: error: writing output"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    for args in [
+        &["image", "inspect", "box:1"][..],
+        &["images"],
+        &["ps", "-a"],
+    ] {
+        let full = Command::new(strata_bin())
+            .env("STRATA_ROOT", &e.store)
+            .args(args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&full.stderr);
+        assert_eq!(full.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("strata: error: writing output"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
     // A reader that goes away at once: the command ends quietly.
     let mut child = Command::new(strata_bin())
         .env("STRATA_ROOT", &e.store)

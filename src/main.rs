@@ -45,12 +45,12 @@ fn main() {
             image: i,
         } => container::commit(root, &c, &i),
     };
-    let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
     // Output still buffered goes now, and a failure to write it is reported like any other.
-    let code = match std::io::Write::flush(&mut std::io::stdout()) {
-        Ok(()) => code,
-        Err(e) => strata::cmd::report(&strata::cmd::Error::Output(e)).max(code),
-    };
+    let r = r.and_then(|code| {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        Ok(code)
+    });
+    let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
     std::process::exit(code);
 }
 

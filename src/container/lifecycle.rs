@@ -301,8 +301,9 @@ fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> 
     cg.remove();
     if oom {
         eprintln!(
-            "strata: container {} was killed for exceeding its memory limit",
-            c.state.name
+            "strata: container {} was killed for exceeding its memory limit ({} MiB)",
+            c.state.name,
+            req.limits.memory.unwrap_or(0) >> 20
         );
     }
     // A container removed meanwhile (`rm -f`) has nothing left to record.

@@ -1,6 +1,6 @@
 //! The on-disk overlay format: whiteouts, opaque markers, redirects, private xattr names.
 //!
-//! Reads every whiteout/opaque form of shared/overlay-format.md in any layer; writes the
+//! Reads every whiteout/opaque form of docs/on-disk-format.md in any layer; writes the
 //! mount's own form (chardev 0/0 or `.wh.` files, `<ns>.overlay.*` xattrs). Nothing here
 //! keeps state beyond the two choices made at mount time.
 
