@@ -239,3 +239,31 @@ fn diff_and_commit_read_every_whiteout_and_opaque_form() {
     assert!(strata(&e, &["rm", "f"]).status.success());
     no_leftovers(&e);
 }
+
+#[test]
+fn a_store_path_with_odd_bytes_reaches_the_mount_intact() {
+    use std::os::unix::ffi::OsStrExt;
+    let e = env("oddpath");
+    // Not UTF-8, with the option string's separators: the layer stack is handed to the
+    // mount as paths, never formatted into an option string.
+    let odd = e
+        .store
+        .with_file_name(std::ffi::OsStr::from_bytes(b"st\xffo,re:x"));
+    std::fs::rename(&e.store, &odd).unwrap();
+    let o = Command::new(strata_bin())
+        .env("STRATA_ROOT", &odd)
+        .args([
+            "run",
+            "--rm",
+            "box:1",
+            "sh",
+            "-c",
+            "echo hi > /tmp/x; cat /tmp/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out(&o), "hi\n");
+    std::fs::rename(&odd, &e.store).unwrap();
+    no_leftovers(&e);
+}
