@@ -195,10 +195,26 @@ pub fn write_byte(fd: BorrowedFd<'_>, b: u8) -> io::Result<()> {
     super::fs::write_all(fd, &[b]).map(drop)
 }
 
-/// Checks whether a pid is alive (signal 0).
+/// Checks whether a pid runs: it exists (signal 0) and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 }
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // A zombie (exited, not yet reaped: its parent may never reap it) exists for kill(2)
+    // but runs no more.
+    !is_zombie(pid)
+}
+
+/// True if `pid` has exited and waits to be reaped (state `Z` in /proc/PID/stat).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        == Some('Z')
 }
 
 /// `_exit(2)`: leaves a forked child at once, without running the parent's atexit handlers
@@ -224,4 +240,28 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         done += n as usize;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not reaped yet: it exits and stays a zombie until waited for.
+        for _ in 0..500 {
+            if is_zombie(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(is_zombie(pid));
+        assert!(!pid_alive(pid));
+        assert!(pid_alive(std::process::id() as i32));
+        let mut child = child;
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+    }
 }
