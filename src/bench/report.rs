@@ -24,6 +24,10 @@ pub struct Cell {
     pub sample: Option<Sample>,
     /// Peak RSS of the FUSE daemon, KiB.
     pub rss_kib: Option<u64>,
+    /// RSS of the FUSE daemon once the kernel dropped its caches after the workload (root,
+    /// find-ls only), KiB: what the daemon gives back when the kernel forgets its inodes.
+    #[serde(default)]
+    pub rss_after_drop_kib: Option<u64>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -49,6 +53,9 @@ pub struct Summary {
     pub ratio: Option<f64>,
     /// Largest daemon peak RSS, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// Largest daemon RSS after drop_caches, KiB.
+    #[serde(default)]
+    pub rss_after_drop_kib: Option<u64>,
     /// Failed runs.
     pub errors: Vec<String>,
 }
@@ -139,6 +146,7 @@ pub fn summarize(cells: &[Cell], workloads: &[String], fss: &[String]) -> Vec<Su
                     _ => None,
                 },
                 peak_rss_kib: pick().filter_map(|c| c.rss_kib).max(),
+                rss_after_drop_kib: pick().filter_map(|c| c.rss_after_drop_kib).max(),
                 errors: pick().filter_map(|c| c.error.clone()).collect(),
             });
         }
@@ -176,6 +184,13 @@ pub fn checks(s: &[Summary], workloads: &[String], fss: &[String]) -> Vec<Check>
         ("copy-up", 1.2),
     ] {
         ratio_target(w, max, &mut out);
+    }
+    if let Some(k) = find(s, "find-ls", "strata").and_then(|x| x.rss_after_drop_kib) {
+        out.push(Check {
+            target: "daemon RSS after drop_caches < 10 MiB".into(),
+            value: format!("{:.1} MiB", k as f64 / 1024.0),
+            met: Some(k < 10 * 1024),
+        });
     }
     if workloads.iter().any(|x| x == "stat-p99-copy-up") {
         let p99 = find(s, "stat-p99-copy-up", "strata").and_then(|x| x.p99_us);
@@ -238,20 +253,30 @@ pub fn table(r: &Report) -> String {
             .collect();
         let _ = writeln!(t, "| {w} | {} |", cells.join(" | "));
     }
-    let rss: Vec<String> = r
-        .filesystems
-        .iter()
-        .map(|fs| {
-            r.summary
-                .iter()
-                .filter(|x| x.fs == *fs)
-                .filter_map(|x| x.peak_rss_kib)
-                .max()
-                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-                .unwrap_or_else(|| "—".into())
-        })
-        .collect();
-    let _ = writeln!(t, "| daemon peak RSS | {} |", rss.join(" | "));
+    let rss = |f: fn(&Summary) -> Option<u64>| -> String {
+        let v: Vec<String> = r
+            .filesystems
+            .iter()
+            .map(|fs| {
+                r.summary
+                    .iter()
+                    .filter(|x| x.fs == *fs)
+                    .filter_map(f)
+                    .max()
+                    .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "—".into())
+            })
+            .collect();
+        v.join(" | ")
+    };
+    let _ = writeln!(t, "| daemon peak RSS | {} |", rss(|x| x.peak_rss_kib));
+    if r.summary.iter().any(|x| x.rss_after_drop_kib.is_some()) {
+        let _ = writeln!(
+            t,
+            "| daemon RSS after find-ls and drop_caches | {} |",
+            rss(|x| x.rss_after_drop_kib)
+        );
+    }
     t
 }
 

@@ -162,7 +162,14 @@ pub struct NodeTable {
     map: DashMap<u64, Arc<Node>>,
     next_gen: AtomicU64,
     fds: FdBudget,
+    /// Nodes removed since memory was last given back.
+    removed: AtomicU64,
 }
+
+/// After this many removals, a table at most a quarter full of its capacity shrinks and
+/// the freed heap goes back to the system (the kernel forgets inodes in large batches,
+/// e.g. on memory pressure or drop_caches).
+const TRIM_EVERY: u64 = 16 * 1024;
 
 impl NodeTable {
     /// Creates the table holding only the root.
@@ -171,6 +178,7 @@ impl NodeTable {
             map: DashMap::new(),
             next_gen: AtomicU64::new(1),
             fds: FdBudget::default(),
+            removed: AtomicU64::new(0),
         };
         let root = Node::new(ROOT_INO, 0, libc::S_IFDIR, 1, root);
         // The root pins itself, so it is never removed.
@@ -475,6 +483,14 @@ impl NodeTable {
         }
     }
 
+    /// Shrinks the table when it is mostly empty and returns freed heap to the system.
+    fn give_back_memory(&self) {
+        if self.map.len() * 4 <= self.map.capacity() {
+            self.map.shrink_to_fit();
+        }
+        crate::sys::mman::release_free_heap();
+    }
+
     /// Removes `node` if unreferenced; returns its first parent to unpin (and unpins the
     /// parents of its other names).
     fn try_remove(&self, node: &Node) -> Option<u64> {
@@ -486,6 +502,10 @@ impl NodeTable {
         });
         let (_, n) = removed?;
         self.untrack_fds(&n);
+        if self.removed.fetch_add(1, Ordering::Relaxed) + 1 >= TRIM_EVERY {
+            self.removed.store(0, Ordering::Relaxed);
+            self.give_back_memory();
+        }
         let (parent, aliases) = {
             let st = n.state().ok()?;
             (st.parent, st.aliases.clone())

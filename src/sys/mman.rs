@@ -1,10 +1,19 @@
-//! A memory mapping of a file as a safe slice (benchmarks' mmap reads, tests' mmap writes).
+//! A memory mapping of a file as a safe slice (benchmarks' mmap reads, tests' mmap writes),
+//! and giving freed heap memory back to the system.
 //!
 //! Soundness: the mapping lives as long as the `Mapping`; concurrent truncation of the file
 //! by another process can still raise SIGBUS, as with any mmap.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Returns the heap memory malloc holds free (in every thread's arena) to the system.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only walks malloc's own structures.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// A mapped file region.
 #[derive(Debug)]
