@@ -354,3 +354,36 @@ fn passthrough_mapped_writes_show_while_open() {
         }
     }
 }
+
+#[test]
+fn names_found_missing_appear_once_made() {
+    // strata lets the kernel cache a missing name for the entry timeout: everything that
+    // makes the name exist goes through the kernel, which then forgets the negative entry.
+    scenario("negative-entries", &one_lower, &|m| {
+        let gone = |name: &str| val(&format!("stat {name}"), metadata(j(m, name)).map(|_| ()));
+        vec![
+            gone("new"),
+            step("create new", write(j(m, "new"), "a")),
+            val("cat new", read(&j(m, "new"))),
+            gone("dir"),
+            step("mkdir dir", std::fs::create_dir(j(m, "dir"))),
+            gone("dir/f"),
+            step("mv new dir/f", rename(j(m, "new"), j(m, "dir/f"))),
+            val("cat dir/f", read(&j(m, "dir/f"))),
+            gone("new"),
+            gone("lnk"),
+            step("ln dir/f lnk", hard_link(j(m, "dir/f"), j(m, "lnk"))),
+            val("cat lnk", read(&j(m, "lnk"))),
+            gone("sym"),
+            step(
+                "symlink sym",
+                std::os::unix::fs::symlink("dir/f", j(m, "sym")),
+            ),
+            val("cat sym", read(&j(m, "sym"))),
+            step("rm lnk", remove_file(j(m, "lnk"))),
+            gone("lnk"),
+            step("create lnk", write(j(m, "lnk"), "b")),
+            val("cat lnk", read(&j(m, "lnk"))),
+        ]
+    });
+}

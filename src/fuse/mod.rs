@@ -27,7 +27,7 @@ use crate::overlay::attr::SetAttr;
 use crate::overlay::dirops::NewObject;
 use crate::overlay::{FsError, Overlay};
 use crate::sys::fs::Stat;
-use convert::{attr, errno, file_type, timespec};
+use convert::{attr, errno, file_type, negative_entry, timespec};
 use passthrough::Backings;
 pub use passthrough::Policy;
 pub use reply::KernelInvalidator;
@@ -103,7 +103,14 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry("lookup", self.core.lookup(parent.0, name), reply);
+        match self.core.lookup(parent.0, name) {
+            // A name that isn't there is cached by the kernel for the entry timeout like
+            // one that is (node id 0), so PATH and library searches don't come back.
+            Err(e) if e.errno == libc::ENOENT => {
+                reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &negative_entry(), Generation(0))
+            }
+            r => self.entry("lookup", r, reply),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
