@@ -178,9 +178,14 @@ pub fn checks(s: &[Summary], workloads: &[String], fss: &[String]) -> Vec<Check>
         ("seq-read", 1.1),
         ("seq-write", 1.1),
         ("find-ls", 1.5),
+        ("find-cold", 2.0),
+        ("grep-r", 2.0),
+        ("first-stat", 5.0),
         ("ls-l", 1.5),
-        ("create", 2.0),
-        ("rm-rf", 3.0),
+        ("create", 1.2),
+        ("rm-rf", 2.0),
+        ("untar", 1.2),
+        ("chmod-sized", 0.2),
         ("copy-up", 1.2),
     ] {
         ratio_target(w, max, &mut out);
@@ -221,16 +226,21 @@ pub fn checks(s: &[Summary], workloads: &[String], fss: &[String]) -> Vec<Check>
     out
 }
 
+/// Workloads that measure latencies (p50/p99) rather than wall time.
+fn is_latency(w: &str) -> bool {
+    matches!(w, "stat-p99-copy-up" | "first-stat")
+}
+
 fn cell_text(x: Option<&Summary>, latency: bool) -> String {
     let Some(x) = x else { return "—".into() };
     if !x.errors.is_empty() && x.median.is_none() {
         return "failed".into();
     }
     let main = match (latency, x.median) {
-        (true, _) => x
-            .p99_us
-            .map(|p| format!("p99 {:.2}ms", p / 1000.0))
-            .unwrap_or_default(),
+        (true, _) => match (x.p50_us, x.p99_us) {
+            (Some(a), Some(b)) => format!("p50 {:.0}µs, p99 {:.2}ms", a, b / 1000.0),
+            _ => String::new(),
+        },
         (false, Some(m)) => format!("{m:.3}s"),
         _ => "—".into(),
     };
@@ -249,7 +259,7 @@ pub fn table(r: &Report) -> String {
         let cells: Vec<String> = r
             .filesystems
             .iter()
-            .map(|fs| cell_text(find(&r.summary, w, fs), w == "stat-p99-copy-up"))
+            .map(|fs| cell_text(find(&r.summary, w, fs), is_latency(w)))
             .collect();
         let _ = writeln!(t, "| {w} | {} |", cells.join(" | "));
     }

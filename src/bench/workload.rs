@@ -157,6 +157,12 @@ pub fn build_lower(work: &Path, s: &Sizes) -> std::io::Result<std::path::PathBuf
     many_files(&lower.join("rmtree"), s.many, Some(100), b"r")?;
     write_file(&lower.join("append"), s.append)?;
     many_files(&lower.join("chmod"), s.chmod_files, Some(100), b"c")?;
+    many_files(
+        &lower.join("chmod-sized"),
+        s.chmod_files / 10,
+        Some(100),
+        &[b's'; SIZED_FILE],
+    )?;
     let src = work.join("archive-src");
     let _ = std::fs::remove_dir_all(&src);
     many_files(&src, s.many, Some(100), &[b'a'; 512])?;
@@ -176,6 +182,76 @@ pub fn build_lower(work: &Path, s: &Sizes) -> std::io::Result<std::path::PathBuf
 fn quiet(cmd: &mut Command) -> std::io::Result<()> {
     let what = format!("{cmd:?}");
     check(cmd.stdout(Stdio::null()).status()?, &what)
+}
+
+/// Bytes of each file `chmod-sized` changes (kernel overlayfs without metacopy copies them).
+const SIZED_FILE: usize = 256 << 10;
+
+fn drop_caches() {
+    // Without root the caches stay warm; the report says which runs were root.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+fn find_cold(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
+    let _ = Command::new("sync").status();
+    drop_caches();
+    let t = Instant::now();
+    quiet(Command::new("find").arg(root.join("walk")))?;
+    Ok(secs(t))
+}
+
+fn grep_r(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
+    let t = Instant::now();
+    // Nothing matches, so every file is opened and read; grep exits 1 for "no match".
+    let st = Command::new("grep")
+        .args(["-r", "-c", "no-such-text"])
+        .arg(root.join("walk"))
+        .stdout(Stdio::null())
+        .status()?;
+    if st.code() != Some(1) {
+        return Err(std::io::Error::other(format!("grep -r: {st}")));
+    }
+    Ok(secs(t))
+}
+
+/// Latencies (p50/p99) of the first stat of every file of the walk tree, caches dropped.
+fn first_stat(root: &Path, _: &Path, s: &Sizes) -> std::io::Result<Sample> {
+    let _ = Command::new("sync").status();
+    drop_caches();
+    let mut lat = Vec::with_capacity(s.walk_files);
+    for i in 0..s.walk_files {
+        let p = root.join(format!("walk/d{:03}/f{i:05}", i / 100));
+        let t = Instant::now();
+        std::fs::symlink_metadata(&p)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(latencies(lat))
+}
+
+fn latencies(mut lat: Vec<f64>) -> Sample {
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    Sample {
+        secs: p99 / 1e6,
+        p50_us: Some(p50),
+        p99_us: Some(p99),
+    }
+}
+
+fn chmod_sized(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
+    let t = Instant::now();
+    quiet(
+        Command::new("chmod")
+            .arg("-R")
+            .arg("go-r")
+            .arg(root.join("chmod-sized")),
+    )?;
+    Ok(secs(t))
 }
 
 fn find_ls(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
@@ -348,14 +424,7 @@ fn stat_during_copy_up(root: &Path, _: &Path, s: &Sizes) -> std::io::Result<Samp
     copier
         .join()
         .map_err(|_| std::io::Error::other("copy-up thread panicked"))??;
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
-    let (p50, p99) = (pct(0.5), pct(0.99));
-    Ok(Sample {
-        secs: p99 / 1e6,
-        p50_us: Some(p50),
-        p99_us: Some(p99),
-    })
+    Ok(latencies(lat))
 }
 
 fn mmap_read(root: &Path, _: &Path, s: &Sizes) -> std::io::Result<Sample> {
@@ -377,6 +446,24 @@ pub const ALL: &[Workload] = &[
         writes: false,
         changes: &[],
         run: find_ls,
+    },
+    Workload {
+        name: "find-cold",
+        writes: false,
+        changes: &[],
+        run: find_cold,
+    },
+    Workload {
+        name: "grep-r",
+        writes: false,
+        changes: &[],
+        run: grep_r,
+    },
+    Workload {
+        name: "first-stat",
+        writes: false,
+        changes: &[],
+        run: first_stat,
     },
     Workload {
         name: "ls-l",
@@ -425,6 +512,12 @@ pub const ALL: &[Workload] = &[
         writes: true,
         changes: &["chmod"],
         run: chmod_r,
+    },
+    Workload {
+        name: "chmod-sized",
+        writes: true,
+        changes: &["chmod-sized"],
+        run: chmod_sized,
     },
     Workload {
         name: "untar",
