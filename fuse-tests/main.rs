@@ -10,6 +10,7 @@ mod data;
 mod harness;
 mod images;
 mod lifecycle;
+mod metacopy;
 mod ops;
 mod options;
 mod records;

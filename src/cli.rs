@@ -249,7 +249,8 @@ pub enum ImageCmd {
 /// `strata bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Filesystems: strata, fuse-overlayfs, fuse-overlayfs:PATH, kernel, native.
+    /// Filesystems: strata, strata:OPTS (extra mount options), fuse-overlayfs,
+    /// fuse-overlayfs:PATH, kernel, native.
     #[arg(
         long,
         value_delimiter = ',',

@@ -12,8 +12,8 @@ use crate::sys::mount::is_mountpoint;
 /// What kind of filesystem a [`Target`] is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// strata's union filesystem (this build).
-    Strata,
+    /// strata's union filesystem (this build), with extra mount options (`strata:OPTS`).
+    Strata(String),
     /// Kernel overlayfs.
     Kernel,
     /// A plain directory on the same disk.
@@ -58,20 +58,22 @@ fn version_of(bin: &Path) -> String {
 }
 
 impl Target {
-    /// Parses one `--fs` item: `strata`, `kernel`, `native`, `fuse-overlayfs` (the binary
-    /// `default_fo` names, else the one in PATH) or `fuse-overlayfs:PATH`. Returns the target
-    /// or the reason it can't run here.
+    /// Parses one `--fs` item: `strata`, `strata:OPTS` (extra mount options, e.g.
+    /// `strata:metacopy=on`), `kernel`, `native`, `fuse-overlayfs` (the binary `default_fo`
+    /// names, else the one in PATH) or `fuse-overlayfs:PATH`. Returns the target or the
+    /// reason it can't run here.
     pub fn parse(item: &str, default_fo: Option<&Path>) -> Result<Target, (String, String)> {
         let root = crate::host::Host::current().root;
         let skip = |name: &str, why: &str| Err((name.to_string(), why.to_string()));
         match item {
-            "strata" => {
+            s if s == "strata" || s.starts_with("strata:") => {
                 if !root && std::fs::metadata("/dev/fuse").is_err() {
                     return skip(item, "no /dev/fuse");
                 }
+                let extra = s.strip_prefix("strata:").unwrap_or_default();
                 Ok(Target {
                     name: item.into(),
-                    kind: Kind::Strata,
+                    kind: Kind::Strata(extra.into()),
                 })
             }
             "kernel" => {
@@ -214,16 +216,23 @@ impl Instance {
                     .arg(&mnt),
                 "mount overlay",
             )?,
-            Kind::Strata => run(
-                Command::new(strata).args(["mount", "-o", &opts]).arg(&mnt),
-                "strata mount",
-            )?,
+            Kind::Strata(extra) => {
+                let opts = if extra.is_empty() {
+                    opts.clone()
+                } else {
+                    format!("{opts},{extra}")
+                };
+                run(
+                    Command::new(strata).args(["mount", "-o", &opts]).arg(&mnt),
+                    "strata mount",
+                )?
+            }
             Kind::FuseOverlayfs(bin) => run(
                 Command::new(bin).args(["-o", &opts]).arg(&mnt),
                 "fuse-overlayfs",
             )?,
         }
-        if matches!(t.kind, Kind::Strata | Kind::FuseOverlayfs(_)) {
+        if matches!(t.kind, Kind::Strata(_) | Kind::FuseOverlayfs(_)) {
             inst.daemon = daemon_of(&mnt);
         }
         Ok(inst)

@@ -195,7 +195,8 @@ fn serve(
     let core = match Overlay::new(layers, opts.volatile) {
         Ok(c) => Arc::new(
             c.with_presentation(opts.presentation.clone())
-                .with_dir_fds(opts.dir_fds),
+                .with_dir_fds(opts.dir_fds)
+                .with_metacopy(opts.metacopy),
         ),
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };

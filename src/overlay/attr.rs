@@ -38,6 +38,10 @@ impl Overlay {
     /// Merged stat of `ino`; through the open file when `fh` is given (fstat).
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Stat> {
         let node = self.nodes.get(ino)?;
+        // A handle still on a lower file (opened before a copy-up, or reading the data of
+        // a metadata-only copy) has stale metadata: the upper copy answers then.
+        let upper = node.state()?.upper;
+        let fh = fh.filter(|&h| !upper || self.handle_on_upper(h));
         if let Some(fd) = fh.and_then(|h| self.file_fd(h)) {
             let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
             let state = node.state()?;
@@ -63,14 +67,20 @@ impl Overlay {
     /// first), or, once its last name is gone, the upper file one of its open handles holds
     /// (an empty name: the fd itself). An unlinked object only a lower layer holds can't be
     /// changed: nothing writes into a lower layer.
-    fn attr_target(&self, node: &Node, with_data: bool) -> FsResult<(Arc<OwnedFd>, OsString)> {
+    /// `data`: the change needs the data (a truncate to a non-zero size); else metadata is
+    /// enough, and with `metacopy=on` only that is copied up.
+    fn attr_target(&self, node: &Node, data: bool) -> FsResult<(Arc<OwnedFd>, OsString)> {
         if node.state()?.unlinked {
             return match self.upper_fd_of(node.ino) {
                 Some(fd) => Ok((fd, OsString::new())),
                 None => err(libc::ENOENT),
             };
         }
-        self.copy_up(node, with_data)?;
+        if data {
+            self.copy_up(node, true)?;
+        } else {
+            self.copy_up_metadata(node)?;
+        }
         let (dir, name, _) = self.locate(node)?;
         Ok((dir, name))
     }
@@ -86,6 +96,10 @@ impl Overlay {
             match fh.and_then(|h| self.writable_fd(h)) {
                 Some(fd) => fs::ftruncate(fd.as_fd(), size).ctx("ftruncate")?,
                 None => {
+                    if size == 0 {
+                        // Truncating to nothing: no data needs to come up.
+                        self.copy_up(&node, false)?;
+                    }
                     let (dir, name) = self.attr_target(&node, size > 0)?;
                     let fd = fs::reopen_at(dir.as_fd(), &name, libc::O_WRONLY)
                         .ctx(format_args!("truncate {name:?}"))?;
@@ -96,7 +110,7 @@ impl Overlay {
         let meta = a.mode.is_some() || a.uid.is_some() || a.gid.is_some();
         let times = a.atime.is_some() || a.mtime.is_some();
         if meta || times {
-            let (dir, name) = self.attr_target(&node, true)?;
+            let (dir, name) = self.attr_target(&node, false)?;
             let uid = self.pres.disk_uid(a.uid.unwrap_or(u32::MAX));
             let gid = self.pres.disk_gid(a.gid.unwrap_or(u32::MAX));
             let in_xattr = matches!(node.kind, libc::S_IFREG | libc::S_IFDIR);
@@ -222,7 +236,7 @@ impl Overlay {
         self.xattr_allowed(Some(name), libc::EPERM)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
-        self.copy_up(&node, true)?;
+        self.copy_up_metadata(&node)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
         xattr::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")
@@ -243,7 +257,7 @@ impl Overlay {
                 return err(libc::ENODATA);
             }
         }
-        self.copy_up(&node, true)?;
+        self.copy_up_metadata(&node)?;
         let (dir, n, _) = self.locate(&node)?;
         xattr::removexattr(dir.as_fd(), &n, &real).ctx("removexattr")
     }

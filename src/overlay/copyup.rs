@@ -20,6 +20,17 @@ use crate::sys::xattr;
 
 const CHUNK: usize = 1 << 20;
 
+/// What a copy-up brings into the upper layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    /// Metadata and data.
+    Data,
+    /// Metadata, no data (the file is about to be truncated to 0).
+    Empty,
+    /// Metadata only, data to follow (metacopy), where the mount allows it.
+    Metadata,
+}
+
 fn lock_err<T>(_: T) -> FsError {
     FsError::errno(libc::EIO).ctx("copy-up lock poisoned")
 }
@@ -146,8 +157,8 @@ fn place(work: BorrowedFd<'_>, tmp: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -
     })
 }
 
-/// Runs `f`, a change inside `dir` that is not a change of the merged directory, and puts
-/// back `dir`'s timestamps.
+/// Runs `f`, a change of `dir` (a directory or a file) that is not a change of the merged
+/// object, and puts back its timestamps.
 pub(super) fn keeping_times(
     dir: BorrowedFd<'_>,
     f: impl FnOnce() -> io::Result<()>,
@@ -219,19 +230,37 @@ impl Overlay {
         Ok(ufd)
     }
 
-    /// Copies `node` up if it is still only in a lower layer. `with_data` false creates an
-    /// empty upper file (open with O_TRUNC, truncate to 0).
+    /// Copies `node` up if it is still only in a lower layer, or completes a metadata-only
+    /// copy. `with_data` false makes an empty upper file (open with O_TRUNC, truncate to 0).
     pub fn copy_up(&self, node: &Node, with_data: bool) -> FsResult<()> {
+        self.copy_up_as(node, if with_data { Need::Data } else { Need::Empty })
+    }
+
+    /// Copy-up before a change of attributes or xattrs: with `metacopy=on`, a lower regular
+    /// file with data gets an upper copy of its metadata only (a sparse file of its size
+    /// marked `overlay.metacopy`); its data follows on the first write.
+    pub fn copy_up_metadata(&self, node: &Node) -> FsResult<()> {
+        self.copy_up_as(node, Need::Metadata)
+    }
+
+    fn copy_up_as(&self, node: &Node, need: Need) -> FsResult<()> {
         self.check_writable()?;
         if node.is_dir() {
             return self.ensure_upper_dir(node).map(drop);
         }
-        if node.state()?.upper {
-            return Ok(());
+        {
+            let st = node.state()?;
+            if st.upper && (!st.metacopy || need == Need::Metadata) {
+                return Ok(());
+            }
         }
         let _guard = node.copyup.lock().map_err(lock_err)?;
         let (pino, name) = {
             let st = node.state()?;
+            if st.upper && st.metacopy && need != Need::Metadata {
+                drop(st);
+                return self.complete_metacopy(node, need == Need::Data);
+            }
             if st.upper {
                 return Ok(());
             }
@@ -242,10 +271,22 @@ impl Overlay {
         let (ldir, lname, lay) = self.locate(node)?;
         let work = self.work()?;
         let st = fs::lstatat(ldir.as_fd(), &lname).ctx(format_args!("copy-up stat {name:?}"))?;
+        let meta_only = need == Need::Metadata
+            && self.metacopy.is_some()
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_size > 0
+            && st.st_nlink == 1;
+        let need = match need {
+            Need::Metadata if !meta_only => Need::Data,
+            n => n,
+        };
         let tmp = self.tmp_name();
-        let made = self.make_copy(&st, ldir.as_fd(), &lname, work, &tmp, with_data);
+        let made = self.make_copy(&st, ldir.as_fd(), &lname, work, &tmp, need);
         let placed = made.and_then(|_| {
             copy_meta(self, &st, ldir.as_fd(), &lname, work, &tmp)?;
+            if let (true, Some(x)) = (meta_only, &self.metacopy) {
+                xattr::setxattr(work, &tmp, x, b"", 0)?;
+            }
             place(work, &tmp, pfd.as_fd(), &name)
         });
         if let Err(e) = placed {
@@ -254,10 +295,48 @@ impl Overlay {
         }
         let real = fs::lstatat(pfd.as_fd(), &name).ctx("stat copied-up file")?;
         self.origins.insert(real.st_ino, node.ino);
-        node.state_mut()?.upper = true;
+        {
+            let mut s = node.state_mut()?;
+            s.upper = true;
+            s.metacopy = meta_only;
+        }
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             self.link_group(node, lay, st.st_ino, &pfd, &name)?;
         }
+        Ok(())
+    }
+
+    /// Completes a metadata-only copy (the caller holds the copy-up lock): the data comes
+    /// into the upper file in place (unless it is about to be truncated anyway), is made
+    /// durable, and only then does the `overlay.metacopy` mark go.
+    fn complete_metacopy(&self, node: &Node, with_data: bool) -> FsResult<()> {
+        let (udir, uname, _) = self.locate(node)?;
+        let (ldir, lname, _) = self.locate_data(node)?;
+        let name = uname.clone();
+        let ctx = move || format!("completing the copy-up of {name:?}");
+        if with_data {
+            let src =
+                fs::openat(ldir.as_fd(), &lname, libc::O_RDONLY | libc::O_NOFOLLOW, 0).ctx(ctx())?;
+            let size = fs::fstat(src.as_fd()).ctx(ctx())?.st_size as u64;
+            let dst = fs::reopen_at(udir.as_fd(), &uname, libc::O_WRONLY).ctx(ctx())?;
+            // Bringing the data up is not a change of the file: its times stay.
+            keeping_times(dst.as_fd(), || {
+                copy_data(src.as_fd(), dst.as_fd(), size)?;
+                if !self.volatile {
+                    fs::fsync(dst.as_fd(), true)?;
+                }
+                Ok(())
+            })
+            .ctx(ctx())?;
+        }
+        if let Some(x) = &self.metacopy {
+            match xattr::removexattr(udir.as_fd(), &uname, x) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                Err(e) => return Err(FsError::from(e).ctx(ctx())),
+            }
+        }
+        node.state_mut()?.metacopy = false;
         Ok(())
     }
 
@@ -268,7 +347,7 @@ impl Overlay {
         lname: &OsStr,
         work: BorrowedFd<'_>,
         tmp: &OsStr,
-        with_data: bool,
+        need: Need,
     ) -> io::Result<()> {
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
@@ -278,7 +357,11 @@ impl Overlay {
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                     0o600,
                 )?;
-                if with_data && st.st_size > 0 {
+                if need == Need::Metadata {
+                    // As large as the data, none of it there: a hole.
+                    fs::ftruncate(dst.as_fd(), st.st_size as u64)?;
+                }
+                if need == Need::Data && st.st_size > 0 {
                     let src = fs::openat(ldir, lname, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
                     copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
                     if !self.volatile {

@@ -248,6 +248,7 @@ impl Overlay {
                 unlinked: false,
                 listing: None,
                 dir_gen: 0,
+                metacopy: false,
             },
             stat: st,
         })

@@ -77,10 +77,11 @@ impl Overlay {
     }
 
     /// Opens the real file of `ino` to serve as its passthrough backing file: read-write on
-    /// the upper layer (shared by readers and writers), read-only on a lower one.
+    /// the upper layer (shared by readers and writers), read-only on a lower one (also
+    /// while the upper copy holds metadata only).
     pub fn backing_file(&self, ino: u64) -> FsResult<OwnedFd> {
         let node = self.nodes.get(ino)?;
-        let (dir, name, lay) = self.locate(&node)?;
+        let (dir, name, lay) = self.locate_data(&node)?;
         let flags = if lay == super::layers::Lay::Upper {
             libc::O_RDWR
         } else {
@@ -127,7 +128,7 @@ impl Overlay {
             self.check_writable()?;
             self.copy_up(&node, !trunc)?;
         }
-        let (dir, name, lay) = self.locate(&node)?;
+        let (dir, name, lay) = self.locate_data(&node)?;
         let fd = fs::openat(
             dir.as_fd(),
             &name,
@@ -160,7 +161,11 @@ impl Overlay {
     fn read_fd(&self, h: &OpenFile) -> FsResult<Arc<OwnedFd>> {
         if !h.on_upper.load(Ordering::Acquire) {
             if let Some(node) = self.nodes.peek(h.ino) {
-                if node.state()?.upper {
+                let data_up = {
+                    let st = node.state()?;
+                    st.upper && !st.metacopy
+                };
+                if data_up {
                     let (dir, name, _) = self.locate(&node)?;
                     let fd = Arc::new(
                         fs::openat(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)

@@ -16,6 +16,7 @@ use super::layers::Lay;
 use super::node::{Node, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs::{self, Stat};
+use crate::sys::xattr;
 
 /// The result of a merged lookup, not yet in the node table.
 #[derive(Debug)]
@@ -67,6 +68,12 @@ struct Walk {
     path: PathBuf,
     /// `path` is still parent's lower path + name (so the parent's fds can be used).
     natural: bool,
+    /// The metacopy xattr's name, when the mount follows metacopy uppers.
+    metacopy: Option<OsString>,
+    /// The upper object is a metacopy file whose data is still to be found below.
+    data_pending: bool,
+    /// Its data was found in a lower layer (recorded in `lowers`).
+    data_found: bool,
 }
 
 enum Step {
@@ -113,7 +120,19 @@ impl Walk {
             if self.top.is_none() {
                 self.top = Some(st);
                 self.record(lay, None);
+                if lay == Lay::Upper && self.is_metacopy(dir, name, &st)? {
+                    // Its data lives below, at the same path.
+                    self.data_pending = true;
+                    return Ok(Step::Continue);
+                }
+            } else if self.data_pending && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                self.record(lay, None);
+                self.data_pending = false;
+                self.data_found = true;
             }
+            return Ok(Step::Stop);
+        }
+        if self.data_pending {
             return Ok(Step::Stop);
         }
         if matches!(self.top, Some(t) if t.st_mode & libc::S_IFMT != libc::S_IFDIR) {
@@ -144,6 +163,19 @@ impl Walk {
             self.apply_redirect(&r, parent_path);
         }
         Ok(Step::Continue)
+    }
+
+    /// True for an upper regular file marked as holding metadata only.
+    fn is_metacopy(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> FsResult<bool> {
+        let Some(x) = &self.metacopy else {
+            return Ok(false);
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Ok(false);
+        }
+        Ok(xattr::getxattr(dir, name, x)
+            .ctx("metacopy probe")?
+            .is_some())
     }
 
     fn record(&mut self, lay: Lay, fd: Option<Arc<OwnedFd>>) {
@@ -191,6 +223,9 @@ impl Overlay {
             redirect: None,
             path: ps.lower_path.join(name),
             natural: true,
+            metacopy: self.metacopy.clone(),
+            data_pending: false,
+            data_found: false,
         };
         let mut stop = false;
         if let Some(ufd) = &fds.upper {
@@ -230,6 +265,7 @@ impl Overlay {
             unlinked: false,
             listing: None,
             dir_gen: 0,
+            metacopy: w.data_found,
         };
         Ok(Some(Found {
             ino,
@@ -358,6 +394,27 @@ impl Overlay {
                 _ => err(libc::ENOENT),
             };
         }
+        self.locate_file(node, true)
+    }
+
+    /// Where a non-directory's data is: its lower copy while its upper copy holds metadata
+    /// only (metacopy), else where [`Overlay::locate`] says.
+    pub fn locate_data(&self, node: &Node) -> FsResult<(Arc<OwnedFd>, OsString, Lay)> {
+        let metacopy = !node.is_dir() && node.state()?.metacopy;
+        if metacopy {
+            self.locate_file(node, false)
+        } else {
+            self.locate(node)
+        }
+    }
+
+    /// A non-directory in its upper layer (when it has a copy there and `upper_first`), else
+    /// in its top lower layer.
+    fn locate_file(
+        &self,
+        node: &Node,
+        upper_first: bool,
+    ) -> FsResult<(Arc<OwnedFd>, OsString, Lay)> {
         let st = node.state()?;
         if st.unlinked {
             return err(libc::ENOENT);
@@ -365,7 +422,7 @@ impl Overlay {
         let (pino, name, upper, lower) = (
             st.parent,
             st.name.clone(),
-            st.upper,
+            st.upper && upper_first,
             st.lowers.first().copied(),
         );
         drop(st);

@@ -73,6 +73,8 @@ pub struct Overlay {
     lower_links: hardlinks::LowerLinks,
     /// How owners, modes and link counts are shown (fuse-overlayfs's options).
     pres: present::Presentation,
+    /// The metacopy xattr's name when `metacopy=on` (trusted namespace only, as the kernel).
+    metacopy: Option<OsString>,
 }
 
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
@@ -123,7 +125,16 @@ impl Overlay {
             name_max,
             lower_links: hardlinks::LowerLinks::default(),
             pres: present::Presentation::default(),
+            metacopy: None,
         })
+    }
+
+    /// Copies up metadata only on attribute and xattr changes (`metacopy=on`). Like the
+    /// kernel, only with `trusted.` xattrs: a `userxattr` mount keeps full copy-ups.
+    pub fn with_metacopy(mut self, on: bool) -> Self {
+        let trusted = self.layers.format.ns == format::XattrNs::Trusted;
+        self.metacopy = (on && trusted).then(|| self.layers.format.ns.name("metacopy"));
+        self
     }
 
     /// Lets directory nodes keep at most about `fds` layer fds open (`dirfds=N`).
@@ -323,6 +334,7 @@ fn root_state(layers: &Layers) -> FsResult<NodeState> {
         unlinked: false,
         listing: None,
         dir_gen: 0,
+        metacopy: false,
     };
     if let Some(u) = &layers.upper {
         let meta = read_dir_meta(u.root.as_fd(), OsStr::new("")).ctx("reading upperdir root")?;

@@ -82,6 +82,9 @@ pub struct NodeState {
     /// Directories only: bumped on every change, so a listing built concurrently with a
     /// change is never cached.
     pub dir_gen: u64,
+    /// A regular file whose upper copy holds its metadata only: the data is still in
+    /// `lowers[0]` (kernel metacopy; the upper carries `overlay.metacopy`).
+    pub metacopy: bool,
 }
 
 /// One merged object the kernel holds a reference to.

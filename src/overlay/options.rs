@@ -59,6 +59,9 @@ pub struct MountOptions {
     pub passthrough: Passthrough,
     /// `dirfds=N`: how many directory fds the server keeps open at most.
     pub dir_fds: Option<usize>,
+    /// `metacopy=on`: chmod, chown, utimes and xattr changes of a lower file copy up its
+    /// metadata only; the data follows on the first write (kernel overlayfs's metacopy).
+    pub metacopy: bool,
     /// `fsname=`: the mount's source as /proc/mounts shows it.
     pub fsname: Option<String>,
     /// `remount`: change the flags of the existing mount instead of mounting.
@@ -84,6 +87,7 @@ impl Default for MountOptions {
             threads: 0,
             passthrough: Passthrough::All,
             dir_fds: None,
+            metacopy: false,
             fsname: None,
             remount: false,
             presentation: Presentation::default(),
@@ -194,7 +198,6 @@ const KERNEL_OPTIONS: &[&str] = &[
     "index",
     "redirect_dir",
     "xino",
-    "metacopy",
     "nfs_export",
     "uuid",
     "verity",
@@ -339,6 +342,17 @@ impl MountOptions {
                 )?);
             }
             "remount" => self.remount = true,
+            "metacopy" => {
+                self.metacopy = match value {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(v) => {
+                        return Err(SetupError::Option(format!(
+                            "metacopy={v}: expected on or off"
+                        )))
+                    }
+                }
+            }
             "uidmapping" => self.presentation.uids = parse_ranges(key, &need(value)?)?,
             "gidmapping" => self.presentation.gids = parse_ranges(key, &need(value)?)?,
             "squash_to_uid" | "squash_to_gid" => {
