@@ -353,9 +353,18 @@ impl Overlay {
             return Ok(());
         }
         if is_dir {
-            let tmp = self.tmp_name();
-            fs::renameat2(dir, name, work, &tmp, libc::RENAME_NOREPLACE)?;
-            remove_tree(work, &tmp)?;
+            // An empty directory (the common case: whiteouts only go where a lower layer
+            // has the name) goes at once; one holding whiteouts is moved out of the way
+            // whole first, so it disappears atomically.
+            match fs::unlinkat(dir, name, libc::AT_REMOVEDIR) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                    let tmp = self.tmp_name();
+                    fs::renameat2(dir, name, work, &tmp, libc::RENAME_NOREPLACE)?;
+                    remove_tree(work, &tmp)?;
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             fs::unlinkat(dir, name, 0)?;
         }
