@@ -35,15 +35,19 @@ impl StrataFs {
                 .map(Arc::new)
                 .map_err(|e| io::Error::from_raw_os_error(e.errno)),
         };
+        // From now until it closes, a shared mapping may change the file without a
+        // request: what the kernel cached goes before the open returns, and stats are
+        // answered uncached meanwhile (`attr_ttl`). A file just created has nothing cached.
+        let on_writer = || {
+            if new_mode.is_none() {
+                core.invalidate_attrs(ino);
+            }
+        };
         let accepted = self
             .backings
-            .answer(ino, fh, upper, writable, !setid, backing, reply);
+            .answer(ino, fh, upper, writable, !setid, backing, on_writer, reply);
         if !accepted {
             self.core.release(fh);
-        } else if new_mode.is_none() && self.backings.attrs_volatile(ino) {
-            // From now until it closes, a shared mapping may change the file without a
-            // request: drop what the kernel cached, and answer stats uncached meanwhile.
-            self.core.invalidate_attrs(ino);
         }
     }
 

@@ -117,6 +117,7 @@ impl Backings {
         writable: bool,
         allow_backing: bool,
         backing_fd: impl FnOnce() -> io::Result<Arc<OwnedFd>>,
+        on_writer: impl FnOnce(),
         reply: R,
     ) -> bool {
         let Ok(mut map) = self.by_ino.lock() else {
@@ -130,16 +131,7 @@ impl Backings {
                 Via::Backing(_) => e.upper == upper || (!writable && !e.stale),
             };
             if reuse {
-                e.users += 1;
-                let writer = writable && matches!(e.via, Via::Backing(_));
-                e.writers += usize::from(writer);
-                self.writers
-                    .fetch_add(usize::from(writer), Ordering::AcqRel);
-                self.handles.insert(fh, (ino, writer));
-                match &e.via {
-                    Via::Backing(id) => reply.passthrough(id),
-                    Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
-                }
+                self.admit(e, ino, fh, writable, on_writer, reply);
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -176,17 +168,35 @@ impl Backings {
             stale: false,
             writers: 0,
         });
+        self.admit(e, ino, fh, writable, on_writer, reply);
+        true
+    }
+
+    /// Counts handle `fh` on `e` and replies. A new passthrough writer first runs
+    /// `on_writer` (which drops the kernel's cached attributes), before the open returns,
+    /// so nothing the caller does through the file next is answered from them.
+    fn admit<R: OpenReply>(
+        &self,
+        e: &mut Entry,
+        ino: u64,
+        fh: u64,
+        writable: bool,
+        on_writer: impl FnOnce(),
+        reply: R,
+    ) {
         e.users += 1;
         let writer = writable && matches!(e.via, Via::Backing(_));
         e.writers += usize::from(writer);
         self.writers
             .fetch_add(usize::from(writer), Ordering::AcqRel);
         self.handles.insert(fh, (ino, writer));
+        if writer {
+            on_writer();
+        }
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),
             Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
         }
-        true
     }
 
     /// Records that the data of `ino` changed outside its handles (truncate).
