@@ -56,7 +56,8 @@ struct Row {
     fds: Option<usize>,
 }
 
-fn status_kib(pid: i32, field: &str) -> Option<u64> {
+/// A `/proc/PID/status` memory field (`VmRSS:`, `VmHWM:`), in KiB.
+pub(crate) fn status_kib(pid: i32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -111,7 +112,7 @@ fn measure(name: &str, mount: &mut Command, mnt: &Path, per: usize) -> Result<Ro
     if let Some(pid) = daemon_of(mnt) {
         row.peak_kib = status_kib(pid, "VmHWM:");
         // The kernel forgets its inodes: the server should give their memory back.
-        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+        super::drop_caches();
         std::thread::sleep(std::time::Duration::from_millis(500));
         row.after_drop_kib = status_kib(pid, "VmRSS:");
         row.fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

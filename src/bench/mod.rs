@@ -2,7 +2,7 @@
 //!
 //! One lower tree is built and shared; for every run, workload and filesystem a fresh mount
 //! (lowers + empty upper) is made, the workload timed, the mount torn down. Filesystems are
-//! interleaved (A B C A B C ...) so drift in the machine hits all of them alike. Results are
+//! interleaved (A B C, then B C A, ...) so drift in the machine hits all of them alike. Results are
 //! reported as ratios to kernel overlayfs measured in the same run; targets missed are
 //! information, never failures.
 
@@ -81,7 +81,8 @@ fn now_utc() -> String {
         .unwrap_or_default()
 }
 
-fn drop_caches() {
+/// Drops the page cache, dentries and inodes (root; without it the caches stay warm).
+pub(crate) fn drop_caches() {
     // Failure (not root) only means the caches stay warm.
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
@@ -163,7 +164,11 @@ fn measure(
     let mut cells = Vec::new();
     for run in 0..o.runs {
         for w in wls {
-            for t in targets {
+            // Each run starts with another filesystem: the first after a `sync` meets a
+            // cold page cache and the previous workload's writeback, which would otherwise
+            // always fall on the same one.
+            let n = targets.len().max(1);
+            for t in targets.iter().cycle().skip(run % n).take(targets.len()) {
                 bar.set_message(format!(
                     "run {}/{} {} on {}",
                     run + 1,

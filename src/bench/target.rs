@@ -249,12 +249,7 @@ impl Instance {
     }
 
     fn status_kib(&self, field: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon?)).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
+        super::bigtree::status_kib(self.daemon?, field)
     }
 }
 

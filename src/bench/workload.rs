@@ -187,14 +187,9 @@ fn quiet(cmd: &mut Command) -> std::io::Result<()> {
 /// Bytes of each file `chmod-sized` changes (kernel overlayfs without metacopy copies them).
 const SIZED_FILE: usize = 256 << 10;
 
-fn drop_caches() {
-    // Without root the caches stay warm; the report says which runs were root.
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-}
-
 fn find_cold(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
     let _ = Command::new("sync").status();
-    drop_caches();
+    super::drop_caches();
     let t = Instant::now();
     quiet(Command::new("find").arg(root.join("walk")))?;
     Ok(secs(t))
@@ -217,7 +212,7 @@ fn grep_r(root: &Path, _: &Path, _: &Sizes) -> std::io::Result<Sample> {
 /// Latencies (p50/p99) of the first stat of every file of the walk tree, caches dropped.
 fn first_stat(root: &Path, _: &Path, s: &Sizes) -> std::io::Result<Sample> {
     let _ = Command::new("sync").status();
-    drop_caches();
+    super::drop_caches();
     let mut lat = Vec::with_capacity(s.walk_files);
     for i in 0..s.walk_files {
         let p = root.join(format!("walk/d{:03}/f{i:05}", i / 100));
