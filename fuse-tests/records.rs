@@ -267,3 +267,32 @@ fn a_store_path_with_odd_bytes_reaches_the_mount_intact() {
     std::fs::rename(&odd, &e.store).unwrap();
     no_leftovers(&e);
 }
+
+#[test]
+fn info_reports_the_store_and_what_the_host_allows() {
+    let e = env("info");
+    let o = strata(&e, &["info"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = out(&o);
+    let store = e.store.canonicalize().unwrap();
+    for line in [
+        format!("Store: {}", store.display()),
+        "Images: 1".into(),
+        "Containers: 0 (0 running)".into(),
+        "User: uid 0 (root)".into(),
+        "/dev/fuse usable: yes".into(),
+        "FUSE passthrough: yes".into(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} missing from:\n{text}"
+        );
+    }
+    let cg = text.lines().find(|l| l.starts_with("Cgroups: ")).unwrap();
+    let layout = if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        "v1"
+    } else {
+        "v2"
+    };
+    assert!(cg.contains(layout), "{cg}");
+}

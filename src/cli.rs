@@ -116,6 +116,8 @@ pub enum Command {
         /// New image name[:tag].
         image: String,
     },
+    /// Show the store and what this host allows (root, user namespaces, /dev/fuse, cgroups).
+    Info,
     /// Give an image another name.
     Tag {
         /// Image name[:tag] or id.

@@ -27,6 +27,7 @@ fn main() {
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::Info => lifecycle::info(root),
         Command::Run(a) => container::run(root, *a),
         Command::Ps { all, quiet } => container::ps(root, all, quiet),
         Command::Rm { force, containers } => container::rm(root, force, &containers),

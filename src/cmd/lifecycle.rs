@@ -1,4 +1,5 @@
-//! `strata logs`, `stop`, `kill`, `exec`, `inspect`: working with existing containers.
+//! `strata logs`, `stop`, `kill`, `exec`, `inspect`: working with existing containers; and
+//! `strata info`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -71,4 +72,51 @@ pub fn inspect(root: Option<PathBuf>, names: &[String]) -> CmdResult {
     let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
     writeln!(std::io::stdout(), "{text}")?;
     Ok(code)
+}
+
+/// `strata info`: the store, what it holds, and what this host allows.
+pub fn info(root: Option<PathBuf>) -> CmdResult {
+    use crate::host::{CgroupLayout, Host};
+    let store = open_store(root)?;
+    let host = Host::current();
+    let images = store.images().map_err(image_ctx("listing images"))?.len();
+    let containers = ctr::list(&store).map_err(container_ctx("listing containers"))?;
+    let running = containers
+        .iter()
+        .filter(|c| c.observed().status == ctr::Status::Running)
+        .count();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let cgroups = match host.cgroups {
+        CgroupLayout::Unified => "v2 (unified)",
+        CgroupLayout::Legacy => "v1 (legacy or hybrid)",
+        CgroupLayout::None => "none",
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Store: {}", store.root.display())?;
+    writeln!(out, "Images: {images}")?;
+    writeln!(out, "Containers: {} ({running} running)", containers.len())?;
+    writeln!(
+        out,
+        "User: uid {}{}",
+        host.euid,
+        if host.root { " (root)" } else { "" }
+    )?;
+    writeln!(out, "User namespaces: {}", yes(host.user_namespaces))?;
+    writeln!(out, "/dev/fuse usable: {}", yes(host.dev_fuse))?;
+    writeln!(
+        out,
+        "Cgroups: {cgroups}, writable: {}",
+        yes(host.cgroup_delegated)
+    )?;
+    writeln!(
+        out,
+        "Whiteouts in layers: {}",
+        if host.root {
+            "kernel format (0/0 devices, trusted.overlay.*)"
+        } else {
+            "OCI .wh. files"
+        }
+    )?;
+    writeln!(out, "FUSE passthrough: {}", yes(host.root))?;
+    Ok(0)
 }
