@@ -7,13 +7,13 @@
 //!
 //! Benchmarks measure; nothing here asserts.
 
-use super::BenchError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use super::target::daemon_of;
+use super::BenchError;
 
 const TOPS: usize = 100;
 const LAYERS: usize = 3;

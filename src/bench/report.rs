@@ -2,7 +2,6 @@
 //! and its ratio to kernel overlayfs from the same run, the daemon's peak RSS, the targets
 //! met or missed, as a table, Markdown, JSON and an SVG chart of ratios (log scale).
 
-use super::BenchError;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,6 +9,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::workload::{Sample, Sizes};
+use super::BenchError;
 
 /// One measurement: a workload on a filesystem in one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -3,13 +3,13 @@
 //! ratios to runc. A launcher that is missing or refuses this host is listed as skipped with
 //! its reason.
 
-use super::BenchError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::target::which;
+use super::BenchError;
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
     move |source| BenchError::Io {

@@ -2,11 +2,11 @@
 //! overlayfs and native (a plain directory on the same disk). Each run gets a fresh mount
 //! over the shared lower tree and an empty upper dir, torn down on drop.
 
-use super::BenchError;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::BenchError;
 use crate::sys::mount::is_mountpoint;
 
 /// What kind of filesystem a [`Target`] is.

@@ -103,7 +103,7 @@ pub fn create(store: &Store, request: Request) -> Result<Created> {
             image: request.image.clone(),
             image_id: image.id.to_string(),
             command: request.overrides.command.clone(),
-            created: crate::image::import::now_rfc3339(),
+            created: crate::image::rootfs::now_rfc3339(),
             status: Status::Created,
             pid: None,
             exit_code: None,

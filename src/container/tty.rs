@@ -4,7 +4,6 @@
 //! Threads are started only after the container was forked (the launcher forks
 //! single-threaded), and SIGWINCH is blocked only then, so the container never inherits it.
 
-use super::error::ContainerError;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,6 +11,7 @@ use std::thread::JoinHandle;
 
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 
+use super::error::ContainerError;
 use crate::sys::tty::copy_winsize;
 
 /// The launcher's end of the socket over which the container sends its pty master.

@@ -1,14 +1,15 @@
 //! `strata commit`'s half in the store: a new image made of an existing image plus one
 //! layer, staged and committed like an import, so the base image is never touched.
 
-use super::error::{json_ctx, ImageError};
-use super::reference::Reference;
 use std::fs::File;
 use std::path::Path;
 
 use super::digest::Digest;
-use super::import::{now_rfc3339, unpack_blob, Imported};
+use super::error::{json_ctx, ImageError};
+use super::import::{unpack_blob, Imported};
 use super::oci::*;
+use super::reference::Reference;
+use super::rootfs::now_rfc3339;
 use super::store::{LayerMeta, Store};
 use super::tx::Tx;
 

@@ -3,12 +3,13 @@
 //! Invariant: a `Digest` always holds a valid `sha256:` + 64 lowercase hex string, so it is
 //! safe to use as a file name inside the store.
 
-use super::error::ImageError;
 use std::fmt;
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
+
+use super::error::ImageError;
 
 /// A content digest (`sha256:<hex>`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,14 +7,15 @@
 //! (same chain id) is shared, not unpacked again. The index changes only at the very end, so
 //! a failed import leaves the store as it was (an orphan blob at most, which `prune` drops).
 
-use super::error::{io_ctx, json_ctx, ImageError};
-use super::reference::Reference;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::digest::{Digest, HashingReader};
+use super::error::{io_ctx, json_ctx, ImageError};
 use super::oci::*;
+use super::reference::Reference;
+use super::rootfs::{host_arch, import_rootfs};
 use super::store::{read_small, LayerMeta, Store};
 use super::tx::Tx;
 use super::unpack::unpack_layer;
@@ -53,7 +54,7 @@ fn decompressor<'a>(
     })
 }
 
-fn sniff(p: &Path) -> Result<Compression, ImageError> {
+pub(super) fn sniff(p: &Path) -> Result<Compression, ImageError> {
     let mut f = BufReader::new(File::open(p).map_err(io_ctx(p.display()))?);
     let head = f.fill_buf().map_err(io_ctx(p.display()))?;
     Ok(sniff_compression(head))
@@ -72,41 +73,6 @@ fn open_inside(root: &Path, rel: &str) -> Result<File, ImageError> {
         )));
     }
     File::open(&canon).map_err(|e| ImageError::Invalid(format!("{rel}: {e}")))
-}
-
-/// The current time as RFC 3339 (UTC).
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// GOARCH name of this machine.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
 }
 
 /// Checks that blob file `p` hashes to `digest` and has `size` bytes.
@@ -428,92 +394,6 @@ fn import_docker(
         out.push(import_manifest(tx, tx.dir.path(), &desc, what, reference)?);
     }
     Ok(out)
-}
-
-fn import_rootfs(
-    tx: &Tx<'_>,
-    file: &Path,
-    what: &str,
-    tag: Option<&str>,
-) -> Result<Imported, ImageError> {
-    let c = sniff(file)?;
-    let mut f = File::open(file).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
-    let (blob, blob_size) = tx.put_blob(&mut f, None, what)?;
-    let path = tx
-        .blob(&blob)
-        .ok_or_else(|| ImageError::Invalid(format!("{what}: blob vanished")))?;
-    let (diff_id, size, dir) = unpack_blob(tx, &path, c, what)?;
-    let shared = tx.has_layer(&diff_id);
-    if !shared {
-        tx.stage_layer(
-            &dir,
-            LayerMeta {
-                chain_id: diff_id.clone(),
-                diff_id: diff_id.clone(),
-                parent: None,
-                size,
-                tree: None,
-            },
-        )?;
-    }
-    let created = now_rfc3339();
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cfg = ImageConfig {
-        created: Some(created.clone()),
-        architecture: host_arch().into(),
-        os: "linux".into(),
-        config: Some(RunConfig::default()),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![diff_id],
-        },
-        history: vec![History {
-            created: Some(created),
-            created_by: Some(format!("strata image import {name}")),
-            ..Default::default()
-        }],
-        extra: Default::default(),
-    };
-    let raw_config = serde_json::to_vec(&cfg).map_err(json_ctx("image config"))?;
-    let config_digest = tx.put_bytes(&raw_config, what)?;
-    let mt = match c {
-        Compression::None => MT_LAYER,
-        Compression::Gzip => MT_LAYER_GZIP,
-        Compression::Zstd => MT_LAYER_ZSTD,
-    };
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(MT_MANIFEST.into()),
-        config: Descriptor {
-            media_type: MT_CONFIG.into(),
-            digest: config_digest.clone(),
-            size: raw_config.len() as u64,
-            annotations: Default::default(),
-            platform: None,
-        },
-        layers: vec![Descriptor {
-            media_type: mt.into(),
-            digest: blob,
-            size: blob_size,
-            annotations: Default::default(),
-            platform: None,
-        }],
-        annotations: Default::default(),
-    };
-    let raw_manifest = serde_json::to_vec(&m).map_err(json_ctx("manifest"))?;
-    let md = tx.put_bytes(&raw_manifest, what)?;
-    Ok(Imported {
-        id: config_digest,
-        manifest: md,
-        media_type: MT_MANIFEST.into(),
-        reference: tag.map(str::to_string),
-        new_layers: usize::from(!shared),
-        shared_layers: usize::from(shared),
-        skipped: Vec::new(),
-    })
 }
 
 /// What an archive holds, judged from its top-level names.

@@ -1,8 +1,6 @@
 //! Export to an OCI layout tar, and the listing and housekeeping operations: images with
 //! sizes (and what they share), inspect, history, tag, rm, prune.
 
-use super::error::{io_ctx, json_ctx, ImageError};
-use super::reference::Reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
@@ -10,7 +8,9 @@ use std::path::Path;
 use serde_json::json;
 
 use super::digest::Digest;
+use super::error::{io_ctx, json_ctx, ImageError};
 use super::oci::*;
+use super::reference::Reference;
 use super::store::{ImageRef, Store};
 
 fn header(size: u64, mode: u32) -> tar::Header {

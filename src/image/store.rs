@@ -5,7 +5,6 @@
 //! into place only when complete and verified; `index.json` is rewritten atomically under
 //! an exclusive lock; nothing is ever written outside the store root.
 
-use super::error::{io_ctx, json_ctx, ImageError};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
+use super::error::{io_ctx, json_ctx, ImageError};
 use super::oci::{Descriptor, ImageConfig, Index, Manifest, ANNOTATION_REF, MT_INDEX};
 use super::reference::Reference;
 use crate::host::Host;

@@ -1,11 +1,11 @@
 //! The import transaction: blobs and unpacked layers staged privately, moved into the store
 //! only when the whole import succeeded.
 
-use super::error::{io_ctx, json_ctx, ImageError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::digest::{Digest, HashingWriter};
+use super::error::{io_ctx, json_ctx, ImageError};
 use super::store::{write_atomic, LayerMeta, Store};
 
 /// An import in progress: blobs and unpacked layers are staged in a private directory of

@@ -4,14 +4,14 @@
 //! filesystem and neither lies inside the other or inside a lower dir; `<workdir>/work` exists
 //! and is empty. Also maps real inode numbers to unique merged ones (xino-style).
 
-use super::error::SetupError;
-use crate::host::Host;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use super::error::SetupError;
 use super::format::{Format, XattrNs};
 use super::options::{MountOptions, WhiteoutStyle};
+use crate::host::Host;
 use crate::sys::fs;
 use crate::sys::xattr;
 

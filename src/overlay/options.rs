@@ -5,9 +5,9 @@
 //! current directory. Unknown options are kept as warnings, never errors, because
 //! containers-storage and mount(8) pass options meant for other programs.
 
-use super::error::SetupError;
 use std::path::{Path, PathBuf};
 
+use super::error::SetupError;
 use super::present::{parse_ranges, OverrideXattr, Presentation};
 
 /// How deletions are recorded in the upper dir.
