@@ -23,6 +23,20 @@ pub(crate) fn strata(e: &Env, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `strata inspect NAME`'s object for one container.
+pub(crate) fn inspect(e: &Env, name: &str) -> serde_json::Value {
+    let o = strata(e, &["inspect", name]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v[0].take()
+}
+
+/// The container's writable layer, as `strata inspect` shows it.
+pub(crate) fn upper_dir(e: &Env, name: &str) -> std::path::PathBuf {
+    let v = inspect(e, name);
+    PathBuf::from(v["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap())
+}
+
 pub(crate) fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -147,9 +161,7 @@ fn killed_from_outside_reports_128_plus_signal() {
     for _ in 0..200 {
         let ps = out(&strata(&e, &["ps"]));
         if ps.contains("sleeper") {
-            let state: serde_json::Value =
-                serde_json::from_slice(&strata(&e, &["inspect", "sleeper"]).stdout).unwrap();
-            pid = state[0]["State"]["Pid"].as_i64();
+            pid = inspect(&e, "sleeper")["State"]["Pid"].as_i64();
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

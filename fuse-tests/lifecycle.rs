@@ -286,9 +286,7 @@ fn commit_keeps_xattrs_and_capabilities() {
     )
     .status
     .success());
-    let v: serde_json::Value =
-        serde_json::from_slice(&strata(&e, &["inspect", "x"]).stdout).unwrap();
-    let upper = std::path::PathBuf::from(v[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap());
+    let upper = crate::containers::upper_dir(&e, "x");
     let dir = strata::sys::fs::open_path(&upper, libc::O_PATH | libc::O_DIRECTORY).unwrap();
     let name = std::ffi::OsStr::new("tool");
     // security.capability v2 for cap_net_raw, and a user xattr

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 
 use crate::archives::E;
-use crate::containers::{env, env_with, no_leftovers, out, run, strata};
+use crate::containers::{env, env_with, inspect, no_leftovers, out, run, strata, upper_dir};
 use crate::harness::strata_bin;
 
 #[test]
@@ -122,9 +122,7 @@ fn inspect_shows_state_pid_and_layers_of_containers_and_images() {
         v[1]
     );
     assert!(strata(&e, &["stop", "-t", "1", "bg"]).status.success());
-    let v: serde_json::Value =
-        serde_json::from_slice(&strata(&e, &["inspect", "bg"]).stdout).unwrap();
-    assert_eq!(v[0]["State"]["Status"], "exited");
+    assert_eq!(inspect(&e, "bg")["State"]["Status"], "exited");
     let none = strata(&e, &["inspect", "nothing-here"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(
@@ -189,9 +187,7 @@ fn diff_and_commit_read_every_whiteout_and_opaque_form() {
     );
     let o = strata(&e, &["run", "--name", "f", "box:1", "true"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value =
-        serde_json::from_slice(&strata(&e, &["inspect", "f"]).stdout).unwrap();
-    let upper = std::path::PathBuf::from(v[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap());
+    let upper = upper_dir(&e, "f");
     // A .wh. file, an xattr whiteout (trusted.), a chardev 0/0, fuse-overlayfs's opaque
     // xattr and user.overlay.opaque.
     std::fs::create_dir_all(upper.join("etc")).unwrap();

@@ -143,10 +143,7 @@ pub fn diff(root: Option<PathBuf>, n: &str) -> CmdResult {
     let store = open_store(root)?;
     let ctx = || format!("diff of {n}");
     let c = ctr::find(&store, n).map_err(container_ctx(ctx()))?;
-    let lowers = store
-        .resolve(&c.state.image_id)
-        .and_then(|i| store.lowerdirs(&i.config))
-        .map_err(image_ctx(ctx()))?;
+    let lowers = c.image_layers(&store).map_err(image_ctx(ctx()))?;
     let changes =
         crate::container::changes::diff(&c.upper(), &lowers).map_err(container_ctx(ctx()))?;
     let mut out = std::io::stdout().lock();

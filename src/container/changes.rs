@@ -184,8 +184,7 @@ fn walk_diff(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>
 /// `strata commit`: a new image `reference` made of the container's image and one more
 /// layer holding its changes.
 pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported> {
-    let image = store.resolve(&c.state.image_id)?;
-    let lowers = store.lowerdirs(&image.config)?;
+    let lowers = c.image_layers(store)?;
     let tmp = store.staging()?;
     let view = tmp.path().join("view");
     std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;

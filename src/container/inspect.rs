@@ -10,9 +10,8 @@ use crate::image::Store;
 /// The container as a JSON object shaped like `docker inspect`'s.
 pub fn json(store: &Store, c: &Container) -> Value {
     let s = c.observed();
-    let lowers: Vec<String> = store
-        .resolve(&s.image_id)
-        .and_then(|i| store.lowerdirs(&i.config))
+    let lowers: Vec<String> = c
+        .image_layers(store)
         .map(|l| l.iter().map(|p| p.display().to_string()).collect())
         .unwrap_or_default();
     let mut lower = vec![c.init_layer().display().to_string()];

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
 use super::security::Security;
-use crate::image::Store;
+use crate::image::{ImageError, Store};
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -120,6 +120,12 @@ impl Container {
     /// Output of a detached container.
     pub fn log(&self) -> PathBuf {
         self.dir.join("log")
+    }
+
+    /// Its image's layer directories, top first (the lowerdirs below its init layer).
+    pub fn image_layers(&self, store: &Store) -> std::result::Result<Vec<PathBuf>, ImageError> {
+        let image = store.resolve(&self.state.image_id)?;
+        store.lowerdirs(&image.config)
     }
 
     /// Takes the container's lock; `None` once the container was removed.
