@@ -60,11 +60,13 @@ impl Host {
         let root = euid == 0;
         let user_namespaces = read_number("/proc/sys/user/max_user_namespaces").unwrap_or(0) > 0
             && read_number("/proc/sys/kernel/unprivileged_userns_clone").unwrap_or(1) != 0;
-        let dev_fuse = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .is_ok();
+        // access(2), not open(2): opening /dev/fuse would start a FUSE connection on
+        // every command.
+        let dev_fuse = nix::unistd::access(
+            "/dev/fuse",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_ok();
         let cgroups = cgroup_layout(Path::new(crate::container::cgroup::ROOT));
         let cgroup_delegated = root
             || nix::unistd::access(
