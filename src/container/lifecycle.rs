@@ -127,10 +127,12 @@ pub fn create(store: &Store, request: Request) -> Result<Created> {
 
 /// Runs the container attached to this terminal; returns its exit status.
 pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
-    if !created.request.interactive {
-        crate::sys::process::stdin_from_null().map_err(io_ctx("stdin"))?;
-    }
-    let r = start(&created, &mut |_| {});
+    let stdin = match created.request.interactive {
+        true => Ok(()),
+        false => crate::sys::process::stdin_from_null().map_err(io_ctx("stdin")),
+    };
+    // A failure before the start too leaves no container record behind.
+    let r = stdin.and_then(|_| start(&created, &mut |_| {}));
     if r.is_err() || created.request.remove {
         let removed = state::remove(store, &created.container);
         if let (Ok(_), Err(e)) = (&r, removed) {
