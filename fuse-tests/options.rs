@@ -226,6 +226,27 @@ fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
 }
 
 #[test]
+fn xattr_permissions_show_the_owner_kept_on_a_lower_file() {
+    // Regression: a lower file's override was read as if the file were a directory, so
+    // a rootless image's owners (kept in overrides at unpack) showed as the real ones.
+    let s = Stack::new("xperm-lower");
+    let lower = s.base.join("lower");
+    for (p, v) in [("root-owned", "33:34:4750"), ("d/sub1", "7:8:700")] {
+        let (d, n) = at(&lower.join(p));
+        let name = OsStr::new("user.containers.override_stat");
+        sx::setxattr(d.as_fd(), &n, name, v.as_bytes(), 0).unwrap();
+    }
+    let _m = s.mount(",xattr_permissions=2");
+    let m = s.mnt();
+    let md = std::fs::metadata(m.join("root-owned")).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (33, 34, 0o4750));
+    let md = std::fs::metadata(m.join("d/sub1")).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (7, 8, 0o700));
+    // a file without one shows its real owner
+    assert_eq!(std::fs::metadata(m.join("one-owned")).unwrap().uid(), 1);
+}
+
+#[test]
 fn remount_read_only_and_back() {
     let s = Stack::new("remount");
     let _m = s.mount("");

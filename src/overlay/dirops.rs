@@ -318,7 +318,7 @@ impl Overlay {
         ps.upper_fd = None;
         ps.upper = false;
         ps.lower_fds = fds.lowers;
-        let tmp = Node::detached(parent.ino, ps);
+        let tmp = Node::detached(parent.ino, libc::S_IFDIR, ps);
         Ok(self.find(&tmp, name)?.is_some())
     }
 
@@ -407,7 +407,7 @@ impl Overlay {
             _ => {}
         }
         if is_dir {
-            let probe = Node::detached(f.ino, f.state.clone());
+            let probe = Node::detached(f.ino, libc::S_IFDIR, f.state.clone());
             if !self.dir_is_empty(&probe)? {
                 return err(libc::ENOTEMPTY);
             }

@@ -329,7 +329,9 @@ impl Overlay {
     /// and merged stat.
     pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
         let stat = if self.pres.override_xattr.is_some() {
-            let at = self.locate(&Node::detached(f.ino, f.state.clone())).ok();
+            let at = self
+                .locate(&Node::detached(f.ino, f.kind, f.state.clone()))
+                .ok();
             let at = at.as_ref().map(|(d, n, _)| (d.as_fd(), n.as_os_str()));
             self.merged_stat(f.ino, f.stat, &f.state, at)
         } else {

@@ -137,10 +137,10 @@ impl Node {
             .map_err(|_| FsError::errno(libc::EIO).ctx("node lock poisoned"))
     }
 
-    /// A directory node outside the table, for probing a state (emptiness, lower layers)
-    /// without exposing it to the kernel.
-    pub fn detached(ino: u64, state: NodeState) -> Node {
-        Node::new(ino, 0, libc::S_IFDIR, 0, state)
+    /// A node of type `kind` (`S_IFMT` bits) outside the table, for probing a state
+    /// (emptiness, lower layers, where the object is) without exposing it to the kernel.
+    pub fn detached(ino: u64, kind: u32, state: NodeState) -> Node {
+        Node::new(ino, 0, kind, 0, state)
     }
 
     /// True for directories.

@@ -38,7 +38,7 @@ impl Overlay {
                 }
                 Ok(n)
             }
-            None => Ok(Arc::new(Node::detached(f.ino, f.state.clone()))),
+            None => Ok(Arc::new(Node::detached(f.ino, f.kind, f.state.clone()))),
         }
     }
 
@@ -145,7 +145,9 @@ impl Overlay {
                 if !src_dir && dst_dir {
                     return err(libc::EISDIR);
                 }
-                if dst_dir && !self.dir_is_empty(&Node::detached(d.ino, d.state.clone()))? {
+                if dst_dir
+                    && !self.dir_is_empty(&Node::detached(d.ino, libc::S_IFDIR, d.state.clone()))?
+                {
                     return err(libc::ENOTEMPTY);
                 }
             }
