@@ -190,14 +190,23 @@ pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported>
     std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
     let mut all = vec![c.upper()];
     all.extend(lowers);
-    let opts = crate::overlay::options::MountOptions::for_stack(all, None);
+    let mut opts = crate::overlay::options::MountOptions::for_stack(all, None);
+    // A rootless store keeps owners in override xattrs, and its files belong to the user,
+    // who is the container's root.
+    let root_ids = (!store.root_user).then(|| {
+        opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
     crate::fuse::server::mount(&opts, &view)
         .map_err(|e| ContainerError::Setup(format!("mounting a view of the container: {e}")))?;
     let tar_path = tmp.path().join("layer.tar");
     let made = std::fs::File::create(&tar_path)
         .map_err(io_ctx(tar_path.display()))
-        .and_then(|f| layer_tar(&c.upper(), &view, std::io::BufWriter::new(f)));
-    let _ = crate::sys::process::umount(view.as_os_str(), false);
+        .and_then(|f| layer_tar(&c.upper(), &view, root_ids, std::io::BufWriter::new(f)));
+    let _ = crate::fuse::server::unmount(&view, false);
     made?;
     Ok(crate::image::commit::add_layer(
         store,
@@ -211,19 +220,66 @@ pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported>
 /// Writes the OCI layer tar of the changes in `upper`; `merged` is a view of the
 /// container's whole tree, read for directories that were renamed (whose content lives in
 /// the lower layers under another name).
-pub fn layer_tar(upper: &Path, merged: &Path, out: impl Write) -> Result<()> {
+///
+/// `root_ids` are the host uid and gid that are the container's root in a rootless store
+/// (whose files all belong to the user): they are written as 0, and owners kept in
+/// override xattrs are written as the owners.
+pub fn layer_tar(
+    upper: &Path,
+    merged: &Path,
+    root_ids: Option<(u32, u32)>,
+    out: impl Write,
+) -> Result<()> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
-    let mut links = HashMap::new();
-    add_upper(&mut b, upper, merged, Path::new(""), &mut links)?;
+    let mut cx = TarCtx {
+        links: HashMap::new(),
+        root_ids,
+    };
+    add_upper(&mut b, upper, merged, Path::new(""), &mut cx)?;
     b.into_inner().map_err(io_ctx("layer tar"))?;
     Ok(())
 }
 
-fn header_for(md: &std::fs::Metadata) -> tar::Header {
+/// What the walk of an upper dir carries along.
+struct TarCtx {
+    /// The first path of each hard-linked inode written.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// See [`layer_tar`].
+    root_ids: Option<(u32, u32)>,
+}
+
+fn header_for(md: &std::fs::Metadata, src: &Path, cx: &TarCtx) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_metadata_in_mode(md, tar::HeaderMode::Complete);
+    if let Some((uid, gid)) = cx.root_ids {
+        if md.uid() == uid {
+            h.set_uid(0);
+        }
+        if md.gid() == gid {
+            h.set_gid(0);
+        }
+    }
+    if !md.file_type().is_symlink() {
+        if let Some((uid, gid, mode)) = owner_override(src) {
+            h.set_uid(uid.into());
+            h.set_gid(gid.into());
+            h.set_mode((md.mode() & !0o7777) | (mode & 0o7777));
+        }
+    }
     h
+}
+
+/// The owner and mode kept in an override xattr (a rootless container's server writes
+/// them where it can't chown).
+fn owner_override(src: &Path) -> Option<(u32, u32, u32)> {
+    use crate::overlay::present::{parse_override, OverrideXattr};
+    let (parent, name) = (src.parent()?, src.file_name()?);
+    let dir = crate::sys::fs::open_path(parent, libc::O_PATH | libc::O_DIRECTORY).ok()?;
+    OverrideXattr::Containers.read_order().iter().find_map(|x| {
+        let v = xattr::getxattr(dir.as_fd(), name, std::ffi::OsStr::new(x)).ok()??;
+        parse_override(&v)
+    })
 }
 
 fn marker(b: &mut tar::Builder<impl Write>, path: &Path) -> Result<()> {
@@ -240,7 +296,7 @@ fn add_upper(
     upper: &Path,
     merged: &Path,
     rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
+    cx: &mut TarCtx,
 ) -> Result<()> {
     let dir = upper.join(rel);
     let (fd, _, entries) = read_upper(&dir)?;
@@ -261,16 +317,16 @@ fn add_upper(
             let meta = read_dir_meta(fd.as_fd(), &e.name).map_err(io_ctx(path.display()))?;
             if meta.redirect.is_some() {
                 // A renamed directory: its content is the merged view, replacing what was there.
-                add_tree(b, &merged.join(&r), &r, links)?;
+                add_tree(b, &merged.join(&r), &r, cx)?;
                 continue;
             }
-            add_one(b, &path, &r, &md, links)?;
+            add_one(b, &path, &r, &md, cx)?;
             if meta.opaque {
                 marker(b, &r.join(OPAQUE_MARKER))?;
             }
-            add_upper(b, upper, merged, &r, links)?;
+            add_upper(b, upper, merged, &r, cx)?;
         } else {
-            add_one(b, &path, &r, &md, links)?;
+            add_one(b, &path, &r, &md, cx)?;
         }
     }
     Ok(())
@@ -280,10 +336,10 @@ fn add_tree(
     b: &mut tar::Builder<impl Write>,
     src: &Path,
     rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
+    cx: &mut TarCtx,
 ) -> Result<()> {
     let md = std::fs::symlink_metadata(src).map_err(io_ctx(src.display()))?;
-    add_one(b, src, rel, &md, links)?;
+    add_one(b, src, rel, &md, cx)?;
     marker(b, &rel.join(OPAQUE_MARKER))?;
     let mut names: Vec<std::fs::DirEntry> = std::fs::read_dir(src)
         .map_err(io_ctx(src.display()))?
@@ -294,9 +350,9 @@ fn add_tree(
         let r = rel.join(e.file_name());
         let m = std::fs::symlink_metadata(e.path()).map_err(io_ctx(e.path().display()))?;
         if m.is_dir() {
-            add_tree(b, &e.path(), &r, links)?;
+            add_tree(b, &e.path(), &r, cx)?;
         } else {
-            add_one(b, &e.path(), &r, &m, links)?;
+            add_one(b, &e.path(), &r, &m, cx)?;
         }
     }
     Ok(())
@@ -328,7 +384,9 @@ fn add_xattrs(b: &mut tar::Builder<impl Write>, src: &Path) -> Result<()> {
     };
     let mut data = Vec::new();
     for x in xattr::listxattr(dir.as_fd(), name).map_err(io_ctx(src.display()))? {
-        if crate::overlay::format::is_marker_xattr(x.as_bytes()) {
+        if crate::overlay::format::is_marker_xattr(x.as_bytes())
+            || crate::overlay::present::is_override_name(x.as_bytes())
+        {
             continue;
         }
         if let Some(v) = xattr::getxattr(dir.as_fd(), name, &x).map_err(io_ctx(src.display()))? {
@@ -353,21 +411,21 @@ fn add_one(
     src: &Path,
     rel: &Path,
     md: &std::fs::Metadata,
-    links: &mut HashMap<(u64, u64), PathBuf>,
+    cx: &mut TarCtx,
 ) -> Result<()> {
     let err = |e: std::io::Error| io_ctx(src.display())(e);
-    let mut h = header_for(md);
+    let mut h = header_for(md, src, cx);
     let ft = md.file_type();
     if !ft.is_symlink() {
         add_xattrs(b, src)?;
     }
     if ft.is_file() && md.nlink() > 1 {
-        if let Some(first) = links.get(&(md.dev(), md.ino())) {
+        if let Some(first) = cx.links.get(&(md.dev(), md.ino())) {
             h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
             return b.append_link(&mut h, rel, first).map_err(err);
         }
-        links.insert((md.dev(), md.ino()), rel.to_path_buf());
+        cx.links.insert((md.dev(), md.ino()), rel.to_path_buf());
     }
     if ft.is_symlink() {
         let target = std::fs::read_link(src).map_err(err)?;

@@ -235,6 +235,10 @@ fn write_entry<R: Read>(
             h.device_minor().ok().flatten().unwrap_or(0),
         )
     };
+    // A user can't chown: the owner (and the set-id bits, kept off the real file) go
+    // into the override xattr a rootless container's server reads (see the README).
+    let owner_override = (!root && (uid != 0 || gid != 0 || mode & 0o6000 != 0))
+        .then(|| crate::overlay::present::override_value(uid, gid, mode));
     if !root {
         mode &= !(libc::S_ISUID | libc::S_ISGID);
     }
@@ -321,12 +325,20 @@ fn write_entry<R: Read>(
     if root {
         fs::lchownat(pfd, name, uid, gid).map_err(|e| Reject(format!("chown: {e}")))?;
     }
+    if let Some(v) = owner_override.filter(|_| kind != T::Symlink) {
+        let x = OsStr::new(crate::overlay::present::OverrideXattr::Containers.name());
+        xattr::setxattr(pfd, name, x, v.as_bytes(), 0)
+            .map_err(|e| Reject(format!("keeping the owner in {}: {e}", x.to_string_lossy())))?;
+    }
     if let Ok(Some(pax)) = entry.pax_extensions() {
         for ext in pax.flatten() {
             let Some(x) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
                 continue;
             };
-            if is_marker_xattr(x) || (!root && !x.starts_with(b"user.")) {
+            if is_marker_xattr(x)
+                || crate::overlay::present::is_override_name(x)
+                || (!root && !x.starts_with(b"user."))
+            {
                 continue;
             }
             match xattr::setxattr(pfd, name, OsStr::from_bytes(x), ext.value_bytes(), 0) {
