@@ -14,6 +14,7 @@ mod metacopy;
 mod ops;
 mod options;
 mod records;
+mod rootless;
 mod security;
 mod semantics;
 mod snapshot;

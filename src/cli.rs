@@ -173,9 +173,18 @@ pub struct RunArgs {
     /// may set.
     #[arg(long, action = ArgAction::Append)]
     pub ulimit: Vec<String>,
-    /// Network: none (only lo) or host.
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// Network: none (only lo), host, or pasta (user-mode networking; the default for a
+    /// user when pasta is installed, else none).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
+    /// (with --network pasta).
+    #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// User namespace: host (root's default) or auto (a namespace of its own with ids
+    /// from /etc/subuid; always the case for a user).
+    #[arg(long)]
+    pub userns: Option<String>,
     /// Every capability, no seccomp filter, no masked paths, every device.
     #[arg(long)]
     pub privileged: bool,

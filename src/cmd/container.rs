@@ -25,7 +25,7 @@ pub fn open_store(root: Option<PathBuf>) -> Result<Store, Error> {
     store_at(root).map_err(image_ctx("opening the store"))
 }
 
-fn request(a: RunArgs) -> Result<Request, ContainerError> {
+fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
     let limits = Limits {
         memory: a.memory.as_deref().map(parse_memory).transpose()?,
         pids: a.pids_limit,
@@ -39,8 +39,18 @@ fn request(a: RunArgs) -> Result<Request, ContainerError> {
         devices: a.device,
     }
     .resolve()?;
+    let network = match a.network.as_deref() {
+        Some(n) => n.parse()?,
+        None => lifecycle::Network::default_for(host),
+    };
     Ok(Request {
-        network: a.network.parse()?,
+        network,
+        publish: a
+            .publish
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
+        userns: a.userns.as_deref().unwrap_or("").parse()?,
         image: a.image,
         name: a.name,
         overrides: Overrides {
@@ -64,8 +74,9 @@ fn request(a: RunArgs) -> Result<Request, ContainerError> {
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
     let detach = a.detach;
-    let req = request(a).map_err(Error::Run)?;
-    let created = lifecycle::create(&store, req).map_err(Error::Run)?;
+    let host = Host::current();
+    let req = request(a, host).map_err(Error::Run)?;
+    let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
     if detach {
         let id = lifecycle::run_detached(&store, created).map_err(Error::Run)?;
         writeln!(std::io::stdout(), "{id}")?;

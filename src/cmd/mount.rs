@@ -7,7 +7,6 @@ use crate::cli::{MountArgs, UmountArgs};
 use crate::fuse::server;
 use crate::overlay::options::MountOptions;
 use crate::sys::mount::is_mountpoint;
-use crate::sys::process;
 
 /// Runs `strata mount`; returns the exit status.
 pub fn run(args: MountArgs) -> i32 {
@@ -84,26 +83,8 @@ pub fn umount(args: UmountArgs) -> i32 {
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| args.mountpoint.clone());
-    if crate::host::Host::current().root {
-        return match process::umount(mp.as_os_str(), args.lazy) {
-            Ok(()) => 0,
-            Err(e) => fail(format_args!("unmounting {}: {e}", mp.display())),
-        };
-    }
-    let mut cmd = std::process::Command::new("fusermount3");
-    cmd.arg("-u");
-    if args.lazy {
-        cmd.arg("-z");
-    }
-    match cmd.arg(&mp).status() {
-        Ok(s) if s.success() => 0,
-        Ok(_) => fail(format_args!(
-            "unmounting {}: fusermount3 -u failed",
-            mp.display()
-        )),
-        Err(e) => fail(format_args!(
-            "unmounting {}: running fusermount3: {e}",
-            mp.display()
-        )),
+    match crate::fuse::server::unmount(&mp, args.lazy) {
+        Ok(()) => 0,
+        Err(e) => fail(format_args!("unmounting {}: {e}", mp.display())),
     }
 }

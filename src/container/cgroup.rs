@@ -70,6 +70,20 @@ fn write(p: &Path, v: &str) -> Result<(), ContainerError> {
     std::fs::write(p, v).map_err(io_ctx(p.display()))
 }
 
+/// The cgroup v2 directory a user may create containers' cgroups in: the parent of the
+/// process's own cgroup (`own` is /proc/self/cgroup), when it is writable and offers the
+/// memory and pids controllers.
+pub fn delegated_parent(root: &Path, own: &str) -> Option<PathBuf> {
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let parent = root
+        .join(rel.trim_start_matches('/'))
+        .parent()?
+        .to_path_buf();
+    let ctrls = v2_controllers(&parent)?;
+    let writable = nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).is_ok();
+    (writable && ctrls.contains("memory") && ctrls.contains("pids")).then_some(parent)
+}
+
 fn v2_controllers(root: &Path) -> Option<String> {
     std::fs::read_to_string(root.join("cgroup.controllers")).ok()
 }
@@ -80,6 +94,31 @@ impl Cgroup {
     /// device rules nothing is created.
     pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, ContainerError> {
         Self::create_in(Path::new(ROOT), id, l, devices)
+    }
+
+    /// The cgroups of a container a user starts: none without limits (the device rules
+    /// need no cgroup in a user namespace, which can't make device nodes); with limits, a
+    /// child of the cgroup v2 subtree the host delegates to the user (the parent of the
+    /// user's own cgroup, when the user may write it). Anything else is an error naming
+    /// the flag, never a container running without its limit.
+    pub fn create_for_user(id: &str, l: &Limits) -> Result<Cgroup, ContainerError> {
+        if *l == Limits::default() {
+            return Self::create_in(Path::new(ROOT), id, l, &[]);
+        }
+        let flag = match (l.memory, l.pids, l.cpus) {
+            (Some(_), _, _) => "--memory",
+            (_, Some(_), _) => "--pids-limit",
+            _ => "--cpus",
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        match delegated_parent(Path::new(ROOT), &own) {
+            Some(parent) => Self::create_in(&parent, id, l, &[]),
+            None => Err(ContainerError::Setup(format!(
+                "{flag}: cgroup limits need root or a cgroup v2 subtree delegated to this user, \
+                 and this host delegates none (its memory, pids and cpu controllers are in \
+                 cgroup v1)"
+            ))),
+        }
     }
 
     /// [`Cgroup::create`] below the cgroup mount `root`.
@@ -343,6 +382,20 @@ mod tests {
             .unwrap()
             .dirs
             .is_empty());
+    }
+
+    #[test]
+    fn a_users_limits_go_below_the_delegated_parent_only() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let user = root.join("user.slice/user@1000.service");
+        std::fs::create_dir_all(user.join("app.slice")).unwrap();
+        std::fs::write(user.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let own = "0::/user.slice/user@1000.service/app.slice\n";
+        assert_eq!(delegated_parent(root, own), Some(user.clone()));
+        assert_eq!(delegated_parent(root, "12:pids:/x\n"), None);
+        std::fs::write(user.join("cgroup.controllers"), "cpu").unwrap();
+        assert_eq!(delegated_parent(root, own), None);
     }
 
     #[test]

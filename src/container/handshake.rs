@@ -63,6 +63,11 @@ impl Channel {
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
+    /// The socket's fd (for a forked helper to close).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
     /// Sends one message.
     pub fn send<T: Serialize>(&self, m: &T) -> io::Result<()> {
         let data = serde_json::to_vec(m).map_err(io::Error::other)?;

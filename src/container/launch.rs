@@ -20,6 +20,8 @@ use super::cgroup::Cgroup;
 use super::error::ContainerError;
 use super::handshake::{Channel, ToContainer, ToLauncher};
 use super::spec::RunSpec;
+use super::userns::UserNs;
+use crate::overlay::options::MountOptions;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
 
 /// Exit status for a failure of strata itself (not of the command).
@@ -66,14 +68,31 @@ fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
     move |e| ContainerError::Setup(format!("{what}: {e}"))
 }
 
+/// What the launcher does about the container's namespaces besides making them.
+pub struct Namespaces<'a> {
+    /// A user namespace of the container's own, and its maps.
+    pub userns: Option<&'a UserNs>,
+    /// The rootfs mount the waiter makes inside the user namespace (rootless): the server
+    /// is its child, in the container's user and mount namespaces, and ends with it.
+    pub inner_mount: Option<&'a MountOptions>,
+    /// Called with the waiter's pid once its user and network namespaces exist and the
+    /// maps are written, before anything runs in them (user-mode networking starts here).
+    pub ready: &'a mut dyn FnMut(i32) -> Result<(), ContainerError>,
+}
+
 /// Starts `spec` in `rootfs`; returns once the command was exec'ed (or failed, with
 /// docker's code for it). The launcher must be single-threaded.
-pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, ContainerError> {
+pub fn start(
+    spec: &RunSpec,
+    rootfs: &Path,
+    cg: &Cgroup,
+    ns: Namespaces<'_>,
+) -> Result<Running, ContainerError> {
     let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
     match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
             drop(ours);
-            let code = waiter(spec, rootfs, theirs);
+            let code = waiter(spec, rootfs, theirs, ns.userns, ns.inner_mount);
             exit_now(code)
         }
         Forked::Parent(child) => {
@@ -91,10 +110,15 @@ pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, Cont
             let (mut pid, mut failed) = (None, None);
             loop {
                 match ours.recv::<ToLauncher>() {
-                    Ok(Some(ToLauncher::Namespaces)) => ours
-                        .send(&ToContainer::Proceed)
-                        .map_err(setup_err("starting the container"))
-                        .map_err(abandon)?,
+                    Ok(Some(ToLauncher::Namespaces)) => {
+                        if let Some(u) = ns.userns {
+                            super::userns::write_maps(u, child.as_raw()).map_err(abandon)?;
+                        }
+                        (ns.ready)(child.as_raw()).map_err(abandon)?;
+                        ours.send(&ToContainer::Proceed)
+                            .map_err(setup_err("starting the container"))
+                            .map_err(abandon)?
+                    }
                     Ok(Some(ToLauncher::Init { pid: p })) => pid = Some(p),
                     Ok(Some(ToLauncher::Failed { code, message })) => {
                         failed.get_or_insert(ContainerError::Exec { code, message });
@@ -125,8 +149,17 @@ pub fn start(spec: &RunSpec, rootfs: &Path, cg: &Cgroup) -> Result<Running, Cont
     }
 }
 
-/// The intermediate child: enters the namespaces, forks init, waits for it.
-fn waiter(spec: &RunSpec, rootfs: &Path, ch: Channel) -> i32 {
+/// The intermediate child: enters the namespaces, forks init, waits for it. With a user
+/// namespace it makes that (and the network namespace) first, so the launcher can write
+/// the maps; then, for a rootless container, its own mount namespace with the rootfs
+/// mounted by a server it starts; then the rest.
+fn waiter(
+    spec: &RunSpec,
+    rootfs: &Path,
+    ch: Channel,
+    userns: Option<&UserNs>,
+    inner_mount: Option<&MountOptions>,
+) -> i32 {
     let report = |code: i32, message: String| {
         let _ = ch.send(&ToLauncher::Failed { code, message });
         code
@@ -138,16 +171,16 @@ fn waiter(spec: &RunSpec, rootfs: &Path, ch: Channel) -> i32 {
     if let Err(e) = crate::sys::process::unblock_signals(super::lifecycle::FORWARDED) {
         return report(EXIT_STRATA, format!("unblocking signals: {e}"));
     }
-    // The waiter is in the container's cgroups already: they become its cgroup root.
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWCGROUP;
-    if spec.network_none {
-        flags |= CloneFlags::CLONE_NEWNET;
+    // First the namespaces the launcher acts on from outside: the user namespace (maps)
+    // and the network namespace (user-mode networking joins it).
+    let mut first = CloneFlags::empty();
+    if userns.is_some() {
+        first |= CloneFlags::CLONE_NEWUSER;
     }
-    if let Err(e) = unshare(flags) {
+    if spec.own_netns {
+        first |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = unshare(first) {
         return report(EXIT_STRATA, format!("creating namespaces: {e}"));
     }
     let go_on = ch
@@ -156,7 +189,30 @@ fn waiter(spec: &RunSpec, rootfs: &Path, ch: Channel) -> i32 {
     if !matches!(go_on, Ok(Some(ToContainer::Proceed))) {
         return EXIT_STRATA;
     }
-    match fork_single_threaded() {
+    // The waiter is in the container's cgroups already: they become its cgroup root.
+    // Init makes its mount namespace itself (see `init`); the rest is made here.
+    let flags = CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    let mut server = None;
+    if let Some(opts) = inner_mount {
+        match mount_inside(opts, rootfs, &ch) {
+            Ok(pid) => server = Some(pid),
+            Err(m) => return report(EXIT_STRATA, m),
+        }
+    }
+    let end_server = |server: Option<i32>| {
+        if let Some(pid) = server {
+            let _ = crate::sys::process::umount(rootfs.as_os_str(), true);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+    };
+    if let Err(e) = unshare(flags) {
+        end_server(server);
+        return report(EXIT_STRATA, format!("creating namespaces: {e}"));
+    }
+    let code = match fork_single_threaded() {
         Ok(Forked::Child) => {
             let (code, message) = match init(spec, rootfs) {
                 Ok(never) => match never {},
@@ -170,7 +226,22 @@ fn waiter(spec: &RunSpec, rootfs: &Path, ch: Channel) -> i32 {
             wait_for(Pid::from_raw(init_pid)).unwrap_or(EXIT_STRATA)
         }
         Err(e) => report(EXIT_STRATA, format!("fork: {e}")),
-    }
+    };
+    end_server(server);
+    code
+}
+
+/// A mount namespace of the user namespace's own, and the rootfs mounted in it by a
+/// server that is this process's child; returns the server's pid.
+fn mount_inside(opts: &MountOptions, rootfs: &Path, ch: &Channel) -> Result<i32, String> {
+    use nix::mount::{mount, MsFlags};
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating the mount namespace: {e}"))?;
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("making mounts private: {e}"))?;
+    // The server must not hold the launcher's channel: its end-of-file means "exec'd".
+    crate::fuse::server::mount_child(opts, rootfs, &[ch.raw_fd()])
+        .map_err(|e| format!("mounting the container's rootfs: {e}"))
 }
 
 /// A failure before exec: the exit status to report (125-127) and the message.
@@ -183,6 +254,10 @@ pub(super) fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl F
 
 /// Sets up the rootfs, confines the process and runs the command; returns only on failure.
 fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail> {
+    // A mount namespace of init's own, not shared with the waiter: pivot_root moves the
+    // root of every process in the namespace, and the waiter must still reach the rootfs
+    // (a rootless server's mount) once init is gone.
+    unshare(CloneFlags::CLONE_NEWNS).map_err(fail("creating the mount namespace"))?;
     super::rootfs::prepare(spec, rootfs)?;
     for l in &spec.rlimits {
         nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
@@ -247,7 +322,17 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
 /// start with docker's code.
 pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError> {
     let mut ns = Vec::new();
-    for kind in ["ipc", "uts", "net", "pid", "cgroup", "mnt"] {
+    // Only the namespaces the container doesn't share with us (a rootless one can't enter
+    // the host's network namespace again); its user namespace first, which gives the
+    // capabilities to join the others (they belong to it).
+    let same = |kind: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(format!("/proc/{pid}/ns/{kind}"));
+        let b = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+        matches!((a, b), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
+    };
+    let kinds = ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"];
+    for kind in kinds.into_iter().filter(|k| !same(k)) {
         let p = format!("/proc/{pid}/ns/{kind}");
         ns.push(std::fs::File::open(&p).map_err(super::error::io_ctx(&p))?);
     }

@@ -2,7 +2,7 @@
 //! namespaces), attach or detach (a monitor process records the exit), stop, kill, exec,
 //! remove. Every change of the recorded state goes through `Container::update`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,13 @@ use super::launch::{self, EXIT_STRATA};
 use super::security::{Flags, Security};
 use super::spec::{build, Overrides, RunSpec};
 use super::state::{self, Container, State};
+use super::usernet::Publish;
+use super::userns::{self, UserNs};
+use crate::host::Host;
 use crate::image::oci::ImageConfig;
 use crate::image::Store;
 use crate::overlay::options::MountOptions;
+use crate::overlay::present::OverrideXattr;
 use crate::sys::process::pid_alive;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -31,6 +35,19 @@ pub enum Network {
     None,
     /// The host's.
     Host,
+    /// A network namespace of its own connected through pasta (user-mode networking).
+    Pasta,
+}
+
+impl Network {
+    /// Without `--network`: user-mode networking for a user when pasta can run (as
+    /// podman does), else only `lo`.
+    pub fn default_for(host: &Host) -> Network {
+        match !host.root && super::usernet::available() {
+            true => Network::Pasta,
+            false => Network::None,
+        }
+    }
 }
 
 impl FromStr for Network {
@@ -40,8 +57,12 @@ impl FromStr for Network {
         match s {
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
+            "pasta" if super::usernet::pasta_installed() => Ok(Network::Pasta),
+            "pasta" => Err(ContainerError::BadSpec(
+                "--network pasta: pasta is not installed (Debian package passt)".into(),
+            )),
             other => Err(ContainerError::BadSpec(format!(
-                "--network {other}: only none and host are supported"
+                "--network {other}: expected none, host or pasta"
             ))),
         }
     }
@@ -60,6 +81,10 @@ pub struct Request {
     pub hostname: Option<String>,
     /// `--network`.
     pub network: Network,
+    /// `-p`: ports published from the host (with `--network pasta`).
+    pub publish: Vec<Publish>,
+    /// `--userns`.
+    pub userns: userns::Mode,
     /// cgroup limits.
     pub limits: Limits,
     /// Capabilities, seccomp, devices.
@@ -80,10 +105,17 @@ pub struct Created {
     config: ImageConfig,
     lowers: Vec<PathBuf>,
     request: Request,
+    userns: Option<UserNs>,
 }
 
 /// Resolves the image and records a new container (status `created`) under a free name.
-pub fn create(store: &Store, request: Request) -> Result<Created> {
+pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
+    if !request.publish.is_empty() && request.network != Network::Pasta {
+        return Err(ContainerError::BadSpec(
+            "-p publishes ports through user-mode networking: it needs --network pasta".into(),
+        ));
+    }
+    let userns = userns::choose(request.userns, host)?;
     let image = store.resolve(&request.image)?;
     let lowers = store.lowerdirs(&image.config)?;
     let id = ContainerId::random().map_err(io_ctx("random container id"))?;
@@ -122,6 +154,7 @@ pub fn create(store: &Store, request: Request) -> Result<Created> {
         config: image.config,
         lowers,
         request,
+        userns,
     })
 }
 
@@ -222,8 +255,59 @@ enum Started {
     Failed { code: i32, message: String },
 }
 
+/// The container's rootfs mounted by the launcher, unmounted when dropped (also on every
+/// early return while starting).
+struct RootfsMount(Option<PathBuf>);
+
+impl Drop for RootfsMount {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = crate::fuse::server::unmount(&p, false);
+        }
+    }
+}
+
+/// The mount options of the container's layer stack: root's server shows the image's ids
+/// shifted into the range of a user namespace; a rootless server, inside the namespace,
+/// keeps owners it can't set in override xattrs (see the README).
+fn stack_options(
+    created: &Created,
+    stack: Vec<PathBuf>,
+    upper: PathBuf,
+    work: PathBuf,
+) -> MountOptions {
+    let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
+    match &created.userns {
+        Some(u) if u.server_inside => {
+            opts.namespace_root = true;
+            opts.allow_other = Some(true);
+            opts.presentation.override_xattr = Some(OverrideXattr::Containers);
+        }
+        Some(u) => {
+            opts.presentation.uids = UserNs::shifted(&u.uids);
+            opts.presentation.gids = UserNs::shifted(&u.gids);
+        }
+        None => {}
+    }
+    opts
+}
+
+/// Where the container's /etc/passwd and /etc/group are read before it starts: the rootfs
+/// when the launcher mounted it, else the top layer that has an /etc/passwd.
+fn etc_root(rootfs: &Path, mounted_here: bool, stack: &[PathBuf]) -> PathBuf {
+    if mounted_here {
+        return rootfs.to_path_buf();
+    }
+    stack
+        .iter()
+        .find(|l| std::fs::symlink_metadata(l.join("etc/passwd")).is_ok())
+        .cloned()
+        .unwrap_or_else(|| rootfs.to_path_buf())
+}
+
 /// Mounts the rootfs and starts the container; calls `started` once its command runs,
-/// waits for it and records the exit. Returns its exit status.
+/// waits for it and records the exit. Returns its exit status. A failure at any step
+/// leaves no mount, server, cgroup or network helper behind.
 fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> {
     let mut c = created.container.clone();
     let req = &created.request;
@@ -240,17 +324,25 @@ fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> 
     }
     let mut stack = vec![init];
     stack.extend(created.lowers.iter().cloned());
-    let opts = MountOptions::for_stack(stack, Some((upper, work)));
-    crate::fuse::server::mount(&opts, &rootfs)
-        .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
+    let opts = stack_options(created, stack.clone(), upper.clone(), work);
+    let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
+    let mut mounted = RootfsMount(None);
+    if !inside {
+        crate::fuse::server::mount(&opts, &rootfs)
+            .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
+        mounted.0 = Some(rootfs.clone());
+    }
+    let mut layers = vec![upper];
+    layers.extend(stack);
     let mut spec = build(
         &created.config,
         &req.overrides,
-        &rootfs,
+        &etc_root(&rootfs, !inside, &layers),
         c.state.hostname.clone(),
-        req.network == Network::None,
+        req.network != Network::Host,
         req.limits,
     )?;
+    spec.userns = created.userns.is_some();
     let console = if req.tty {
         Some(super::tty::console_socket()?)
     } else {
@@ -260,15 +352,33 @@ fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> 
         .as_ref()
         .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
     spec.security = c.state.security.clone();
-    let cg = Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?;
+    let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
+        Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
+        None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
+    };
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
-    let running = match launch::start(&spec, &rootfs, &cg) {
+    let mut net = None;
+    let launched = {
+        let dir = c.dir.clone();
+        let mut ready = |pid: i32| -> Result<()> {
+            if req.network == Network::Pasta {
+                net = Some(super::usernet::start(pid, &req.publish, &dir)?);
+            }
+            Ok(())
+        };
+        let ns = launch::Namespaces {
+            userns: created.userns.as_ref(),
+            inner_mount: inside.then_some(&opts),
+            ready: &mut ready,
+        };
+        launch::start(&spec, &rootfs, &cg, ns)
+    };
+    let running = match launched {
         Ok(r) => r,
         Err(e) => {
             cg.remove();
-            let _ = crate::sys::process::umount(rootfs.as_os_str(), false);
             return Err(e);
         }
     };
@@ -296,6 +406,7 @@ fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> 
     started(&c);
     forward_signals(running.pid);
     let code = running.wait();
+    drop(net);
     if let Some(r) = relay {
         r.finish();
     }
@@ -315,7 +426,7 @@ fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> 
         s.exit_code = Some(code);
         s.oom_killed = oom;
     });
-    let _ = crate::sys::process::umount(rootfs.as_os_str(), false);
+    drop(mounted);
     Ok(code)
 }
 
@@ -426,7 +537,8 @@ pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32
         uid: s.uid,
         gid: s.gid,
         hostname: String::new(),
-        network_none: false,
+        own_netns: false,
+        userns: false,
         limits: Default::default(),
         volumes: Vec::new(),
         rlimits: Vec::new(),

@@ -23,6 +23,8 @@ pub mod security;
 pub mod spec;
 pub mod state;
 pub mod tty;
+pub mod usernet;
+pub mod userns;
 
 pub use error::ContainerError;
 pub use id::{ContainerId, Status};

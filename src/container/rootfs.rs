@@ -66,6 +66,13 @@ pub enum Step {
     },
     /// A device node.
     Device(HostDevice),
+    /// A host device node bound in (in a user namespace, which can't make nodes).
+    BindDevice {
+        /// The host's node.
+        source: PathBuf,
+        /// Where in the container.
+        target: String,
+    },
     /// A symbolic link.
     Symlink {
         /// The link.
@@ -122,8 +129,15 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
             Some("mode=755,size=65536k"),
         ),
     ];
+    let device = |d: HostDevice| match spec.userns {
+        true => Step::BindDevice {
+            source: PathBuf::from(&d.path),
+            target: d.path,
+        },
+        false => Step::Device(d),
+    };
     for (name, major, minor) in DEFAULT_DEVICES {
-        v.push(Step::Device(HostDevice {
+        v.push(device(HostDevice {
             path: format!("/dev/{name}"),
             kind: Kind::Char,
             major,
@@ -141,7 +155,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
     if let Some(sock) = spec.tty {
         v.push(Step::Terminal(sock));
     }
-    v.extend(spec.security.host_devices.iter().cloned().map(Step::Device));
+    v.extend(spec.security.host_devices.iter().cloned().map(device));
     v.push(mount(
         "tmpfs",
         "/dev/shm",
@@ -195,10 +209,31 @@ pub fn carry_out(r: &Path, step: &Step) -> Result<(), Fail> {
         } => {
             let p = inside(r, target);
             ensure_dir(&p)?;
-            mount(Some(*fstype), &p, Some(*fstype), *flags, *data)
-                .map_err(fail(format_args!("mounting {target}")))
+            match mount(Some(*fstype), &p, Some(*fstype), *flags, *data) {
+                // sysfs needs a network namespace owned by the user namespace: with the
+                // host's network a user namespace gets the host's /sys bound instead.
+                Err(nix::errno::Errno::EPERM) if *fstype == "sysfs" => {
+                    let rec = MsFlags::MS_BIND | MsFlags::MS_REC;
+                    mount(Some("/sys"), &p, none, rec, none)
+                        .and_then(|_| {
+                            let ro = *flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+                            mount(none, &p, none, ro, none)
+                        })
+                        .map_err(fail(format_args!("binding the host's {target}")))
+                }
+                r => r.map_err(fail(format_args!("mounting {target}"))),
+            }
         }
         Step::Device(d) => device_node(r, d),
+        Step::BindDevice { source, target } => {
+            let p = inside(r, target);
+            if let Some(parent) = p.parent() {
+                ensure_dir(parent)?;
+            }
+            let what = format!("binding {target}");
+            std::fs::File::create(&p).map_err(fail(&what))?;
+            mount(Some(source.as_path()), &p, none, MsFlags::MS_BIND, none).map_err(fail(&what))
+        }
         Step::Symlink { link, target } => std::os::unix::fs::symlink(target, inside(r, link))
             .map_err(fail(format_args!("creating {link}"))),
         Step::Terminal(sock) => {
@@ -250,14 +285,37 @@ pub fn prepare(spec: &RunSpec, rootfs: &Path) -> Result<(), Fail> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(fail("making mounts private"))?;
-    for step in plan(spec) {
-        carry_out(rootfs, &step)?;
-    }
-    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
-    if spec.network_none {
-        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
+    // Everything below is done relative to the rootfs: in a user namespace the process
+    // becomes the namespace's root first (it can't make files as an id the namespace
+    // doesn't map), and that id may not reach the rootfs through the store's directories.
+    if spec.userns {
+        // Mounts copied into a user namespace's mount namespace are locked, and
+        // pivot_root refuses a locked new root: a bind of it is a mount of our own.
+        mount(
+            Some(rootfs),
+            rootfs,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(fail("binding the rootfs"))?;
     }
     chdir(rootfs).map_err(fail(format_args!("entering {}", rootfs.display())))?;
+    if spec.userns {
+        use nix::unistd::{setresgid, setresuid, Gid, Uid};
+        let (u, g) = (Uid::from_raw(0), Gid::from_raw(0));
+        setresgid(g, g, g)
+            .and_then(|_| setresuid(u, u, u))
+            .map_err(fail("becoming root of the user namespace"))?;
+    }
+    let here = Path::new(".");
+    for step in plan(spec) {
+        carry_out(here, &step)?;
+    }
+    sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
+    if spec.own_netns {
+        crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
+    }
     pivot_root(".", ".").map_err(fail("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detaching the old root"))?;
     chdir("/").map_err(fail("chdir /"))?;
@@ -342,7 +400,8 @@ mod tests {
             uid: 0,
             gid: 0,
             hostname: "h".into(),
-            network_none: true,
+            own_netns: true,
+            userns: false,
             limits: Default::default(),
             volumes: Vec::new(),
             rlimits: Vec::new(),

@@ -245,7 +245,12 @@ pub fn confine(s: &Security, uid: u32, gid: u32) -> Result<(), ConfineError> {
     }
     // Keep the permitted set across setuid for a non-root user's added capabilities.
     nix::sys::prctl::set_keepcaps(true).map_err(step("PR_SET_KEEPCAPS"))?;
-    setgroups(&[]).map_err(step("setgroups"))?;
+    // A user namespace whose gid map its owner wrote alone has setgroups denied (and
+    // no supplementary group of the host mapped).
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        setgroups(&[]).map_err(step("setgroups"))?;
+    }
     setgid(Gid::from_raw(gid)).map_err(step("setgid"))?;
     setuid(Uid::from_raw(uid)).map_err(step("setuid"))?;
     // Root keeps the set through exec by its bounding set; any other user gets only what

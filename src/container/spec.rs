@@ -27,8 +27,11 @@ pub struct RunSpec {
     pub gid: u32,
     /// Host name.
     pub hostname: String,
-    /// `--network none`: a new network namespace with only `lo`.
-    pub network_none: bool,
+    /// A network namespace of its own (`--network none`, or user-mode networking).
+    pub own_netns: bool,
+    /// In a user namespace of its own: device nodes are bound from the host (a namespace
+    /// can't make them) and /sys falls back to the host's when it can't be mounted.
+    pub userns: bool,
     /// cgroup limits.
     pub limits: Limits,
     /// Bind mounts.
@@ -228,7 +231,7 @@ pub fn build(
     o: &Overrides,
     rootfs: &Path,
     hostname: String,
-    network_none: bool,
+    own_netns: bool,
     limits: Limits,
 ) -> Result<RunSpec, ContainerError> {
     let rc = cfg.config.clone().unwrap_or_default();
@@ -306,7 +309,8 @@ pub fn build(
         uid,
         gid,
         hostname,
-        network_none,
+        own_netns,
+        userns: false,
         limits,
         volumes,
         rlimits,

@@ -388,11 +388,11 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
         if !mounted() {
             break;
         }
-        let _ = crate::sys::process::umount(root.as_os_str(), false);
+        let _ = crate::fuse::server::unmount(&root, false);
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     if mounted() {
-        crate::sys::process::umount(root.as_os_str(), true)
+        crate::fuse::server::unmount(&root, true)
             .map_err(io_ctx(format!("unmounting {}", root.display())))?;
     }
     // The state goes first: a writer waiting for the lock then finds the container gone.

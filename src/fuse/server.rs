@@ -78,6 +78,74 @@ pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Mounts `opts` at `mountpoint` from a child process that ends with the caller (a
+/// rootless container's server, inside the container's user and mount namespaces, where
+/// nothing outside could unmount it); returns the child's pid once the mount is live. The
+/// calling process must be single-threaded.
+pub fn mount_child(
+    opts: &MountOptions,
+    mountpoint: &Path,
+    not_inherited: &[std::os::fd::RawFd],
+) -> Result<i32, MountError> {
+    let mp = check_mountpoint(mountpoint)?;
+    let layers = Layers::open(opts, Host::current())?;
+    let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
+    let parent = nix::unistd::getpid();
+    match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
+        Forked::Parent(child) => {
+            drop(wr);
+            wait_for_server(rd, &mp).map(|_| child).inspect_err(|_| {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+            })
+        }
+        Forked::Child => {
+            drop(rd);
+            for fd in not_inherited {
+                let _ = nix::unistd::close(*fd);
+            }
+            let mut notify = Some(wr);
+            // Its own session keeps a terminal's ^C from unmounting the container's root;
+            // SIGTERM when the caller dies unmounts it and ends the server.
+            let ready = process::setsid()
+                .and_then(|_| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::SIGTERM)
+                        .map_err(std::io::Error::from)
+                })
+                .map_err(|e| MountError::Server(format!("starting the server: {e}")))
+                .and_then(|_| match nix::unistd::getppid() == parent {
+                    true => Ok(()),
+                    false => Err(MountError::Server("the launcher is gone".into())),
+                });
+            let r = ready.and_then(|_| serve(layers, opts, &mp, &mut notify));
+            exit_now(finish(r, notify))
+        }
+    }
+}
+
+/// Unmounts a strata mount: umount(2) as root, `fusermount3 -u` (`-z` when `lazy`) for a
+/// user, who can't call umount(2) on a mount made through fusermount3.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    if Host::current().root {
+        return process::umount(mountpoint.as_os_str(), lazy);
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd
+        .arg(mountpoint)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "fusermount3 -u: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
@@ -201,7 +269,9 @@ fn serve(
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
-    let root = Host::current().root;
+    // Root of a user namespace mounts by itself too, but passthrough needs the host's root.
+    let root = Host::current().root && !opts.namespace_root;
+    let direct = root || opts.namespace_root;
     let policy = match opts.passthrough {
         _ if !root => Policy::Off,
         Passthrough::Off => Policy::Off,
@@ -213,7 +283,7 @@ fn serve(
     // As root strata mounts by itself, so the type is fuse.strata (fuser's own mount drops
     // the subtype) and an unmount from outside ends the server quietly; a user mounts
     // through fusermount3.
-    let session = if root {
+    let session = if direct {
         mount_as_root(fs, mountpoint, opts, config)
     } else {
         Session::new(fs, mountpoint, &config)
@@ -228,7 +298,7 @@ fn serve(
         }
     };
     core.set_invalidator(Box::new(KernelInvalidator(session.notifier())));
-    let mut unmounter = (!root).then(|| session.unmount_callable());
+    let mut unmounter = (!direct).then(|| session.unmount_callable());
     let mp: OsString = mountpoint.as_os_str().to_os_string();
     let spawned = std::thread::Builder::new()
         .name("strata-signals".into())

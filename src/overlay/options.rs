@@ -70,6 +70,10 @@ pub struct MountOptions {
     pub presentation: Presentation,
     /// Options that were ignored, with the reason, for a warning line each.
     pub warnings: Vec<String>,
+    /// The caller is root of a user namespace of its own (a rootless container's server):
+    /// it mounts /dev/fuse itself there, like root, but without passthrough. Not an option
+    /// string: only the container launcher sets it.
+    pub namespace_root: bool,
 }
 
 impl Default for MountOptions {
@@ -92,6 +96,7 @@ impl Default for MountOptions {
             remount: false,
             presentation: Presentation::default(),
             warnings: Vec::new(),
+            namespace_root: false,
         }
     }
 }
