@@ -118,5 +118,15 @@ pub fn info(root: Option<PathBuf>) -> CmdResult {
         }
     )?;
     writeln!(out, "FUSE passthrough: {}", yes(host.root))?;
+    writeln!(
+        out,
+        "Container ids: {}",
+        crate::container::userns::describe(host)
+    )?;
+    writeln!(
+        out,
+        "User-mode network (pasta): {}",
+        yes(crate::container::usernet::available())
+    )?;
     Ok(0)
 }

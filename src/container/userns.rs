@@ -220,6 +220,37 @@ pub fn choose(mode: Mode, host: &Host) -> Result<Option<UserNs>, ContainerError>
     }))
 }
 
+/// One line for `strata info`: the ids a container of this caller's gets.
+pub fn describe(host: &Host) -> String {
+    if host.root {
+        let n: u32 = ranges_of("/etc/subuid", "root", 0)
+            .iter()
+            .map(|r| r.1)
+            .sum();
+        return match n {
+            0 => "host ids (--userns=auto needs a range for root in /etc/subuid)".into(),
+            _ => format!(
+                "host ids; --userns=auto maps {} from /etc/subuid",
+                n.min(MAX_IDS)
+            ),
+        };
+    }
+    let name = user_name(host.euid);
+    let ranges = ranges_of("/etc/subuid", &name, host.euid);
+    let helpers = have("newuidmap") && have("newgidmap");
+    match (ranges.is_empty(), helpers) {
+        (false, true) => {
+            let n = rootless_maps(host.euid, &ranges)
+                .iter()
+                .map(|m| m.len)
+                .sum::<u32>();
+            format!("a user namespace of {n} ids (newuidmap, /etc/subuid)")
+        }
+        (true, _) => format!("your own id only ({name} has no range in /etc/subuid)"),
+        (false, false) => "your own id only (newuidmap is not installed)".into(),
+    }
+}
+
 fn auto_for_root() -> Result<UserNs, ContainerError> {
     let pick = |file: &str| {
         let first = ranges_of(file, "root", 0)
