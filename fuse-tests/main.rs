@@ -15,6 +15,7 @@ mod metacopy;
 mod ops;
 mod options;
 mod records;
+mod registry;
 mod rootless;
 mod security;
 mod semantics;

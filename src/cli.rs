@@ -44,6 +44,52 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Pull an image from a registry (docker.io by default; plain HTTP for localhost).
+    Pull {
+        /// Image reference: name[:tag][@digest], e.g. 127.0.0.1:5000/app:1.
+        image: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// os/arch[/variant] to take from a multi-platform image (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// No progress, only the image's name at the end.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Push an image to its registry (or to DESTINATION).
+    Push {
+        /// Local image name[:tag] or id.
+        image: String,
+        /// Where to push it (default: the image's own name).
+        destination: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// No progress.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Log in to a registry: checks the credentials, then keeps them (mode 0600).
+    Login {
+        /// Registry host[:port] (default docker.io).
+        server: Option<String>,
+        /// User name.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password (prefer --password-stdin).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Forget a registry's credentials.
+    Logout {
+        /// Registry host[:port] (default docker.io).
+        server: Option<String>,
+    },
     /// Run a command in a new container.
     Run(Box<RunArgs>),
     /// List containers.
@@ -127,9 +173,23 @@ pub enum Command {
     },
 }
 
+/// How a registry is reached.
+#[derive(Clone, Debug, Default, Args)]
+pub struct RegistryArgs {
+    /// Verify the registry's TLS certificate (--tls-verify=false accepts any).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// A directory of CA certificates (*.crt, *.pem) for the registry, besides the system's.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
 /// `strata run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Pull the image: missing (default), always, never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,

@@ -73,6 +73,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
+    pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
     let detach = a.detach;
     let host = Host::current();
     let req = request(a, host).map_err(Error::Run)?;
@@ -83,6 +84,28 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
         return Ok(0);
     }
     lifecycle::run_attached(&store, created).map_err(Error::Run)
+}
+
+/// `run --pull`: `always`, or `missing` (the default) when the store has no such image.
+fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::image::ImageError> {
+    let missing = match store.resolve(image) {
+        Ok(_) => false,
+        Err(crate::image::ImageError::NotFound(_)) => true,
+        Err(e) => return Err(e),
+    };
+    if policy == "never" || (policy == "missing" && !missing) {
+        return Ok(());
+    }
+    if missing {
+        eprintln!("Unable to find image '{image}' locally");
+    }
+    let opts = crate::image::registry::Options {
+        parallel: super::registry::PARALLEL,
+        ..Default::default()
+    };
+    let d = super::registry::pull_into(store, image, &opts, true)?;
+    eprintln!("Pulled {image} ({d})");
+    Ok(())
 }
 
 /// `strata ps [-a] [-q]`.

@@ -9,6 +9,7 @@ pub mod container;
 pub mod image;
 pub mod lifecycle;
 pub mod mount;
+pub mod registry;
 
 use std::io;
 

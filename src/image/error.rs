@@ -49,6 +49,31 @@ pub enum ImageError {
     /// An image that containers still use.
     #[error("{0}")]
     InUse(String),
+    /// A registry could not be reached or its reply could not be used.
+    #[error("{0}")]
+    Registry(String),
+    /// A registry answered with an error status.
+    #[error("{what}: {}{}", http_status(*.status), if .detail.is_empty() { String::new() } else { format!(": {}", .detail) })]
+    Http {
+        /// What was asked for, naming the reference or blob.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's message.
+        detail: String,
+    },
+}
+
+fn http_status(code: u16) -> String {
+    let reason = match code {
+        401 => "unauthorized (log in with strata login)",
+        403 => "denied",
+        404 => "not found",
+        429 => "too many requests",
+        c if c >= 500 => "registry error",
+        _ => "",
+    };
+    format!("HTTP {code} {reason}").trim().to_string()
 }
 
 /// Wraps an io error with what was being done.

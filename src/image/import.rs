@@ -136,8 +136,9 @@ pub(super) fn unpack_blob(
     Ok((diff_id, size, dir))
 }
 
-/// Imports the manifest `desc` whose blobs are under `src/blobs/sha256/`.
-fn import_manifest(
+/// Imports the manifest `desc` whose blobs are under `src/blobs/sha256/` (or staged in
+/// `tx` already).
+pub(super) fn import_manifest(
     tx: &Tx<'_>,
     src: &Path,
     desc: &Descriptor,

@@ -12,6 +12,7 @@ pub mod import;
 pub mod oci;
 pub mod ops;
 pub mod reference;
+pub mod registry;
 pub mod rootfs;
 pub mod store;
 pub mod tx;

@@ -38,6 +38,12 @@ impl<'a> Tx<'a> {
         self.dir.path().join("blobs/sha256").join(d.hex())
     }
 
+    /// Stages the file `verified`, already checked to hash to `d` (a pulled blob), by
+    /// renaming it: no second copy.
+    pub fn adopt_blob(&self, verified: &Path, d: &Digest) -> Result<(), ImageError> {
+        std::fs::rename(verified, self.staged_blob(d)).map_err(io_ctx(format!("blob {d}")))
+    }
+
     /// Where blob `d` is, staged or in the store.
     pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
         [self.staged_blob(d), self.store.blob_path(d)]
