@@ -16,6 +16,7 @@ mod ops;
 mod options;
 mod records;
 mod registry;
+mod registry_faults;
 mod rootless;
 mod security;
 mod semantics;

@@ -415,3 +415,29 @@ fn a_corrupted_blob_is_refused_and_an_interrupted_pull_resumes() {
         .unwrap_or(0);
     assert_eq!(layers, 0, "nothing of the refused image is kept");
 }
+
+#[test]
+fn a_large_layer_is_uploaded_in_chunks_and_comes_back_whole() {
+    let e = Env::new("chunks");
+    let reg = Registry::start(e.t.path(), false);
+    let a = reg.name("big/box:1");
+    // 70 MiB: more than two 32 MiB chunks.
+    let big: Vec<u8> = (0..70u32 << 20).map(|i| (i % 251) as u8).collect();
+    let entries = [E::Dir("data"), E::File("data/big", &big, 0o644)];
+    let f = e.t.path().join("big.tar");
+    std::fs::write(&f, layer(&entries)).unwrap();
+    e.ok(&["image", "import", f.to_str().unwrap(), "--tag", &a]);
+    let hex = layer_hex(&e, &a);
+    e.ok(&["push", "-q", &a]);
+    let stored = std::fs::read(reg.blob_file(&hex)).unwrap();
+    assert_eq!(
+        stored,
+        std::fs::read(&f).unwrap(),
+        "the registry holds the layer whole"
+    );
+    e.forget(&a);
+    e.ok(&["pull", "-q", &a]);
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", &a])).unwrap();
+    let dir = PathBuf::from(v["LayerDirs"][0].as_str().unwrap());
+    assert!(std::fs::read(dir.join("data/big")).unwrap() == big);
+}

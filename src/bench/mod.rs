@@ -7,6 +7,7 @@
 //! information, never failures.
 
 pub mod bigtree;
+pub mod pull;
 pub mod report;
 pub mod start;
 pub mod target;

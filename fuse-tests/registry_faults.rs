@@ -1,0 +1,327 @@
+//! Registry replies a real registry doesn't give on demand, from a scripted HTTP server on
+//! 127.0.0.1: 429 and 503 (retried with backoff), 403, a malformed manifest, a manifest
+//! that isn't the one asked for, blobs shorter or longer than their descriptor. Each
+//! failure names the reference (and the blob), exits 1 and leaves the store unchanged.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sha2::Digest as _;
+
+use crate::harness::{require_env, strata_bin};
+
+/// One scripted reply.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn reply(status: u16, ctype: &str, body: Vec<u8>) -> Reply {
+    Reply {
+        status,
+        headers: vec![("Content-Type".into(), ctype.into())],
+        body,
+    }
+}
+
+type Handler = dyn Fn(&str, &str, usize) -> Reply + Send + Sync;
+
+/// Serves `handler(method, path, nth request)` on 127.0.0.1 until the test ends.
+fn serve(handler: Arc<Handler>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let count = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let h = handler.clone();
+            let count = count.clone();
+            std::thread::spawn(move || {
+                // strata first tries HTTPS on a loopback registry: a TLS hello is closed.
+                let mut first = [0u8; 1];
+                if conn.peek(&mut first).unwrap_or(0) == 0 || first[0] == 0x16 {
+                    return;
+                }
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = r.read_exact(&mut body);
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let rep = h(&method, &path, n);
+                    let mut head = format!("HTTP/1.1 {} X\r\n", rep.status);
+                    let declared = rep
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == "Content-Length")
+                        .map(|(_, v)| v.clone());
+                    for (k, v) in &rep.headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    if declared.is_none() {
+                        head.push_str(&format!("Content-Length: {}\r\n", rep.body.len()));
+                    }
+                    head.push_str("\r\n");
+                    let _ = w.write_all(head.as_bytes());
+                    let _ = w.write_all(&rep.body);
+                    if declared.is_some() {
+                        // A reply that lies about its length ends the connection.
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{:x}", sha2::Sha256::digest(b))
+}
+
+/// An image as a registry serves it: manifest, config, one layer.
+struct Image {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+fn image() -> Image {
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let layer = crate::archives::layer(&[
+        crate::archives::E::Dir("bin"),
+        crate::archives::E::File("bin/busybox", &bb, 0o755),
+        crate::archives::E::Sym("bin/true", "busybox"),
+    ]);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(&layer), "size": layer.len()}]
+    }))
+    .unwrap();
+    Image {
+        manifest,
+        config,
+        layer,
+    }
+}
+
+const MT: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A handler serving `img` normally, except where `fault` answers first.
+fn registry(
+    img: Image,
+    fault: impl Fn(&str, &str, usize, &Image) -> Option<Reply> + Send + Sync + 'static,
+) -> u16 {
+    serve(Arc::new(move |method: &str, path: &str, n: usize| {
+        if let Some(r) = fault(method, path, n, &img) {
+            return r;
+        }
+        if path == "/v2/" {
+            return reply(200, "application/json", b"{}".to_vec());
+        }
+        if path.contains("/manifests/") {
+            return reply(200, MT, img.manifest.clone());
+        }
+        if path.ends_with(&sha(&img.config)) {
+            return reply(200, "application/octet-stream", img.config.clone());
+        }
+        if path.ends_with(&sha(&img.layer)) {
+            return reply(200, "application/octet-stream", img.layer.clone());
+        }
+        reply(
+            404,
+            "application/json",
+            br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec(),
+        )
+    }))
+}
+
+struct Env {
+    t: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        require_env();
+        Env {
+            t: tempfile::Builder::new()
+                .prefix("strata-faults-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.t.path().join("store")
+    }
+
+    fn pull(&self, port: u16) -> (Output, String) {
+        let r = format!("127.0.0.1:{port}/fault/box:1");
+        let o = Command::new(strata_bin())
+            .env("STRATA_ROOT", self.store())
+            .env("HOME", self.t.path())
+            .args(["pull", &r])
+            .output()
+            .unwrap();
+        (o, r)
+    }
+
+    /// Nothing of a refused pull in the store: no image, no layer, no partial download
+    /// (unless `partial_ok`).
+    fn unchanged(&self, partial_ok: bool) {
+        let count = |d: &str| {
+            std::fs::read_dir(self.store().join(d))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        };
+        assert_eq!(count("layers"), 0, "a layer was kept");
+        if !partial_ok {
+            assert_eq!(count("downloads"), 0, "a partial download was kept");
+        }
+        let idx = std::fs::read_to_string(self.store().join("index.json")).unwrap_or_default();
+        assert!(!idx.contains("fault/box"), "the image was named: {idx}");
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried() {
+    let e = Env::new();
+    // The first three requests fail: 429 (Retry-After 0), 503, 502.
+    let port = registry(image(), |_, _, n, _| match n {
+        0 => Some(Reply {
+            status: 429,
+            headers: vec![("Retry-After".into(), "0".into())],
+            body: Vec::new(),
+        }),
+        1 => Some(reply(503, "text/plain", b"busy".to_vec())),
+        2 => Some(reply(502, "text/plain", b"gateway".to_vec())),
+        _ => None,
+    });
+    let (o, _) = e.pull(port);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn refused_replies_name_the_reference_and_blob_and_change_nothing() {
+    let img = image();
+    let layer = sha(&img.layer);
+    type Fault = fn(&str, &str, usize, &Image) -> Option<Reply>;
+    let cases: Vec<(&str, Fault, &str)> = vec![
+        (
+            "403",
+            |_, p, _, _| {
+                p.contains("/manifests/").then(|| {
+                    reply(
+                        403,
+                        "application/json",
+                        br#"{"errors":[{"code":"DENIED","message":"no"}]}"#.to_vec(),
+                    )
+                })
+            },
+            "403",
+        ),
+        (
+            "malformed manifest",
+            |_, p, _, _| {
+                p.contains("/manifests/")
+                    .then(|| reply(200, MT, b"{\"schemaVersion\": 2, \"layers\": [".to_vec()))
+            },
+            "manifest",
+        ),
+        (
+            "wrong config",
+            |_, p, _, i| {
+                p.ends_with(&sha(&i.config))
+                    .then(|| reply(200, "application/octet-stream", b"{}".to_vec()))
+            },
+            "config",
+        ),
+        (
+            "short blob",
+            |_, p, _, i| {
+                p.ends_with(&sha(&i.layer)).then(|| {
+                    reply(
+                        200,
+                        "application/octet-stream",
+                        i.layer[..i.layer.len() / 2].to_vec(),
+                    )
+                })
+            },
+            "bytes",
+        ),
+        (
+            "long blob",
+            |_, p, _, i| {
+                p.ends_with(&sha(&i.layer)).then(|| {
+                    let mut b = i.layer.clone();
+                    b.extend_from_slice(b"trailing garbage");
+                    reply(200, "application/octet-stream", b)
+                })
+            },
+            "more than",
+        ),
+        (
+            "persistent 500",
+            |_, p, _, _| (p != "/v2/").then(|| reply(500, "text/plain", b"down".to_vec())),
+            "500",
+        ),
+    ];
+    for (name, fault, says) in cases {
+        let e = Env::new();
+        let port = registry(image(), fault);
+        let (o, r) = e.pull(port);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&r) || t.contains(&format!("127.0.0.1:{port}/fault/box:1")),
+            "{name}: names the reference: {t}"
+        );
+        assert!(t.contains(says), "{name}: says {says}: {t}");
+        if matches!(name, "short blob" | "long blob") {
+            assert!(t.contains(&layer), "{name}: names the blob: {t}");
+        }
+        // A blob that came short is kept as a partial download, to be resumed.
+        e.unchanged(name == "short blob");
+    }
+}
