@@ -1,7 +1,8 @@
 //! Registry replies a real registry doesn't give on demand, from a scripted HTTP server on
-//! 127.0.0.1: 429 and 503 (retried with backoff), 403, a malformed manifest, a manifest
-//! that isn't the one asked for, blobs shorter or longer than their descriptor. Each
-//! failure names the reference (and the blob), exits 1 and leaves the store unchanged.
+//! 127.0.0.1: 429 and 503 (retried with backoff), 403, a malformed manifest, a config that
+//! isn't the one named, blobs shorter or longer than their descriptor (each failure names
+//! the reference, and the blob, exits 1 and leaves the store unchanged); and an image index
+//! with two platforms.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -324,4 +325,81 @@ fn refused_replies_name_the_reference_and_blob_and_change_nothing() {
         // A blob that came short is kept as a partial download, to be resumed.
         e.unchanged(name == "short blob");
     }
+}
+
+#[test]
+fn an_image_index_gives_the_hosts_platform_or_the_one_asked_for() {
+    // Two images in one index: this host's architecture, and arm64 (with another config).
+    let host = image();
+    let mut arm = image();
+    let cfg: serde_json::Value = serde_json::from_slice(&arm.config).unwrap();
+    let mut cfg = cfg;
+    cfg["architecture"] = "arm64".into();
+    arm.config = serde_json::to_vec(&cfg).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&arm.manifest).unwrap();
+    m["config"]["digest"] = sha(&arm.config).into();
+    m["config"]["size"] = arm.config.len().into();
+    arm.manifest = serde_json::to_vec(&m).unwrap();
+    let arch = strata::image::rootfs::host_arch();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": MT, "digest": sha(&arm.manifest), "size": arm.manifest.len(),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": MT, "digest": sha(&host.manifest), "size": host.manifest.len(),
+             "platform": {"os": "linux", "architecture": arch}},
+        ]
+    }))
+    .unwrap();
+    let (arm_manifest, arm_config) = (arm.manifest.clone(), arm.config.clone());
+    let port = registry(host, move |_, p, _, i| {
+        if p.ends_with("/manifests/1") {
+            return Some(reply(
+                200,
+                "application/vnd.oci.image.index.v1+json",
+                index.clone(),
+            ));
+        }
+        if p.ends_with(&sha(&arm_manifest)) {
+            return Some(reply(200, MT, arm_manifest.clone()));
+        }
+        if p.ends_with(&sha(&i.manifest)) {
+            return Some(reply(200, MT, i.manifest.clone()));
+        }
+        if p.ends_with(&sha(&arm_config)) {
+            return Some(reply(200, "application/octet-stream", arm_config.clone()));
+        }
+        None
+    });
+    let e = Env::new();
+    let inspect_arch = |e: &Env, r: &str| -> String {
+        let o = Command::new(strata_bin())
+            .env("STRATA_ROOT", e.store())
+            .args(["image", "inspect", r])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["Architecture"].as_str().unwrap_or("").to_string()
+    };
+    let (o, r) = e.pull(port);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(inspect_arch(&e, &r), arch);
+    let e2 = Env::new();
+    let o = Command::new(strata_bin())
+        .env("STRATA_ROOT", e2.store())
+        .env("HOME", e2.t.path())
+        .args(["pull", "--platform", "linux/arm64", &r])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(inspect_arch(&e2, &r), "arm64");
+    let o = Command::new(strata_bin())
+        .env("STRATA_ROOT", e2.store())
+        .env("HOME", e2.t.path())
+        .args(["pull", "--platform", "linux/s390x", &r])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("linux/s390x"), "{}", text(&o));
 }
