@@ -334,7 +334,11 @@ fn bad_input_is_refused_and_leaves_nothing() {
         );
         no_leftovers(&e);
     };
-    check(&["nosuch:image", "true"], "no such image");
+    // --pull never: the default would ask docker.io, and tests reach only loopback.
+    check(
+        &["--pull", "never", "nosuch:image", "true"],
+        "no such image",
+    );
     check(&["--memory", "12x", "box:1", "true"], "--memory 12x");
     check(&["--cpus", "lots", "box:1", "true"], "--cpus lots");
     check(

@@ -8,6 +8,7 @@ mod cli;
 mod containers;
 mod corners;
 mod data;
+mod habits;
 mod harness;
 mod images;
 mod lifecycle;

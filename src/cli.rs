@@ -117,8 +117,20 @@ pub enum Command {
     },
     /// Show a detached container's output.
     Logs {
+        /// Keep printing what the container writes until it exits.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all" for everything).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
         /// Name or id.
         container: String,
+    },
+    /// Wait for containers to exit; print each one's exit code.
+    Wait {
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
     },
     /// Stop containers: SIGTERM, then SIGKILL after the timeout.
     Stop {
@@ -226,6 +238,18 @@ pub struct RunArgs {
     /// CPU limit (0.5 = half a CPU).
     #[arg(long)]
     pub cpus: Option<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long, action = ArgAction::Append, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: PATH[:size=64m,mode=1777,exec,...].
+    #[arg(long, action = ArgAction::Append, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
     /// Bind mount HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
     pub volume: Vec<String>,

@@ -52,7 +52,12 @@ fn main() {
         Command::Ps { all, quiet } => container::ps(root, all, quiet),
         Command::Rm { force, containers } => container::rm(root, force, &containers),
         Command::Diff { container: c } => container::diff(root, &c),
-        Command::Logs { container: c } => lifecycle::logs(root, &c),
+        Command::Logs {
+            follow,
+            tail,
+            container: c,
+        } => lifecycle::logs(root, &c, follow, &tail),
+        Command::Wait { containers } => lifecycle::wait(root, &containers),
         Command::Stop { time, containers } => lifecycle::stop(root, time, &containers),
         Command::Kill { signal, containers } => lifecycle::kill(root, &signal, &containers),
         Command::Exec {

@@ -39,6 +39,12 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         devices: a.device,
     }
     .resolve()?;
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(crate::container::spec::read_env_file(f)?);
+    }
+    // -e wins over --env-file, as with docker: later entries replace earlier ones.
+    env.extend(a.env);
     let network = match a.network.as_deref() {
         Some(n) => n.parse()?,
         None => lifecycle::Network::default_for(host),
@@ -55,7 +61,9 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         name: a.name,
         overrides: Overrides {
             command: a.command,
-            env: a.env,
+            env,
+            entrypoint: a.entrypoint,
+            tmpfs: a.tmpfs,
             workdir: a.workdir,
             user: a.user,
             volumes: a.volume,
@@ -67,6 +75,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         tty: a.tty,
         interactive: a.interactive,
         remove: a.rm,
+        read_only: a.read_only,
     })
 }
 

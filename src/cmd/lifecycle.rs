@@ -12,15 +12,110 @@ use crate::container::lifecycle;
 use crate::container::{self as ctr};
 
 /// `strata logs C`.
-pub fn logs(root: Option<PathBuf>, name: &str) -> CmdResult {
+pub fn logs(root: Option<PathBuf>, name: &str, follow: bool, tail: &str) -> CmdResult {
+    use std::io::{Read, Seek, SeekFrom};
     let store = open_store(root)?;
     let ctx = || format!("logs of {name}");
+    let lines: Option<usize> = match tail {
+        "all" => None,
+        n => Some(n.parse().map_err(|_| {
+            container_ctx(ctx())(ctr::ContainerError::BadSpec(format!(
+                "--tail {n}: expected a number or all"
+            )))
+        })?),
+    };
     let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
-    let data = std::fs::read(c.log())
+    let mut f = std::fs::File::open(c.log())
         .map_err(io_ctx("no logs: only detached containers keep them"))
         .map_err(container_ctx(ctx()))?;
-    std::io::stdout().write_all(&data)?;
-    Ok(0)
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)
+        .map_err(io_ctx(c.log().display()))
+        .map_err(container_ctx(ctx()))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&data[tail_start(&data, lines)..])?;
+    out.flush()?;
+    if !follow {
+        return Ok(0);
+    }
+    // Follow until the container is no longer running, then print what is left.
+    let mut pos = data.len() as u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let running = ctr::find(&store, name)
+            .map(|c| c.observed().status == ctr::Status::Running)
+            .unwrap_or(false);
+        f.seek(SeekFrom::Start(pos))
+            .map_err(io_ctx(c.log().display()))
+            .map_err(container_ctx(ctx()))?;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(io_ctx(c.log().display()))
+                .map_err(container_ctx(ctx()))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            pos += n as u64;
+        }
+        out.flush()?;
+        if !running {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where the last `lines` lines of `data` start (all of it for `None`).
+fn tail_start(data: &[u8], lines: Option<usize>) -> usize {
+    let Some(n) = lines else { return 0 };
+    if n == 0 {
+        return data.len();
+    }
+    // A final newline ends the last line; it doesn't start another.
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// `strata wait C...`: waits for each container to exit and prints its exit code.
+pub fn wait(root: Option<PathBuf>, names: &[String]) -> CmdResult {
+    let store = open_store(root)?;
+    let mut code = 0;
+    for name in names {
+        let ctx = || format!("waiting for {name}");
+        let exit = loop {
+            let c = match ctr::find(&store, name) {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
+            let s = c.observed();
+            // The monitor records the exit code a moment after the process is gone.
+            match (s.status, c.state.exit_code) {
+                (ctr::Status::Running, _) | (ctr::Status::Exited, None)
+                    if c.state.status == ctr::Status::Running =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                (_, Some(x)) => break Ok(x),
+                _ => break Ok(0),
+            }
+        };
+        match exit {
+            Ok(x) => writeln!(std::io::stdout(), "{x}")?,
+            Err(e) => code = super::report(&container_ctx(ctx())(e)),
+        }
+    }
+    Ok(code)
 }
 
 /// `strata stop [-t SECS] C...`: SIGTERM, then SIGKILL after the timeout.
@@ -129,4 +224,17 @@ pub fn info(root: Option<PathBuf>) -> CmdResult {
         yes(crate::container::usernet::available())
     )?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_lines() {
+        let d = b"a\nb\nc\n";
+        assert_eq!(&d[super::tail_start(d, Some(2))..], b"b\nc\n");
+        assert_eq!(&d[super::tail_start(d, Some(9))..], d);
+        assert_eq!(&d[super::tail_start(d, Some(0))..], b"");
+        assert_eq!(&d[super::tail_start(d, None)..], d);
+        assert_eq!(&b"x\ny"[super::tail_start(b"x\ny", Some(1))..], b"y");
+    }
 }

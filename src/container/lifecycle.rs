@@ -95,6 +95,8 @@ pub struct Request {
     pub interactive: bool,
     /// `--rm`.
     pub remove: bool,
+    /// `--read-only`: the rootfs is mounted read-only.
+    pub read_only: bool,
 }
 
 /// A container recorded in the store and everything needed to start it.
@@ -277,6 +279,7 @@ fn stack_options(
     work: PathBuf,
 ) -> MountOptions {
     let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
+    opts.read_only = created.request.read_only;
     match &created.userns {
         Some(u) if u.server_inside => {
             opts.namespace_root = true;
@@ -541,6 +544,7 @@ pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32
         userns: false,
         limits: Default::default(),
         volumes: Vec::new(),
+        tmpfs: Vec::new(),
         rlimits: Vec::new(),
         tty: None,
         security,

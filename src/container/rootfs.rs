@@ -87,6 +87,8 @@ pub enum Step {
     Mask(&'static str),
     /// Makes a path read-only if it exists.
     ReadOnly(&'static str),
+    /// `--tmpfs`: a tmpfs at `target` (created if missing).
+    Tmpfs(crate::container::spec::Tmpfs),
     /// A volume: the host path bound at `target` (created if missing).
     Bind {
         /// Host path.
@@ -183,6 +185,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
         v.extend(MASKED.iter().map(|m| Step::Mask(m)));
         v.extend(READ_ONLY.iter().map(|m| Step::ReadOnly(m)));
     }
+    v.extend(spec.tmpfs.iter().cloned().map(Step::Tmpfs));
     for vol in &spec.volumes {
         v.push(Step::Bind {
             source: vol.host.clone(),
@@ -271,12 +274,37 @@ pub fn carry_out(r: &Path, step: &Step) -> Result<(), Fail> {
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID;
             mount(none, &p, none, flags, none).map_err(fail(&what))
         }
+        Step::Tmpfs(t) => {
+            let p = inside(r, &t.target);
+            ensure_dir(&p)?;
+            let (flags, data) = tmpfs_flags(&t.options);
+            mount(Some("tmpfs"), &p, Some("tmpfs"), flags, Some(data.as_str()))
+                .map_err(fail(format_args!("--tmpfs {}", t.target)))
+        }
         Step::Bind {
             source,
             target,
             read_only,
         } => bind(r, source, target, *read_only),
     }
+}
+
+/// Mount flags and filesystem data of `--tmpfs` options: noexec, nosuid and nodev unless
+/// `exec`, `suid` or `dev` is given, as docker does.
+fn tmpfs_flags(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let mut data = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "exec" => flags.remove(MsFlags::MS_NOEXEC),
+            "suid" => flags.remove(MsFlags::MS_NOSUID),
+            "dev" => flags.remove(MsFlags::MS_NODEV),
+            "noexec" | "nosuid" | "nodev" | "rw" => {}
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
 }
 
 /// Mounts everything and pivots into `rootfs`; the process is then in the container's
@@ -404,6 +432,7 @@ mod tests {
             userns: false,
             limits: Default::default(),
             volumes: Vec::new(),
+            tmpfs: Vec::new(),
             rlimits: Vec::new(),
             tty: None,
             security: Default::default(),

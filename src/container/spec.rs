@@ -36,6 +36,8 @@ pub struct RunSpec {
     pub limits: Limits,
     /// Bind mounts.
     pub volumes: Vec<Volume>,
+    /// `--tmpfs` mounts.
+    pub tmpfs: Vec<Tmpfs>,
     /// `--ulimit` values, already clamped to what the caller may set.
     pub rlimits: Vec<Rlimit>,
     /// `-t`: the socket on which the container sends back the master of the pty it
@@ -177,6 +179,88 @@ pub struct Overrides {
     pub volumes: Vec<String>,
     /// `--ulimit NAME=SOFT[:HARD]`.
     pub ulimits: Vec<String>,
+    /// `--entrypoint` (replaces the image's Entrypoint and drops its Cmd; "" clears it).
+    pub entrypoint: Option<String>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+}
+
+/// A tmpfs mounted in the container (`--tmpfs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tmpfs {
+    /// Where (absolute).
+    pub target: String,
+    /// tmpfs options (`size=64m,mode=1777`); noexec, nosuid and nodev unless `exec`, `suid`
+    /// or `dev` is among them, as docker does.
+    pub options: String,
+}
+
+/// Parses `--tmpfs PATH[:OPTIONS]`.
+pub fn parse_tmpfs(s: &str) -> Result<Tmpfs, ContainerError> {
+    let (target, options) = s.split_once(':').unwrap_or((s, ""));
+    if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+        return Err(ContainerError::BadSpec(format!(
+            "--tmpfs {s}: the path must be absolute, without .."
+        )));
+    }
+    let allowed = |o: &str| {
+        let key = o.split('=').next().unwrap_or("");
+        [
+            "size",
+            "mode",
+            "uid",
+            "gid",
+            "nr_inodes",
+            "exec",
+            "noexec",
+            "suid",
+            "nosuid",
+            "dev",
+            "nodev",
+            "ro",
+            "rw",
+        ]
+        .contains(&key)
+    };
+    if let Some(bad) = options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .find(|o| !allowed(o))
+    {
+        return Err(ContainerError::BadSpec(format!(
+            "--tmpfs {s}: unknown option {bad}"
+        )));
+    }
+    Ok(Tmpfs {
+        target: target.to_string(),
+        options: options.to_string(),
+    })
+}
+
+/// Reads an `--env-file`: `KEY=VALUE` lines, `KEY` alone for the host's value, `#` comments.
+pub fn read_env_file(p: &Path) -> Result<Vec<String>, ContainerError> {
+    let data = std::fs::read_to_string(p)
+        .map_err(|e| ContainerError::BadSpec(format!("--env-file {}: {e}", p.display())))?;
+    let mut v = Vec::new();
+    for (i, line) in data.lines().enumerate() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('=')
+            || l.split('=')
+                .next()
+                .is_some_and(|k| k.contains(char::is_whitespace))
+        {
+            return Err(ContainerError::BadSpec(format!(
+                "--env-file {} line {}: {line:?} is not KEY=VALUE",
+                p.display(),
+                i + 1
+            )));
+        }
+        v.push(l.to_string());
+    }
+    Ok(v)
 }
 
 fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
@@ -235,11 +319,15 @@ pub fn build(
     limits: Limits,
 ) -> Result<RunSpec, ContainerError> {
     let rc = cfg.config.clone().unwrap_or_default();
-    let mut argv: Vec<String> = rc.entrypoint.clone().unwrap_or_default();
-    if o.command.is_empty() {
-        argv.extend(rc.cmd.clone().unwrap_or_default());
-    } else {
+    let mut argv: Vec<String> = match &o.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => rc.entrypoint.clone().unwrap_or_default(),
+    };
+    if !o.command.is_empty() {
         argv.extend(o.command.iter().cloned());
+    } else if o.entrypoint.is_none() {
+        argv.extend(rc.cmd.clone().unwrap_or_default());
     }
     if argv.is_empty() {
         return Err(ContainerError::BadSpec(
@@ -294,6 +382,11 @@ pub fn build(
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<_, _>>()?;
+    let tmpfs = o
+        .tmpfs
+        .iter()
+        .map(|t| parse_tmpfs(t))
+        .collect::<Result<_, _>>()?;
     let mut rlimits = Vec::new();
     for u in &o.ulimits {
         let (l, warn) = parse_ulimit(u)?;
@@ -313,6 +406,7 @@ pub fn build(
         userns: false,
         limits,
         volumes,
+        tmpfs,
         rlimits,
         tty: None,
         security: Security::default(),
@@ -352,6 +446,32 @@ mod tests {
         };
         let s = build(&cfg, &o, dir.path(), "h".into(), true, Limits::default()).unwrap();
         assert_eq!(s.argv, ["/init", "debug"]);
+        // --entrypoint replaces the image's and drops its Cmd; "" clears it.
+        let ep = |e: &str, cmd: &[&str]| {
+            let o = Overrides {
+                entrypoint: Some(e.into()),
+                command: cmd.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            };
+            build(&cfg, &o, dir.path(), "h".into(), true, Limits::default()).map(|s| s.argv)
+        };
+        assert_eq!(ep("/bin/sh", &[]).unwrap(), ["/bin/sh"]);
+        assert_eq!(ep("/bin/sh", &["-c", "x"]).unwrap(), ["/bin/sh", "-c", "x"]);
+        assert_eq!(ep("", &["ls"]).unwrap(), ["ls"]);
+        assert!(ep("", &[]).is_err());
+        assert_eq!(
+            parse_tmpfs("/run:size=1m,mode=1777").unwrap().options,
+            "size=1m,mode=1777"
+        );
+        assert!(parse_tmpfs("run").is_err() && parse_tmpfs("/x:bogus=1").is_err());
+        let envf = dir.path().join("env");
+        std::fs::write(&envf, "# c\nA=1\n\n  B=two words\nHOME\n").unwrap();
+        assert_eq!(
+            read_env_file(&envf).unwrap(),
+            ["A=1", "B=two words", "HOME"]
+        );
+        std::fs::write(&envf, "=x\n").unwrap();
+        assert!(read_env_file(&envf).is_err());
         assert!(s.env.contains(&"A=2".to_string()) && s.env.contains(&"B=3".to_string()));
         assert!(s.env.contains(&"PATH=/bin".to_string()));
         assert_eq!((s.uid, s.gid, s.cwd.as_str()), (33, 34, "/srv"));
