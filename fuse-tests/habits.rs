@@ -119,3 +119,58 @@ fn entrypoint_env_file_read_only_and_tmpfs() {
     assert_eq!(o.status.code(), Some(125));
     no_leftovers(&e);
 }
+
+#[test]
+fn create_start_and_restart_keep_the_container_and_its_changes() {
+    let e = env("habits-start");
+    let o = strata(
+        &e,
+        &[
+            "create",
+            "--name",
+            "c",
+            "-e",
+            "X=kept",
+            "box:1",
+            "sh",
+            "-c",
+            "echo run $X >> /root/runs; cat /root/runs",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out(&o).trim().len(), 64);
+    let ps = out(&strata(&e, &["ps", "-a"]));
+    assert!(
+        ps.lines()
+            .any(|l| l.ends_with(" c") && l.contains("reated")),
+        "{ps}"
+    );
+    // start -a: attached, the command's status; the writable layer is kept between starts.
+    let o = strata(&e, &["start", "-a", "c"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out(&o), "run kept\n");
+    let o = strata(&e, &["start", "-a", "c"]);
+    assert_eq!(out(&o), "run kept\nrun kept\n");
+    // start in the background prints the name; restart stops and starts it again.
+    assert_eq!(out(&strata(&e, &["start", "c"])), "c\n");
+    assert_eq!(out(&strata(&e, &["wait", "c"])), "0\n");
+    assert_eq!(out(&strata(&e, &["restart", "-t", "1", "c"])), "c\n");
+    assert_eq!(out(&strata(&e, &["wait", "c"])), "0\n");
+    let logs = out(&strata(&e, &["logs", "c"]));
+    assert!(
+        logs.ends_with("run kept\nrun kept\nrun kept\nrun kept\n"),
+        "{logs}"
+    );
+    // A start that fails keeps the container, recorded with the failure's code.
+    let o = strata(&e, &["create", "--name", "bad", "box:1", "/no/such"]);
+    assert!(o.status.success());
+    assert_eq!(strata(&e, &["start", "-a", "bad"]).status.code(), Some(127));
+    let ps = out(&strata(&e, &["ps", "-a"]));
+    assert!(
+        ps.lines().any(|l| l.ends_with(" bad") && l.contains("127")),
+        "{ps}"
+    );
+    assert_eq!(strata(&e, &["start", "nosuch"]).status.code(), Some(1));
+    assert!(strata(&e, &["rm", "c", "bad"]).status.success());
+    no_leftovers(&e);
+}

@@ -92,6 +92,29 @@ pub enum Command {
     },
     /// Run a command in a new container.
     Run(Box<RunArgs>),
+    /// Create a container without starting it (the same flags as run); prints its id.
+    Create(Box<RunArgs>),
+    /// Start created or exited containers (in the background unless -a).
+    Start {
+        /// Attach: stay with the container's output and return its exit status.
+        #[arg(short, long)]
+        attach: bool,
+        /// Keep stdin open (with -a).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop (SIGTERM, then SIGKILL after the timeout) and start containers again.
+    Restart {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// List containers.
     Ps {
         /// Show exited containers too.

@@ -49,6 +49,13 @@ fn main() {
         } => strata::cmd::registry::login(server, username, password, password_stdin, &registry),
         Command::Logout { server } => strata::cmd::registry::logout(server),
         Command::Run(a) => container::run(root, *a),
+        Command::Create(a) => container::create(root, *a),
+        Command::Start {
+            attach,
+            interactive,
+            containers,
+        } => container::start(root, attach, interactive, &containers),
+        Command::Restart { time, containers } => container::restart(root, time, &containers),
         Command::Ps { all, quiet } => container::ps(root, all, quiet),
         Command::Rm { force, containers } => container::rm(root, force, &containers),
         Command::Diff { container: c } => container::diff(root, &c),

@@ -95,6 +95,72 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     lifecycle::run_attached(&store, created).map_err(Error::Run)
 }
 
+/// `strata create`: records the container (pulling its image if missing); prints its id.
+pub fn create(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
+    let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
+    pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
+    let host = Host::current();
+    let req = request(a, host).map_err(Error::Run)?;
+    let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
+    writeln!(std::io::stdout(), "{}", created.container.state.id)?;
+    Ok(0)
+}
+
+/// `strata start [-a] [-i] C...`: in the background (printing each name), or attached to
+/// one container (its exit status).
+pub fn start(
+    root: Option<PathBuf>,
+    attach: bool,
+    interactive: bool,
+    names: &[String],
+) -> CmdResult {
+    let store = open_store(root)?;
+    let host = Host::current();
+    if attach && names.len() > 1 {
+        return Err(container_ctx("start")(ContainerError::BadSpec(
+            "-a attaches to one container only".into(),
+        )));
+    }
+    let mut code = 0;
+    for name in names {
+        let ctx = format!("starting {name}");
+        let c = match ctr::find(&store, name) {
+            Ok(c) => c,
+            Err(e) => {
+                code = super::report(&container_ctx(&ctx)(e));
+                continue;
+            }
+        };
+        let created = match lifecycle::reopen(&store, c, host) {
+            Ok(c) => c.attached(attach, interactive),
+            Err(e) => {
+                code = super::report(&container_ctx(&ctx)(e));
+                continue;
+            }
+        };
+        if attach {
+            return lifecycle::run_attached(&store, created).map_err(Error::Run);
+        }
+        match lifecycle::run_detached(&store, created) {
+            Ok(_) => writeln!(std::io::stdout(), "{name}")?,
+            Err(e) => code = super::report(&container_ctx(&ctx)(e)),
+        }
+    }
+    Ok(code)
+}
+
+/// `strata restart [-t SECS] C...`.
+pub fn restart(root: Option<PathBuf>, secs: u64, names: &[String]) -> CmdResult {
+    let store = open_store(root.clone())?;
+    for name in names {
+        if let Ok(c) = ctr::find(&store, name) {
+            lifecycle::stop(&c, std::time::Duration::from_secs(secs));
+            lifecycle::wait_recorded(&store, name);
+        }
+    }
+    start(root, false, false, names)
+}
+
 /// `run --pull`: `always`, or `missing` (the default) when the store has no such image.
 fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::image::ImageError> {
     let missing = match store.resolve(image) {

@@ -10,7 +10,7 @@ use super::devices::{bpf_program, DeviceRule};
 use super::error::{io_ctx, ContainerError};
 
 /// Limits asked for on the command line.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory in bytes.
     pub memory: Option<u64>,

@@ -168,7 +168,7 @@ fn waiter(
         return EXIT_STRATA;
     }
     // The launcher blocks the signals it forwards; the container gets them delivered.
-    if let Err(e) = crate::sys::process::unblock_signals(super::lifecycle::FORWARDED) {
+    if let Err(e) = crate::sys::process::unblock_signals(super::start::FORWARDED) {
         return report(EXIT_STRATA, format!("unblocking signals: {e}"));
     }
     // First the namespaces the launcher acts on from outside: the user namespace (maps)

@@ -1,35 +1,34 @@
-//! A container's life: create (name, state, layer stack), start (union mount, cgroups,
-//! namespaces), attach or detach (a monitor process records the exit), stop, kill, exec,
-//! remove. Every change of the recorded state goes through `Container::update`.
+//! A container's life: create (name, state, layer stack, the request kept for later
+//! starts), reopen for `start`/`restart`, run attached or detached (a monitor process
+//! records the exit; the starting itself is in `start`), stop, kill, exec, remove. Every
+//! change of the recorded state goes through `Container::update`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill as send, Signal};
 use nix::unistd::Pid;
 
-use super::cgroup::{Cgroup, Limits};
+use super::cgroup::Limits;
 use super::error::{io_ctx, ContainerError};
 use super::handshake::Channel;
 use super::id::{ContainerId, Status};
 use super::launch::{self, EXIT_STRATA};
 use super::security::{Flags, Security};
-use super::spec::{build, Overrides, RunSpec};
+use super::spec::{Overrides, RunSpec};
 use super::state::{self, Container, State};
 use super::usernet::Publish;
 use super::userns::{self, UserNs};
 use crate::host::Host;
 use crate::image::oci::ImageConfig;
 use crate::image::Store;
-use crate::overlay::options::MountOptions;
-use crate::overlay::present::OverrideXattr;
 use crate::sys::process::pid_alive;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
 /// The network a container gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// A network namespace of its own with only `lo`.
     None,
@@ -68,8 +67,9 @@ impl FromStr for Network {
     }
 }
 
-/// What `run` asks for.
-#[derive(Clone, Debug)]
+/// What `run` (or `create`) asks for; kept with the container (`request.json`) so
+/// `start` and `restart` start it the same way.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     /// The image as given.
     pub image: String,
@@ -104,10 +104,86 @@ pub struct Request {
 pub struct Created {
     /// The container.
     pub container: Container,
-    config: ImageConfig,
-    lowers: Vec<PathBuf>,
-    request: Request,
-    userns: Option<UserNs>,
+    pub(super) config: ImageConfig,
+    pub(super) lowers: Vec<PathBuf>,
+    pub(super) request: Request,
+    pub(super) userns: Option<UserNs>,
+    /// Made by this command (`run`): a failed start removes it. A container `start`ed
+    /// again stays, recorded as exited with the failure's code.
+    fresh: bool,
+}
+
+impl Created {
+    /// `start -a [-i]`: whether to stay with its output, and keep stdin open.
+    pub fn attached(mut self, attach: bool, interactive: bool) -> Created {
+        self.request.interactive = attach && interactive;
+        if !attach {
+            self.request.tty = false;
+        }
+        self
+    }
+}
+
+/// Waits (a bounded while) until the monitor of a container that stopped has recorded
+/// its exit, so it can be started again.
+pub fn wait_recorded(store: &Store, name: &str) {
+    for _ in 0..200 {
+        match state::find(store, name) {
+            Ok(c) if c.state.status == Status::Running => {
+                std::thread::sleep(Duration::from_millis(25))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The file keeping a container's [`Request`].
+fn request_file(c: &Container) -> PathBuf {
+    c.dir.join("request.json")
+}
+
+/// A recorded container, ready to be started again (`start`, `restart`).
+pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
+    if c.running_pid().is_ok() {
+        return Err(ContainerError::BadSpec(format!(
+            "container {} is already running",
+            c.state.name
+        )));
+    }
+    let p = request_file(&c);
+    let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
+    let request: Request = serde_json::from_slice(&data)
+        .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))?;
+    let image = store.resolve(&c.state.image_id)?;
+    let lowers = store.lowerdirs(&image.config)?;
+    let userns = userns::choose(request.userns, host)?;
+    Ok(Created {
+        container: c,
+        config: image.config,
+        lowers,
+        request,
+        userns,
+        fresh: false,
+    })
+}
+
+/// After a failed start: a fresh or `--rm` container goes, another is recorded as exited
+/// with the failure's code.
+fn discard(store: &Store, created: &Created, e: &ContainerError) {
+    if created.fresh || created.request.remove {
+        let _ = state::remove(store, &created.container);
+        return;
+    }
+    let code = match e {
+        ContainerError::Exec { code, .. } => *code,
+        _ => EXIT_STRATA,
+    };
+    let mut c = created.container.clone();
+    let _ = c.update(|s| {
+        s.status = Status::Exited;
+        s.pid = None;
+        s.exit_code = Some(code);
+    });
 }
 
 /// Resolves the image and records a new container (status `created`) under a free name.
@@ -151,12 +227,23 @@ pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
             volumes: request.overrides.volumes.clone(),
         },
     )?;
+    let kept = serde_json::to_vec(&request)
+        .map_err(|e| ContainerError::Setup(format!("recording the request: {e}")))
+        .and_then(|data| {
+            crate::sys::file::write_atomic(&request_file(&container), &data)
+                .map_err(io_ctx(request_file(&container).display()))
+        });
+    if let Err(e) = kept {
+        let _ = state::remove(store, &container);
+        return Err(e);
+    }
     Ok(Created {
         container,
         config: image.config,
         lowers,
         request,
         userns,
+        fresh: true,
     })
 }
 
@@ -167,15 +254,18 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
         false => crate::sys::process::stdin_from_null().map_err(io_ctx("stdin")),
     };
     // A failure before the start too leaves no container record behind.
-    let r = stdin.and_then(|_| start(&created, &mut |_| {}));
-    if r.is_err() || created.request.remove {
-        let removed = state::remove(store, &created.container);
-        if let (Ok(_), Err(e)) = (&r, removed) {
-            eprintln!(
-                "strata: error: removing container {}: {e}",
-                created.container.state.name
-            );
+    let r = stdin.and_then(|_| super::start::start(&created, &mut |_| {}));
+    match &r {
+        Err(e) => discard(store, &created, e),
+        Ok(_) if created.request.remove => {
+            if let Err(e) = state::remove(store, &created.container) {
+                eprintln!(
+                    "strata: error: removing container {}: {e}",
+                    created.container.state.name
+                );
+            }
         }
+        Ok(_) => {}
     }
     r
 }
@@ -194,7 +284,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
     let forked = fork_single_threaded().map_err(io_ctx("fork"));
     match forked {
         Err(e) => {
-            let _ = state::remove(store, c);
+            discard(store, &created, &e);
             Err(e)
         }
         Ok(Forked::Parent(_)) => {
@@ -221,7 +311,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
                 redirect_stdio(std::os::fd::AsFd::as_fd(&log)).map_err(io_ctx("log"))
             });
             let r = ready.and_then(|_| {
-                start(&created, &mut |_| {
+                super::start::start(&created, &mut |_| {
                     if let Some(n) = notify.take() {
                         let _ = n.send(&Started::Running);
                     }
@@ -234,6 +324,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
                     0
                 }
                 Err(e) => {
+                    discard(store, &created, &e);
                     if let Some(n) = notify.take() {
                         let (code, message) = match e {
                             ContainerError::Exec { code, message } => (code, message),
@@ -241,7 +332,6 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
                         };
                         let _ = n.send(&Started::Failed { code, message });
                     }
-                    let _ = state::remove(store, c);
                     EXIT_STRATA
                 }
             };
@@ -255,206 +345,6 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
 enum Started {
     Running,
     Failed { code: i32, message: String },
-}
-
-/// The container's rootfs mounted by the launcher, unmounted when dropped (also on every
-/// early return while starting).
-struct RootfsMount(Option<PathBuf>);
-
-impl Drop for RootfsMount {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = crate::fuse::server::unmount(&p, false);
-        }
-    }
-}
-
-/// The mount options of the container's layer stack: root's server shows the image's ids
-/// shifted into the range of a user namespace; a rootless server, inside the namespace,
-/// keeps owners it can't set in override xattrs (see the README).
-fn stack_options(
-    created: &Created,
-    stack: Vec<PathBuf>,
-    upper: PathBuf,
-    work: PathBuf,
-) -> MountOptions {
-    let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
-    opts.read_only = created.request.read_only;
-    match &created.userns {
-        Some(u) if u.server_inside => {
-            opts.namespace_root = true;
-            opts.allow_other = Some(true);
-            opts.presentation.override_xattr = Some(OverrideXattr::Containers);
-        }
-        Some(u) => {
-            opts.presentation.uids = UserNs::shifted(&u.uids);
-            opts.presentation.gids = UserNs::shifted(&u.gids);
-        }
-        None => {}
-    }
-    opts
-}
-
-/// Where the container's /etc/passwd and /etc/group are read before it starts: the rootfs
-/// when the launcher mounted it, else the top layer that has an /etc/passwd.
-fn etc_root(rootfs: &Path, mounted_here: bool, stack: &[PathBuf]) -> PathBuf {
-    if mounted_here {
-        return rootfs.to_path_buf();
-    }
-    stack
-        .iter()
-        .find(|l| std::fs::symlink_metadata(l.join("etc/passwd")).is_ok())
-        .cloned()
-        .unwrap_or_else(|| rootfs.to_path_buf())
-}
-
-/// Mounts the rootfs and starts the container; calls `started` once its command runs,
-/// waits for it and records the exit. Returns its exit status. A failure at any step
-/// leaves no mount, server, cgroup or network helper behind.
-fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> {
-    let mut c = created.container.clone();
-    let req = &created.request;
-    let (upper, work, rootfs, init) = (c.upper(), c.work(), c.rootfs(), c.init_layer());
-    for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir_all(d).map_err(io_ctx(d.display()))?;
-    }
-    let image_file = c.dir.join("image");
-    std::fs::write(&image_file, &c.state.image_id).map_err(io_ctx(image_file.display()))?;
-    // Like docker's init layer: the mount points the container needs exist in a layer of
-    // their own between the image and the writable layer, so they never show as changes.
-    for d in ["proc", "dev", "sys"] {
-        std::fs::create_dir_all(init.join(d)).map_err(io_ctx(init.display()))?;
-    }
-    let mut stack = vec![init];
-    stack.extend(created.lowers.iter().cloned());
-    let opts = stack_options(created, stack.clone(), upper.clone(), work);
-    let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
-    let mut mounted = RootfsMount(None);
-    if !inside {
-        crate::fuse::server::mount(&opts, &rootfs)
-            .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
-        mounted.0 = Some(rootfs.clone());
-    }
-    let mut layers = vec![upper];
-    layers.extend(stack);
-    let mut spec = build(
-        &created.config,
-        &req.overrides,
-        &etc_root(&rootfs, !inside, &layers),
-        c.state.hostname.clone(),
-        req.network != Network::Host,
-        req.limits,
-    )?;
-    spec.userns = created.userns.is_some();
-    let console = if req.tty {
-        Some(super::tty::console_socket()?)
-    } else {
-        None
-    };
-    spec.tty = console
-        .as_ref()
-        .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
-    spec.security = c.state.security.clone();
-    let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
-        Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
-        None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
-    };
-    // Blocked before the container can run, so a signal sent once it runs is never lost
-    // (the waiter unblocks them for the container).
-    crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
-    let mut net = None;
-    let launched = {
-        let dir = c.dir.clone();
-        let mut ready = |pid: i32| -> Result<()> {
-            if req.network == Network::Pasta {
-                net = Some(super::usernet::start(pid, &req.publish, &dir)?);
-            }
-            Ok(())
-        };
-        let ns = launch::Namespaces {
-            userns: created.userns.as_ref(),
-            inner_mount: inside.then_some(&opts),
-            ready: &mut ready,
-        };
-        launch::start(&spec, &rootfs, &cg, ns)
-    };
-    let running = match launched {
-        Ok(r) => r,
-        Err(e) => {
-            cg.remove();
-            return Err(e);
-        }
-    };
-    let relay = match console {
-        Some(con) => {
-            drop(con.theirs);
-            match super::tty::receive_master(&con.ours) {
-                Ok(m) => Some(super::tty::relay(m, req.interactive)),
-                Err(e) => {
-                    eprintln!("strata: error: {e}");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    c.update(|s| {
-        s.status = Status::Running;
-        s.pid = Some(running.pid);
-        s.env = spec.env.clone();
-        s.uid = spec.uid;
-        s.gid = spec.gid;
-        s.cwd = spec.cwd.clone();
-    })?;
-    started(&c);
-    forward_signals(running.pid);
-    let code = running.wait();
-    drop(net);
-    if let Some(r) = relay {
-        r.finish();
-    }
-    let oom = cg.oom_killed();
-    cg.remove();
-    if oom {
-        eprintln!(
-            "strata: container {} was killed for exceeding its memory limit ({} MiB)",
-            c.state.name,
-            req.limits.memory.unwrap_or(0) >> 20
-        );
-    }
-    // A container removed meanwhile (`rm -f`) has nothing left to record.
-    let _ = c.update(|s| {
-        s.status = Status::Exited;
-        s.pid = None;
-        s.exit_code = Some(code);
-        s.oom_killed = oom;
-    });
-    drop(mounted);
-    Ok(code)
-}
-
-/// The signals sent to the launcher that go on to the container's init.
-pub const FORWARDED: &[i32] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
-/// Passes the [`FORWARDED`] signals (blocked since before the container started) on to
-/// the container's init.
-fn forward_signals(pid: i32) {
-    let _ = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            while let Ok(sig) = crate::sys::process::wait_signal(FORWARDED) {
-                if let Ok(s) = Signal::try_from(sig) {
-                    let _ = send(Pid::from_raw(pid), s);
-                }
-            }
-        });
 }
 
 /// Parses a signal given by name (`TERM`, `SIGTERM`, any case) or number.

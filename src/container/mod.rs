@@ -21,6 +21,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
+pub mod start;
 pub mod state;
 pub mod tty;
 pub mod usernet;

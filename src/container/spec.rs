@@ -165,7 +165,7 @@ pub fn parse_volume(v: &str) -> Result<Volume, ContainerError> {
 }
 
 /// Command-line overrides of the image config.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Overrides {
     /// Command and arguments (replace Cmd).
     pub command: Vec<String>,

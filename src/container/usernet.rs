@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::error::ContainerError;
 
 /// The transport of a published port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Proto {
     /// TCP.
     Tcp,
@@ -24,7 +24,7 @@ pub enum Proto {
 }
 
 /// `-p [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Publish {
     /// Host address to listen on (all when unset).
     pub host_ip: Option<IpAddr>,

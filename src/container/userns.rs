@@ -23,7 +23,7 @@ use crate::overlay::present::IdRange;
 pub const MAX_IDS: u32 = 65536;
 
 /// `--userns`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// Unset: the host's ids for root, a namespace of its own for a user.
     #[default]

@@ -1,0 +1,223 @@
+//! Starting a created container: its layer stack mounted (by the launcher, or for a
+//! rootless container by a server inside its user namespace), the spec built, cgroups and
+//! user-mode networking set up, the command launched, then its exit waited for and
+//! recorded. Every step undone on failure: no mount, cgroup or helper is left behind.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill as send, Signal};
+use nix::unistd::Pid;
+
+use super::cgroup::Cgroup;
+use super::error::{io_ctx, ContainerError};
+use super::id::Status;
+use super::launch;
+use super::lifecycle::{Created, Network};
+use super::spec::build;
+use super::state::Container;
+use super::userns::UserNs;
+use crate::overlay::options::MountOptions;
+use crate::overlay::present::OverrideXattr;
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// The container's rootfs mounted by the launcher, unmounted when dropped (also on every
+/// early return while starting).
+struct RootfsMount(Option<PathBuf>);
+
+impl Drop for RootfsMount {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = crate::fuse::server::unmount(&p, false);
+        }
+    }
+}
+
+/// The mount options of the container's layer stack: root's server shows the image's ids
+/// shifted into the range of a user namespace; a rootless server, inside the namespace,
+/// keeps owners it can't set in override xattrs (see the README).
+fn stack_options(
+    created: &Created,
+    stack: Vec<PathBuf>,
+    upper: PathBuf,
+    work: PathBuf,
+) -> MountOptions {
+    let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
+    opts.read_only = created.request.read_only;
+    match &created.userns {
+        Some(u) if u.server_inside => {
+            opts.namespace_root = true;
+            opts.allow_other = Some(true);
+            opts.presentation.override_xattr = Some(OverrideXattr::Containers);
+        }
+        Some(u) => {
+            opts.presentation.uids = UserNs::shifted(&u.uids);
+            opts.presentation.gids = UserNs::shifted(&u.gids);
+        }
+        None => {}
+    }
+    opts
+}
+
+/// Where the container's /etc/passwd and /etc/group are read before it starts: the rootfs
+/// when the launcher mounted it, else the top layer that has an /etc/passwd.
+fn etc_root(rootfs: &Path, mounted_here: bool, stack: &[PathBuf]) -> PathBuf {
+    if mounted_here {
+        return rootfs.to_path_buf();
+    }
+    stack
+        .iter()
+        .find(|l| std::fs::symlink_metadata(l.join("etc/passwd")).is_ok())
+        .cloned()
+        .unwrap_or_else(|| rootfs.to_path_buf())
+}
+
+/// Mounts the rootfs and starts the container; calls `started` once its command runs,
+/// waits for it and records the exit. Returns its exit status. A failure at any step
+/// leaves no mount, server, cgroup or network helper behind.
+pub(super) fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> {
+    let mut c = created.container.clone();
+    let req = &created.request;
+    let (upper, work, rootfs, init) = (c.upper(), c.work(), c.rootfs(), c.init_layer());
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).map_err(io_ctx(d.display()))?;
+    }
+    let image_file = c.dir.join("image");
+    std::fs::write(&image_file, &c.state.image_id).map_err(io_ctx(image_file.display()))?;
+    // Like docker's init layer: the mount points the container needs exist in a layer of
+    // their own between the image and the writable layer, so they never show as changes.
+    for d in ["proc", "dev", "sys"] {
+        std::fs::create_dir_all(init.join(d)).map_err(io_ctx(init.display()))?;
+    }
+    let mut stack = vec![init];
+    stack.extend(created.lowers.iter().cloned());
+    let opts = stack_options(created, stack.clone(), upper.clone(), work);
+    let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
+    let mut mounted = RootfsMount(None);
+    if !inside {
+        crate::fuse::server::mount(&opts, &rootfs)
+            .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
+        mounted.0 = Some(rootfs.clone());
+    }
+    let mut layers = vec![upper];
+    layers.extend(stack);
+    let mut spec = build(
+        &created.config,
+        &req.overrides,
+        &etc_root(&rootfs, !inside, &layers),
+        c.state.hostname.clone(),
+        req.network != Network::Host,
+        req.limits,
+    )?;
+    spec.userns = created.userns.is_some();
+    let console = if req.tty {
+        Some(super::tty::console_socket()?)
+    } else {
+        None
+    };
+    spec.tty = console
+        .as_ref()
+        .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
+    spec.security = c.state.security.clone();
+    let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
+        Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
+        None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
+    };
+    // Blocked before the container can run, so a signal sent once it runs is never lost
+    // (the waiter unblocks them for the container).
+    crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
+    let mut net = None;
+    let launched = {
+        let dir = c.dir.clone();
+        let mut ready = |pid: i32| -> Result<()> {
+            if req.network == Network::Pasta {
+                net = Some(super::usernet::start(pid, &req.publish, &dir)?);
+            }
+            Ok(())
+        };
+        let ns = launch::Namespaces {
+            userns: created.userns.as_ref(),
+            inner_mount: inside.then_some(&opts),
+            ready: &mut ready,
+        };
+        launch::start(&spec, &rootfs, &cg, ns)
+    };
+    let running = match launched {
+        Ok(r) => r,
+        Err(e) => {
+            cg.remove();
+            return Err(e);
+        }
+    };
+    let relay = match console {
+        Some(con) => {
+            drop(con.theirs);
+            match super::tty::receive_master(&con.ours) {
+                Ok(m) => Some(super::tty::relay(m, req.interactive)),
+                Err(e) => {
+                    eprintln!("strata: error: {e}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    c.update(|s| {
+        s.status = Status::Running;
+        s.pid = Some(running.pid);
+        s.env = spec.env.clone();
+        s.uid = spec.uid;
+        s.gid = spec.gid;
+        s.cwd = spec.cwd.clone();
+    })?;
+    started(&c);
+    forward_signals(running.pid);
+    let code = running.wait();
+    drop(net);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    let oom = cg.oom_killed();
+    cg.remove();
+    if oom {
+        eprintln!(
+            "strata: container {} was killed for exceeding its memory limit ({} MiB)",
+            c.state.name,
+            req.limits.memory.unwrap_or(0) >> 20
+        );
+    }
+    // Unmounted before the exit is recorded: a `start` that follows finds the rootfs free.
+    drop(mounted);
+    // A container removed meanwhile (`rm -f`) has nothing left to record.
+    let _ = c.update(|s| {
+        s.status = Status::Exited;
+        s.pid = None;
+        s.exit_code = Some(code);
+        s.oom_killed = oom;
+    });
+    Ok(code)
+}
+
+/// The signals sent to the launcher that go on to the container's init.
+pub const FORWARDED: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Passes the [`FORWARDED`] signals (blocked since before the container started) on to
+/// the container's init.
+fn forward_signals(pid: i32) {
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = crate::sys::process::wait_signal(FORWARDED) {
+                if let Ok(s) = Signal::try_from(sig) {
+                    let _ = send(Pid::from_raw(pid), s);
+                }
+            }
+        });
+}
