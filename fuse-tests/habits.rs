@@ -5,7 +5,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::containers::{env, no_leftovers, out, run, strata};
+use crate::archives::E;
+use crate::containers::{env, env_with, no_leftovers, out, run, strata};
 use crate::harness::strata_bin;
 
 #[test]
@@ -172,5 +173,169 @@ fn create_start_and_restart_keep_the_container_and_its_changes() {
     );
     assert_eq!(strata(&e, &["start", "nosuch"]).status.code(), Some(1));
     assert!(strata(&e, &["rm", "c", "bad"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn cp_in_and_out_of_running_and_stopped_containers_stays_inside() {
+    // /hostetc points at /etc: inside the container, that is the container's /etc.
+    let e = env_with("habits-cp", &[E::Sym("hostetc", "/etc")]);
+    let host = e.store.parent().unwrap().join("host");
+    std::fs::create_dir_all(host.join("dir/sub")).unwrap();
+    std::fs::write(host.join("dir/sub/f"), "nested\n").unwrap();
+    std::fs::write(host.join("file"), "host file\n").unwrap();
+    let h = |p: &str| host.join(p).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let o = strata(&e, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    // A stopped container: the copy goes into its writable layer.
+    ok(&[
+        "create",
+        "--name",
+        "s",
+        "box:1",
+        "sh",
+        "-c",
+        "cat /root/file /tmp/dir/sub/f /etc/strata-cp-probe",
+    ]);
+    ok(&["cp", &h("file"), "s:/root/"]);
+    ok(&["cp", &h("dir"), "s:/tmp"]);
+    // A symlink in the container: followed inside the container only, so the copy lands
+    // in the container's /etc, never the host's.
+    let probe = h("strata-cp-probe");
+    std::fs::write(&probe, "host file\n").unwrap();
+    ok(&["cp", &probe, "s:/hostetc/"]);
+    assert!(!std::path::Path::new("/etc/strata-cp-probe").exists());
+    let o = strata(&e, &["start", "-a", "s"]);
+    assert_eq!(out(&o), "host file\nnested\nhost file\n");
+    let diff = out(&strata(&e, &["diff", "s"]));
+    assert!(
+        diff.contains("A /root/file") && diff.contains("A /tmp/dir/sub/f"),
+        "{diff}"
+    );
+    // A running one: out of it, into a host dir, with docker's landing rules.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r",
+        "box:1",
+        "sh",
+        "-c",
+        "mkdir -p /data/x; echo made > /data/x/y; ln -s /etc/passwd /data/link; sleep 100",
+    ]);
+    let back = e.store.parent().unwrap().join("back");
+    std::fs::create_dir(&back).unwrap();
+    for _ in 0..100 {
+        if strata(
+            &e,
+            &["cp", "r:/data/x/y", back.join("probe").to_str().unwrap()],
+        )
+        .status
+        .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&["cp", "r:/data", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("data/x/y")).unwrap(),
+        "made\n"
+    );
+    let link = std::fs::read_link(back.join("data/link")).unwrap();
+    assert_eq!(
+        link,
+        std::path::Path::new("/etc/passwd"),
+        "links are copied as links"
+    );
+    ok(&["cp", "r:/data/.", back.join("contents").to_str().unwrap()]);
+    assert!(back.join("contents/x/y").is_file());
+    ok(&["cp", &h("file"), "r:/data/x/"]);
+    assert_eq!(
+        out(&strata(&e, &["exec", "r", "cat", "/data/x/file"])),
+        "host file\n"
+    );
+    // A path that climbs out of the container stays in it.
+    ok(&[
+        "cp",
+        "r:/../../../../etc/passwd",
+        back.join("pw").to_str().unwrap(),
+    ]);
+    let copied = std::fs::read_to_string(back.join("pw")).unwrap();
+    assert_eq!(
+        copied,
+        out(&strata(&e, &["exec", "r", "cat", "/etc/passwd"]))
+    );
+    assert_ne!(copied, std::fs::read_to_string("/etc/passwd").unwrap());
+    // Refused: a directory onto a file, both or neither side in a container.
+    assert_eq!(
+        strata(&e, &["cp", &h("dir"), "r:/data/x/y"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        strata(&e, &["cp", &h("file"), &h("x")]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        strata(&e, &["cp", "nosuch:/x", &h("x")]).status.code(),
+        Some(1)
+    );
+    ok(&["rm", "-f", "r", "s"]);
+    no_leftovers(&e);
+}
+
+#[test]
+fn a_view_left_mounted_by_a_killed_command_is_detached_not_emptied() {
+    // Regression: removing a dead staging dir walked into a read-write view of a
+    // container left mounted there and deleted the container's files (as whiteouts).
+    let e = env("habits-reclaim");
+    let o = strata(&e, &["create", "--name", "s", "box:1", "true"]);
+    assert!(o.status.success());
+    let v = crate::containers::inspect(&e, "s");
+    let data = &v["GraphDriver"]["Data"];
+    let upper = std::path::PathBuf::from(data["UpperDir"].as_str().unwrap());
+    let work = std::path::PathBuf::from(data["WorkDir"].as_str().unwrap());
+    let lower = data["LowerDir"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next_back()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    // What a `cp` killed mid-copy leaves: an unlocked staging dir with the view mounted.
+    let stage = e.store.join("tmp/stage-killed");
+    let view = stage.join("rootfs");
+    std::fs::create_dir_all(&view).unwrap();
+    std::fs::write(stage.join(".lock"), "").unwrap();
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    let o = Command::new(strata_bin())
+        .args(["mount", "-o", &opts, view.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Any command that opens the store reclaims dead staging dirs.
+    assert!(strata(&e, &["ps", "-a"]).status.success());
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(view.to_str().unwrap()));
+    assert_eq!(
+        out(&strata(&e, &["diff", "s"])),
+        "",
+        "the container lost files"
+    );
+    assert!(!stage.exists());
+    assert!(strata(&e, &["rm", "s"]).status.success());
     no_leftovers(&e);
 }

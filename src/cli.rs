@@ -149,6 +149,14 @@ pub enum Command {
         /// Name or id.
         container: String,
     },
+    /// Copy files between a container (running or not) and the host: CONTAINER:PATH
+    /// HOSTPATH, or HOSTPATH CONTAINER:PATH.
+    Cp {
+        /// Source.
+        source: String,
+        /// Destination.
+        destination: String,
+    },
     /// Wait for containers to exit; print each one's exit code.
     Wait {
         /// Names or ids.

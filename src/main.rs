@@ -65,6 +65,10 @@ fn main() {
             container: c,
         } => lifecycle::logs(root, &c, follow, &tail),
         Command::Wait { containers } => lifecycle::wait(root, &containers),
+        Command::Cp {
+            source,
+            destination,
+        } => container::cp(root, &source, &destination),
         Command::Stop { time, containers } => lifecycle::stop(root, time, &containers),
         Command::Kill { signal, containers } => lifecycle::kill(root, &signal, &containers),
         Command::Exec {

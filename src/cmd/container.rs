@@ -161,6 +161,38 @@ pub fn restart(root: Option<PathBuf>, secs: u64, names: &[String]) -> CmdResult 
     start(root, false, false, names)
 }
 
+/// `NAME:PATH` names a container's path; anything with a `/` before the colon (or no
+/// colon) is a host path (`./a:b` for a host file with a colon).
+fn container_path(arg: &str) -> Option<(&str, &str)> {
+    let (name, path) = arg.split_once(':')?;
+    (!name.is_empty() && !name.contains('/')).then_some((name, path))
+}
+
+/// `strata cp SRC DEST`: one side is `CONTAINER:PATH`.
+pub fn cp(root: Option<PathBuf>, src: &str, dest: &str) -> CmdResult {
+    use crate::container::copy;
+    let store = open_store(root)?;
+    let ctx = format!("cp {src} {dest}");
+    // Which side is in the container: (name, its path, out of it?).
+    let (name, path, out) = match (container_path(src), container_path(dest)) {
+        (Some((n, p)), None) => (n, p, true),
+        (None, Some((n, p))) => (n, p, false),
+        _ => {
+            return Err(container_ctx(&ctx)(ContainerError::BadSpec(
+                "exactly one side must be CONTAINER:PATH".into(),
+            )))
+        }
+    };
+    let c = ctr::find(&store, name).map_err(container_ctx(&ctx))?;
+    let r = copy::open_root(&store, &c).map_err(container_ctx(&ctx))?;
+    let done = match out {
+        true => copy::copy_out(&r, path, std::path::Path::new(dest)),
+        false => copy::copy_in(&r, std::path::Path::new(src), path),
+    };
+    done.map_err(container_ctx(&ctx))?;
+    Ok(0)
+}
+
 /// `run --pull`: `always`, or `missing` (the default) when the store has no such image.
 fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::image::ImageError> {
     let missing = match store.resolve(image) {

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod changes;
+pub mod copy;
 pub mod devices;
 pub mod error;
 pub mod handshake;

@@ -121,15 +121,37 @@ const STAGE_LOCK: &str = ".lock";
 /// open it is in use. Removed on drop.
 #[derive(Debug)]
 pub struct Staging {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
     _lock: File,
 }
 
 impl Staging {
     /// Its path.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // A view mounted below it must never be walked into by the removal: that would
+        // delete the viewed files. Detach it; if it can't be, keep the directory.
+        if let Some(d) = self.dir.take() {
+            if !release_mounts(d.path()) {
+                let _ = d.keep();
+            }
+        }
+    }
+}
+
+/// Detaches every mount at or below `dir` (a view a command made, or a killed one left);
+/// false if one stays.
+fn release_mounts(dir: &Path) -> bool {
+    for mp in crate::sys::mount::mounts_below(dir) {
+        let _ = crate::fuse::server::unmount(&mp, true);
+    }
+    crate::sys::mount::mounts_below(dir).is_empty()
 }
 
 impl Store {
@@ -174,7 +196,11 @@ impl Store {
         let lock = File::create(&p).map_err(io_ctx(p.display()))?;
         crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&lock), libc::LOCK_EX)
             .map_err(io_ctx(p.display()))?;
-        Ok(Staging { dir, _lock: lock })
+        Ok(Staging {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+            _lock: lock,
+        })
     }
 
     /// Removes the staging directories of imports and commits that were killed: those whose
@@ -204,7 +230,7 @@ impl Store {
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age > std::time::Duration::from_secs(60)),
             };
-            if dead && std::fs::remove_dir_all(&dir).is_ok() {
+            if dead && release_mounts(&dir) && std::fs::remove_dir_all(&dir).is_ok() {
                 removed += 1;
             }
         }

@@ -1,4 +1,4 @@
-//! Replacing a whole file so readers see the old or the new content, never a part.
+//! Whole files replaced atomically, and paths opened inside a root (a container's filesystem).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -11,4 +11,41 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     t.as_file().sync_all()?;
     t.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Opens `path` as if `root` were `/`: every symlink met (absolute or not) and every `..`
+/// is resolved inside `root` (openat2 `RESOLVE_IN_ROOT`), never outside it. For paths inside
+/// a container's root filesystem.
+pub fn open_in_root(
+    root: std::os::fd::BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let c = crate::sys::fs::cstr(rel.as_os_str())?;
+    // SAFETY: open_how is plain data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid C string and an open_how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new fd that we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
 }

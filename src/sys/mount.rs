@@ -35,6 +35,22 @@ pub fn is_mountpoint(path: &Path) -> bool {
         .any(|mp| unescape_mountinfo(mp) == want)
 }
 
+/// The mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut v: Vec<std::path::PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&unescape_mountinfo(mp))))
+        .filter(|mp| mp.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

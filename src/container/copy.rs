@@ -1,0 +1,288 @@
+//! `strata cp`: files between the host and a container, running or not, with docker's
+//! rules for where the copy lands.
+//!
+//! A running container is reached through its init's `/proc/PID/root`; a stopped one
+//! through a mount of its layer stack made for the copy (so writes go to its writable
+//! layer, never into an image layer). Inside the container every path is resolved as if its
+//! root were `/` (openat2 `RESOLVE_IN_ROOT`): a symlink in the container can't lead the
+//! copy out of it. The last component is never followed; links are copied as links.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{io_ctx, ContainerError};
+use super::state::Container;
+use crate::image::Store;
+use crate::sys::fs;
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// The container's root, open for the copy (and the mount made for it, if any).
+pub struct Root {
+    // Declared first: closed before the view below is unmounted (an open fd keeps it busy).
+    fd: OwnedFd,
+    _view: Option<View>,
+}
+
+/// A stopped container's files mounted for a copy, in a staging dir of the store.
+struct View {
+    path: PathBuf,
+    // Dropped after the unmount in `drop` (and it refuses to remove a mounted dir).
+    _staging: crate::image::store::Staging,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if crate::fuse::server::unmount(&self.path, false).is_err() {
+            let _ = crate::fuse::server::unmount(&self.path, true);
+        }
+    }
+}
+
+/// Opens the root filesystem of `c`: its running init's, or its layer stack mounted.
+pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
+    if let Ok(pid) = c.running_pid() {
+        let p = format!("/proc/{pid}/root");
+        let fd =
+            fs::open_path(Path::new(&p), libc::O_PATH | libc::O_DIRECTORY).map_err(io_ctx(&p))?;
+        return Ok(Root { fd, _view: None });
+    }
+    let tmp = store.staging()?;
+    let view = tmp.path().join("rootfs");
+    std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
+    let (upper, work) = (c.upper(), c.work());
+    for d in [&upper, &work] {
+        std::fs::create_dir_all(d).map_err(io_ctx(d.display()))?;
+    }
+    let mut stack = vec![c.init_layer()];
+    stack.extend(c.image_layers(store)?);
+    stack.retain(|l| l.is_dir());
+    let mut opts = crate::overlay::options::MountOptions::for_stack(stack, Some((upper, work)));
+    if !store.root_user {
+        opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
+    }
+    crate::fuse::server::mount(&opts, &view)
+        .map_err(|e| ContainerError::Setup(format!("mounting {}'s files: {e}", c.state.name)))?;
+    let guard = View {
+        path: view.clone(),
+        _staging: tmp,
+    };
+    let fd =
+        fs::open_path(&view, libc::O_PATH | libc::O_DIRECTORY).map_err(io_ctx(view.display()))?;
+    Ok(Root {
+        fd,
+        _view: Some(guard),
+    })
+}
+
+/// The parent directory of `path` inside `root` (resolved in the root) and the last name.
+fn split_in(root: &Root, path: &str) -> Result<(OwnedFd, Option<std::ffi::OsString>)> {
+    let p = Path::new(path);
+    let name = p
+        .file_name()
+        .filter(|n| *n != "." && *n != "..")
+        .map(|n| n.to_os_string());
+    let parent = match &name {
+        Some(_) => p.parent().unwrap_or(Path::new("/")),
+        None => p,
+    };
+    let fd =
+        crate::sys::file::open_in_root(root.fd.as_fd(), parent, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(io_ctx(format!("{path} in the container")))?;
+    Ok((fd, name))
+}
+
+fn kind(st: &fs::Stat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+/// Copies `dir`/`name` (not following it) to the host path `dest`.
+fn out_of(dir: BorrowedFd<'_>, name: &OsStr, dest: &Path) -> io::Result<()> {
+    let st = fs::lstatat(dir, name)?;
+    match kind(&st) {
+        libc::S_IFDIR => {
+            match std::fs::create_dir(dest) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            let d = fs::openat(
+                dir,
+                name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )?;
+            for e in fs::read_dir(d.as_fd())? {
+                out_of(d.as_fd(), &e.name, &dest.join(&e.name))?;
+            }
+            std::fs::set_permissions(
+                dest,
+                std::os::unix::fs::PermissionsExt::from_mode(st.st_mode & 0o7777),
+            )
+        }
+        libc::S_IFREG => {
+            let src = fs::openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+            let _ = std::fs::remove_file(dest);
+            let mut to = std::fs::File::create(dest)?;
+            io::copy(&mut std::fs::File::from(src), &mut to)?;
+            to.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                st.st_mode & 0o7777,
+            ))
+        }
+        libc::S_IFLNK => {
+            let target = fs::readlinkat(dir, name)?;
+            let _ = std::fs::remove_file(dest);
+            std::os::unix::fs::symlink(target, dest)
+        }
+        // Devices, fifos and sockets are not copied out (docker skips them too).
+        _ => Ok(()),
+    }
+}
+
+/// Copies the host path `src` (not following it) into the container as `dir`/`name`.
+fn into(src: &Path, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::symlink_metadata(src)?;
+    let existing = fs::lstatat(dir, name).ok();
+    let ft = md.file_type();
+    if ft.is_dir() {
+        match existing.map(|s| kind(&s)) {
+            Some(libc::S_IFDIR) => {}
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{}: a non-directory is in the way", name.to_string_lossy()),
+                ))
+            }
+            None => fs::mkdirat(dir, name, 0o700)?,
+        }
+        let d = fs::openat(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            into(&e.path(), d.as_fd(), &e.file_name())?;
+        }
+        fs::fchmod(d.as_fd(), md.mode() & 0o7777)
+    } else if ft.is_file() {
+        if existing.is_some_and(|s| kind(&s) != libc::S_IFREG) {
+            fs::unlinkat(dir, name, 0)?;
+        }
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
+        let to = fs::openat(dir, name, flags, 0o600)?;
+        let mut to = std::fs::File::from(to);
+        io::copy(&mut std::fs::File::open(src)?, &mut to)?;
+        to.set_permissions(std::fs::Permissions::from_mode(md.mode() & 0o7777))
+    } else if ft.is_symlink() {
+        if existing.is_some() {
+            fs::unlinkat(dir, name, 0)?;
+        }
+        fs::symlinkat(std::fs::read_link(src)?.as_os_str(), dir, name)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{}: only files, directories and links are copied",
+                src.display()
+            ),
+        ))
+    }
+}
+
+/// Where a copy of something named `base` lands for a destination `dest` that exists as
+/// a directory (`Into`) or not (`As`), with docker's rules.
+fn target(
+    dest_is_dir: Option<bool>,
+    dest_has_slash: bool,
+    src_is_dir: bool,
+) -> std::result::Result<bool, &'static str> {
+    match dest_is_dir {
+        Some(true) => Ok(true),
+        Some(false) if src_is_dir => Err("cannot copy a directory to a file"),
+        Some(false) if dest_has_slash => Err("the destination is not a directory"),
+        Some(false) => Ok(false),
+        None if dest_has_slash && !src_is_dir => Err("the destination directory does not exist"),
+        None => Ok(false),
+    }
+}
+
+/// `strata cp CONTAINER:SRC DEST`.
+pub fn copy_out(root: &Root, src: &str, dest: &Path) -> Result<()> {
+    let (dir, name) = split_in(root, src)?;
+    let what = || format!("copying {src} out of the container");
+    let name = name.unwrap_or_else(|| ".".into());
+    let st = fs::lstatat(dir.as_fd(), &name).map_err(io_ctx(what()))?;
+    let src_is_dir = kind(&st) == libc::S_IFDIR;
+    let dest_is_dir = std::fs::metadata(dest).ok().map(|m| m.is_dir());
+    let slash = dest.as_os_str().as_bytes().ends_with(b"/");
+    let into_dir = target(dest_is_dir, slash, src_is_dir)
+        .map_err(|m| ContainerError::BadSpec(format!("{}: {m}", dest.display())))?;
+    // `SRC/.` copies a directory's contents, not the directory.
+    let contents = src.ends_with("/.") || src == ".";
+    let at = if into_dir && !contents {
+        let base = Path::new(src).file_name().unwrap_or(OsStr::new("/"));
+        dest.join(base)
+    } else {
+        dest.to_path_buf()
+    };
+    out_of(dir.as_fd(), &name, &at).map_err(io_ctx(what()))
+}
+
+/// `strata cp SRC CONTAINER:DEST`.
+pub fn copy_in(root: &Root, src: &Path, dest: &str) -> Result<()> {
+    let what = || format!("copying {} into the container at {dest}", src.display());
+    let md = std::fs::symlink_metadata(src).map_err(io_ctx(src.display()))?;
+    let d = crate::sys::file::open_in_root(root.fd.as_fd(), Path::new(dest), libc::O_PATH);
+    let dest_is_dir = d
+        .ok()
+        .and_then(|fd| fs::fstat(fd.as_fd()).ok())
+        .map(|st| kind(&st) == libc::S_IFDIR);
+    let into_dir = target(dest_is_dir, dest.ends_with('/'), md.is_dir())
+        .map_err(|m| ContainerError::BadSpec(format!("{dest} in the container: {m}")))?;
+    let contents = src.as_os_str().as_bytes().ends_with(b"/.");
+    if into_dir {
+        let dir = crate::sys::file::open_in_root(
+            root.fd.as_fd(),
+            Path::new(dest),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(io_ctx(what()))?;
+        if contents {
+            for e in std::fs::read_dir(src).map_err(io_ctx(src.display()))? {
+                let e = e.map_err(io_ctx(src.display()))?;
+                into(&e.path(), dir.as_fd(), &e.file_name()).map_err(io_ctx(what()))?;
+            }
+            return Ok(());
+        }
+        let base = src.file_name().ok_or_else(|| {
+            ContainerError::BadSpec(format!("{}: no name to copy as", src.display()))
+        })?;
+        return into(src, dir.as_fd(), base).map_err(io_ctx(what()));
+    }
+    let (dir, name) = split_in(root, dest)?;
+    let name =
+        name.ok_or_else(|| ContainerError::BadSpec(format!("{dest}: no name to copy as")))?;
+    into(src, dir.as_fd(), &name).map_err(io_ctx(what()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target;
+
+    #[test]
+    fn docker_landing_rules() {
+        assert_eq!(target(Some(true), false, false), Ok(true));
+        assert_eq!(target(Some(true), true, true), Ok(true));
+        assert!(target(Some(false), false, true).is_err());
+        assert!(target(Some(false), true, false).is_err());
+        assert_eq!(target(Some(false), false, false), Ok(false));
+        assert!(target(None, true, false).is_err());
+        assert_eq!(target(None, true, true), Ok(false));
+        assert_eq!(target(None, false, false), Ok(false));
+    }
+}
