@@ -1,8 +1,8 @@
 //! Registry replies a real registry doesn't give on demand, from a scripted HTTP server on
 //! 127.0.0.1: 429 and 503 (retried with backoff), 403, a malformed manifest, a config that
 //! isn't the one named, blobs shorter or longer than their descriptor (each failure names
-//! the reference, and the blob, exits 1 and leaves the store unchanged); and an image index
-//! with two platforms.
+//! the reference, and the blob, exits 1 and leaves the store unchanged); an image index
+//! with two platforms; a bearer-token challenge answered from its realm.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -30,7 +30,8 @@ fn reply(status: u16, ctype: &str, body: Vec<u8>) -> Reply {
     }
 }
 
-type Handler = dyn Fn(&str, &str, usize) -> Reply + Send + Sync;
+/// method, path, request number, Authorization header.
+type Handler = dyn Fn(&str, &str, usize, Option<&str>) -> Reply + Send + Sync;
 
 /// Serves `handler(method, path, nth request)` on 127.0.0.1 until the test ends.
 fn serve(handler: Arc<Handler>) -> u16 {
@@ -60,6 +61,7 @@ fn serve(handler: Arc<Handler>) -> u16 {
                         parts.next().unwrap_or("").to_string(),
                     );
                     let mut len = 0usize;
+                    let mut auth = None;
                     loop {
                         let mut h = String::new();
                         if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -71,11 +73,14 @@ fn serve(handler: Arc<Handler>) -> u16 {
                         if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
                         }
+                        if h.to_ascii_lowercase().starts_with("authorization:") {
+                            auth = Some(h["authorization:".len()..].trim().to_string());
+                        }
                     }
                     let mut body = vec![0u8; len];
                     let _ = r.read_exact(&mut body);
                     let n = count.fetch_add(1, Ordering::SeqCst);
-                    let rep = h(&method, &path, n);
+                    let rep = h(&method, &path, n, auth.as_deref());
                     let mut head = format!("HTTP/1.1 {} X\r\n", rep.status);
                     let declared = rep
                         .headers
@@ -146,28 +151,30 @@ fn registry(
     img: Image,
     fault: impl Fn(&str, &str, usize, &Image) -> Option<Reply> + Send + Sync + 'static,
 ) -> u16 {
-    serve(Arc::new(move |method: &str, path: &str, n: usize| {
-        if let Some(r) = fault(method, path, n, &img) {
-            return r;
-        }
-        if path == "/v2/" {
-            return reply(200, "application/json", b"{}".to_vec());
-        }
-        if path.contains("/manifests/") {
-            return reply(200, MT, img.manifest.clone());
-        }
-        if path.ends_with(&sha(&img.config)) {
-            return reply(200, "application/octet-stream", img.config.clone());
-        }
-        if path.ends_with(&sha(&img.layer)) {
-            return reply(200, "application/octet-stream", img.layer.clone());
-        }
-        reply(
-            404,
-            "application/json",
-            br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec(),
-        )
-    }))
+    serve(Arc::new(
+        move |method: &str, path: &str, n: usize, _auth: Option<&str>| {
+            if let Some(r) = fault(method, path, n, &img) {
+                return r;
+            }
+            if path == "/v2/" {
+                return reply(200, "application/json", b"{}".to_vec());
+            }
+            if path.contains("/manifests/") {
+                return reply(200, MT, img.manifest.clone());
+            }
+            if path.ends_with(&sha(&img.config)) {
+                return reply(200, "application/octet-stream", img.config.clone());
+            }
+            if path.ends_with(&sha(&img.layer)) {
+                return reply(200, "application/octet-stream", img.layer.clone());
+            }
+            reply(
+                404,
+                "application/json",
+                br#"{"errors":[{"code":"NOT_FOUND"}]}"#.to_vec(),
+            )
+        },
+    ))
 }
 
 struct Env {
@@ -194,6 +201,9 @@ impl Env {
         let o = Command::new(strata_bin())
             .env("STRATA_ROOT", self.store())
             .env("HOME", self.t.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
             .args(["pull", &r])
             .output()
             .unwrap();
@@ -402,4 +412,64 @@ fn an_image_index_gives_the_hosts_platform_or_the_one_asked_for() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("linux/s390x"), "{}", text(&o));
+}
+
+#[test]
+fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
+    // Every registry request needs "Bearer t0ken"; the realm hands it out for the
+    // credentials strata logged in with (basic), as docker.io's auth service does.
+    let img = image();
+    let port_cell = Arc::new(std::sync::OnceLock::<u16>::new());
+    let pc = port_cell.clone();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let tk = tokens.clone();
+    let port = serve(Arc::new(
+        move |_m: &str, path: &str, _n: usize, auth: Option<&str>| {
+            let port = *pc.get().unwrap_or(&0);
+            if path.starts_with("/token") {
+                tk.fetch_add(1, Ordering::SeqCst);
+                let scoped = path.contains("scope=repository:fault/box:pull");
+                // The realm gets the logged-in credentials (alice:pw) as basic auth.
+                let basic = auth == Some("Basic YWxpY2U6cHc=");
+                return match scoped && basic {
+                    true => reply(200, "application/json", br#"{"token":"t0ken"}"#.to_vec()),
+                    false => reply(401, "application/json", Vec::new()),
+                };
+            }
+            if auth != Some("Bearer t0ken") {
+                return Reply {
+                    status: 401,
+                    headers: vec![(
+                        "WWW-Authenticate".into(),
+                        format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\""),
+                    )],
+                    body: Vec::new(),
+                };
+            }
+            if path.contains("/manifests/") {
+                return reply(200, MT, img.manifest.clone());
+            }
+            if path.ends_with(&sha(&img.config)) {
+                return reply(200, "application/octet-stream", img.config.clone());
+            }
+            if path.ends_with(&sha(&img.layer)) {
+                return reply(200, "application/octet-stream", img.layer.clone());
+            }
+            reply(404, "application/json", Vec::new())
+        },
+    ));
+    let _ = port_cell.set(port);
+    let e = Env::new();
+    // Credentials as `strata login` keeps them (login itself checks them against /v2/).
+    let auth_dir = e.t.path().join(".config/strata");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let entry = format!(r#"{{"auths":{{"127.0.0.1:{port}":{{"auth":"YWxpY2U6cHc="}}}}}}"#);
+    std::fs::write(auth_dir.join("auth.json"), entry).unwrap();
+    let (o, _) = e.pull(port);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        1,
+        "one token serves the whole pull"
+    );
 }
