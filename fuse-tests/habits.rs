@@ -339,3 +339,79 @@ fn a_view_left_mounted_by_a_killed_command_is_detached_not_emptied() {
     assert!(strata(&e, &["rm", "s"]).status.success());
     no_leftovers(&e);
 }
+
+#[test]
+fn init_passes_signals_on_and_reaps_orphans() {
+    let e = env("habits-init");
+    // Under --init the command is not PID 1.
+    assert_eq!(
+        out(&run(&e, &["--init", "box:1", "sh", "-c", "echo $$"])),
+        "2\n"
+    );
+    assert_eq!(
+        run(&e, &["--init", "box:1", "sh", "-c", "exit 5"])
+            .status
+            .code(),
+        Some(5)
+    );
+    assert_eq!(
+        run(&e, &["--init", "box:1", "/no/such"]).status.code(),
+        Some(127)
+    );
+    // sleep as PID 1 ignores SIGTERM; under --init it gets it and ends at once (143).
+    let o = strata(
+        &e,
+        &[
+            "run", "-d", "--init", "--name", "t", "box:1", "sleep", "100",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(strata(&e, &["kill", "-s", "TERM", "t"]).status.success());
+    assert_eq!(out(&strata(&e, &["wait", "t"])), "143\n");
+    // Orphans are reaped: no zombie stays under PID 1.
+    let o = run(
+        &e,
+        &[
+            "--init", "box:1", "sh", "-c",
+            "sh -c 'sleep 0.2 & exit 0'; sleep 0.6; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l",
+        ],
+    );
+    assert_eq!(out(&o).trim(), "0");
+    assert!(strata(&e, &["rm", "t"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn labels_stop_signal_stop_timeout_and_shm_size() {
+    let e = env("habits-stop");
+    let o = strata(
+        &e,
+        &[
+            "run", "-d", "--name", "s", "--label", "tier=web", "-l", "empty",
+            "--stop-signal", "USR1", "--stop-timeout", "30", "--shm-size", "8m",
+            "box:1", "sh", "-c",
+            "trap 'echo got-usr1; exit 3' USR1; grep /dev/shm /proc/mounts; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = crate::containers::inspect(&e, "s");
+    assert_eq!(v["Config"]["Labels"]["tier"], "web");
+    assert_eq!(v["Config"]["Labels"]["empty"], "");
+    assert_eq!(v["Config"]["StopSignal"], "USR1");
+    assert_eq!(v["Config"]["StopTimeout"], 30);
+    // stop sends USR1 (the shell's trap exits 3), not TERM then KILL after 30 s.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(strata(&e, &["stop", "s"]).status.success());
+    assert_eq!(out(&strata(&e, &["wait", "s"])), "3\n");
+    let logs = out(&strata(&e, &["logs", "s"]));
+    assert!(
+        logs.contains("size=8192k") && logs.contains("got-usr1"),
+        "{logs}"
+    );
+    let o = run(&e, &["--stop-signal", "NOPE", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let o = run(&e, &["--shm-size", "lots", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(strata(&e, &["rm", "s"]).status.success());
+    no_leftovers(&e);
+}

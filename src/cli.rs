@@ -108,9 +108,9 @@ pub enum Command {
     },
     /// Stop (SIGTERM, then SIGKILL after the timeout) and start containers again.
     Restart {
-        /// Seconds to wait before killing.
-        #[arg(short = 't', long = "time", default_value_t = 10)]
-        time: u64,
+        /// Seconds to wait before killing (default: the container's --stop-timeout, or 10).
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
         /// Names or ids.
         #[arg(required = true)]
         containers: Vec<String>,
@@ -165,9 +165,9 @@ pub enum Command {
     },
     /// Stop containers: SIGTERM, then SIGKILL after the timeout.
     Stop {
-        /// Seconds to wait before killing.
-        #[arg(short = 't', long = "time", default_value_t = 10)]
-        time: u64,
+        /// Seconds to wait before killing (default: the container's --stop-timeout, or 10).
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
         /// Names or ids.
         #[arg(required = true)]
         containers: Vec<String>,
@@ -275,6 +275,21 @@ pub struct RunArgs {
     /// Read environment variables from a file (KEY=VALUE lines, # comments).
     #[arg(long, action = ArgAction::Append, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
+    /// Run a minimal init as PID 1 that passes signals on to the command and reaps orphans.
+    #[arg(long)]
+    pub init: bool,
+    /// Set a label KEY=VALUE (shown by inspect).
+    #[arg(short = 'l', long = "label", action = ArgAction::Append, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Signal that stop sends first (default SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds stop waits before SIGKILL (default 10).
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
+    /// Size of /dev/shm (64m, 1g; default 64m).
+    #[arg(long)]
+    pub shm_size: Option<String>,
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,

@@ -64,6 +64,8 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             env,
             entrypoint: a.entrypoint,
             tmpfs: a.tmpfs,
+            init: a.init,
+            shm_size: a.shm_size,
             workdir: a.workdir,
             user: a.user,
             volumes: a.volume,
@@ -76,6 +78,15 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         interactive: a.interactive,
         remove: a.rm,
         read_only: a.read_only,
+        labels: parse_labels(&a.label)?,
+        stop_signal: match a.stop_signal {
+            Some(s) => {
+                lifecycle::parse_signal(&s)?;
+                Some(s)
+            }
+            None => None,
+        },
+        stop_timeout: a.stop_timeout,
     })
 }
 
@@ -93,6 +104,21 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
         return Ok(0);
     }
     lifecycle::run_attached(&store, created).map_err(Error::Run)
+}
+
+/// `--label KEY=VALUE` (`KEY` alone: an empty value), as docker takes them.
+fn parse_labels(
+    v: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, ContainerError> {
+    v.iter()
+        .map(|l| {
+            let (k, val) = l.split_once('=').unwrap_or((l, ""));
+            if k.is_empty() {
+                return Err(ContainerError::BadSpec(format!("--label {l}: no key")));
+            }
+            Ok((k.to_string(), val.to_string()))
+        })
+        .collect()
 }
 
 /// `strata create`: records the container (pulling its image if missing); prints its id.
@@ -150,11 +176,11 @@ pub fn start(
 }
 
 /// `strata restart [-t SECS] C...`.
-pub fn restart(root: Option<PathBuf>, secs: u64, names: &[String]) -> CmdResult {
+pub fn restart(root: Option<PathBuf>, secs: Option<u64>, names: &[String]) -> CmdResult {
     let store = open_store(root.clone())?;
     for name in names {
         if let Ok(c) = ctr::find(&store, name) {
-            lifecycle::stop(&c, std::time::Duration::from_secs(secs));
+            lifecycle::stop(&c, secs.map(std::time::Duration::from_secs));
             lifecycle::wait_recorded(&store, name);
         }
     }

@@ -119,9 +119,9 @@ pub fn wait(root: Option<PathBuf>, names: &[String]) -> CmdResult {
 }
 
 /// `strata stop [-t SECS] C...`: SIGTERM, then SIGKILL after the timeout.
-pub fn stop(root: Option<PathBuf>, secs: u64, names: &[String]) -> CmdResult {
+pub fn stop(root: Option<PathBuf>, secs: Option<u64>, names: &[String]) -> CmdResult {
     each(root, names, |_, c| {
-        lifecycle::stop(c, Duration::from_secs(secs));
+        lifecycle::stop(c, secs.map(Duration::from_secs));
         Ok(())
     })
 }

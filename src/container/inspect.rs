@@ -50,6 +50,9 @@ pub fn json(store: &Store, c: &Container) -> Value {
             "Env": s.env,
             "WorkingDir": s.cwd,
             "User": format!("{}:{}", s.uid, s.gid),
+            "Labels": s.labels,
+            "StopSignal": s.stop_signal.as_deref().unwrap_or("SIGTERM"),
+            "StopTimeout": s.stop_timeout.unwrap_or(10),
         },
         "HostConfig": {
             "Privileged": s.security.privileged,

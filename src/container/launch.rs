@@ -265,7 +265,59 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     }
     confine(spec)?;
     chdir(spec.cwd.as_str()).map_err(fail(format_args!("working directory {}", spec.cwd)))?;
+    if spec.init {
+        return under_init(spec);
+    }
     exec(spec)
+}
+
+/// The signals `--init` passes on to the command (and SIGCHLD, which it waits for).
+const INIT_SIGNALS: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+];
+
+/// `--init`: this process stays PID 1 (already confined like the command), runs the
+/// command as its child, passes signals on to it, reaps every orphan, and exits with the
+/// command's status. It keeps no fd but stdio.
+fn under_init(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
+    use crate::sys::process as p;
+    p::catch_signals(INIT_SIGNALS).map_err(fail("init: signal handlers"))?;
+    p::block_signals(INIT_SIGNALS).map_err(fail("init: signal mask"))?;
+    match fork_single_threaded().map_err(fail("init: fork"))? {
+        Forked::Child => {
+            p::unblock_signals(INIT_SIGNALS).map_err(fail("signal mask"))?;
+            exec(spec)
+        }
+        Forked::Parent(child) => {
+            let _ = p::close_from(3);
+            loop {
+                let Ok(sig) = p::wait_signal(INIT_SIGNALS) else {
+                    continue;
+                };
+                if sig != libc::SIGCHLD {
+                    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                        let _ = nix::sys::signal::kill(Pid::from_raw(child), s);
+                    }
+                    continue;
+                }
+                let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
+                while let Ok(st) = waitpid(Pid::from_raw(-1), flags) {
+                    match st {
+                        WaitStatus::StillAlive => break,
+                        s if s.pid() == Some(Pid::from_raw(child)) => exit_now(status_code(s)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Drops to the container's user, capabilities and seccomp filter; leaves it no fd but

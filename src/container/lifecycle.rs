@@ -97,6 +97,15 @@ pub struct Request {
     pub remove: bool,
     /// `--read-only`: the rootfs is mounted read-only.
     pub read_only: bool,
+    /// `--label KEY=VALUE`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--stop-signal`.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`.
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
 }
 
 /// A container recorded in the store and everything needed to start it.
@@ -225,6 +234,9 @@ pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
             security: request.security.clone(),
             hostname,
             volumes: request.overrides.volumes.clone(),
+            labels: request.labels.clone(),
+            stop_signal: request.stop_signal.clone(),
+            stop_timeout: request.stop_timeout,
         },
     )?;
     let kept = serde_json::to_vec(&request)
@@ -374,11 +386,20 @@ fn wait_gone(pid: i32, limit: Duration) -> bool {
 }
 
 /// SIGTERM, then SIGKILL after `grace`; a container that doesn't run is left as it is.
-pub fn stop(c: &Container, grace: Duration) {
+/// `stop`: the container's stop signal (`--stop-signal`, else SIGTERM), then SIGKILL after
+/// `grace` (else its `--stop-timeout`, else 10 s).
+pub fn stop(c: &Container, grace: Option<Duration>) {
     let Ok(pid) = c.running_pid() else {
         return;
     };
-    let _ = send(Pid::from_raw(pid), Signal::SIGTERM);
+    let sig = c
+        .state
+        .stop_signal
+        .as_deref()
+        .and_then(|s| parse_signal(s).ok())
+        .unwrap_or(Signal::SIGTERM);
+    let grace = grace.unwrap_or(Duration::from_secs(c.state.stop_timeout.unwrap_or(10)));
+    let _ = send(Pid::from_raw(pid), sig);
     if !wait_gone(pid, grace) {
         let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(5));
@@ -435,6 +456,8 @@ pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32
         limits: Default::default(),
         volumes: Vec::new(),
         tmpfs: Vec::new(),
+        init: false,
+        shm_size: crate::container::spec::DEFAULT_SHM,
         rlimits: Vec::new(),
         tty: None,
         security,

@@ -158,12 +158,10 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
         v.push(Step::Terminal(sock));
     }
     v.extend(spec.security.host_devices.iter().cloned().map(device));
-    v.push(mount(
-        "tmpfs",
-        "/dev/shm",
-        NOSUID,
-        Some("mode=1777,size=65536k"),
-    ));
+    v.push(Step::Tmpfs(crate::container::spec::Tmpfs {
+        target: "/dev/shm".into(),
+        options: format!("mode=1777,size={}k", spec.shm_size.div_ceil(1024)),
+    }));
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
@@ -433,6 +431,8 @@ mod tests {
             limits: Default::default(),
             volumes: Vec::new(),
             tmpfs: Vec::new(),
+            init: false,
+            shm_size: crate::container::spec::DEFAULT_SHM,
             rlimits: Vec::new(),
             tty: None,
             security: Default::default(),
@@ -451,10 +451,10 @@ mod tests {
     #[test]
     fn default_plan_mounts_proc_dev_sys_and_masks() {
         let p = plan(&spec());
-        assert_eq!(
-            targets(&p),
-            ["/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"]
-        );
+        assert_eq!(targets(&p), ["/proc", "/dev", "/dev/pts", "/sys"]);
+        // /dev/shm: a tmpfs of docker's 64 MiB unless --shm-size says otherwise.
+        assert!(p.iter().any(|s| matches!(s, Step::Tmpfs(t)
+            if t.target == "/dev/shm" && t.options == "mode=1777,size=65536k")));
         let sys = p
             .iter()
             .find(|s| matches!(s, Step::Mount { target: "/sys", .. }))

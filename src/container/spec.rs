@@ -38,6 +38,10 @@ pub struct RunSpec {
     pub volumes: Vec<Volume>,
     /// `--tmpfs` mounts.
     pub tmpfs: Vec<Tmpfs>,
+    /// `--init`.
+    pub init: bool,
+    /// Bytes of /dev/shm.
+    pub shm_size: u64,
     /// `--ulimit` values, already clamped to what the caller may set.
     pub rlimits: Vec<Rlimit>,
     /// `-t`: the socket on which the container sends back the master of the pty it
@@ -183,7 +187,16 @@ pub struct Overrides {
     pub entrypoint: Option<String>,
     /// `--tmpfs PATH[:OPTIONS]`.
     pub tmpfs: Vec<String>,
+    /// `--init`: a minimal init as PID 1 that passes signals on and reaps orphans.
+    #[serde(default)]
+    pub init: bool,
+    /// `--shm-size` (64m, 1g).
+    #[serde(default)]
+    pub shm_size: Option<String>,
 }
+
+/// /dev/shm's size without `--shm-size` (docker's).
+pub const DEFAULT_SHM: u64 = 64 << 20;
 
 /// A tmpfs mounted in the container (`--tmpfs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,6 +420,12 @@ pub fn build(
         limits,
         volumes,
         tmpfs,
+        init: o.init,
+        shm_size: match &o.shm_size {
+            Some(s) => super::cgroup::parse_memory(s)
+                .map_err(|e| ContainerError::BadSpec(format!("--shm-size: {e}")))?,
+            None => DEFAULT_SHM,
+        },
         rlimits,
         tty: None,
         security: Security::default(),

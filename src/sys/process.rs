@@ -143,6 +143,39 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     Ok(sig)
 }
 
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Gives `signals` a handler that does nothing. PID 1 of a pid namespace never receives a
+/// signal left at its default action; with a handler (and the signals blocked, taken with
+/// [`wait_signal`]) it receives them. exec resets caught signals to their default.
+pub fn catch_signals(signals: &[i32]) -> io::Result<()> {
+    for &s in signals {
+        // SAFETY: sigaction with a zeroed struct, an empty mask and a handler that does
+        // nothing (async-signal-safe).
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(s, &sa, std::ptr::null_mut())
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Closes every fd from `first` up (close_range(2)).
+pub fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `umount2(2)`; `lazy` adds `MNT_DETACH`.
 pub fn umount(path: &OsStr, lazy: bool) -> io::Result<()> {
     let c = cstr(path)?;
