@@ -37,6 +37,14 @@ pub struct Host {
 
 static CURRENT: OnceLock<Host> = OnceLock::new();
 
+/// The first `bin` in PATH (a helper strata runs: newuidmap, pasta, fuse-overlayfs, ...).
+pub fn which(bin: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
 fn read_number(p: &str) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }

@@ -31,13 +31,7 @@ pub struct Target {
     pub kind: Kind,
 }
 
-/// The first `bin` in PATH.
-pub(super) fn which(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
+pub(super) use crate::host::which;
 
 fn version_of(bin: &Path) -> String {
     let out = Command::new(bin).arg("--version").output();

@@ -94,9 +94,7 @@ fn pasta_ports(publish: &[Publish], proto: Proto) -> Vec<String> {
 
 /// Whether pasta is installed.
 pub fn pasta_installed() -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("pasta").is_file()))
-        .unwrap_or(false)
+    crate::host::which("pasta").is_some()
 }
 
 /// Whether pasta can run here: installed, and /dev/net/tun usable by the caller.

@@ -154,9 +154,7 @@ pub fn rootless_maps(me: u32, ranges: &[(u32, u32)]) -> Vec<IdMap> {
 }
 
 fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    crate::host::which(program).is_some()
 }
 
 fn user_name(uid: u32) -> String {
