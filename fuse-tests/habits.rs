@@ -415,3 +415,55 @@ fn labels_stop_signal_stop_timeout_and_shm_size() {
     assert!(strata(&e, &["rm", "s"]).status.success());
     no_leftovers(&e);
 }
+
+#[test]
+fn ps_filter_and_format_and_rename() {
+    let e = env("habits-ps");
+    let ok = |args: &[&str]| {
+        let o = strata(&e, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out(&o)
+    };
+    ok(&[
+        "run", "-d", "--name", "web-1", "-l", "tier=web", "box:1", "sleep", "100",
+    ]);
+    ok(&["run", "--name", "job-1", "box:1", "true"]);
+    ok(&["create", "--name", "later", "box:1", "true"]);
+    let f = |args: &[&str]| {
+        let mut v = vec!["ps", "--format", "{{.Names}}\\t{{.Status}}"];
+        v.extend_from_slice(args);
+        let mut lines: Vec<String> = ok(&v).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(f(&[]), ["web-1\tUp"]);
+    assert_eq!(f(&["--filter", "status=exited"]), ["job-1\tExited (0)"]);
+    assert_eq!(
+        f(&["-a", "--filter", "name=-1"]),
+        ["job-1\tExited (0)", "web-1\tUp"]
+    );
+    assert_eq!(f(&["-a", "--filter", "label=tier=web"]), ["web-1\tUp"]);
+    assert_eq!(f(&["-a", "--filter", "status=created"]), ["later\tcreated"]);
+    assert_eq!(
+        f(&["-a", "--filter", "ancestor=box:1", "--filter", "name=job"]),
+        ["job-1\tExited (0)"]
+    );
+    assert_eq!(
+        strata(&e, &["ps", "--filter", "colour=red"]).status.code(),
+        Some(1)
+    );
+    // rename: the new name works, the old one is free again, a taken one is refused.
+    ok(&["rename", "web-1", "web-2"]);
+    assert_eq!(ok(&["exec", "web-2", "echo", "hi"]), "hi\n");
+    assert_eq!(
+        strata(&e, &["rename", "web-2", "job-1"]).status.code(),
+        Some(1)
+    );
+    ok(&["run", "--rm", "--name", "web-1", "box:1", "true"]);
+    ok(&["rm", "-f", "web-2", "job-1", "later"]);
+    no_leftovers(&e);
+}

@@ -123,6 +123,21 @@ pub enum Command {
         /// Only container ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Only those matching: status=created|running|exited, name=PART, ancestor=IMAGE,
+        /// label=KEY[=VALUE] (several: all must match).
+        #[arg(short, long, action = ArgAction::Append, value_name = "KEY=VALUE")]
+        filter: Vec<String>,
+        /// A line per container from a template: {{.ID}} {{.Names}} {{.Image}}
+        /// {{.Command}} {{.CreatedAt}} {{.Status}} (\t for a tab).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Give a container another name.
+    Rename {
+        /// Name or id.
+        container: String,
+        /// New name.
+        new_name: String,
     },
     /// Remove containers.
     Rm {

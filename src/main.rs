@@ -56,7 +56,16 @@ fn main() {
             containers,
         } => container::start(root, attach, interactive, &containers),
         Command::Restart { time, containers } => container::restart(root, time, &containers),
-        Command::Ps { all, quiet } => container::ps(root, all, quiet),
+        Command::Ps {
+            all,
+            quiet,
+            filter,
+            format,
+        } => container::ps(root, all, quiet, &filter, format.as_deref()),
+        Command::Rename {
+            container: c,
+            new_name,
+        } => container::rename(root, &c, &new_name),
         Command::Rm { force, containers } => container::rm(root, force, &containers),
         Command::Diff { container: c } => container::diff(root, &c),
         Command::Logs {

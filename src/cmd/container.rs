@@ -241,12 +241,90 @@ fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::i
     Ok(())
 }
 
-/// `strata ps [-a] [-q]`.
-pub fn ps(root: Option<PathBuf>, all: bool, quiet: bool) -> CmdResult {
+/// One `ps --filter KEY=VALUE`.
+#[derive(Debug)]
+enum Filter {
+    Status(Status),
+    Name(String),
+    Ancestor(String),
+    Label(String, Option<String>),
+}
+
+fn parse_filter(f: &str) -> Result<Filter, ContainerError> {
+    let bad = |why: &str| ContainerError::BadSpec(format!("--filter {f}: {why}"));
+    let (k, v) = f.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    Ok(match k {
+        "status" => Filter::Status(match v {
+            "created" => Status::Created,
+            "running" => Status::Running,
+            "exited" => Status::Exited,
+            _ => return Err(bad("status is created, running or exited")),
+        }),
+        "name" => Filter::Name(v.to_string()),
+        "ancestor" => Filter::Ancestor(v.to_string()),
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => Filter::Label(lk.into(), Some(lv.into())),
+            None => Filter::Label(v.into(), None),
+        },
+        _ => return Err(bad("filters are status, name, ancestor and label")),
+    })
+}
+
+fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>) -> bool {
+    match f {
+        Filter::Status(st) => s.status == *st,
+        Filter::Name(part) => s.name.contains(part.as_str()),
+        Filter::Ancestor(img) => {
+            s.image == *img || ancestor(img).is_some_and(|id| id == s.image_id)
+        }
+        Filter::Label(k, v) => match (s.labels.get(k), v) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        },
+    }
+}
+
+fn status_text(s: &ctr::State) -> String {
+    match (s.status, s.exit_code) {
+        (Status::Running, _) => "Up".to_string(),
+        (Status::Exited, Some(code)) => format!("Exited ({code})"),
+        (other, _) => other.as_str().to_string(),
+    }
+}
+
+/// Fills a `ps --format` template.
+fn render(template: &str, s: &ctr::State) -> String {
+    template
+        .replace("\\t", "\t")
+        .replace("{{.ID}}", s.id.short())
+        .replace("{{.Names}}", &s.name)
+        .replace("{{.Image}}", &s.image)
+        .replace("{{.Command}}", &format!("\"{}\"", s.command.join(" ")))
+        .replace("{{.CreatedAt}}", &s.created)
+        .replace("{{.Status}}", &status_text(s))
+}
+
+/// `strata ps [-a] [-q] [--filter K=V]... [--format T]`.
+pub fn ps(
+    root: Option<PathBuf>,
+    all: bool,
+    quiet: bool,
+    filters: &[String],
+    format: Option<&str>,
+) -> CmdResult {
     let store = open_store(root)?;
+    let filters = filters
+        .iter()
+        .map(|f| parse_filter(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(container_ctx("ps"))?;
+    // A status filter shows exited containers without -a, as docker does.
+    let all = all || filters.iter().any(|f| matches!(f, Filter::Status(_)));
+    let ancestor = |img: &str| store.resolve(img).ok().map(|r| r.id.to_string());
     let list = ctr::list(&store).map_err(container_ctx("listing containers"))?;
     let mut out = std::io::stdout().lock();
-    if !quiet {
+    if !quiet && format.is_none() {
         writeln!(
             out,
             "{:<14} {:<20} {:<24} {:<22} {:<16} NAMES",
@@ -258,15 +336,17 @@ pub fn ps(root: Option<PathBuf>, all: bool, quiet: bool) -> CmdResult {
         if !all && s.status != Status::Running {
             continue;
         }
+        if !filters.iter().all(|f| matches(f, &s, &ancestor)) {
+            continue;
+        }
         if quiet {
             writeln!(out, "{}", s.id.short())?;
             continue;
         }
-        let status = match (s.status, s.exit_code) {
-            (Status::Running, _) => "Up".to_string(),
-            (Status::Exited, Some(code)) => format!("Exited ({code})"),
-            (other, _) => other.as_str().to_string(),
-        };
+        if let Some(t) = format {
+            writeln!(out, "{}", render(t, &s))?;
+            continue;
+        }
         let cmd: String = s.command.join(" ").chars().take(22).collect();
         writeln!(
             out,
@@ -275,10 +355,19 @@ pub fn ps(root: Option<PathBuf>, all: bool, quiet: bool) -> CmdResult {
             s.image,
             format!("\"{cmd}\""),
             s.created,
-            status,
+            status_text(&s),
             s.name
         )?;
     }
+    Ok(0)
+}
+
+/// `strata rename C NEW`.
+pub fn rename(root: Option<PathBuf>, name: &str, new: &str) -> CmdResult {
+    let store = open_store(root)?;
+    let ctx = format!("renaming {name}");
+    let mut c = ctr::find(&store, name).map_err(container_ctx(&ctx))?;
+    crate::container::state::rename(&store, &mut c, new).map_err(container_ctx(&ctx))?;
     Ok(0)
 }
 

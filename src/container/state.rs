@@ -308,6 +308,21 @@ fn release_name(store: &Store, name: &str, id: &ContainerId) {
     }
 }
 
+/// `strata rename`: the new name is reserved first, then recorded, then the old one freed.
+pub fn rename(store: &Store, c: &mut Container, new: &str) -> Result<()> {
+    let old = c.state.name.clone();
+    if old == new {
+        return Ok(());
+    }
+    reserve_name(store, new, &c.state.id)?;
+    if let Err(e) = c.update(|s| s.name = new.to_string()) {
+        release_name(store, new, &c.state.id);
+        return Err(e);
+    }
+    release_name(store, &old, &c.state.id);
+    Ok(())
+}
+
 /// Records a new container (its directory and first state) under its reserved name.
 pub fn create(store: &Store, state: State) -> Result<Container> {
     reserve_name(store, &state.name, &state.id)?;
