@@ -467,3 +467,58 @@ fn ps_filter_and_format_and_rename() {
     ok(&["rm", "-f", "web-2", "job-1", "later"]);
     no_leftovers(&e);
 }
+
+#[test]
+fn export_writes_the_merged_files_of_a_running_container() {
+    let e = env("habits-export");
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "x",
+            "box:1",
+            "sh",
+            "-c",
+            "echo new > /root/made; rm /etc/group; sleep 100",
+        ],
+    );
+    assert!(o.status.success());
+    for _ in 0..100 {
+        if out(&strata(&e, &["diff", "x"])).contains("A /root/made") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tarf = e.store.parent().unwrap().join("x.tar");
+    let o = strata(&e, &["export", "x", "-o", tarf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut names = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&tarf).unwrap());
+    for en in ar.entries().unwrap() {
+        let mut en = en.unwrap();
+        let p = en.path().unwrap().to_string_lossy().into_owned();
+        if p == "root/made" {
+            let mut s = String::new();
+            en.read_to_string(&mut s).unwrap();
+            assert_eq!(s, "new\n");
+        }
+        names.push(p);
+    }
+    assert!(names.contains(&"bin/busybox".to_string()), "{names:?}");
+    assert!(names.contains(&"root/made".to_string()));
+    assert!(
+        !names.contains(&"etc/group".to_string()),
+        "a deleted file is not exported"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("proc/") && n.len() > 5),
+        "no /proc content"
+    );
+    // to stdout too
+    let o = strata(&e, &["export", "x"]);
+    assert!(o.status.success() && o.stdout.len() > 1 << 20);
+    assert!(strata(&e, &["rm", "-f", "x"]).status.success());
+    no_leftovers(&e);
+}

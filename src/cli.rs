@@ -132,6 +132,14 @@ pub enum Command {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Write a container's files (its image and its changes) as a tar.
+    Export {
+        /// Name or id.
+        container: String,
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Give a container another name.
     Rename {
         /// Name or id.

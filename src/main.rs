@@ -62,6 +62,10 @@ fn main() {
             filter,
             format,
         } => container::ps(root, all, quiet, &filter, format.as_deref()),
+        Command::Export {
+            container: c,
+            output,
+        } => container::export(root, &c, output),
         Command::Rename {
             container: c,
             new_name,

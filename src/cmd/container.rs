@@ -362,6 +362,41 @@ pub fn ps(
     Ok(0)
 }
 
+/// `strata export C [-o FILE]`: a read-only view of its layers, as a tar.
+pub fn export(root: Option<PathBuf>, name: &str, output: Option<PathBuf>) -> CmdResult {
+    use crate::container::copy;
+    let store = open_store(root)?;
+    let ctx = format!("exporting {name}");
+    let c = ctr::find(&store, name).map_err(container_ctx(&ctx))?;
+    let view = copy::view(&store, &c, false).map_err(container_ctx(&ctx))?;
+    let root_ids = (!store.root_user).then(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
+    match output {
+        Some(p) => {
+            let tmp = p.with_extension("partial");
+            let f = std::fs::File::create(&tmp).map_err(|e| {
+                container_ctx(&ctx)(ContainerError::Setup(format!("{}: {e}", tmp.display())))
+            })?;
+            let written =
+                copy::export(&view, root_ids, std::io::BufWriter::new(f)).and_then(|_| {
+                    std::fs::rename(&tmp, &p).map_err(crate::container::error::io_ctx(p.display()))
+                });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written.map_err(container_ctx(&ctx))?;
+        }
+        None => {
+            copy::export(&view, root_ids, std::io::stdout().lock()).map_err(container_ctx(&ctx))?
+        }
+    }
+    Ok(0)
+}
+
 /// `strata rename C NEW`.
 pub fn rename(root: Option<PathBuf>, name: &str, new: &str) -> CmdResult {
     let store = open_store(root)?;

@@ -1,5 +1,5 @@
 //! `strata cp`: files between the host and a container, running or not, with docker's
-//! rules for where the copy lands.
+//! rules for where the copy lands; and `strata export`, a container's files as a tar.
 //!
 //! A running container is reached through its init's `/proc/PID/root`; a stopped one
 //! through a mount of its layer stack made for the copy (so writes go to its writable
@@ -50,6 +50,13 @@ pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
             fs::open_path(Path::new(&p), libc::O_PATH | libc::O_DIRECTORY).map_err(io_ctx(&p))?;
         return Ok(Root { fd, _view: None });
     }
+    view(store, c, true)
+}
+
+/// A mount of `c`'s layer stack: read-write through its writable layer (a stopped
+/// container only: one server per upper), or read-only with the writable layer as the top
+/// lower (a consistent view of a running one for `export`).
+pub fn view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
     let tmp = store.staging()?;
     let view = tmp.path().join("rootfs");
     std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
@@ -59,8 +66,12 @@ pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
     }
     let mut stack = vec![c.init_layer()];
     stack.extend(c.image_layers(store)?);
+    if !writable {
+        stack.insert(0, upper.clone());
+    }
     stack.retain(|l| l.is_dir());
-    let mut opts = crate::overlay::options::MountOptions::for_stack(stack, Some((upper, work)));
+    let rw = writable.then_some((upper, work));
+    let mut opts = crate::overlay::options::MountOptions::for_stack(stack, rw);
     if !store.root_user {
         opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
     }
@@ -76,6 +87,100 @@ pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
         fd,
         _view: Some(guard),
     })
+}
+
+/// Writes the tree below `root` as a tar to `out` (`strata export`): files, directories,
+/// links, devices and fifos with their modes, owners and times; hard links once.
+/// `root_ids` (a rootless store) are the host ids written as 0.
+pub fn export(root: &Root, root_ids: Option<(u32, u32)>, out: impl io::Write) -> Result<()> {
+    let mut b = tar::Builder::new(out);
+    let mut links = Links {
+        seen: std::collections::HashMap::new(),
+        root_ids,
+    };
+    tar_dir(&mut b, root.fd.as_fd(), Path::new(""), &mut links)
+        .map_err(io_ctx("writing the container's files as a tar"))?;
+    b.into_inner().map_err(io_ctx("finishing the tar"))?;
+    Ok(())
+}
+
+/// What the export walk carries: first paths of hard-linked inodes, and the ids shown as 0.
+struct Links {
+    seen: std::collections::HashMap<(u64, u64), PathBuf>,
+    root_ids: Option<(u32, u32)>,
+}
+
+fn tar_dir(
+    b: &mut tar::Builder<impl io::Write>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    links: &mut Links,
+) -> io::Result<()> {
+    let d = fs::openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut entries = fs::read_dir(d.as_fd())?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        let st = fs::lstatat(d.as_fd(), &e.name)?;
+        let path = rel.join(&e.name);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(st.st_mode & 0o7777);
+        let (uid, gid) = match links.root_ids {
+            Some((u, g)) => (
+                if st.st_uid == u { 0 } else { st.st_uid },
+                if st.st_gid == g { 0 } else { st.st_gid },
+            ),
+            None => (st.st_uid, st.st_gid),
+        };
+        h.set_uid(uid.into());
+        h.set_gid(gid.into());
+        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_size(0);
+        match kind(&st) {
+            libc::S_IFDIR => {
+                h.set_entry_type(tar::EntryType::Directory);
+                b.append_data(&mut h, &path, io::empty())?;
+                let sub = fs::openat(
+                    d.as_fd(),
+                    &e.name,
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                tar_dir(b, sub.as_fd(), &path, links)?;
+            }
+            libc::S_IFREG
+                if st.st_nlink > 1 && links.seen.contains_key(&(st.st_dev, st.st_ino)) =>
+            {
+                h.set_entry_type(tar::EntryType::Link);
+                let first = links.seen[&(st.st_dev, st.st_ino)].clone();
+                b.append_link(&mut h, &path, first)?;
+            }
+            libc::S_IFREG => {
+                links.seen.insert((st.st_dev, st.st_ino), path.clone());
+                let f = fs::openat(d.as_fd(), &e.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(st.st_size as u64);
+                b.append_data(&mut h, &path, std::fs::File::from(f))?;
+            }
+            libc::S_IFLNK => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                let target = fs::readlinkat(d.as_fd(), &e.name)?;
+                b.append_link(&mut h, &path, target)?;
+            }
+            k => {
+                let t = match k {
+                    libc::S_IFCHR => tar::EntryType::Char,
+                    libc::S_IFBLK => tar::EntryType::Block,
+                    libc::S_IFIFO => tar::EntryType::Fifo,
+                    _ => continue,
+                };
+                h.set_entry_type(t);
+                h.set_device_major(libc::major(st.st_rdev))?;
+                h.set_device_minor(libc::minor(st.st_rdev))?;
+                b.append_data(&mut h, &path, io::empty())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The parent directory of `path` inside `root` (resolved in the root) and the last name.
