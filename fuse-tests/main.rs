@@ -23,3 +23,4 @@ mod security;
 mod semantics;
 mod snapshot;
 mod stress;
+mod volumes;

@@ -29,6 +29,9 @@ pub enum Command {
     /// Manage images: import, export, inspect, history, rm, prune.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Manage named volumes (used with -v NAME:/path).
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// List images, newest first.
     Images {
         /// Only image ids.
@@ -237,6 +240,39 @@ pub enum Command {
         /// New name[:tag].
         target: String,
     },
+}
+
+/// `strata volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume (a random name when none is given); prints its name.
+    Create {
+        /// Name.
+        name: Option<String>,
+        /// Label KEY=VALUE.
+        #[arg(short, long = "label", action = ArgAction::Append)]
+        label: Vec<String>,
+    },
+    /// List volumes.
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a container uses one).
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no container uses.
+    Prune,
 }
 
 /// How a registry is reached.

@@ -24,6 +24,7 @@ fn main() {
         Command::Umount(a) => Ok(mount::umount(a)),
         Command::Bench(a) => Ok(strata::cmd::bench::run(a)),
         Command::Image(c) => image::run(root, c),
+        Command::Volume(c) => container::volume(root, c),
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),

@@ -397,6 +397,65 @@ pub fn export(root: Option<PathBuf>, name: &str, output: Option<PathBuf>) -> Cmd
     Ok(0)
 }
 
+/// `strata volume ...`.
+pub fn volume(root: Option<PathBuf>, cmd: crate::cli::VolumeCmd) -> CmdResult {
+    use crate::cli::VolumeCmd as V;
+    use crate::container::volume as vol;
+    let store = open_store(root)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        V::Create { name, label } => {
+            let labels = parse_labels(&label).map_err(container_ctx("volume create"))?;
+            let (v, _) = vol::create(&store, name.as_deref(), labels)
+                .map_err(container_ctx("volume create"))?;
+            writeln!(out, "{}", v.name)?;
+        }
+        V::Ls { quiet } => {
+            let list = vol::list(&store).map_err(container_ctx("listing volumes"))?;
+            if !quiet {
+                writeln!(out, "{:<10}VOLUME NAME", "DRIVER")?;
+            }
+            for v in list {
+                match quiet {
+                    true => writeln!(out, "{}", v.name)?,
+                    false => writeln!(out, "{:<10}{}", "local", v.name)?,
+                }
+            }
+        }
+        V::Inspect { names } => {
+            let mut all = Vec::new();
+            let mut code = 0;
+            for n in &names {
+                match vol::get(&store, n) {
+                    Ok(v) => all.push(v),
+                    Err(e) => code = super::report(&container_ctx(format!("inspecting {n}"))(e)),
+                }
+            }
+            let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
+            return Ok(code);
+        }
+        V::Rm { names } => {
+            let mut code = 0;
+            for n in &names {
+                match vol::remove(&store, n) {
+                    Ok(()) => writeln!(out, "{n}")?,
+                    Err(e) => {
+                        code = super::report(&container_ctx(format!("removing volume {n}"))(e))
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        V::Prune => {
+            for n in vol::prune(&store).map_err(container_ctx("volume prune"))? {
+                writeln!(out, "Deleted {n}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
 /// `strata rename C NEW`.
 pub fn rename(root: Option<PathBuf>, name: &str, new: &str) -> CmdResult {
     let store = open_store(root)?;

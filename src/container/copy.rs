@@ -316,19 +316,29 @@ fn target(
     }
 }
 
-/// `strata cp CONTAINER:SRC DEST`.
+/// `strata cp CONTAINER:SRC DEST`. `SRC/.` copies a directory's contents; a trailing `/`
+/// (or `/.`) follows a final symlink, inside the container.
 pub fn copy_out(root: &Root, src: &str, dest: &Path) -> Result<()> {
-    let (dir, name) = split_in(root, src)?;
     let what = || format!("copying {src} out of the container");
-    let name = name.unwrap_or_else(|| ".".into());
+    let contents = src.ends_with("/.") || src == ".";
+    let (dir, name) = if contents || src.ends_with('/') {
+        let whole = crate::sys::file::open_in_root(
+            root.fd.as_fd(),
+            Path::new(src.trim_end_matches('.')),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(io_ctx(what()))?;
+        (whole, std::ffi::OsString::from("."))
+    } else {
+        let (dir, name) = split_in(root, src)?;
+        (dir, name.unwrap_or_else(|| ".".into()))
+    };
     let st = fs::lstatat(dir.as_fd(), &name).map_err(io_ctx(what()))?;
     let src_is_dir = kind(&st) == libc::S_IFDIR;
     let dest_is_dir = std::fs::metadata(dest).ok().map(|m| m.is_dir());
     let slash = dest.as_os_str().as_bytes().ends_with(b"/");
     let into_dir = target(dest_is_dir, slash, src_is_dir)
         .map_err(|m| ContainerError::BadSpec(format!("{}: {m}", dest.display())))?;
-    // `SRC/.` copies a directory's contents, not the directory.
-    let contents = src.ends_with("/.") || src == ".";
     let at = if into_dir && !contents {
         let base = Path::new(src).file_name().unwrap_or(OsStr::new("/"));
         dest.join(base)

@@ -266,7 +266,7 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
         false => crate::sys::process::stdin_from_null().map_err(io_ctx("stdin")),
     };
     // A failure before the start too leaves no container record behind.
-    let r = stdin.and_then(|_| super::start::start(&created, &mut |_| {}));
+    let r = stdin.and_then(|_| super::start::start(store, &created, &mut |_| {}));
     match &r {
         Err(e) => discard(store, &created, e),
         Ok(_) if created.request.remove => {
@@ -323,7 +323,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
                 redirect_stdio(std::os::fd::AsFd::as_fd(&log)).map_err(io_ctx("log"))
             });
             let r = ready.and_then(|_| {
-                super::start::start(&created, &mut |_| {
+                super::start::start(store, &created, &mut |_| {
                     if let Some(n) = notify.take() {
                         let _ = n.send(&Started::Running);
                     }

@@ -27,6 +27,7 @@ pub mod state;
 pub mod tty;
 pub mod usernet;
 pub mod userns;
+pub mod volume;
 
 pub use error::ContainerError;
 pub use id::{ContainerId, Status};

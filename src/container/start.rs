@@ -75,7 +75,11 @@ fn etc_root(rootfs: &Path, mounted_here: bool, stack: &[PathBuf]) -> PathBuf {
 /// Mounts the rootfs and starts the container; calls `started` once its command runs,
 /// waits for it and records the exit. Returns its exit status. A failure at any step
 /// leaves no mount, server, cgroup or network helper behind.
-pub(super) fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> Result<i32> {
+pub(super) fn start(
+    store: &crate::image::Store,
+    created: &Created,
+    started: &mut dyn FnMut(&Container),
+) -> Result<i32> {
     let mut c = created.container.clone();
     let req = &created.request;
     let (upper, work, rootfs, init) = (c.upper(), c.work(), c.rootfs(), c.init_layer());
@@ -101,9 +105,19 @@ pub(super) fn start(created: &Created, started: &mut dyn FnMut(&Container)) -> R
     }
     let mut layers = vec![upper];
     layers.extend(stack);
+    // Named volumes: made on first use and then seeded from the image, like docker.
+    let named = super::volume::resolve(store, &req.overrides.volumes)?;
+    if !named.fresh.is_empty() {
+        let view = super::copy::view(store, &c, false)?;
+        super::volume::seed(&view, &named.fresh)?;
+    }
+    let overrides = super::spec::Overrides {
+        volumes: named.volumes,
+        ..req.overrides.clone()
+    };
     let mut spec = build(
         &created.config,
-        &req.overrides,
+        &overrides,
         &etc_root(&rootfs, !inside, &layers),
         c.state.hostname.clone(),
         req.network != Network::Host,

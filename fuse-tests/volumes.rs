@@ -1,0 +1,101 @@
+//! Named volumes: `-v NAME:/path` makes the volume on first use and seeds it from the
+//! image, its data outlives the container, `volume rm` refuses one a container uses, and
+//! `volume create/ls/inspect/prune` work as docker's.
+
+use crate::archives::E;
+use crate::containers::{env_with, no_leftovers, out, strata};
+
+#[test]
+fn named_volumes_are_seeded_kept_and_guarded() {
+    let e = env_with(
+        "volumes",
+        &[
+            E::Dir("srv"),
+            E::Dir("srv/conf"),
+            E::File("srv/conf/app.ini", b"from-image\n", 0o640),
+            // A symlink in the image must not lead the seeding out of the container.
+            E::Sym("srv/hostetc", "/etc"),
+            E::Sym("escape", "/etc"),
+        ],
+    );
+    let ok = |args: &[&str]| {
+        let o = strata(&e, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out(&o)
+    };
+    // First use: created and seeded with the image's /srv.
+    let o = ok(&[
+        "run",
+        "--name",
+        "a",
+        "-v",
+        "data:/srv",
+        "box:1",
+        "sh",
+        "-c",
+        "cat /srv/conf/app.ini; echo written > /srv/new",
+    ]);
+    assert_eq!(o, "from-image\n");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["volume", "inspect", "data"])).unwrap();
+    let mp = std::path::PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(mp.join("new")).unwrap(),
+        "written\n"
+    );
+    assert!(std::fs::symlink_metadata(mp.join("hostetc"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // Kept across containers, not seeded again.
+    let o = ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/srv:ro",
+        "box:1",
+        "sh",
+        "-c",
+        "cat /srv/new; touch /srv/x 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(o, "written\nread-only\n");
+    // In use by a container record (even stopped): refused.
+    let o = strata(&e, &["volume", "rm", "data"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by a"));
+    // A volume over a path that is a symlink to /etc in the image: refused (never bound
+    // through a symlink), and what was seeded first came from the container's /etc.
+    let o = strata(
+        &e,
+        &["run", "--rm", "-v", "other:/escape/", "box:1", "true"],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symlink in the container"));
+    let v: serde_json::Value = serde_json::from_str(&ok(&["volume", "inspect", "other"])).unwrap();
+    let omp = std::path::PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    let seeded = std::fs::read_to_string(omp.join("passwd")).unwrap();
+    assert_eq!(
+        seeded,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"
+    );
+    // create / ls / prune.
+    assert_eq!(ok(&["volume", "create", "spare"]), "spare\n");
+    let ls = ok(&["volume", "ls", "-q"]);
+    assert_eq!(ls, "data\nother\nspare\n");
+    let pruned = ok(&["volume", "prune"]);
+    assert!(
+        pruned.contains("spare") && pruned.contains("other") && !pruned.contains("data"),
+        "{pruned}"
+    );
+    ok(&["rm", "a"]);
+    assert_eq!(ok(&["volume", "rm", "data"]), "data\n");
+    assert_eq!(ok(&["volume", "ls", "-q"]), "");
+    assert_eq!(
+        strata(&e, &["volume", "create", "bad/name"]).status.code(),
+        Some(1)
+    );
+    no_leftovers(&e);
+}
