@@ -58,6 +58,17 @@ fn container_verbs(w: &Who) {
         "id -u; ls /made; stat -c %u /var/www/up/by-www",
     ]);
     assert_eq!(ex, "0\n/made\n33\n");
+    // cp in and out of the running container (a rootless one from inside its namespace).
+    let note = w.home.join("note");
+    std::fs::write(&note, "from the host\n").unwrap();
+    if let Some((uid, gid)) = w.user {
+        std::os::unix::fs::chown(&note, Some(uid), Some(gid)).unwrap();
+    }
+    w.ok(&["cp", note.to_str().unwrap(), "d1:/tmp/"]);
+    assert_eq!(w.ok(&["exec", "d1", "cat", "/tmp/note"]), "from the host\n");
+    let back = w.home.join("back");
+    w.ok(&["cp", "d1:/var/www/index", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "hello\n");
     let diff = w.ok(&["diff", "d1"]);
     for want in [
         "A /made",

@@ -210,13 +210,29 @@ pub fn cp(root: Option<PathBuf>, src: &str, dest: &str) -> CmdResult {
         }
     };
     let c = ctr::find(&store, name).map_err(container_ctx(&ctx))?;
-    let r = copy::open_root(&store, &c).map_err(container_ctx(&ctx))?;
-    let done = match out {
-        true => copy::copy_out(&r, path, std::path::Path::new(dest)),
-        false => copy::copy_in(&r, std::path::Path::new(src), path),
+    let run = || -> Result<(), ContainerError> {
+        let r = copy::open_root(&store, &c)?;
+        match out {
+            true => copy::copy_out(&r, path, std::path::Path::new(dest)),
+            false => copy::copy_in(&r, std::path::Path::new(src), path),
+        }
     };
-    done.map_err(container_ctx(&ctx))?;
-    Ok(0)
+    // A running rootless container's files are served only to its user namespace: the
+    // copy runs in a child that joins it.
+    match copy::user_namespace_of(&c) {
+        Some(ns) => {
+            let code = copy::in_namespace(&ns, || match run() {
+                Ok(()) => 0,
+                Err(e) => super::report(&container_ctx(&ctx)(e)),
+            })
+            .map_err(container_ctx(&ctx))?;
+            Ok(code)
+        }
+        None => {
+            run().map_err(container_ctx(&ctx))?;
+            Ok(0)
+        }
+    }
 }
 
 /// `run --pull`: `always`, or `missing` (the default) when the store has no such image.

@@ -183,6 +183,40 @@ fn tar_dir(
     Ok(())
 }
 
+/// The user namespace of `c`'s running init when it isn't ours (a rootless container).
+pub fn user_namespace_of(c: &Container) -> Option<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let pid = c.running_pid().ok()?;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/user")).ok()?;
+    let ours = std::fs::metadata("/proc/self/ns/user").ok()?;
+    if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
+        return None;
+    }
+    std::fs::File::open(format!("/proc/{pid}/ns/user")).ok()
+}
+
+/// Runs `f` in a child that joins the user namespace `ns`; returns its exit status. The
+/// caller must be single-threaded.
+pub fn in_namespace(ns: &std::fs::File, f: impl FnOnce() -> i32) -> Result<i32> {
+    use crate::sys::process::{exit_now, fork_single_threaded, Forked};
+    match fork_single_threaded().map_err(io_ctx("fork"))? {
+        Forked::Child => {
+            if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
+                eprintln!("strata: error: joining the container's user namespace: {e}");
+                exit_now(1)
+            }
+            exit_now(f())
+        }
+        Forked::Parent(child) => {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(code),
+                Ok(other) => Err(ContainerError::Setup(format!("the copy ended: {other:?}"))),
+                Err(e) => Err(io_ctx("waiting for the copy")(e.into())),
+            }
+        }
+    }
+}
+
 /// The parent directory of `path` inside `root` (resolved in the root) and the last name.
 fn split_in(root: &Root, path: &str) -> Result<(OwnedFd, Option<std::ffi::OsString>)> {
     let p = Path::new(path);
