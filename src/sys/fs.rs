@@ -79,26 +79,12 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, path: &std::path::Path) -> io::Res
     if path.as_os_str().is_empty() {
         return root.try_clone_to_owned();
     }
-    let c = cstr(path.as_os_str())?;
-    // SAFETY: open_how is plain data; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid C string and open_how of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let e = match crate::sys::file::openat2(root, path, flags, resolve) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
     };
-    if r >= 0 {
-        // SAFETY: openat2 returned a new fd that we own.
-        return Ok(unsafe { OwnedFd::from_raw_fd(r as i32) });
-    }
-    let e = io::Error::last_os_error();
     if e.raw_os_error() != Some(libc::ENOSYS) {
         return Err(e);
     }
