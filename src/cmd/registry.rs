@@ -96,10 +96,6 @@ impl Progress for Shown {
     }
 }
 
-fn store(root: Option<PathBuf>) -> Result<Store, super::Error> {
-    open_store(root)
-}
-
 /// Pulls `image` into the store at `root` (also `run`'s missing-image pull).
 pub fn pull_into(
     store: &Store,
@@ -126,7 +122,7 @@ pub fn pull(
     platform: Option<String>,
     quiet: bool,
 ) -> CmdResult {
-    let store = store(root)?;
+    let store = open_store(root)?;
     pull_into(&store, image, &options(a, platform), quiet).map_err(image_ctx("pull"))?;
     let r = Reference::parse(image).map_err(image_ctx("pull"))?;
     writeln!(std::io::stdout(), "{r}")?;
@@ -141,7 +137,7 @@ pub fn push(
     a: &RegistryArgs,
     quiet: bool,
 ) -> CmdResult {
-    let store = store(root)?;
+    let store = open_store(root)?;
     let shown = Shown::new(quiet);
     let d = registry::push::push(&store, image, dest, &options(a, None), &shown)
         .map_err(image_ctx("push"))?;

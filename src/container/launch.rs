@@ -271,34 +271,27 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     exec(spec)
 }
 
-/// The signals `--init` passes on to the command (and SIGCHLD, which it waits for).
-const INIT_SIGNALS: &[i32] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCHLD,
-];
-
 /// `--init`: this process stays PID 1 (already confined like the command), runs the
 /// command as its child, passes signals on to it, reaps every orphan, and exits with the
 /// command's status. It keeps no fd but stdio.
 fn under_init(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
     use crate::sys::process as p;
-    p::catch_signals(INIT_SIGNALS).map_err(fail("init: signal handlers"))?;
-    p::block_signals(INIT_SIGNALS).map_err(fail("init: signal mask"))?;
+    // What the launcher forwards, a terminal's resize, and SIGCHLD, which init waits for.
+    let signals: Vec<i32> = (super::start::FORWARDED.iter())
+        .chain(&[libc::SIGWINCH, libc::SIGCHLD])
+        .copied()
+        .collect();
+    p::catch_signals(&signals).map_err(fail("init: signal handlers"))?;
+    p::block_signals(&signals).map_err(fail("init: signal mask"))?;
     match fork_single_threaded().map_err(fail("init: fork"))? {
         Forked::Child => {
-            p::unblock_signals(INIT_SIGNALS).map_err(fail("signal mask"))?;
+            p::unblock_signals(&signals).map_err(fail("signal mask"))?;
             exec(spec)
         }
         Forked::Parent(child) => {
             let _ = p::close_from(3);
             loop {
-                let Ok(sig) = p::wait_signal(INIT_SIGNALS) else {
+                let Ok(sig) = p::wait_signal(&signals) else {
                     continue;
                 };
                 if sig != libc::SIGCHLD {

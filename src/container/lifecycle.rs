@@ -450,17 +450,8 @@ pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32
         },
         uid: s.uid,
         gid: s.gid,
-        hostname: String::new(),
-        own_netns: false,
-        userns: false,
-        limits: Default::default(),
-        volumes: Vec::new(),
-        tmpfs: Vec::new(),
-        init: false,
-        shm_size: crate::container::spec::DEFAULT_SHM,
-        rlimits: Vec::new(),
-        tty: None,
         security,
+        ..RunSpec::default()
     };
     launch::exec_in(pid, &spec, s.id.as_str())
 }

@@ -421,21 +421,9 @@ mod tests {
     fn spec() -> RunSpec {
         RunSpec {
             argv: vec!["sh".into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
             hostname: "h".into(),
             own_netns: true,
-            userns: false,
-            limits: Default::default(),
-            volumes: Vec::new(),
-            tmpfs: Vec::new(),
-            init: false,
-            shm_size: crate::container::spec::DEFAULT_SHM,
-            rlimits: Vec::new(),
-            tty: None,
-            security: Default::default(),
+            ..RunSpec::default()
         }
     }
 

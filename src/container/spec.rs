@@ -51,6 +51,31 @@ pub struct RunSpec {
     pub security: Security,
 }
 
+impl Default for RunSpec {
+    /// No command, cwd `/`, root, the host's network, docker's /dev/shm size, default
+    /// confinement: the base `exec` and tests fill in.
+    fn default() -> Self {
+        RunSpec {
+            argv: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            hostname: String::new(),
+            own_netns: false,
+            userns: false,
+            limits: Limits::default(),
+            volumes: Vec::new(),
+            tmpfs: Vec::new(),
+            init: false,
+            shm_size: DEFAULT_SHM,
+            rlimits: Vec::new(),
+            tty: None,
+            security: Security::default(),
+        }
+    }
+}
+
 /// One resource limit for the container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rlimit {
