@@ -37,6 +37,17 @@ pub(crate) fn upper_dir(e: &Env, name: &str) -> std::path::PathBuf {
     PathBuf::from(v["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap())
 }
 
+/// `strata ARGS` that must succeed; its stdout.
+pub(crate) fn ok(e: &Env, args: &[&str]) -> String {
+    let o = strata(e, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out(&o)
+}
+
 pub(crate) fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

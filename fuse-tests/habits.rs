@@ -185,14 +185,7 @@ fn cp_in_and_out_of_running_and_stopped_containers_stays_inside() {
     std::fs::write(host.join("dir/sub/f"), "nested\n").unwrap();
     std::fs::write(host.join("file"), "host file\n").unwrap();
     let h = |p: &str| host.join(p).to_str().unwrap().to_string();
-    let ok = |args: &[&str]| {
-        let o = strata(&e, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
+    let ok = |args: &[&str]| crate::containers::ok(&e, args);
     // A stopped container: the copy goes into its writable layer.
     ok(&[
         "create",
@@ -419,15 +412,7 @@ fn labels_stop_signal_stop_timeout_and_shm_size() {
 #[test]
 fn ps_filter_and_format_and_rename() {
     let e = env("habits-ps");
-    let ok = |args: &[&str]| {
-        let o = strata(&e, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out(&o)
-    };
+    let ok = |args: &[&str]| crate::containers::ok(&e, args);
     ok(&[
         "run", "-d", "--name", "web-1", "-l", "tier=web", "box:1", "sleep", "100",
     ]);

@@ -146,6 +146,17 @@ fn image() -> Image {
 
 const MT: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// `img`'s manifest (under any tag), config or layer, if `path` asks for one.
+fn serve_image(img: &Image, path: &str) -> Option<Reply> {
+    if path.contains("/manifests/") {
+        return Some(reply(200, MT, img.manifest.clone()));
+    }
+    let blob = [&img.config, &img.layer]
+        .into_iter()
+        .find(|b| path.ends_with(&sha(b)))?;
+    Some(reply(200, "application/octet-stream", blob.clone()))
+}
+
 /// A handler serving `img` normally, except where `fault` answers first.
 fn registry(
     img: Image,
@@ -159,14 +170,8 @@ fn registry(
             if path == "/v2/" {
                 return reply(200, "application/json", b"{}".to_vec());
             }
-            if path.contains("/manifests/") {
-                return reply(200, MT, img.manifest.clone());
-            }
-            if path.ends_with(&sha(&img.config)) {
-                return reply(200, "application/octet-stream", img.config.clone());
-            }
-            if path.ends_with(&sha(&img.layer)) {
-                return reply(200, "application/octet-stream", img.layer.clone());
+            if let Some(r) = serve_image(&img, path) {
+                return r;
             }
             reply(
                 404,
@@ -446,16 +451,7 @@ fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
                     body: Vec::new(),
                 };
             }
-            if path.contains("/manifests/") {
-                return reply(200, MT, img.manifest.clone());
-            }
-            if path.ends_with(&sha(&img.config)) {
-                return reply(200, "application/octet-stream", img.config.clone());
-            }
-            if path.ends_with(&sha(&img.layer)) {
-                return reply(200, "application/octet-stream", img.layer.clone());
-            }
-            reply(404, "application/json", Vec::new())
+            serve_image(&img, path).unwrap_or_else(|| reply(404, "application/json", Vec::new()))
         },
     ));
     let _ = port_cell.set(port);

@@ -3,7 +3,7 @@
 //! `volume create/ls/inspect/prune` work as docker's.
 
 use crate::archives::E;
-use crate::containers::{env_with, no_leftovers, out, strata};
+use crate::containers::{env_with, no_leftovers, strata};
 
 #[test]
 fn named_volumes_are_seeded_kept_and_guarded() {
@@ -18,15 +18,7 @@ fn named_volumes_are_seeded_kept_and_guarded() {
             E::Sym("escape", "/etc"),
         ],
     );
-    let ok = |args: &[&str]| {
-        let o = strata(&e, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out(&o)
-    };
+    let ok = |args: &[&str]| crate::containers::ok(&e, args);
     // First use: created and seeded with the image's /srv.
     let o = ok(&[
         "run",
