@@ -13,6 +13,7 @@ mod harness;
 mod images;
 mod lifecycle;
 mod metacopy;
+mod observe;
 mod ops;
 mod options;
 mod records;

@@ -29,6 +29,18 @@ fn main() {
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
         Command::Info => lifecycle::info(root),
+        Command::Pause { containers } => strata::cmd::observe::pause(root, &containers),
+        Command::Unpause { containers } => strata::cmd::observe::unpause(root, &containers),
+        Command::Top {
+            container: c,
+            ps_options,
+        } => strata::cmd::observe::top(root, &c, &ps_options),
+        Command::Stats {
+            no_stream,
+            all,
+            containers,
+        } => strata::cmd::observe::stats(root, no_stream, all, &containers),
+        Command::System(c) => strata::cmd::system::run(root, c),
         Command::Pull {
             image,
             registry,

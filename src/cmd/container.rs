@@ -261,6 +261,7 @@ fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::i
 #[derive(Debug)]
 enum Filter {
     Status(Status),
+    Paused,
     Name(String),
     Ancestor(String),
     Label(String, Option<String>),
@@ -270,12 +271,13 @@ fn parse_filter(f: &str) -> Result<Filter, ContainerError> {
     let bad = |why: &str| ContainerError::BadSpec(format!("--filter {f}: {why}"));
     let (k, v) = f.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
     Ok(match k {
-        "status" => Filter::Status(match v {
-            "created" => Status::Created,
-            "running" => Status::Running,
-            "exited" => Status::Exited,
-            _ => return Err(bad("status is created, running or exited")),
-        }),
+        "status" => match v {
+            "created" => Filter::Status(Status::Created),
+            "running" => Filter::Status(Status::Running),
+            "exited" => Filter::Status(Status::Exited),
+            "paused" => Filter::Paused,
+            _ => return Err(bad("status is created, running, paused or exited")),
+        },
         "name" => Filter::Name(v.to_string()),
         "ancestor" => Filter::Ancestor(v.to_string()),
         "label" => match v.split_once('=') {
@@ -289,6 +291,7 @@ fn parse_filter(f: &str) -> Result<Filter, ContainerError> {
 fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>) -> bool {
     match f {
         Filter::Status(st) => s.status == *st,
+        Filter::Paused => s.status == Status::Running && s.paused,
         Filter::Name(part) => s.name.contains(part.as_str()),
         Filter::Ancestor(img) => {
             s.image == *img || ancestor(img).is_some_and(|id| id == s.image_id)
@@ -303,6 +306,7 @@ fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>
 
 fn status_text(s: &ctr::State) -> String {
     match (s.status, s.exit_code) {
+        (Status::Running, _) if s.paused => "Up (Paused)".to_string(),
         (Status::Running, _) => "Up".to_string(),
         (Status::Exited, Some(code)) => format!("Exited ({code})"),
         (other, _) => other.as_str().to_string(),
@@ -336,7 +340,10 @@ pub fn ps(
         .collect::<Result<Vec<_>, _>>()
         .map_err(container_ctx("ps"))?;
     // A status filter shows exited containers without -a, as docker does.
-    let all = all || filters.iter().any(|f| matches!(f, Filter::Status(_)));
+    let all = all
+        || filters
+            .iter()
+            .any(|f| matches!(f, Filter::Status(_) | Filter::Paused));
     let ancestor = |img: &str| store.resolve(img).ok().map(|r| r.id.to_string());
     let list = ctr::list(&store).map_err(container_ctx("listing containers"))?;
     let mut out = std::io::stdout().lock();

@@ -9,7 +9,9 @@ pub mod container;
 pub mod image;
 pub mod lifecycle;
 pub mod mount;
+pub mod observe;
 pub mod registry;
+pub mod system;
 
 use std::io;
 

@@ -59,8 +59,9 @@ pub fn parse_cpus(s: &str) -> Result<f64, ContainerError> {
 /// One container's cgroups.
 #[derive(Debug)]
 pub struct Cgroup {
-    dirs: Vec<(String, PathBuf)>,
-    v2: bool,
+    /// (controller, directory); `unified` for the one cgroup v2 directory.
+    pub(super) dirs: Vec<(String, PathBuf)>,
+    pub(super) v2: bool,
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -90,10 +91,10 @@ fn v2_controllers(root: &Path) -> Option<String> {
 
 impl Cgroup {
     /// Creates the container's cgroups, applies `l` and allows only the devices `devices`
-    /// names (all devices when it is empty: a privileged container). Without limits or
-    /// device rules nothing is created.
+    /// names (all devices when it is empty: a privileged container). The accounting and
+    /// freezer controllers the host has are always joined, for `stats`, `top` and `pause`.
     pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, ContainerError> {
-        Self::create_in(Path::new(ROOT), id, l, devices)
+        Self::create_in(Path::new(ROOT), id, l, devices, true)
     }
 
     /// The cgroups of a container a user starts: none without limits (the device rules
@@ -103,7 +104,7 @@ impl Cgroup {
     /// the flag, never a container running without its limit.
     pub fn create_for_user(id: &str, l: &Limits) -> Result<Cgroup, ContainerError> {
         if *l == Limits::default() {
-            return Self::create_in(Path::new(ROOT), id, l, &[]);
+            return Self::create_in(Path::new(ROOT), id, l, &[], false);
         }
         let flag = match (l.memory, l.pids, l.cpus) {
             (Some(_), _, _) => "--memory",
@@ -112,7 +113,7 @@ impl Cgroup {
         };
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         match delegated_parent(Path::new(ROOT), &own) {
-            Some(parent) => Self::create_in(&parent, id, l, &[]),
+            Some(parent) => Self::create_in(&parent, id, l, &[], true),
             None => Err(ContainerError::Setup(format!(
                 "{flag}: cgroup limits need root or a cgroup v2 subtree delegated to this user, \
                  and this host delegates none (its memory, pids and cpu controllers are in \
@@ -121,18 +122,20 @@ impl Cgroup {
         }
     }
 
-    /// [`Cgroup::create`] below the cgroup mount `root`.
+    /// [`Cgroup::create`] below the cgroup mount `root`; without `accounting`, limits or
+    /// device rules nothing is created.
     pub fn create_in(
         root: &Path,
         id: &str,
         l: &Limits,
         devices: &[DeviceRule],
+        accounting: bool,
     ) -> Result<Cgroup, ContainerError> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
         };
-        if *l == Limits::default() && devices.is_empty() {
+        if *l == Limits::default() && devices.is_empty() && !accounting {
             return Ok(cg);
         }
         if let Some(ctrls) =
@@ -141,7 +144,7 @@ impl Cgroup {
             cg.v2 = true;
             let parent = root.join("strata");
             std::fs::create_dir_all(&parent).map_err(io_ctx(parent.display()))?;
-            let want: Vec<&str> = ["memory", "pids", "cpu"]
+            let want: Vec<&str> = ["memory", "pids", "cpu", "io"]
                 .into_iter()
                 .filter(|c| ctrls.contains(c))
                 .collect();
@@ -179,9 +182,17 @@ impl Cgroup {
                 })?;
             let dir = base.join("strata").join(id);
             std::fs::create_dir_all(&dir).map_err(io_ctx(dir.display()))?;
-            cg.dirs.push((ctrl.to_string(), dir.clone()));
+            if !cg.dirs.iter().any(|(_, d)| *d == dir) {
+                cg.dirs.push((ctrl.to_string(), dir.clone()));
+            }
             Ok(dir)
         };
+        if accounting {
+            // Best effort: a host without one of them still runs containers.
+            for ctrl in ["memory", "pids", "cpuacct", "freezer", "blkio"] {
+                let _ = mk(ctrl);
+            }
+        }
         if let Some(m) = l.memory {
             let d = mk("memory")?;
             write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
@@ -233,10 +244,10 @@ impl Cgroup {
                 let d = e.path().join("strata").join(id);
                 if d.is_dir() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let ctrl = if name.contains("memory") {
-                        "memory".to_string()
-                    } else {
-                        name
+                    let ctrl = match name.as_str() {
+                        n if n.contains("memory") => "memory".to_string(),
+                        n if n.contains("cpuacct") => "cpuacct".to_string(),
+                        _ => name,
                     };
                     cg.dirs.push((ctrl, d));
                 }
@@ -321,7 +332,7 @@ mod tests {
             pids: Some(50),
             cpus: Some(0.5),
         };
-        let cg = Cgroup::create_in(root, "c1", &l, &[]).unwrap();
+        let cg = Cgroup::create_in(root, "c1", &l, &[], false).unwrap();
         let d = root.join("strata/c1");
         assert_eq!(read(&d.join("memory.max")), (64u64 << 20).to_string());
         assert_eq!(read(&d.join("pids.max")), "50");
@@ -352,7 +363,7 @@ mod tests {
             cpus: Some(1.5),
         };
         let rules = crate::container::devices::default_rules();
-        let cg = Cgroup::create_in(root, "c2", &l, &rules).unwrap();
+        let cg = Cgroup::create_in(root, "c2", &l, &rules, false).unwrap();
         // devices.allow is written line by line; the plain file keeps the last
         assert_eq!(read(&root.join("devices/strata/c2/devices.deny")), "a");
         assert_eq!(
@@ -378,10 +389,18 @@ mod tests {
         assert!(cg.oom_killed());
         assert_eq!(Cgroup::existing_in(root, "c2").dirs.len(), 4);
         // no limits: nothing is created
-        assert!(Cgroup::create_in(root, "c3", &Limits::default(), &[])
-            .unwrap()
-            .dirs
-            .is_empty());
+        assert!(
+            Cgroup::create_in(root, "c3", &Limits::default(), &[], false)
+                .unwrap()
+                .dirs
+                .is_empty()
+        );
+        // accounting: the controllers the host has, each once
+        std::fs::create_dir(root.join("freezer")).unwrap();
+        let cg = Cgroup::create_in(root, "c4", &Limits::default(), &[], true).unwrap();
+        let mut ctrls: Vec<&str> = cg.dirs.iter().map(|(c, _)| c.as_str()).collect();
+        ctrls.sort();
+        assert_eq!(ctrls, ["cpuacct", "freezer", "memory", "pids"]);
     }
 
     #[test]

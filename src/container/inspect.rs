@@ -36,8 +36,9 @@ pub fn json(store: &Store, c: &Container) -> Value {
         "Path": s.command.first(),
         "Args": s.command.get(1..).unwrap_or_default(),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": if s.paused && s.status == Status::Running { "paused" } else { s.status.as_str() },
             "Running": s.status == Status::Running,
+            "Paused": s.paused && s.status == Status::Running,
             "Pid": s.pid.unwrap_or(0),
             "ExitCode": s.exit_code.unwrap_or(0),
             "OOMKilled": s.oom_killed,

@@ -227,6 +227,7 @@ pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
             pid: None,
             exit_code: None,
             oom_killed: false,
+            paused: false,
             env: Vec::new(),
             uid: 0,
             gid: 0,
@@ -400,6 +401,7 @@ pub fn stop(c: &Container, grace: Option<Duration>) {
         .unwrap_or(Signal::SIGTERM);
     let grace = grace.unwrap_or(Duration::from_secs(c.state.stop_timeout.unwrap_or(10)));
     let _ = send(Pid::from_raw(pid), sig);
+    super::observe::thaw_for_signal(c);
     if !wait_gone(pid, grace) {
         let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(5));
@@ -410,7 +412,9 @@ pub fn stop(c: &Container, grace: Option<Duration>) {
 pub fn kill(c: &Container, sig: Signal) -> Result<()> {
     let pid = c.running_pid()?;
     send(Pid::from_raw(pid), sig)
-        .map_err(|e| io_ctx(format!("signalling {}", c.state.name))(e.into()))
+        .map_err(|e| io_ctx(format!("signalling {}", c.state.name))(e.into()))?;
+    super::observe::thaw_for_signal(c);
+    Ok(())
 }
 
 /// Removes a container; a running one only with `force` (it is killed first).
@@ -420,6 +424,7 @@ pub fn rm(store: &Store, c: &Container, force: bool) -> Result<()> {
             return Err(ContainerError::Running(c.state.name.clone()));
         }
         let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
+        super::observe::thaw_for_signal(c);
         wait_gone(pid, Duration::from_secs(2));
     }
     state::remove(store, c)

@@ -208,6 +208,7 @@ pub(super) fn start(
         s.pid = None;
         s.exit_code = Some(code);
         s.oom_killed = oom;
+        s.paused = false;
     });
     Ok(code)
 }

@@ -46,6 +46,9 @@ pub struct State {
     /// Killed for lack of memory.
     #[serde(default)]
     pub oom_killed: bool,
+    /// Frozen by `pause`.
+    #[serde(default)]
+    pub paused: bool,
     /// Environment of the container's process (for `exec`).
     #[serde(default)]
     pub env: Vec<String>,

@@ -97,25 +97,89 @@ pub struct Row {
     pub shared: u64,
 }
 
+/// An image of the index with its config read.
+struct Loaded {
+    image: ImageRef,
+    config: ImageConfig,
+    id: Digest,
+    chains: Vec<Digest>,
+}
+
+fn load_all(store: &Store) -> Result<Vec<Loaded>, ImageError> {
+    let mut v = Vec::new();
+    for image in store.images()? {
+        let (m, _) = store.manifest(&image.manifest.digest)?;
+        let config: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
+            .map_err(json_ctx(format!("config {}", m.config.digest)))?;
+        let chains = Store::chain_ids(&config);
+        v.push(Loaded {
+            image,
+            config,
+            id: m.config.digest,
+            chains,
+        });
+    }
+    Ok(v)
+}
+
+/// What images take on disk (`system df`).
+#[derive(Debug, Default)]
+pub struct DiskUse {
+    /// Images in the index.
+    pub images: usize,
+    /// Of them, those a container uses.
+    pub active: usize,
+    /// Bytes of their layers, each layer once.
+    pub size: u64,
+    /// Bytes of the layers no container's image uses.
+    pub reclaimable: u64,
+}
+
+/// Sizes of the store's images, counting shared layers once.
+pub fn disk_use(store: &Store) -> Result<DiskUse, ImageError> {
+    let in_use: BTreeSet<Digest> = store.images_in_use().into_iter().collect();
+    let loaded = load_all(store)?;
+    let mut all = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    let mut active = BTreeSet::new();
+    for l in &loaded {
+        all.extend(l.chains.iter().cloned());
+        if in_use.contains(&l.id) {
+            used.extend(l.chains.iter().cloned());
+            active.insert(l.id.clone());
+        }
+    }
+    let size = |set: &BTreeSet<Digest>| -> u64 {
+        set.iter()
+            .map(|c| store.layer_meta(c).map(|m| m.size).unwrap_or(0))
+            .sum()
+    };
+    let total = size(&all);
+    Ok(DiskUse {
+        images: loaded.len(),
+        active: active.len(),
+        size: total,
+        reclaimable: total - size(&used),
+    })
+}
+
 /// Every image with sizes.
 pub fn list(store: &Store) -> Result<Vec<Row>, ImageError> {
-    let images = store.images()?;
-    let mut chains: Vec<(ImageRef, ImageConfig, Digest, Vec<Digest>)> = Vec::new();
-    for i in images {
-        let (m, _) = store.manifest(&i.manifest.digest)?;
-        let cfg: ImageConfig = serde_json::from_slice(&store.read_json_blob(&m.config.digest)?)
-            .map_err(json_ctx(format!("config {}", m.config.digest)))?;
-        let c = Store::chain_ids(&cfg);
-        chains.push((i, cfg, m.config.digest, c));
-    }
+    let chains = load_all(store)?;
     let mut users: BTreeMap<Digest, BTreeSet<Digest>> = BTreeMap::new();
-    for (_, _, id, c) in &chains {
-        for l in c {
-            users.entry(l.clone()).or_default().insert(id.clone());
+    for l in &chains {
+        for c in &l.chains {
+            users.entry(c.clone()).or_default().insert(l.id.clone());
         }
     }
     let mut rows = Vec::new();
-    for (i, cfg, id, c) in chains {
+    for Loaded {
+        image: i,
+        config: cfg,
+        id,
+        chains: c,
+    } in chains
+    {
         let (mut size, mut shared) = (0, 0);
         for l in &c {
             let s = store.layer_meta(l).map(|m| m.size).unwrap_or(0);

@@ -65,3 +65,26 @@ pub fn openat2(
     // SAFETY: openat2 returned a new fd that we own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
 }
+
+/// The bytes of the regular files under `path` (apparent sizes, symlinks not followed,
+/// each hard-linked inode once), as `du --apparent-size` counts them; unreadable parts
+/// count as empty.
+pub fn tree_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+            total += m.len();
+        }
+    }
+    total
+}

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+mod run;
+
+pub use run::{RunArgs, SystemCmd};
+
 /// strata: layered images and containers on a userspace union filesystem.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about)]
@@ -233,6 +237,41 @@ pub enum Command {
     },
     /// Show the store and what this host allows (root, user namespaces, /dev/fuse, cgroups).
     Info,
+    /// Freeze every process of running containers.
+    Pause {
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a running container's processes (the host's ps, default -ef).
+    Top {
+        /// Name or id.
+        container: String,
+        /// ps options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_options: Vec<String>,
+    },
+    /// Show running containers' CPU, memory, pids, block and network I/O, refreshed every
+    /// second.
+    Stats {
+        /// One reading, then exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Include stopped containers (shown with no usage).
+        #[arg(short, long)]
+        all: bool,
+        /// Names or ids (default: all running).
+        containers: Vec<String>,
+    },
+    /// Disk use of the store, and removing what nothing uses.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Give an image another name.
     Tag {
         /// Image name[:tag] or id.
@@ -284,116 +323,6 @@ pub struct RegistryArgs {
     /// A directory of CA certificates (*.crt, *.pem) for the registry, besides the system's.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-}
-
-/// `strata run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Pull the image: missing (default), always, never.
-    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
-    pub pull: String,
-    /// Remove the container when it exits.
-    #[arg(long)]
-    pub rm: bool,
-    /// Run in the background; print the container id (output goes to `strata logs`).
-    #[arg(short = 'd', long)]
-    pub detach: bool,
-    /// Keep stdin open (without it the container reads /dev/null).
-    #[arg(short = 'i', long)]
-    pub interactive: bool,
-    /// Give the container a pty (window size and resizes passed on).
-    #[arg(short = 't', long)]
-    pub tty: bool,
-    /// Container name.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Environment variable KEY=VALUE (or KEY to pass the host's value).
-    #[arg(short = 'e', long = "env", action = ArgAction::Append)]
-    pub env: Vec<String>,
-    /// Working directory in the container.
-    #[arg(short = 'w', long)]
-    pub workdir: Option<String>,
-    /// User (name or UID[:GID]).
-    #[arg(short = 'u', long)]
-    pub user: Option<String>,
-    /// Host name.
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// Memory limit (64m, 1g).
-    #[arg(long)]
-    pub memory: Option<String>,
-    /// Maximum number of processes.
-    #[arg(long)]
-    pub pids_limit: Option<u64>,
-    /// CPU limit (0.5 = half a CPU).
-    #[arg(long)]
-    pub cpus: Option<String>,
-    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
-    #[arg(long)]
-    pub entrypoint: Option<String>,
-    /// Read environment variables from a file (KEY=VALUE lines, # comments).
-    #[arg(long, action = ArgAction::Append, value_name = "FILE")]
-    pub env_file: Vec<PathBuf>,
-    /// Run a minimal init as PID 1 that passes signals on to the command and reaps orphans.
-    #[arg(long)]
-    pub init: bool,
-    /// Set a label KEY=VALUE (shown by inspect).
-    #[arg(short = 'l', long = "label", action = ArgAction::Append, value_name = "KEY=VALUE")]
-    pub label: Vec<String>,
-    /// Signal that stop sends first (default SIGTERM).
-    #[arg(long)]
-    pub stop_signal: Option<String>,
-    /// Seconds stop waits before SIGKILL (default 10).
-    #[arg(long)]
-    pub stop_timeout: Option<u64>,
-    /// Size of /dev/shm (64m, 1g; default 64m).
-    #[arg(long)]
-    pub shm_size: Option<String>,
-    /// Mount the container's root filesystem read-only.
-    #[arg(long)]
-    pub read_only: bool,
-    /// Mount a tmpfs: PATH[:size=64m,mode=1777,exec,...].
-    #[arg(long, action = ArgAction::Append, value_name = "PATH[:OPTS]")]
-    pub tmpfs: Vec<String>,
-    /// Bind mount HOST:CONTAINER[:ro].
-    #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
-    pub volume: Vec<String>,
-    /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...), clamped to what strata
-    /// may set.
-    #[arg(long, action = ArgAction::Append)]
-    pub ulimit: Vec<String>,
-    /// Network: none (only lo), host, or pasta (user-mode networking; the default for a
-    /// user when pasta is installed, else none).
-    #[arg(long)]
-    pub network: Option<String>,
-    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
-    /// (with --network pasta).
-    #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
-    pub publish: Vec<String>,
-    /// User namespace: host (root's default) or auto (a namespace of its own with ids
-    /// from /etc/subuid; always the case for a user).
-    #[arg(long)]
-    pub userns: Option<String>,
-    /// Every capability, no seccomp filter, no masked paths, every device.
-    #[arg(long)]
-    pub privileged: bool,
-    /// Add a capability (CHOWN or CAP_CHOWN; ALL for every one).
-    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
-    pub cap_add: Vec<String>,
-    /// Drop a capability (ALL for every one).
-    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
-    pub cap_drop: Vec<String>,
-    /// seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges.
-    #[arg(long, action = ArgAction::Append, value_name = "OPT")]
-    pub security_opt: Vec<String>,
-    /// Pass a host device in: HOST[:CONTAINER][:rwm].
-    #[arg(long, action = ArgAction::Append, value_name = "DEVICE")]
-    pub device: Vec<String>,
-    /// Image name[:tag] or id.
-    pub image: String,
-    /// Command and arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
 }
 
 /// `strata image ...`.

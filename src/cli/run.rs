@@ -1,0 +1,135 @@
+//! The flags of `run` and `create`, and `strata system ...`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Subcommand};
+
+/// `strata run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pull the image: missing (default), always, never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pub pull: String,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background; print the container id (output goes to `strata logs`).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep stdin open (without it the container reads /dev/null).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a pty (window size and resizes passed on).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable KEY=VALUE (or KEY to pass the host's value).
+    #[arg(short = 'e', long = "env", action = ArgAction::Append)]
+    pub env: Vec<String>,
+    /// Working directory in the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (name or UID[:GID]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (64m, 1g).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<u64>,
+    /// CPU limit (0.5 = half a CPU).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long, action = ArgAction::Append, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Run a minimal init as PID 1 that passes signals on to the command and reaps orphans.
+    #[arg(long)]
+    pub init: bool,
+    /// Set a label KEY=VALUE (shown by inspect).
+    #[arg(short = 'l', long = "label", action = ArgAction::Append, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Signal that stop sends first (default SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds stop waits before SIGKILL (default 10).
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
+    /// Size of /dev/shm (64m, 1g; default 64m).
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: PATH[:size=64m,mode=1777,exec,...].
+    #[arg(long, action = ArgAction::Append, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
+    pub volume: Vec<String>,
+    /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...), clamped to what strata
+    /// may set.
+    #[arg(long, action = ArgAction::Append)]
+    pub ulimit: Vec<String>,
+    /// Network: none (only lo), host, or pasta (user-mode networking; the default for a
+    /// user when pasta is installed, else none).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
+    /// (with --network pasta).
+    #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// User namespace: host (root's default) or auto (a namespace of its own with ids
+    /// from /etc/subuid; always the case for a user).
+    #[arg(long)]
+    pub userns: Option<String>,
+    /// Every capability, no seccomp filter, no masked paths, every device.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability (CHOWN or CAP_CHOWN; ALL for every one).
+    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (ALL for every one).
+    #[arg(long, action = ArgAction::Append, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges.
+    #[arg(long, action = ArgAction::Append, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Pass a host device in: HOST[:CONTAINER][:rwm].
+    #[arg(long, action = ArgAction::Append, value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// Image name[:tag] or id.
+    pub image: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `strata system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Disk used by images, containers and volumes, and how much of it is reclaimable.
+    Df,
+    /// Remove stopped containers and the layers and blobs no image references; with --all
+    /// also images no container uses, with --volumes also volumes no container uses.
+    Prune {
+        /// Accepted for docker's habit (strata doesn't ask).
+        #[arg(short, long)]
+        force: bool,
+        /// Also remove images no container uses, not only their unreferenced layers.
+        #[arg(short, long)]
+        all: bool,
+        /// Also remove volumes no container uses.
+        #[arg(long)]
+        volumes: bool,
+    },
+}
