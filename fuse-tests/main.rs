@@ -12,6 +12,7 @@ mod habits;
 mod harness;
 mod images;
 mod lifecycle;
+mod logging;
 mod metacopy;
 mod observe;
 mod ops;

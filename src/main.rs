@@ -88,8 +88,21 @@ fn main() {
         Command::Logs {
             follow,
             tail,
+            since,
+            until,
+            timestamps,
             container: c,
-        } => lifecycle::logs(root, &c, follow, &tail),
+        } => lifecycle::logs(
+            root,
+            &c,
+            &lifecycle::LogsArgs {
+                follow,
+                tail,
+                since,
+                until,
+                timestamps,
+            },
+        ),
         Command::Wait { containers } => lifecycle::wait(root, &containers),
         Command::Cp {
             source,

@@ -176,6 +176,16 @@ pub enum Command {
         /// Only the last N lines ("all" for everything).
         #[arg(short = 'n', long, default_value = "all")]
         tail: String,
+        /// Only lines from then on: a time (2026-12-04T07:00:00Z, 2026-12-04), Unix seconds,
+        /// or a duration ago (10m, 1h30m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before then (as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Show each line's time (RFC 3339, nanoseconds).
+        #[arg(short, long)]
+        timestamps: bool,
         /// Name or id.
         container: String,
     },

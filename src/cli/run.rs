@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Size of /dev/shm (64m, 1g; default 64m).
     #[arg(long)]
     pub shm_size: Option<String>,
+    /// Log rotation of a detached container: max-size=SIZE (10m), max-file=N.
+    #[arg(long, action = ArgAction::Append, value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,

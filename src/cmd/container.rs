@@ -87,6 +87,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             None => None,
         },
         stop_timeout: a.stop_timeout,
+        log_opts: crate::container::logs::LogOpts::parse(&a.log_opt)?,
     })
 }
 

@@ -9,82 +9,207 @@ use super::container::{each, open_store};
 use super::{container_ctx, image_ctx, CmdResult};
 use crate::container::error::io_ctx;
 use crate::container::lifecycle;
+use crate::container::logs::{Record, Stream};
 use crate::container::{self as ctr};
 
-/// `strata logs C`.
-pub fn logs(root: Option<PathBuf>, name: &str, follow: bool, tail: &str) -> CmdResult {
-    use std::io::{Read, Seek, SeekFrom};
+/// What `logs` shows of each record.
+#[derive(Debug, Default)]
+pub struct LogsArgs {
+    /// Keep printing until the container no longer runs.
+    pub follow: bool,
+    /// Only the last N records ("all").
+    pub tail: String,
+    /// Only records from this time on (RFC 3339, Unix seconds, or a duration ago: 10m).
+    pub since: Option<String>,
+    /// Only records before this time.
+    pub until: Option<String>,
+    /// Print each record's time first.
+    pub timestamps: bool,
+}
+
+/// docker's `--since`/`--until`: an RFC 3339 time (or a date), Unix seconds, or a duration
+/// before now (`90s`, `10m`, `1h30m`).
+fn parse_time(flag: &str, s: &str) -> Result<jiff::Timestamp, ctr::ContainerError> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    // A date alone: its midnight, UTC.
+    if let Ok(t) = format!("{s}T00:00:00Z").parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if let Ok(t) = jiff::Timestamp::from_nanosecond((secs * 1e9) as i128) {
+            return Ok(t);
+        }
+    }
+    if let Ok(d) = s.parse::<jiff::SignedDuration>() {
+        if let Ok(t) = jiff::Timestamp::now().checked_sub(d) {
+            return Ok(t);
+        }
+    }
+    Err(ctr::ContainerError::BadSpec(format!(
+        "{flag} {s}: expected a time (2026-12-04T07:00:00Z), Unix seconds or a duration (10m)"
+    )))
+}
+
+/// Writes one record to stdout or stderr as its stream was.
+fn print(r: &Record, timestamps: bool) -> std::io::Result<()> {
+    fn put(out: &mut dyn Write, r: &Record, timestamps: bool) -> std::io::Result<()> {
+        if timestamps {
+            write!(out, "{:.9} ", r.time)?;
+        }
+        out.write_all(&r.text)?;
+        if r.newline {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+    match r.stream {
+        Stream::Stdout => put(&mut std::io::stdout().lock(), r, timestamps),
+        Stream::Stderr => put(&mut std::io::stderr().lock(), r, timestamps),
+    }
+}
+
+/// `strata logs [-f] [-n N] [--since T] [--until T] [-t] C`.
+pub fn logs(root: Option<PathBuf>, name: &str, a: &LogsArgs) -> CmdResult {
     let store = open_store(root)?;
     let ctx = || format!("logs of {name}");
-    let lines: Option<usize> = match tail {
+    let bad = |e| container_ctx(ctx())(e);
+    let lines: Option<usize> = match a.tail.as_str() {
         "all" => None,
         n => Some(n.parse().map_err(|_| {
-            container_ctx(ctx())(ctr::ContainerError::BadSpec(format!(
+            bad(ctr::ContainerError::BadSpec(format!(
                 "--tail {n}: expected a number or all"
             )))
         })?),
     };
-    let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
-    let mut f = std::fs::File::open(c.log())
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| parse_time("--since", s))
+        .transpose()
+        .map_err(bad)?;
+    let until = a
+        .until
+        .as_deref()
+        .map(|s| parse_time("--until", s))
+        .transpose()
+        .map_err(bad)?;
+    let keep = |r: &Record| since.is_none_or(|t| r.time >= t) && until.is_none_or(|t| r.time < t);
+    let c = ctr::find(&store, name).map_err(bad)?;
+    let log = c.log();
+    let mut f = std::fs::File::open(&log)
         .map_err(io_ctx("no logs: only detached containers keep them"))
-        .map_err(container_ctx(ctx()))?;
-    let mut data = Vec::new();
-    f.read_to_end(&mut data)
-        .map_err(io_ctx(c.log().display()))
-        .map_err(container_ctx(ctx()))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&data[tail_start(&data, lines)..])?;
-    out.flush()?;
-    if !follow {
+        .map_err(bad)?;
+    // The rotated files, then the open one read to its end (a file rotated meanwhile is
+    // the open one: it is read once, through `f`).
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    let current = f.metadata().map(|m| m.ino()).unwrap_or(0);
+    let mut all = Vec::new();
+    let mut files = crate::container::logs::files(&log);
+    files.pop();
+    for p in files.iter().filter(|p| ino(p) != current) {
+        if let Ok(file) = std::fs::File::open(p) {
+            all.extend(crate::container::logs::records(std::io::BufReader::new(
+                file,
+            )));
+        }
+    }
+    let mut partial = Vec::new();
+    f.read_to_end(&mut partial)
+        .map_err(io_ctx(log.display()))
+        .map_err(bad)?;
+    let mut pos = partial.len() as u64;
+    let end = partial
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    all.extend(crate::container::logs::records(&partial[..end]));
+    partial.drain(..end);
+    all.retain(|r| keep(r));
+    let from = lines.map_or(0, |n| all.len().saturating_sub(n));
+    for r in &all[from..] {
+        print(r, a.timestamps)?;
+    }
+    if !a.follow {
         return Ok(0);
     }
-    // Follow until the container is no longer running, then print what is left.
-    let mut pos = data.len() as u64;
+    // Follow the current file; when it is rotated (another inode at the path), read what
+    // is left of the old one, then go on with the new one.
     let mut buf = vec![0u8; 1 << 16];
+    let mut drain = |f: &mut std::fs::File, pos: &mut u64| -> std::io::Result<()> {
+        if f.metadata()?.len() < *pos {
+            // Truncated in place (max-file=1): start over.
+            *pos = f.seek(SeekFrom::Start(0))?;
+            partial.clear();
+        }
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            *pos += n as u64;
+            partial.extend_from_slice(&buf[..n]);
+            let end = partial
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            for r in crate::container::logs::records(&partial[..end]) {
+                if keep(&r) {
+                    print(&r, a.timestamps)?;
+                }
+            }
+            partial.drain(..end);
+        }
+    };
     loop {
         let running = ctr::find(&store, name)
             .map(|c| c.observed().status == ctr::Status::Running)
             .unwrap_or(false);
-        f.seek(SeekFrom::Start(pos))
-            .map_err(io_ctx(c.log().display()))
-            .map_err(container_ctx(ctx()))?;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(io_ctx(c.log().display()))
-                .map_err(container_ctx(ctx()))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])?;
-            pos += n as u64;
+        if !running {
+            crate::container::logs::wait_logger(&log, Duration::from_secs(5));
         }
-        out.flush()?;
+        drain(&mut f, &mut pos)
+            .map_err(io_ctx(log.display()))
+            .map_err(bad)?;
+        let moved = std::fs::metadata(&log)
+            .is_ok_and(|m| m.ino() != f.metadata().map(|m| m.ino()).unwrap_or(0));
+        if moved {
+            // What was written to the old file just before it was renamed, then the files
+            // rotated since (several rotations may pass between two looks).
+            drain(&mut f, &mut pos)
+                .map_err(io_ctx(log.display()))
+                .map_err(bad)?;
+            let old = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            let mut rotated = crate::container::logs::files(&log);
+            rotated.pop();
+            let newer: Vec<std::fs::File> = match rotated.iter().position(|p| ino(p) == old) {
+                Some(i) => &rotated[i + 1..],
+                None => &rotated[..],
+            }
+            .iter()
+            .filter_map(|p| std::fs::File::open(p).ok())
+            .collect();
+            for file in newer {
+                for r in crate::container::logs::records(std::io::BufReader::new(file)) {
+                    if keep(&r) {
+                        print(&r, a.timestamps)?;
+                    }
+                }
+            }
+            if let Ok(new) = std::fs::File::open(&log) {
+                f = new;
+                pos = 0;
+                continue;
+            }
+        }
         if !running {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Where the last `lines` lines of `data` start (all of it for `None`).
-fn tail_start(data: &[u8], lines: Option<usize>) -> usize {
-    let Some(n) = lines else { return 0 };
-    if n == 0 {
-        return data.len();
-    }
-    // A final newline ends the last line; it doesn't start another.
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    let mut seen = 0;
-    for (i, b) in body.iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == n {
-                return i + 1;
-            }
-        }
-    }
-    0
 }
 
 /// `strata wait C...`: waits for each container to exit and prints its exit code.
@@ -229,12 +354,15 @@ pub fn info(root: Option<PathBuf>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn tail_lines() {
-        let d = b"a\nb\nc\n";
-        assert_eq!(&d[super::tail_start(d, Some(2))..], b"b\nc\n");
-        assert_eq!(&d[super::tail_start(d, Some(9))..], d);
-        assert_eq!(&d[super::tail_start(d, Some(0))..], b"");
-        assert_eq!(&d[super::tail_start(d, None)..], d);
-        assert_eq!(&b"x\ny"[super::tail_start(b"x\ny", Some(1))..], b"y");
+    fn times_as_docker_takes_them() {
+        let t = |s: &str| super::parse_time("--since", s).unwrap();
+        assert_eq!(t("2026-12-04T07:00:00Z").as_second(), 1796367600);
+        assert_eq!(t("2026-12-04").as_second(), 1796342400);
+        assert_eq!(t("1796367600").as_second(), 1796367600);
+        let ago = jiff::Timestamp::now().as_second() - t("10m").as_second();
+        assert!((599..=601).contains(&ago), "{ago}");
+        let ago = jiff::Timestamp::now().as_second() - t("1h30m").as_second();
+        assert!((5399..=5401).contains(&ago), "{ago}");
+        assert!(super::parse_time("--since", "yesterday").is_err());
     }
 }

@@ -20,8 +20,8 @@ pub struct Limits {
     pub cpus: Option<f64>,
 }
 
-/// Parses `64m`, `1g`, `512k`, `1048576` (bytes).
-pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
+/// Parses a size given to `flag`: `64m`, `1g`, `512k`, `1048576` (bytes; binary units).
+pub fn parse_size(flag: &str, s: &str) -> Result<u64, ContainerError> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mul) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1u64 << 10),
@@ -32,12 +32,16 @@ pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
     };
     let n: u64 = num.parse().map_err(|_| {
         ContainerError::BadSpec(format!(
-            "--memory {s}: expected a size like 64m, 1g or 1048576"
+            "{flag} {s}: expected a size like 64m, 1g or 1048576"
         ))
     })?;
-    let v = n
-        .checked_mul(mul)
-        .ok_or_else(|| ContainerError::BadSpec(format!("--memory {s}: too large")))?;
+    n.checked_mul(mul)
+        .ok_or_else(|| ContainerError::BadSpec(format!("{flag} {s}: too large")))
+}
+
+/// Parses `--memory` (at least 4m).
+pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
+    let v = parse_size("--memory", s)?;
     if v < (4 << 20) {
         return Err(ContainerError::BadSpec(format!(
             "--memory {s}: the minimum is 4m"

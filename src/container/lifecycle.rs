@@ -106,6 +106,9 @@ pub struct Request {
     /// `--stop-timeout`.
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// `--log-opt`: rotation of a detached container's log.
+    #[serde(default)]
+    pub log_opts: super::logs::LogOpts,
 }
 
 /// A container recorded in the store and everything needed to start it.
@@ -286,7 +289,7 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
 /// `run -d`: a monitor process (detached, output to the container's log) starts the
 /// container and records its exit; returns once the command runs.
 pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
-    use crate::sys::process::{exit_now, fork_single_threaded, redirect_stdio, setsid, Forked};
+    use crate::sys::process::{exit_now, fork_single_threaded, setsid, Forked};
     if created.request.tty {
         return Err(ContainerError::BadSpec(
             "-t needs a terminal to relay to: it can't be combined with -d".into(),
@@ -315,14 +318,9 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
         Ok(Forked::Child) => {
             drop(ours);
             let mut notify = Some(theirs);
-            let ready = setsid().map_err(io_ctx("setsid")).and_then(|_| {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(c.log())
-                    .map_err(io_ctx(c.log().display()))?;
-                redirect_stdio(std::os::fd::AsFd::as_fd(&log)).map_err(io_ctx("log"))
-            });
+            let ready = setsid()
+                .map_err(io_ctx("setsid"))
+                .and_then(|_| start_logger(c, created.request.log_opts));
             let r = ready.and_then(|_| {
                 super::start::start(store, &created, &mut |_| {
                     if let Some(n) = notify.take() {
@@ -349,6 +347,39 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
                 }
             };
             exit_now(code)
+        }
+    }
+}
+
+/// Forks the logger of a detached container (see [`super::logs`]) and points this
+/// process's stdout and stderr (which the container inherits) at it.
+fn start_logger(c: &Container, opts: super::logs::LogOpts) -> Result<()> {
+    use crate::sys::process::{
+        close_all_except, exit_now, fork_single_threaded, pipe, redirect_output,
+        redirect_stdio_to_null, Forked,
+    };
+    use std::os::fd::{AsFd, AsRawFd};
+    let (out_r, out_w) = pipe().map_err(io_ctx("pipe"))?;
+    let (err_r, err_w) = pipe().map_err(io_ctx("pipe"))?;
+    match fork_single_threaded().map_err(io_ctx("fork"))? {
+        Forked::Child => {
+            // Only its pipes: a copy of the monitor's channel would keep `run -d` waiting.
+            // (Nothing owning a descriptor is dropped after this: the process ends with
+            // exit_now.)
+            drop((out_w, err_w));
+            let keep = [0, 1, 2, out_r.as_raw_fd(), err_r.as_raw_fd()];
+            let code = match redirect_stdio_to_null().and_then(|_| close_all_except(&keep)) {
+                Ok(()) => match super::logs::run_logger(out_r, err_r, &c.log(), opts) {
+                    Ok(()) => 0,
+                    Err(_) => EXIT_STRATA,
+                },
+                Err(_) => EXIT_STRATA,
+            };
+            exit_now(code)
+        }
+        Forked::Parent(_) => {
+            redirect_output(out_w.as_fd(), err_w.as_fd()).map_err(io_ctx("log"))?;
+            Ok(())
         }
     }
 }

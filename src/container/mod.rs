@@ -18,6 +18,7 @@ pub mod id;
 pub mod inspect;
 pub mod launch;
 pub mod lifecycle;
+pub mod logs;
 pub mod observe;
 pub mod rootfs;
 pub mod seccomp;

@@ -447,8 +447,10 @@ pub fn build(
         tmpfs,
         init: o.init,
         shm_size: match &o.shm_size {
-            Some(s) => super::cgroup::parse_memory(s)
-                .map_err(|e| ContainerError::BadSpec(format!("--shm-size: {e}")))?,
+            Some(s) => match super::cgroup::parse_size("--shm-size", s)? {
+                0 => return Err(ContainerError::BadSpec("--shm-size 0: must be more".into())),
+                n => n,
+            },
             None => DEFAULT_SHM,
         },
         rlimits,

@@ -58,11 +58,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Points stdin at /dev/null and stdout/stderr at `out` (a detached container's log).
 pub fn redirect_stdio(out: BorrowedFd<'_>) -> io::Result<()> {
+    redirect_output(out, out)
+}
+
+/// Points stdin at /dev/null, stdout at `out` and stderr at `err`.
+pub fn redirect_output(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
     for (src, target) in [
         (null.as_raw_fd(), 0),
         (out.as_raw_fd(), 1),
-        (out.as_raw_fd(), 2),
+        (err.as_raw_fd(), 2),
     ] {
         // SAFETY: dup2 onto the standard descriptors.
         if unsafe { libc::dup2(src, target) } < 0 {
@@ -162,6 +167,21 @@ pub fn catch_signals(signals: &[i32]) -> io::Result<()> {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Closes every open descriptor of this process except `keep` (a process forked to do one
+/// job, so that it holds no other end of a pipe or socket).
+pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|fd| !keep.contains(fd)) {
+        // SAFETY: closing a descriptor this process has; nothing else in it uses them (it
+        // is single-threaded and about to open only its own).
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }
