@@ -320,8 +320,9 @@ fn writes_stay_in_the_container_layer_and_commit_makes_an_image() {
     let after: Vec<_> = layers.iter().map(|l| snapshot(l, true)).collect();
     assert_eq!(before, after, "image layers changed");
     assert!(strata(&e, &["commit", "a", "box:2"]).status.success());
+    // /etc/group stays deleted; hostname and hosts are the ones every container gets.
     let o = run(&e, &["box:2", "sh", "-c", "cat /new /root/d/f; ls /etc"]);
-    assert_eq!(out(&o), "new\nx\npasswd\n");
+    assert_eq!(out(&o), "new\nx\nhostname\nhosts\npasswd\n");
     let o = run(&e, &["box:1", "cat", "/etc/group"]);
     assert!(out(&o).contains("root"), "the old image is unchanged");
     assert_eq!(layer_dirs(&e, "box:2").len(), 2);

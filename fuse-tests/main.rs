@@ -21,6 +21,7 @@ mod records;
 mod registry;
 mod registry_faults;
 mod rootless;
+mod runflags;
 mod security;
 mod semantics;
 mod snapshot;

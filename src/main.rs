@@ -83,7 +83,11 @@ fn main() {
             container: c,
             new_name,
         } => container::rename(root, &c, &new_name),
-        Command::Rm { force, containers } => container::rm(root, force, &containers),
+        Command::Rm {
+            force,
+            volumes,
+            containers,
+        } => container::rm(root, force, volumes, &containers),
         Command::Diff { container: c } => container::diff(root, &c),
         Command::Logs {
             follow,

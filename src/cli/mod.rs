@@ -159,6 +159,9 @@ pub enum Command {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Also remove the anonymous volumes they use.
+        #[arg(short, long)]
+        volumes: bool,
         /// Names or ids.
         #[arg(required = true)]
         containers: Vec<String>,

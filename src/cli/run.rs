@@ -22,6 +22,12 @@ pub struct RunArgs {
     /// Give the container a pty (window size and resizes passed on).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Attach only to these streams: stdin, stdout, stderr (repeatable).
+    #[arg(short = 'a', long, action = ArgAction::Append, value_name = "STREAM")]
+    pub attach: Vec<String>,
+    /// Pass the signals `run` gets on to the container (--sig-proxy=false: don't).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub sig_proxy: bool,
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
@@ -37,6 +43,9 @@ pub struct RunArgs {
     /// Host name.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Add NAME:IP to the container's /etc/hosts.
+    #[arg(long, action = ArgAction::Append, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Memory limit (64m, 1g).
     #[arg(long)]
     pub memory: Option<String>,
@@ -76,9 +85,13 @@ pub struct RunArgs {
     /// Mount a tmpfs: PATH[:size=64m,mode=1777,exec,...].
     #[arg(long, action = ArgAction::Append, value_name = "PATH[:OPTS]")]
     pub tmpfs: Vec<String>,
-    /// Bind mount HOST:CONTAINER[:ro].
+    /// Bind mount HOST:CONTAINER[:ro], named volume NAME:CONTAINER[:ro], or anonymous
+    /// volume CONTAINER.
     #[arg(short = 'v', long = "volume", action = ArgAction::Append)]
     pub volume: Vec<String>,
+    /// type=bind|volume|tmpfs,source=,target=[,readonly][,tmpfs-size=][,tmpfs-mode=].
+    #[arg(long, action = ArgAction::Append, value_name = "OPTS")]
+    pub mount: Vec<String>,
     /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...), clamped to what strata
     /// may set.
     #[arg(long, action = ArgAction::Append)]

@@ -45,6 +45,14 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
     }
     // -e wins over --env-file, as with docker: later entries replace earlier ones.
     env.extend(a.env);
+    // --mount entries join the -v and --tmpfs ones they are the long form of.
+    let (mut volumes, mut tmpfs) = (a.volume, a.tmpfs);
+    for m in &a.mount {
+        match crate::container::volume::parse_mount(m)? {
+            crate::container::volume::MountArg::Volume(v) => volumes.push(v),
+            crate::container::volume::MountArg::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
     let network = match a.network.as_deref() {
         Some(n) => n.parse()?,
         None => lifecycle::Network::default_for(host),
@@ -63,12 +71,12 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             command: a.command,
             env,
             entrypoint: a.entrypoint,
-            tmpfs: a.tmpfs,
+            tmpfs,
             init: a.init,
             shm_size: a.shm_size,
             workdir: a.workdir,
             user: a.user,
-            volumes: a.volume,
+            volumes,
             ulimits: a.ulimit,
         },
         hostname: a.hostname,
@@ -88,11 +96,28 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         },
         stop_timeout: a.stop_timeout,
         log_opts: crate::container::logs::LogOpts::parse(&a.log_opt)?,
+        anonymous: Vec::new(),
+        attach: a
+            .attach
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?,
+        sig_proxy: a.sig_proxy,
+        add_hosts: a
+            .add_host
+            .iter()
+            .map(|h| h.parse())
+            .collect::<Result<_, _>>()?,
     })
 }
 
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
+    if a.detach && !a.attach.is_empty() {
+        return Err(Error::Run(ContainerError::BadSpec(
+            "-a attaches to a container run in the foreground: it can't be combined with -d".into(),
+        )));
+    }
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
     pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
     let detach = a.detach;
@@ -507,9 +532,11 @@ pub fn each(
     Ok(code)
 }
 
-/// `strata rm [-f] C...`.
-pub fn rm(root: Option<PathBuf>, force: bool, names: &[String]) -> CmdResult {
-    each(root, names, |store, c| lifecycle::rm(store, c, force))
+/// `strata rm [-f] [-v] C...`.
+pub fn rm(root: Option<PathBuf>, force: bool, volumes: bool, names: &[String]) -> CmdResult {
+    each(root, names, |store, c| {
+        lifecycle::rm(store, c, force, volumes)
+    })
 }
 
 /// `strata diff C`.

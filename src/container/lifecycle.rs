@@ -106,9 +106,52 @@ pub struct Request {
     /// `--stop-timeout`.
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// `--add-host NAME:IP`.
+    #[serde(default)]
+    pub add_hosts: Vec<super::etc::HostEntry>,
+    /// `-a`: the streams `run` stays attached to (empty: stdout and stderr, and stdin
+    /// with `-i`).
+    #[serde(default)]
+    pub attach: Vec<Stdio>,
+    /// `--sig-proxy`: pass the signals `run` gets on to the container.
+    #[serde(default = "yes")]
+    pub sig_proxy: bool,
+    /// The anonymous volumes named at create (removed by `rm -v` and `run --rm`).
+    #[serde(default)]
+    pub anonymous: Vec<String>,
     /// `--log-opt`: rotation of a detached container's log.
     #[serde(default)]
     pub log_opts: super::logs::LogOpts,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A standard stream of the container, for `-a`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stdio {
+    /// stdin.
+    Stdin,
+    /// stdout.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+impl FromStr for Stdio {
+    type Err = ContainerError;
+
+    fn from_str(s: &str) -> Result<Stdio> {
+        match s.to_ascii_lowercase().as_str() {
+            "stdin" => Ok(Stdio::Stdin),
+            "stdout" => Ok(Stdio::Stdout),
+            "stderr" => Ok(Stdio::Stderr),
+            _ => Err(ContainerError::BadSpec(format!(
+                "-a {s}: expected stdin, stdout or stderr"
+            ))),
+        }
+    }
 }
 
 /// A container recorded in the store and everything needed to start it.
@@ -179,11 +222,29 @@ pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
     })
 }
 
+/// Removes the container and, with `volumes`, the anonymous volumes it named.
+fn remove_with(store: &Store, c: &Container, anonymous: &[String]) -> Result<()> {
+    state::remove(store, c)?;
+    for v in anonymous {
+        if let Err(e) = super::volume::remove(store, v) {
+            if !matches!(e, ContainerError::NotFound(_)) {
+                eprintln!("strata: warning: volume {v}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a container that ran with `--rm`, its anonymous volumes with it (as docker).
+fn remove_after_run(store: &Store, created: &Created) -> Result<()> {
+    remove_with(store, &created.container, &created.request.anonymous)
+}
+
 /// After a failed start: a fresh or `--rm` container goes, another is recorded as exited
 /// with the failure's code.
 fn discard(store: &Store, created: &Created, e: &ContainerError) {
     if created.fresh || created.request.remove {
-        let _ = state::remove(store, &created.container);
+        let _ = remove_after_run(store, created);
         return;
     }
     let code = match e {
@@ -199,7 +260,7 @@ fn discard(store: &Store, created: &Created, e: &ContainerError) {
 }
 
 /// Resolves the image and records a new container (status `created`) under a free name.
-pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
+pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Created> {
     if !request.publish.is_empty() && request.network != Network::Pasta {
         return Err(ContainerError::BadSpec(
             "-p publishes ports through user-mode networking: it needs --network pasta".into(),
@@ -208,6 +269,16 @@ pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
     let userns = userns::choose(request.userns, host)?;
     let image = store.resolve(&request.image)?;
     let lowers = store.lowerdirs(&image.config)?;
+    let image_volumes: Vec<String> = image
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.extra.get("Volumes"))
+        .and_then(|v| v.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    request.anonymous =
+        super::volume::name_anonymous(&mut request.overrides.volumes, &image_volumes)?;
     let id = ContainerId::random().map_err(io_ctx("random container id"))?;
     let name = request
         .name
@@ -265,16 +336,32 @@ pub fn create(store: &Store, request: Request, host: &Host) -> Result<Created> {
 
 /// Runs the container attached to this terminal; returns its exit status.
 pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
-    let stdin = match created.request.interactive {
+    let attach = &created.request.attach;
+    let stdin = match created.request.interactive || attach.contains(&Stdio::Stdin) {
         true => Ok(()),
         false => crate::sys::process::stdin_from_null().map_err(io_ctx("stdin")),
     };
+    // `-a`: the streams not named go nowhere while the container runs (strata's own
+    // messages after it are shown again).
+    let mut unattached = Vec::new();
+    let mut streams = Ok(());
+    for (fd, s) in [(1, Stdio::Stdout), (2, Stdio::Stderr)] {
+        if !attach.is_empty() && !attach.contains(&s) {
+            match crate::sys::process::null_for_now(fd) {
+                Ok(g) => unattached.push(g),
+                Err(e) => streams = Err(io_ctx("-a")(e)),
+            }
+        }
+    }
     // A failure before the start too leaves no container record behind.
-    let r = stdin.and_then(|_| super::start::start(store, &created, &mut |_| {}));
+    let r = stdin
+        .and(streams)
+        .and_then(|_| super::start::start(store, &created, &mut |_| {}));
+    drop(unattached);
     match &r {
         Err(e) => discard(store, &created, e),
         Ok(_) if created.request.remove => {
-            if let Err(e) = state::remove(store, &created.container) {
+            if let Err(e) = remove_after_run(store, &created) {
                 eprintln!(
                     "strata: error: removing container {}: {e}",
                     created.container.state.name
@@ -331,7 +418,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
             let code = match r {
                 Ok(_) if !created.request.remove => 0,
                 Ok(_) => {
-                    let _ = state::remove(store, c);
+                    let _ = remove_after_run(store, &created);
                     0
                 }
                 Err(e) => {
@@ -448,8 +535,9 @@ pub fn kill(c: &Container, sig: Signal) -> Result<()> {
     Ok(())
 }
 
-/// Removes a container; a running one only with `force` (it is killed first).
-pub fn rm(store: &Store, c: &Container, force: bool) -> Result<()> {
+/// Removes a container; a running one only with `force` (it is killed first); with
+/// `volumes` (`rm -v`) also the anonymous volumes it named.
+pub fn rm(store: &Store, c: &Container, force: bool, volumes: bool) -> Result<()> {
     if let Ok(pid) = c.running_pid() {
         if !force {
             return Err(ContainerError::Running(c.state.name.clone()));
@@ -458,7 +546,15 @@ pub fn rm(store: &Store, c: &Container, force: bool) -> Result<()> {
         super::observe::thaw_for_signal(c);
         wait_gone(pid, Duration::from_secs(2));
     }
-    state::remove(store, c)
+    let anonymous = match volumes {
+        true => std::fs::read(request_file(c))
+            .ok()
+            .and_then(|d| serde_json::from_slice::<Request>(&d).ok())
+            .map(|r| r.anonymous)
+            .unwrap_or_default(),
+        false => Vec::new(),
+    };
+    remove_with(store, c, &anonymous)
 }
 
 /// Runs `command` in the running container, as its user, in its working directory, with

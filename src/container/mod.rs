@@ -13,6 +13,7 @@ pub mod changes;
 pub mod copy;
 pub mod devices;
 pub mod error;
+pub mod etc;
 pub mod handshake;
 pub mod id;
 pub mod inspect;

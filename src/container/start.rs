@@ -93,6 +93,14 @@ pub(super) fn start(
     for d in ["proc", "dev", "sys"] {
         std::fs::create_dir_all(init.join(d)).map_err(io_ctx(init.display()))?;
     }
+    let etc_binds = super::etc::prepare(
+        &c.dir,
+        &init,
+        &c.state.hostname,
+        req.network,
+        &req.add_hosts,
+        &req.overrides.volumes,
+    )?;
     let mut stack = vec![init];
     stack.extend(created.lowers.iter().cloned());
     let opts = stack_options(created, stack.clone(), upper.clone(), work);
@@ -124,6 +132,7 @@ pub(super) fn start(
         req.limits,
     )?;
     spec.userns = created.userns.is_some();
+    spec.volumes.extend(etc_binds);
     let console = if req.tty {
         Some(super::tty::console_socket()?)
     } else {
@@ -185,7 +194,7 @@ pub(super) fn start(
         s.cwd = spec.cwd.clone();
     })?;
     started(&c);
-    forward_signals(running.pid);
+    forward_signals(running.pid, req.sig_proxy);
     let code = running.wait();
     drop(net);
     if let Some(r) = relay {
@@ -224,13 +233,14 @@ pub const FORWARDED: &[i32] = &[
 ];
 
 /// Passes the [`FORWARDED`] signals (blocked since before the container started) on to
-/// the container's init.
-fn forward_signals(pid: i32) {
+/// the container's init; with `--sig-proxy=false` they are taken and dropped, so they
+/// neither reach the container nor end the launcher (whose end would leave it unwatched).
+fn forward_signals(pid: i32, proxy: bool) {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             while let Ok(sig) = crate::sys::process::wait_signal(FORWARDED) {
-                if let Ok(s) = Signal::try_from(sig) {
+                if let (true, Ok(s)) = (proxy, Signal::try_from(sig)) {
                     let _ = send(Pid::from_raw(pid), s);
                 }
             }

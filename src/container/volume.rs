@@ -141,6 +141,115 @@ pub fn prune(store: &Store) -> Result<Vec<String>> {
     Ok(gone)
 }
 
+/// Gives every anonymous volume a name of its own, as docker does: each `-v /path` entry
+/// becomes `NAME:/path`, and each `VOLUME` path of the image (`image_volumes`) that no entry
+/// mounts gets one too. Returns the names, which `rm -v` and `run --rm` remove with the
+/// container; the volumes themselves are made (and seeded) at the first start.
+pub fn name_anonymous(volumes: &mut Vec<String>, image_volumes: &[String]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut fresh = || -> Result<String> {
+        let id = super::id::ContainerId::random().map_err(io_ctx("random volume name"))?;
+        names.push(id.as_str().to_string());
+        Ok(id.as_str().to_string())
+    };
+    for v in volumes.iter_mut() {
+        if v.starts_with('/') && !v.contains(':') {
+            *v = format!("{}:{v}", fresh()?);
+        }
+    }
+    let target = |v: &String| {
+        v.split(':')
+            .nth(1)
+            .map(|t| t.trim_end_matches('/').to_string())
+    };
+    let taken: Vec<String> = volumes.iter().filter_map(target).collect();
+    for p in image_volumes {
+        let path = p.trim_end_matches('/');
+        if path.starts_with('/') && !taken.iter().any(|t| t == path) {
+            volumes.push(format!("{}:{path}", fresh()?));
+        }
+    }
+    Ok(names)
+}
+
+/// One `--mount`, in the form of the flag that does the same.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MountArg {
+    /// As a `-v` entry (bind, named or anonymous volume).
+    Volume(String),
+    /// As a `--tmpfs` entry.
+    Tmpfs(String),
+}
+
+/// Parses docker's `--mount type=bind|volume|tmpfs,source=,target=[,readonly]
+/// [,tmpfs-size=][,tmpfs-mode=]` (`src`, `dst`, `destination`, `ro` as aliases).
+pub fn parse_mount(s: &str) -> Result<MountArg> {
+    let bad = |why: String| ContainerError::BadSpec(format!("--mount {s}: {why}"));
+    let (mut kind, mut source, mut target, mut ro) = ("volume", None, None, false);
+    let (mut size, mut mode) = (None, None);
+    for field in s.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => source = Some(v),
+            "target" | "destination" | "dst" => target = Some(v),
+            "readonly" | "ro" => {
+                ro = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad(format!("{k}={v}: expected true or false"))),
+                }
+            }
+            "tmpfs-size" => size = Some(v),
+            "tmpfs-mode" => mode = Some(v),
+            "volume-nocopy" | "bind-propagation" | "consistency" => {
+                return Err(bad(format!("option {k} is not supported")))
+            }
+            _ => return Err(bad(format!("unknown option {k}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("no target".into()))?;
+    if !target.starts_with('/') {
+        return Err(bad(format!("target {target} must be an absolute path")));
+    }
+    let ro = if ro { ":ro" } else { "" };
+    let only_tmpfs = |what: &str| bad(format!("{what} applies to type=tmpfs only"));
+    match kind {
+        "bind" | "volume" if size.is_some() => Err(only_tmpfs("tmpfs-size")),
+        "bind" | "volume" if mode.is_some() => Err(only_tmpfs("tmpfs-mode")),
+        "bind" => match source {
+            Some(src) if src.starts_with('/') => {
+                Ok(MountArg::Volume(format!("{src}:{target}{ro}")))
+            }
+            _ => Err(bad("type=bind needs an absolute source".into())),
+        },
+        "volume" => match source {
+            Some(name) if is_name(name) => Ok(MountArg::Volume(format!("{name}:{target}{ro}"))),
+            Some(name) => Err(bad(format!("{name} is not a volume name"))),
+            None if ro.is_empty() => Ok(MountArg::Volume(target.to_string())),
+            None => Err(bad("an anonymous volume can't be read-only".into())),
+        },
+        "tmpfs" if source.is_some() => Err(bad("type=tmpfs takes no source".into())),
+        "tmpfs" => {
+            let mut opts = Vec::new();
+            if let Some(sz) = size {
+                opts.push(format!("size={sz}"));
+            }
+            if let Some(m) = mode {
+                opts.push(format!("mode={m}"));
+            }
+            if !ro.is_empty() {
+                opts.push("ro".into());
+            }
+            Ok(MountArg::Tmpfs(match opts.is_empty() {
+                true => target.to_string(),
+                false => format!("{target}:{}", opts.join(",")),
+            }))
+        }
+        other => Err(bad(format!("type={other}: expected bind, volume or tmpfs"))),
+    }
+}
+
 /// A volume made for this run, to be filled from the image.
 #[derive(Debug)]
 pub struct Seed {
@@ -199,4 +308,49 @@ pub fn seed(root: &super::copy::Root, fresh: &[Seed]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_flags_become_volume_and_tmpfs_entries() {
+        let m = |s: &str| parse_mount(s).unwrap();
+        assert_eq!(
+            m("type=bind,source=/srv,target=/data,readonly"),
+            MountArg::Volume("/srv:/data:ro".into())
+        );
+        assert_eq!(
+            m("type=volume,src=db,dst=/var/lib/db"),
+            MountArg::Volume("db:/var/lib/db".into())
+        );
+        assert_eq!(m("target=/cache"), MountArg::Volume("/cache".into()));
+        assert_eq!(
+            m("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770"),
+            MountArg::Tmpfs("/run:size=64m,mode=1770".into())
+        );
+        assert_eq!(m("type=tmpfs,target=/t"), MountArg::Tmpfs("/t".into()));
+        for bad in [
+            "type=bind,target=/x",
+            "type=bind,source=rel,target=/x",
+            "type=volume,source=/abs,target=/x",
+            "type=tmpfs,source=a,target=/x",
+            "type=nfs,target=/x",
+            "type=volume,source=v",
+            "type=volume,source=v,target=x",
+            "type=bind,source=/a,target=/x,tmpfs-size=1m",
+            "type=bind,source=/a,target=/x,bind-propagation=shared",
+            "type=volume,target=/x,readonly",
+            "type=volume,source=v,target=/x,readonly=maybe",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+        let mut v = vec!["/a".to_string(), "n:/b".to_string(), "/h:/c:ro".to_string()];
+        let names = name_anonymous(&mut v, &["/b".into(), "/d/".into()]).unwrap();
+        assert_eq!(names.len(), 2);
+        assert_eq!(v[0], format!("{}:/a", names[0]));
+        assert_eq!(v[3], format!("{}:/d", names[1]));
+        assert_eq!(v.len(), 4);
+    }
 }

@@ -87,6 +87,41 @@ pub fn stdin_from_null() -> io::Result<()> {
     Ok(())
 }
 
+/// A standard descriptor pointed elsewhere for a while; dropping it points the descriptor
+/// back where it was.
+#[derive(Debug)]
+pub struct Redirected {
+    target: i32,
+    saved: OwnedFd,
+}
+
+impl Drop for Redirected {
+    fn drop(&mut self) {
+        // SAFETY: dup2 of a descriptor we own onto a standard one.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), self.target) };
+    }
+}
+
+/// Points descriptor `target` (0, 1 or 2) at /dev/null until the returned guard drops.
+pub fn null_for_now(target: i32) -> io::Result<Redirected> {
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor that only this guard owns.
+    let saved = unsafe { libc::fcntl(target, libc::F_DUPFD_CLOEXEC, 3) };
+    if saved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created above, owned by nobody else.
+    let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: dup2 onto a standard descriptor.
+    if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Redirected { target, saved })
+}
+
 /// Points stdin/stdout/stderr at /dev/null (daemon detach).
 pub fn redirect_stdio_to_null() -> io::Result<()> {
     let null = std::fs::OpenOptions::new()

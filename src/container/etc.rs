@@ -1,0 +1,153 @@
+//! The files docker writes for every container and bind-mounts over the image's:
+//! `/etc/hosts` (localhost, the host's own with `--network host`, plus `--add-host`
+//! entries), `/etc/hostname`, and with `--network host` the host's `/etc/resolv.conf`.
+//! They live in the container's directory; empty files of the same names in its init layer
+//! give the binds a target even in a read-only rootfs or over an image's symlink.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{io_ctx, ContainerError};
+use super::lifecycle::Network;
+use super::spec::Volume;
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// One `--add-host NAME:IP`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host name.
+    pub name: String,
+    /// Its address.
+    pub ip: IpAddr,
+}
+
+impl std::str::FromStr for HostEntry {
+    type Err = ContainerError;
+
+    /// `NAME:IP` (or `NAME=IP`); an IPv6 address may be in brackets.
+    fn from_str(s: &str) -> Result<HostEntry> {
+        let bad = |why: &str| ContainerError::BadSpec(format!("--add-host {s}: {why}"));
+        let (name, ip) = s
+            .split_once('=')
+            .or_else(|| s.split_once(':'))
+            .ok_or_else(|| bad("expected NAME:IP"))?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+        if name.is_empty() || !name.chars().all(valid) {
+            return Err(bad("the name must be letters, digits, '-', '.' or '_'"));
+        }
+        if ip == "host-gateway" {
+            return Err(bad(
+                "host-gateway needs a bridge network (strata has none yet); give the address",
+            ));
+        }
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        Ok(HostEntry {
+            name: name.to_string(),
+            ip: ip.parse().map_err(|_| bad("not an IPv4 or IPv6 address"))?,
+        })
+    }
+}
+
+const LOCALHOST: &str = "127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+fe00::0\tip6-localnet
+ff00::0\tip6-mcastprefix
+ff02::1\tip6-allnodes
+ff02::2\tip6-allrouters
+";
+
+/// The text of the container's /etc/hosts.
+pub fn hosts_text(network: Network, host_hosts: Option<&str>, extra: &[HostEntry]) -> String {
+    let mut s = match (network, host_hosts) {
+        (Network::Host, Some(h)) => h.to_string(),
+        _ => LOCALHOST.to_string(),
+    };
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for e in extra {
+        s.push_str(&format!("{}\t{}\n", e.ip, e.name));
+    }
+    s
+}
+
+/// Writes the files into the container's directory `dir`, makes their targets in its init
+/// layer `init` (before the stack is mounted), and returns the binds for them (none over a
+/// path one of the `-v` entries `volumes` mounts).
+pub fn prepare(
+    dir: &Path,
+    init: &Path,
+    hostname: &str,
+    network: Network,
+    extra: &[HostEntry],
+    volumes: &[String],
+) -> Result<Vec<Volume>> {
+    let host_hosts = std::fs::read_to_string("/etc/hosts").ok();
+    let mut files: Vec<(&str, String)> = vec![
+        ("hosts", hosts_text(network, host_hosts.as_deref(), extra)),
+        ("hostname", format!("{hostname}\n")),
+    ];
+    if network == Network::Host {
+        if let Ok(r) = std::fs::read_to_string("/etc/resolv.conf") {
+            files.push(("resolv.conf", r));
+        }
+    }
+    let etc = init.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io_ctx(etc.display()))?;
+    let mut binds = Vec::new();
+    for (name, text) in files {
+        let target = format!("/etc/{name}");
+        let taken = volumes
+            .iter()
+            .any(|v| v.split(':').nth(1).map(|t| t.trim_end_matches('/')) == Some(&target));
+        if taken {
+            continue;
+        }
+        let source: PathBuf = dir.join(name);
+        crate::sys::file::write_atomic(&source, text.as_bytes())
+            .map_err(io_ctx(source.display()))?;
+        let stub = etc.join(name);
+        if std::fs::symlink_metadata(&stub).is_err() {
+            std::fs::File::create(&stub).map_err(io_ctx(stub.display()))?;
+        }
+        binds.push(Volume {
+            host: source,
+            target,
+            read_only: false,
+        });
+    }
+    Ok(binds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_host_forms() {
+        let e: HostEntry = "db:10.0.0.5".parse().unwrap();
+        assert_eq!(e.ip.to_string(), "10.0.0.5");
+        let e: HostEntry = "v6:[fd00::1]".parse().unwrap();
+        assert_eq!(e.ip.to_string(), "fd00::1");
+        let e: HostEntry = "v6=fd00::2".parse().unwrap();
+        assert_eq!(e.name, "v6");
+        assert!("db".parse::<HostEntry>().is_err());
+        assert!("db:nothere".parse::<HostEntry>().is_err());
+        assert!("a b:1.2.3.4".parse::<HostEntry>().is_err());
+        assert!("gw:host-gateway".parse::<HostEntry>().is_err());
+    }
+
+    #[test]
+    fn hosts_files() {
+        let extra = ["db:10.0.0.5".parse().unwrap()];
+        let t = hosts_text(Network::None, Some("1.2.3.4 hostonly"), &extra);
+        assert!(t.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(t.ends_with("10.0.0.5\tdb\n"));
+        assert!(!t.contains("hostonly"));
+        let t = hosts_text(Network::Host, Some("1.2.3.4 hostonly"), &extra);
+        assert_eq!(t, "1.2.3.4 hostonly\n10.0.0.5\tdb\n");
+    }
+}
