@@ -20,6 +20,7 @@ mod options;
 mod records;
 mod registry;
 mod registry_faults;
+mod restart;
 mod rootless;
 mod runflags;
 mod security;

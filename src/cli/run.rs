@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Give the container a pty (window size and resizes passed on).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped (with -d).
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: String,
     /// Attach only to these streams: stdin, stdout, stderr (repeatable).
     #[arg(short = 'a', long, action = ArgAction::Append, value_name = "STREAM")]
     pub attach: Vec<String>,
@@ -135,6 +138,9 @@ pub struct RunArgs {
 pub enum SystemCmd {
     /// Disk used by images, containers and volumes, and how much of it is reclaimable.
     Df,
+    /// Start the containers whose restart policy wants them running (always, and
+    /// unless-stopped ones not stopped by hand); for the host's start (see the README).
+    Boot,
     /// Remove stopped containers and the layers and blobs no image references; with --all
     /// also images no container uses, with --volumes also volumes no container uses.
     Prune {

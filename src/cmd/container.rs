@@ -103,6 +103,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             .map(|s| s.parse())
             .collect::<Result<_, _>>()?,
         sig_proxy: a.sig_proxy,
+        restart: a.restart.parse()?,
         add_hosts: a
             .add_host
             .iter()
@@ -113,6 +114,18 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
 
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
+    let restart: crate::container::restart::RestartPolicy =
+        a.restart.parse().map_err(Error::Run)?;
+    if restart != Default::default() && (a.rm || !a.detach) {
+        return Err(Error::Run(ContainerError::BadSpec(format!(
+            "--restart {}: {}",
+            a.restart,
+            match a.rm {
+                true => "a container removed when it exits can't be restarted (--rm)",
+                false => "a container restarted by its monitor runs in the background: add -d",
+            }
+        ))));
+    }
     if a.detach && !a.attach.is_empty() {
         return Err(Error::Run(ContainerError::BadSpec(
             "-a attaches to a container run in the foreground: it can't be combined with -d".into(),
@@ -125,7 +138,7 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     let req = request(a, host).map_err(Error::Run)?;
     let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
     if detach {
-        let id = lifecycle::run_detached(&store, created).map_err(Error::Run)?;
+        let id = crate::container::monitor::run_detached(&store, created).map_err(Error::Run)?;
         writeln!(std::io::stdout(), "{id}")?;
         return Ok(0);
     }
@@ -193,7 +206,7 @@ pub fn start(
         if attach {
             return lifecycle::run_attached(&store, created).map_err(Error::Run);
         }
-        match lifecycle::run_detached(&store, created) {
+        match crate::container::monitor::run_detached(&store, created) {
             Ok(_) => writeln!(std::io::stdout(), "{name}")?,
             Err(e) => code = super::report(&container_ctx(&ctx)(e)),
         }
@@ -288,6 +301,7 @@ fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::i
 enum Filter {
     Status(Status),
     Paused,
+    Restarting,
     Name(String),
     Ancestor(String),
     Label(String, Option<String>),
@@ -302,7 +316,12 @@ fn parse_filter(f: &str) -> Result<Filter, ContainerError> {
             "running" => Filter::Status(Status::Running),
             "exited" => Filter::Status(Status::Exited),
             "paused" => Filter::Paused,
-            _ => return Err(bad("status is created, running, paused or exited")),
+            "restarting" => Filter::Restarting,
+            _ => {
+                return Err(bad(
+                    "status is created, running, paused, restarting or exited",
+                ))
+            }
         },
         "name" => Filter::Name(v.to_string()),
         "ancestor" => Filter::Ancestor(v.to_string()),
@@ -318,6 +337,7 @@ fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>
     match f {
         Filter::Status(st) => s.status == *st,
         Filter::Paused => s.status == Status::Running && s.paused,
+        Filter::Restarting => s.restarting,
         Filter::Name(part) => s.name.contains(part.as_str()),
         Filter::Ancestor(img) => {
             s.image == *img || ancestor(img).is_some_and(|id| id == s.image_id)
@@ -334,6 +354,7 @@ fn status_text(s: &ctr::State) -> String {
     match (s.status, s.exit_code) {
         (Status::Running, _) if s.paused => "Up (Paused)".to_string(),
         (Status::Running, _) => "Up".to_string(),
+        (Status::Exited, Some(code)) if s.restarting => format!("Restarting ({code})"),
         (Status::Exited, Some(code)) => format!("Exited ({code})"),
         (other, _) => other.as_str().to_string(),
     }
@@ -369,7 +390,7 @@ pub fn ps(
     let all = all
         || filters
             .iter()
-            .any(|f| matches!(f, Filter::Status(_) | Filter::Paused));
+            .any(|f| matches!(f, Filter::Status(_) | Filter::Paused | Filter::Restarting));
     let ancestor = |img: &str| store.resolve(img).ok().map(|r| r.id.to_string());
     let list = ctr::list(&store).map_err(container_ctx("listing containers"))?;
     let mut out = std::io::stdout().lock();

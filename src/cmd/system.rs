@@ -17,6 +17,7 @@ pub fn run(root: Option<PathBuf>, cmd: SystemCmd) -> CmdResult {
     let store = open_store(root)?;
     match cmd {
         SystemCmd::Df => df(&store),
+        SystemCmd::Boot => boot(&store),
         SystemCmd::Prune {
             force: _,
             all,
@@ -84,12 +85,37 @@ fn df(store: &Store) -> CmdResult {
     Ok(0)
 }
 
+/// `system boot`: starts (detached, under their monitors) the containers a host start
+/// should bring back; prints each name.
+fn boot(store: &Store) -> CmdResult {
+    let host = crate::host::Host::current();
+    let mut code = 0;
+    for c in ctr::list(store).map_err(container_ctx("listing containers"))? {
+        let s = c.observed();
+        let wanted = s.restart_policy.starts_at_boot(s.stopped_by_hand);
+        if !wanted || c.running_pid().is_ok() || c.monitor_alive() {
+            continue;
+        }
+        let name = s.name.clone();
+        let started = crate::container::lifecycle::reopen(store, c, host)
+            .and_then(|created| crate::container::monitor::run_detached(store, created));
+        match started {
+            Ok(_) => writeln!(std::io::stdout(), "{name}")?,
+            Err(e) => code = super::report(&container_ctx(format!("starting {name}"))(e)),
+        }
+    }
+    Ok(code)
+}
+
 fn prune(store: &Store, all: bool, volumes: bool) -> CmdResult {
     let mut out = std::io::stdout().lock();
     let mut freed = 0;
     let mut code = 0;
     let list = ctr::list(store).map_err(container_ctx("listing containers"))?;
-    let stopped: Vec<_> = list.iter().filter(|c| c.running_pid().is_err()).collect();
+    let stopped: Vec<_> = list
+        .iter()
+        .filter(|c| c.running_pid().is_err() && !c.monitor_alive())
+        .collect();
     if !stopped.is_empty() {
         writeln!(out, "Deleted Containers:")?;
     }

@@ -39,6 +39,8 @@ pub fn json(store: &Store, c: &Container) -> Value {
             "Status": if s.paused && s.status == Status::Running { "paused" } else { s.status.as_str() },
             "Running": s.status == Status::Running,
             "Paused": s.paused && s.status == Status::Running,
+            "Restarting": s.restarting,
+            "MonitorPid": s.monitor.unwrap_or(0),
             "Pid": s.pid.unwrap_or(0),
             "ExitCode": s.exit_code.unwrap_or(0),
             "OOMKilled": s.oom_killed,
@@ -55,8 +57,13 @@ pub fn json(store: &Store, c: &Container) -> Value {
             "StopSignal": s.stop_signal.as_deref().unwrap_or("SIGTERM"),
             "StopTimeout": s.stop_timeout.unwrap_or(10),
         },
+        "RestartCount": s.restart_count,
         "HostConfig": {
             "Privileged": s.security.privileged,
+            "RestartPolicy": {
+                "Name": s.restart_policy.docker().0,
+                "MaximumRetryCount": s.restart_policy.docker().1,
+            },
         },
         "Mounts": mounts,
         "GraphDriver": {

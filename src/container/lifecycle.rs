@@ -12,7 +12,6 @@ use nix::unistd::Pid;
 
 use super::cgroup::Limits;
 use super::error::{io_ctx, ContainerError};
-use super::handshake::Channel;
 use super::id::{ContainerId, Status};
 use super::launch::{self, EXIT_STRATA};
 use super::security::{Flags, Security};
@@ -113,6 +112,9 @@ pub struct Request {
     /// with `-i`).
     #[serde(default)]
     pub attach: Vec<Stdio>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: super::restart::RestartPolicy,
     /// `--sig-proxy`: pass the signals `run` gets on to the container.
     #[serde(default = "yes")]
     pub sig_proxy: bool,
@@ -169,6 +171,12 @@ pub struct Created {
 }
 
 impl Created {
+    /// The same container for a restart by its monitor: a failure to start it again keeps
+    /// it, recorded as exited.
+    pub(super) fn again(&mut self) {
+        self.fresh = false;
+    }
+
     /// `start -a [-i]`: whether to stay with its output, and keep stdin open.
     pub fn attached(mut self, attach: bool, interactive: bool) -> Created {
         self.request.interactive = attach && interactive;
@@ -205,6 +213,12 @@ pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
             c.state.name
         )));
     }
+    if c.monitor_alive() {
+        return Err(ContainerError::BadSpec(format!(
+            "container {} is restarting (its policy starts it again; stop it first)",
+            c.state.name
+        )));
+    }
     let p = request_file(&c);
     let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
     let request: Request = serde_json::from_slice(&data)
@@ -236,13 +250,13 @@ fn remove_with(store: &Store, c: &Container, anonymous: &[String]) -> Result<()>
 }
 
 /// Removes a container that ran with `--rm`, its anonymous volumes with it (as docker).
-fn remove_after_run(store: &Store, created: &Created) -> Result<()> {
+pub(super) fn remove_after_run(store: &Store, created: &Created) -> Result<()> {
     remove_with(store, &created.container, &created.request.anonymous)
 }
 
 /// After a failed start: a fresh or `--rm` container goes, another is recorded as exited
 /// with the failure's code.
-fn discard(store: &Store, created: &Created, e: &ContainerError) {
+pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
     if created.fresh || created.request.remove {
         let _ = remove_after_run(store, created);
         return;
@@ -302,6 +316,11 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             exit_code: None,
             oom_killed: false,
             paused: false,
+            restart_policy: request.restart,
+            restart_count: 0,
+            restarting: false,
+            stopped_by_hand: false,
+            monitor: None,
             env: Vec::new(),
             uid: 0,
             gid: 0,
@@ -373,111 +392,6 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
     r
 }
 
-/// `run -d`: a monitor process (detached, output to the container's log) starts the
-/// container and records its exit; returns once the command runs.
-pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
-    use crate::sys::process::{exit_now, fork_single_threaded, setsid, Forked};
-    if created.request.tty {
-        return Err(ContainerError::BadSpec(
-            "-t needs a terminal to relay to: it can't be combined with -d".into(),
-        ));
-    }
-    let c = &created.container;
-    let (ours, theirs) = Channel::pair().map_err(io_ctx("socketpair"))?;
-    let forked = fork_single_threaded().map_err(io_ctx("fork"));
-    match forked {
-        Err(e) => {
-            discard(store, &created, &e);
-            Err(e)
-        }
-        Ok(Forked::Parent(_)) => {
-            drop(theirs);
-            match ours.recv::<Started>() {
-                Ok(Some(Started::Running)) => Ok(c.state.id.clone()),
-                Ok(Some(Started::Failed { code, message })) => {
-                    Err(ContainerError::Exec { code, message })
-                }
-                _ => Err(ContainerError::Setup(
-                    "the container's monitor died while starting it".into(),
-                )),
-            }
-        }
-        Ok(Forked::Child) => {
-            drop(ours);
-            let mut notify = Some(theirs);
-            let ready = setsid()
-                .map_err(io_ctx("setsid"))
-                .and_then(|_| start_logger(c, created.request.log_opts));
-            let r = ready.and_then(|_| {
-                super::start::start(store, &created, &mut |_| {
-                    if let Some(n) = notify.take() {
-                        let _ = n.send(&Started::Running);
-                    }
-                })
-            });
-            let code = match r {
-                Ok(_) if !created.request.remove => 0,
-                Ok(_) => {
-                    let _ = remove_after_run(store, &created);
-                    0
-                }
-                Err(e) => {
-                    discard(store, &created, &e);
-                    if let Some(n) = notify.take() {
-                        let (code, message) = match e {
-                            ContainerError::Exec { code, message } => (code, message),
-                            other => (EXIT_STRATA, other.to_string()),
-                        };
-                        let _ = n.send(&Started::Failed { code, message });
-                    }
-                    EXIT_STRATA
-                }
-            };
-            exit_now(code)
-        }
-    }
-}
-
-/// Forks the logger of a detached container (see [`super::logs`]) and points this
-/// process's stdout and stderr (which the container inherits) at it.
-fn start_logger(c: &Container, opts: super::logs::LogOpts) -> Result<()> {
-    use crate::sys::process::{
-        close_all_except, exit_now, fork_single_threaded, pipe, redirect_output,
-        redirect_stdio_to_null, Forked,
-    };
-    use std::os::fd::{AsFd, AsRawFd};
-    let (out_r, out_w) = pipe().map_err(io_ctx("pipe"))?;
-    let (err_r, err_w) = pipe().map_err(io_ctx("pipe"))?;
-    match fork_single_threaded().map_err(io_ctx("fork"))? {
-        Forked::Child => {
-            // Only its pipes: a copy of the monitor's channel would keep `run -d` waiting.
-            // (Nothing owning a descriptor is dropped after this: the process ends with
-            // exit_now.)
-            drop((out_w, err_w));
-            let keep = [0, 1, 2, out_r.as_raw_fd(), err_r.as_raw_fd()];
-            let code = match redirect_stdio_to_null().and_then(|_| close_all_except(&keep)) {
-                Ok(()) => match super::logs::run_logger(out_r, err_r, &c.log(), opts) {
-                    Ok(()) => 0,
-                    Err(_) => EXIT_STRATA,
-                },
-                Err(_) => EXIT_STRATA,
-            };
-            exit_now(code)
-        }
-        Forked::Parent(_) => {
-            redirect_output(out_w.as_fd(), err_w.as_fd()).map_err(io_ctx("log"))?;
-            Ok(())
-        }
-    }
-}
-
-/// The monitor's word to `run -d`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-enum Started {
-    Running,
-    Failed { code: i32, message: String },
-}
-
 /// Parses a signal given by name (`TERM`, `SIGTERM`, any case) or number.
 pub fn parse_signal(s: &str) -> Result<Signal> {
     let bad = || ContainerError::BadSpec(format!("unknown signal {s}"));
@@ -508,7 +422,9 @@ fn wait_gone(pid: i32, limit: Duration) -> bool {
 /// `stop`: the container's stop signal (`--stop-signal`, else SIGTERM), then SIGKILL after
 /// `grace` (else its `--stop-timeout`, else 10 s).
 pub fn stop(c: &Container, grace: Option<Duration>) {
+    let c = &by_hand(c);
     let Ok(pid) = c.running_pid() else {
+        wait_monitor(c, Duration::from_secs(5));
         return;
     };
     let sig = c
@@ -524,11 +440,44 @@ pub fn stop(c: &Container, grace: Option<Duration>) {
         let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
         wait_gone(pid, Duration::from_secs(5));
     }
+    wait_monitor(c, Duration::from_secs(5));
 }
 
-/// Sends `sig` to the container's init.
+/// Records that the container was stopped by hand, so its restart policy leaves it be;
+/// returns it as it is now.
+fn by_hand(c: &Container) -> Container {
+    let mut c = c.clone();
+    let _ = c.update(|s| s.stopped_by_hand = true);
+    c
+}
+
+/// Waits (at most `limit`) for the container's monitor to see it stopped and end.
+fn wait_monitor(c: &Container, limit: Duration) {
+    let end = Instant::now() + limit;
+    while c.monitor_alive() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `sig` to the container's init. A fatal signal (KILL, TERM, INT, QUIT or its stop
+/// signal) counts as a stop by hand, as with docker: its restart policy leaves it be.
 pub fn kill(c: &Container, sig: Signal) -> Result<()> {
     let pid = c.running_pid()?;
+    let stop_signal = c
+        .state
+        .stop_signal
+        .as_deref()
+        .and_then(|s| parse_signal(s).ok());
+    let fatal = [
+        Signal::SIGKILL,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+    ];
+    let c = &match fatal.contains(&sig) || stop_signal == Some(sig) {
+        true => by_hand(c),
+        false => c.clone(),
+    };
     send(Pid::from_raw(pid), sig)
         .map_err(|e| io_ctx(format!("signalling {}", c.state.name))(e.into()))?;
     super::observe::thaw_for_signal(c);
@@ -538,13 +487,17 @@ pub fn kill(c: &Container, sig: Signal) -> Result<()> {
 /// Removes a container; a running one only with `force` (it is killed first); with
 /// `volumes` (`rm -v`) also the anonymous volumes it named.
 pub fn rm(store: &Store, c: &Container, force: bool, volumes: bool) -> Result<()> {
-    if let Ok(pid) = c.running_pid() {
+    if c.running_pid().is_ok() || c.monitor_alive() {
         if !force {
             return Err(ContainerError::Running(c.state.name.clone()));
         }
-        let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
-        super::observe::thaw_for_signal(c);
-        wait_gone(pid, Duration::from_secs(2));
+        let c = by_hand(c);
+        if let Ok(pid) = c.running_pid() {
+            let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
+            super::observe::thaw_for_signal(&c);
+            wait_gone(pid, Duration::from_secs(2));
+        }
+        wait_monitor(&c, Duration::from_secs(5));
     }
     let anonymous = match volumes {
         true => std::fs::read(request_file(c))

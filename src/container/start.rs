@@ -86,6 +86,11 @@ pub(super) fn start(
     for d in [&upper, &work, &rootfs] {
         std::fs::create_dir_all(d).map_err(io_ctx(d.display()))?;
     }
+    // What a launcher killed with the host (or kill -9) left: its rootfs mount and cgroups.
+    if crate::sys::mount::is_mountpoint(&rootfs) {
+        let _ = crate::fuse::server::unmount(&rootfs, true);
+    }
+    Cgroup::existing(c.state.id.as_str()).remove();
     let image_file = c.dir.join("image");
     std::fs::write(&image_file, &c.state.image_id).map_err(io_ctx(image_file.display()))?;
     // Like docker's init layer: the mount points the container needs exist in a layer of

@@ -49,6 +49,21 @@ pub struct State {
     /// Frozen by `pause`.
     #[serde(default)]
     pub paused: bool,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: super::restart::RestartPolicy,
+    /// Restarts since it was last started by hand.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Exited and waiting to be restarted by its monitor.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Stopped by `stop`, a fatal `kill` or `rm -f`: its policy doesn't restart it.
+    #[serde(default)]
+    pub stopped_by_hand: bool,
+    /// The pid of the monitor that supervises it under a restart policy.
+    #[serde(default)]
+    pub monitor: Option<i32>,
     /// Environment of the container's process (for `exec`).
     #[serde(default)]
     pub env: Vec<String>,
@@ -198,7 +213,18 @@ impl Container {
             s.status = Status::Exited;
             s.pid = None;
         }
+        if !self.monitor_alive() {
+            s.restarting = false;
+            s.monitor = None;
+        }
         s
+    }
+
+    /// True if a monitor supervises the container (under a restart policy).
+    pub fn monitor_alive(&self) -> bool {
+        self.state
+            .monitor
+            .is_some_and(crate::sys::process::pid_alive)
     }
 
     /// The host pid of its init, if it runs.
