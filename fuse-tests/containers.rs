@@ -68,7 +68,7 @@ pub(crate) fn env_with(name: &str, extra: &[E<'_>]) -> Env {
     let bb = std::fs::read("/bin/busybox").unwrap();
     let applets = [
         "sh", "ls", "cat", "echo", "id", "hostname", "sleep", "head", "tr", "wc", "pwd", "rm",
-        "mkdir", "kill", "true", "false", "grep", "mknod", "touch", "dd", "usleep",
+        "mkdir", "kill", "true", "false", "grep", "mknod", "touch", "dd", "usleep", "stat",
     ];
     let mut entries = vec![E::Dir("bin"), E::File("bin/busybox", &bb, 0o755)];
     let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();

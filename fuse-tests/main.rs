@@ -6,6 +6,7 @@ mod callers;
 mod churn;
 mod cli;
 mod containers;
+mod copytar;
 mod corners;
 mod data;
 mod habits;

@@ -193,7 +193,8 @@ pub enum Command {
         container: String,
     },
     /// Copy files between a container (running or not) and the host: CONTAINER:PATH
-    /// HOSTPATH, or HOSTPATH CONTAINER:PATH.
+    /// HOSTPATH, or HOSTPATH CONTAINER:PATH; `-` for HOSTPATH is a tar on stdout or from
+    /// stdin (unpacked into the directory PATH).
     Cp {
         /// Source.
         source: String,

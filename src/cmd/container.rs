@@ -249,11 +249,20 @@ pub fn cp(root: Option<PathBuf>, src: &str, dest: &str) -> CmdResult {
         }
     };
     let c = ctr::find(&store, name).map_err(container_ctx(&ctx))?;
+    // `-` on the host side: a tar stream on stdout or from stdin.
     let run = || -> Result<(), ContainerError> {
+        use crate::container::copy_tar;
         let r = copy::open_root(&store, &c)?;
-        match out {
-            true => copy::copy_out(&r, path, std::path::Path::new(dest)),
-            false => copy::copy_in(&r, std::path::Path::new(src), path),
+        match (out, if out { dest } else { src }) {
+            (true, "-") => {
+                let mut o = std::io::BufWriter::new(std::io::stdout().lock());
+                copy_tar::copy_out_tar(&r, path, &mut o)?;
+                std::io::Write::flush(&mut o)
+                    .map_err(crate::container::error::io_ctx("writing the tar"))
+            }
+            (false, "-") => copy_tar::copy_in_tar(&r, std::io::stdin().lock(), path),
+            (true, _) => copy::copy_out(&r, path, std::path::Path::new(dest)),
+            (false, _) => copy::copy_in(&r, std::path::Path::new(src), path),
         }
     };
     // A running rootless container's files are served only to its user namespace: the
@@ -452,17 +461,18 @@ pub fn export(root: Option<PathBuf>, name: &str, output: Option<PathBuf>) -> Cmd
                 container_ctx(&ctx)(ContainerError::Setup(format!("{}: {e}", tmp.display())))
             })?;
             let written =
-                copy::export(&view, root_ids, std::io::BufWriter::new(f)).and_then(|_| {
-                    std::fs::rename(&tmp, &p).map_err(crate::container::error::io_ctx(p.display()))
-                });
+                crate::container::copy_tar::export(&view, root_ids, std::io::BufWriter::new(f))
+                    .and_then(|_| {
+                        std::fs::rename(&tmp, &p)
+                            .map_err(crate::container::error::io_ctx(p.display()))
+                    });
             if written.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
             written.map_err(container_ctx(&ctx))?;
         }
-        None => {
-            copy::export(&view, root_ids, std::io::stdout().lock()).map_err(container_ctx(&ctx))?
-        }
+        None => crate::container::copy_tar::export(&view, root_ids, std::io::stdout().lock())
+            .map_err(container_ctx(&ctx))?,
     }
     Ok(0)
 }

@@ -23,7 +23,7 @@ type Result<T> = std::result::Result<T, ContainerError>;
 /// The container's root, open for the copy (and the mount made for it, if any).
 pub struct Root {
     // Declared first: closed before the view below is unmounted (an open fd keeps it busy).
-    fd: OwnedFd,
+    pub(super) fd: OwnedFd,
     _view: Option<View>,
 }
 
@@ -89,100 +89,6 @@ pub fn view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
     })
 }
 
-/// Writes the tree below `root` as a tar to `out` (`strata export`): files, directories,
-/// links, devices and fifos with their modes, owners and times; hard links once.
-/// `root_ids` (a rootless store) are the host ids written as 0.
-pub fn export(root: &Root, root_ids: Option<(u32, u32)>, out: impl io::Write) -> Result<()> {
-    let mut b = tar::Builder::new(out);
-    let mut links = Links {
-        seen: std::collections::HashMap::new(),
-        root_ids,
-    };
-    tar_dir(&mut b, root.fd.as_fd(), Path::new(""), &mut links)
-        .map_err(io_ctx("writing the container's files as a tar"))?;
-    b.into_inner().map_err(io_ctx("finishing the tar"))?;
-    Ok(())
-}
-
-/// What the export walk carries: first paths of hard-linked inodes, and the ids shown as 0.
-struct Links {
-    seen: std::collections::HashMap<(u64, u64), PathBuf>,
-    root_ids: Option<(u32, u32)>,
-}
-
-fn tar_dir(
-    b: &mut tar::Builder<impl io::Write>,
-    dir: BorrowedFd<'_>,
-    rel: &Path,
-    links: &mut Links,
-) -> io::Result<()> {
-    let d = fs::openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let mut entries = fs::read_dir(d.as_fd())?;
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for e in entries {
-        let st = fs::lstatat(d.as_fd(), &e.name)?;
-        let path = rel.join(&e.name);
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(st.st_mode & 0o7777);
-        let (uid, gid) = match links.root_ids {
-            Some((u, g)) => (
-                if st.st_uid == u { 0 } else { st.st_uid },
-                if st.st_gid == g { 0 } else { st.st_gid },
-            ),
-            None => (st.st_uid, st.st_gid),
-        };
-        h.set_uid(uid.into());
-        h.set_gid(gid.into());
-        h.set_mtime(st.st_mtime.max(0) as u64);
-        h.set_size(0);
-        match kind(&st) {
-            libc::S_IFDIR => {
-                h.set_entry_type(tar::EntryType::Directory);
-                b.append_data(&mut h, &path, io::empty())?;
-                let sub = fs::openat(
-                    d.as_fd(),
-                    &e.name,
-                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
-                )?;
-                tar_dir(b, sub.as_fd(), &path, links)?;
-            }
-            libc::S_IFREG
-                if st.st_nlink > 1 && links.seen.contains_key(&(st.st_dev, st.st_ino)) =>
-            {
-                h.set_entry_type(tar::EntryType::Link);
-                let first = links.seen[&(st.st_dev, st.st_ino)].clone();
-                b.append_link(&mut h, &path, first)?;
-            }
-            libc::S_IFREG => {
-                links.seen.insert((st.st_dev, st.st_ino), path.clone());
-                let f = fs::openat(d.as_fd(), &e.name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(st.st_size as u64);
-                b.append_data(&mut h, &path, std::fs::File::from(f))?;
-            }
-            libc::S_IFLNK => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                let target = fs::readlinkat(d.as_fd(), &e.name)?;
-                b.append_link(&mut h, &path, target)?;
-            }
-            k => {
-                let t = match k {
-                    libc::S_IFCHR => tar::EntryType::Char,
-                    libc::S_IFBLK => tar::EntryType::Block,
-                    libc::S_IFIFO => tar::EntryType::Fifo,
-                    _ => continue,
-                };
-                h.set_entry_type(t);
-                h.set_device_major(libc::major(st.st_rdev))?;
-                h.set_device_minor(libc::minor(st.st_rdev))?;
-                b.append_data(&mut h, &path, io::empty())?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The user namespace of `c`'s running init when it isn't ours (a rootless container).
 pub fn user_namespace_of(c: &Container) -> Option<std::fs::File> {
     use std::os::unix::fs::MetadataExt;
@@ -218,7 +124,7 @@ pub fn in_namespace(ns: &std::fs::File, f: impl FnOnce() -> i32) -> Result<i32> 
 }
 
 /// The parent directory of `path` inside `root` (resolved in the root) and the last name.
-fn split_in(root: &Root, path: &str) -> Result<(OwnedFd, Option<std::ffi::OsString>)> {
+pub(super) fn split_in(root: &Root, path: &str) -> Result<(OwnedFd, Option<std::ffi::OsString>)> {
     let p = Path::new(path);
     let name = p
         .file_name()
@@ -234,7 +140,7 @@ fn split_in(root: &Root, path: &str) -> Result<(OwnedFd, Option<std::ffi::OsStri
     Ok((fd, name))
 }
 
-fn kind(st: &fs::Stat) -> u32 {
+pub(super) fn kind(st: &fs::Stat) -> u32 {
     st.st_mode & libc::S_IFMT
 }
 
@@ -335,7 +241,7 @@ fn into(src: &Path, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 
 /// Where a copy of something named `base` lands for a destination `dest` that exists as
 /// a directory (`Into`) or not (`As`), with docker's rules.
-fn target(
+pub(super) fn target(
     dest_is_dir: Option<bool>,
     dest_has_slash: bool,
     src_is_dir: bool,

@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod changes;
 pub mod copy;
+pub mod copy_tar;
 pub mod devices;
 pub mod error;
 pub mod etc;
