@@ -25,6 +25,28 @@ fn container_verbs(w: &Who) {
         "/var/www/index",
     ]);
     assert_eq!(owners.trim(), "33:33 640");
+    // A named volume seeded from the image keeps the image's owners (inside, for a user's
+    // container: its ids exist only in the container's user namespace).
+    let seeded = w.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "web:/var/www",
+        "box:1",
+        "stat",
+        "-c",
+        "%u:%g %a",
+        "/var/www/index",
+    ]);
+    assert_eq!(seeded.trim(), "33:33 640");
+    // What the container made there with other ids goes with the volume (a user removes
+    // it from a user namespace of the same maps), by rm and by run --rm.
+    w.ok(&["run", "--rm", "-v", "web:/var/www", "box:1", "sh", "-c",
+        "mkdir /var/www/d && touch /var/www/d/f && chown -R 33:33 /var/www/d && chmod 700 /var/www/d"]);
+    w.ok(&["volume", "rm", "web"]);
+    w.ok(&["run", "--rm", "-v", "/scratch", "box:1", "sh", "-c",
+        "mkdir /scratch/d && touch /scratch/d/f && chown -R 33:33 /scratch/d && chmod 700 /scratch/d"]);
+    assert_eq!(w.ok(&["volume", "ls", "-q"]), "");
     let id = w.ok(&[
         "run",
         "-d",

@@ -261,7 +261,7 @@ pub fn cp(root: Option<PathBuf>, src: &str, dest: &str) -> CmdResult {
                     .map_err(crate::container::error::io_ctx("writing the tar"))
             }
             (false, "-") => copy_tar::copy_in_tar(&r, std::io::stdin().lock(), path),
-            (true, _) => copy::copy_out(&r, path, std::path::Path::new(dest)),
+            (true, _) => copy::copy_out(&r, path, std::path::Path::new(dest)).map(drop),
             (false, _) => copy::copy_in(&r, std::path::Path::new(src), path),
         }
     };

@@ -57,6 +57,18 @@ pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
 /// container only: one server per upper), or read-only with the writable layer as the top
 /// lower (a consistent view of a running one for `export`).
 pub fn view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
+    view_with(store, c, writable, true)
+}
+
+/// A read-only view of a user's store with the files shown as they are on disk (the
+/// user's own, so readable whatever mode the image gives them, which a view with the
+/// image's owners can't be: the kernel would check the modes against those); the owners
+/// are in each file's override xattr ([`copy_out`] reads them). As [`view`] for root.
+pub fn raw_view(store: &Store, c: &Container) -> Result<Root> {
+    view_with(store, c, false, false)
+}
+
+fn view_with(store: &Store, c: &Container, writable: bool, owners_shown: bool) -> Result<Root> {
     let tmp = store.staging()?;
     let view = tmp.path().join("rootfs");
     std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
@@ -72,7 +84,7 @@ pub fn view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
     stack.retain(|l| l.is_dir());
     let rw = writable.then_some((upper, work));
     let mut opts = crate::overlay::options::MountOptions::for_stack(stack, rw);
-    if !store.root_user {
+    if !store.root_user && owners_shown {
         opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
     }
     crate::fuse::server::mount(&opts, &view)
@@ -144,9 +156,50 @@ pub(super) fn kind(st: &fs::Stat) -> u32 {
     st.st_mode & libc::S_IFMT
 }
 
-/// Copies `dir`/`name` (not following it) to the host path `dest`.
-fn out_of(dir: BorrowedFd<'_>, name: &OsStr, dest: &Path) -> io::Result<()> {
+/// A host path a copy made, with the owner its source had in the container.
+#[derive(Debug)]
+pub struct Owner {
+    /// The copy.
+    pub path: PathBuf,
+    /// The source's owner.
+    pub uid: u32,
+    /// The source's group.
+    pub gid: u32,
+    /// The ids are the source's on disk (no override xattr gave them).
+    pub on_disk: bool,
+    /// The mode an override xattr gives the source (its mode on disk may differ).
+    pub mode: Option<u32>,
+}
+
+/// The owner of `dir`/`name`: from its containers-storage override xattr when a view shows
+/// that (a user's store seen raw), else as it is shown.
+fn owner_of(dir: BorrowedFd<'_>, name: &OsStr, st: &fs::Stat, dest: &Path) -> Owner {
+    let xname = OsStr::new("user.containers.override_stat");
+    let over = crate::sys::xattr::getxattr(dir, name, xname)
+        .ok()
+        .flatten()
+        .and_then(|v| crate::overlay::present::parse_override(&v));
+    Owner {
+        path: dest.to_path_buf(),
+        uid: over.map_or(st.st_uid, |o| o.0),
+        gid: over.map_or(st.st_gid, |o| o.1),
+        on_disk: over.is_none(),
+        mode: over.map(|o| o.2 & 0o7777),
+    }
+}
+
+/// Copies `dir`/`name` (not following it) to the host path `dest`; adds each path made
+/// and its source's owner to `owners`.
+fn out_of(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    dest: &Path,
+    owners: &mut Vec<Owner>,
+) -> io::Result<()> {
     let st = fs::lstatat(dir, name)?;
+    if matches!(kind(&st), libc::S_IFDIR | libc::S_IFREG | libc::S_IFLNK) {
+        owners.push(owner_of(dir, name, &st, dest));
+    }
     match kind(&st) {
         libc::S_IFDIR => {
             match std::fs::create_dir(dest) {
@@ -160,7 +213,7 @@ fn out_of(dir: BorrowedFd<'_>, name: &OsStr, dest: &Path) -> io::Result<()> {
                 0,
             )?;
             for e in fs::read_dir(d.as_fd())? {
-                out_of(d.as_fd(), &e.name, &dest.join(&e.name))?;
+                out_of(d.as_fd(), &e.name, &dest.join(&e.name), owners)?;
             }
             std::fs::set_permissions(
                 dest,
@@ -257,8 +310,9 @@ pub(super) fn target(
 }
 
 /// `strata cp CONTAINER:SRC DEST`. `SRC/.` copies a directory's contents; a trailing `/`
-/// (or `/.`) follows a final symlink, inside the container.
-pub fn copy_out(root: &Root, src: &str, dest: &Path) -> Result<()> {
+/// (or `/.`) follows a final symlink, inside the container. Returns what it made with the
+/// owners of the sources (the copies belong to this process, as with docker cp).
+pub fn copy_out(root: &Root, src: &str, dest: &Path) -> Result<Vec<Owner>> {
     let what = || format!("copying {src} out of the container");
     let contents = src.ends_with("/.") || src == ".";
     let (dir, name) = if contents || src.ends_with('/') {
@@ -285,7 +339,9 @@ pub fn copy_out(root: &Root, src: &str, dest: &Path) -> Result<()> {
     } else {
         dest.to_path_buf()
     };
-    out_of(dir.as_fd(), &name, &at).map_err(io_ctx(what()))
+    let mut owners = Vec::new();
+    out_of(dir.as_fd(), &name, &at, &mut owners).map_err(io_ctx(what()))?;
+    Ok(owners)
 }
 
 /// `strata cp SRC CONTAINER:DEST`.

@@ -120,9 +120,35 @@ pub(super) fn start(
     layers.extend(stack);
     // Named volumes: made on first use and then seeded from the image, like docker.
     let named = super::volume::resolve(store, &req.overrides.volumes)?;
+    let mut owners = Vec::new();
     if !named.fresh.is_empty() {
-        let view = super::copy::view(store, &c, false)?;
-        super::volume::seed(&view, &named.fresh)?;
+        let view = super::copy::raw_view(store, &c)?;
+        owners = super::volume::seed(&view, &named.fresh)?;
+        // In a user's store, what has no override is the user's own: root in the image.
+        if !store.root_user {
+            let me = (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            );
+            for o in owners.iter_mut().filter(|o| o.on_disk) {
+                o.uid = if o.uid == me.0 { 0 } else { o.uid };
+                o.gid = if o.gid == me.1 { 0 } else { o.gid };
+            }
+        }
+    }
+    // The seeded files get the image's owners: now (shifted into root's user namespace
+    // range with --userns=auto), or for a user inside the container's user namespace once
+    // it exists (the image's ids are valid only there).
+    if !inside {
+        if let Some(u) = &created.userns {
+            for o in &mut owners {
+                o.uid = UserNs::to_host(&u.uids, o.uid);
+                o.gid = UserNs::to_host(&u.gids, o.gid);
+            }
+        }
+        super::volume::give_owners(&owners)
+            .map_err(io_ctx("giving a volume's files their owners"))?;
+        owners.clear();
     }
     let overrides = super::spec::Overrides {
         volumes: named.volumes,
@@ -158,6 +184,24 @@ pub(super) fn start(
     let launched = {
         let dir = c.dir.clone();
         let mut ready = |pid: i32| -> Result<()> {
+            if !owners.is_empty() {
+                let ns = format!("/proc/{pid}/ns/user");
+                let ns = std::fs::File::open(&ns).map_err(io_ctx(&ns))?;
+                let code =
+                    super::copy::in_namespace(&ns, || match super::volume::give_owners(&owners) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("strata: error: giving a volume's files their owners: {e}");
+                            1
+                        }
+                    })?;
+                if code != 0 {
+                    return Err(ContainerError::Setup(
+                        "giving a volume's files their owners in the container's user namespace"
+                            .into(),
+                    ));
+                }
+            }
             if req.network == Network::Pasta {
                 net = Some(super::usernet::start(pid, &req.publish, &dir)?);
             }

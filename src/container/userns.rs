@@ -93,6 +93,13 @@ impl UserNs {
         self.uids.first().map_or(0, |m| m.outside)
     }
 
+    /// The host id of the namespace's id `id` in `maps` (the overflow id if unmapped).
+    pub fn to_host(maps: &[IdMap], id: u32) -> u32 {
+        maps.iter()
+            .find(|m| id >= m.inside && id - m.inside < m.len)
+            .map_or(65534, |m| m.outside + (id - m.inside))
+    }
+
     /// The disk-to-shown ranges root's filesystem server applies (`uidmapping=`), so the
     /// image's id k is seen as the namespace's id k.
     pub fn shifted(maps: &[IdMap]) -> Vec<IdRange> {
@@ -323,6 +330,50 @@ pub fn write_maps(ns: &UserNs, pid: i32) -> Result<(), ContainerError> {
             }
             write_proc(pid, "uid_map", &map_text(&ns.uids))?;
             write_proc(pid, "gid_map", &map_text(&ns.gids))
+        }
+    }
+}
+
+/// Runs `f` in a child process in a new user namespace with `ns`'s maps, as its root (as
+/// `podman unshare` does): a user can then change files the container made with its
+/// subordinate ids (a volume's, to remove it). Returns the child's exit status; the caller
+/// must be single-threaded.
+pub fn run_inside(ns: &UserNs, f: impl FnOnce() -> i32) -> Result<i32, ContainerError> {
+    use crate::sys::process::{exit_now, fork_single_threaded, pipe, Forked};
+    use std::io::{Read, Write};
+    let io = |what: &'static str| move |e: std::io::Error| super::error::io_ctx(what)(e);
+    let (made_r, made_w) = pipe().map_err(io("pipe"))?;
+    let (mapped_r, mapped_w) = pipe().map_err(io("pipe"))?;
+    match fork_single_threaded().map_err(io("fork"))? {
+        Forked::Child => {
+            drop((made_r, mapped_w));
+            let ready = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok()
+                && std::fs::File::from(made_w).write_all(b"u").is_ok();
+            let mut b = [0u8; 1];
+            let mapped = ready && std::fs::File::from(mapped_r).read_exact(&mut b).is_ok();
+            exit_now(if mapped { f() } else { 125 })
+        }
+        Forked::Parent(child) => {
+            drop((made_w, mapped_r));
+            let mut b = [0u8; 1];
+            let made = std::fs::File::from(made_r).read_exact(&mut b).is_ok();
+            let mapped = match made {
+                true => write_maps(ns, child),
+                false => Err(ContainerError::Setup("making a user namespace".into())),
+            };
+            if mapped.is_ok() {
+                let _ = std::fs::File::from(mapped_w).write_all(b"m");
+            } else {
+                drop(mapped_w);
+            }
+            let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+            mapped?;
+            match status {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(code),
+                other => Err(ContainerError::Setup(format!(
+                    "the user namespace's child ended: {other:?}"
+                ))),
+            }
         }
     }
 }

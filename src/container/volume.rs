@@ -98,6 +98,10 @@ pub fn list(store: &Store) -> Result<Vec<Info>> {
     Ok(v)
 }
 
+fn threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").map_or(false, |d| d.count() > 1)
+}
+
 /// The volume names a `-v` list uses.
 fn names_in(volumes: &[String]) -> impl Iterator<Item = &str> {
     volumes
@@ -126,7 +130,48 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
         )));
     }
     let dir = root(store).join(name);
-    std::fs::remove_dir_all(&dir).map_err(io_ctx(dir.display()))
+    remove_tree(store, name, &dir)
+}
+
+/// Removes a volume's directory. In a user's store, files a container made with its
+/// subordinate ids are removed from a user namespace with the same maps (by a new
+/// `strata volume rm` when this process has threads, which a fork must not have).
+fn remove_tree(store: &Store, name: &str, dir: &std::path::Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && threaded() => {
+            let exe = std::env::current_exe().map_err(io_ctx("/proc/self/exe"))?;
+            let out = std::process::Command::new(exe)
+                .arg("--root")
+                .arg(&store.root)
+                .args(["volume", "rm", name])
+                .output()
+                .map_err(io_ctx(format!("removing volume {name}")))?;
+            match out.status.success() {
+                true => Ok(()),
+                false => Err(ContainerError::Setup(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let host = crate::host::Host::current();
+            let Some(ns) = super::userns::choose(super::userns::Mode::Default, host)? else {
+                return Err(io_ctx(dir.display())(e));
+            };
+            let code = super::userns::run_inside(&ns, || match std::fs::remove_dir_all(dir) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("strata: error: {}: {e}", dir.display());
+                    1
+                }
+            })?;
+            match code {
+                0 => Ok(()),
+                _ => Err(io_ctx(dir.display())(e)),
+            }
+        }
+        r => r.map_err(io_ctx(dir.display())),
+    }
 }
 
 /// Removes every volume no container names; returns their names.
@@ -295,16 +340,33 @@ pub fn resolve(store: &Store, volumes: &[String]) -> Result<Resolved> {
 }
 
 /// Seeds new volumes with what the container's image has at their paths (nothing if the
-/// path is missing there), read from a read-only view resolved inside its root.
-pub fn seed(root: &super::copy::Root, fresh: &[Seed]) -> Result<()> {
+/// path is missing there), read from a read-only view resolved inside its root. Returns
+/// the copies with the owners they have in the image, for [`give_owners`].
+pub fn seed(root: &super::copy::Root, fresh: &[Seed]) -> Result<Vec<super::copy::Owner>> {
+    let mut owners = Vec::new();
     for s in fresh {
         let src = format!("{}/.", s.target.trim_end_matches('/'));
         match super::copy::copy_out(root, &src, &s.data) {
-            Ok(()) => {}
+            Ok(o) => owners.extend(o),
             Err(ContainerError::Io { source, .. })
                 if source.raw_os_error() == Some(libc::ENOENT)
                     || source.raw_os_error() == Some(libc::ENOTDIR) => {}
             Err(e) => return Err(e),
+        }
+    }
+    Ok(owners)
+}
+
+/// Gives seeded files the owners they have in the image, as docker does. Run in the
+/// container's user namespace when it has one (its ids are the image's there); returns
+/// the first failure.
+pub fn give_owners(owners: &[super::copy::Owner]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for o in owners {
+        std::os::unix::fs::lchown(&o.path, Some(o.uid), Some(o.gid))?;
+        // After the chown, which clears set-id bits; a symlink has no mode of its own.
+        if let Some(m) = o.mode.filter(|_| !o.path.is_symlink()) {
+            std::fs::set_permissions(&o.path, std::fs::Permissions::from_mode(m))?;
         }
     }
     Ok(())
