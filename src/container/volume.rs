@@ -99,7 +99,7 @@ pub fn list(store: &Store) -> Result<Vec<Info>> {
 }
 
 fn threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").map_or(false, |d| d.count() > 1)
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() > 1)
 }
 
 /// The volume names a `-v` list uses.
