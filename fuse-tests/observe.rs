@@ -198,3 +198,21 @@ fn system_df_counts_and_system_prune_removes_what_nothing_uses() {
     ok(&e, &["volume", "rm", "keep"]);
     no_leftovers(&e);
 }
+
+#[test]
+fn stats_streams_until_its_containers_end() {
+    let e = env("observe-stream");
+    ok(&e, &["run", "-d", "--name", "s", "box:1", "sleep", "3"]);
+    // Not a terminal: one table per second, no screen clearing; it ends with the container.
+    let o = strata(&e, &["stats", "s"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = out(&o);
+    let tables = text
+        .lines()
+        .filter(|l| l.starts_with("CONTAINER ID"))
+        .count();
+    assert!((2..=5).contains(&tables), "{text}");
+    assert!(!text.contains('\x1b'), "{text}");
+    ok(&e, &["rm", "s"]);
+    no_leftovers(&e);
+}
