@@ -3,9 +3,11 @@
 //!
 //! Folders show the architecture: `sys/` holds every raw syscall wrapper (the only code with unchecked blocks); `overlay/` is
 //! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
-//! command implementations behind `cli.rs`; `bench/` is the benchmark harness; `image/` the image store.
+//! command implementations behind `cli/`; `bench/` is the benchmark harness; `image/` the
+//! image store; `container/` the containers; `build/` builds images from Containerfiles.
 
 pub mod bench;
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod container;

@@ -61,6 +61,7 @@ fn main() {
             registry,
         } => strata::cmd::registry::login(server, username, password, password_stdin, &registry),
         Command::Logout { server } => strata::cmd::registry::logout(server),
+        Command::Build(a) => strata::cmd::build::run(root, a),
         Command::Run(a) => container::run(root, *a),
         Command::Create(a) => container::create(root, *a),
         Command::Start {

@@ -6,7 +6,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 mod run;
 
-pub use run::{RunArgs, SystemCmd};
+pub use run::{BuildArgs, RunArgs, SystemCmd};
 
 /// strata: layered images and containers on a userspace union filesystem.
 #[derive(Debug, Parser)]
@@ -97,6 +97,8 @@ pub enum Command {
         /// Registry host[:port] (default docker.io).
         server: Option<String>,
     },
+    /// Build an image from a Containerfile (or Dockerfile) in CONTEXT.
+    Build(BuildArgs),
     /// Run a command in a new container.
     Run(Box<RunArgs>),
     /// Create a container without starting it (the same flags as run); prints its id.

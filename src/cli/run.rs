@@ -155,3 +155,31 @@ pub enum SystemCmd {
         volumes: bool,
     },
 }
+
+/// `strata build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name the image NAME[:TAG] (repeatable).
+    #[arg(short = 't', long = "tag", action = ArgAction::Append)]
+    pub tag: Vec<String>,
+    /// The Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// A build argument KEY=VALUE (or KEY to pass the host's value).
+    #[arg(long, action = ArgAction::Append, value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
+    /// Build every step again, taking nothing from the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Stop at this stage (FROM ... AS NAME).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// RUN's network: none (default) or host.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub network: String,
+    /// Pull FROM images: missing (default), never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "never"])]
+    pub pull: String,
+    /// The build context (a directory).
+    pub context: PathBuf,
+}

@@ -97,6 +97,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         stop_timeout: a.stop_timeout,
         log_opts: crate::container::logs::LogOpts::parse(&a.log_opt)?,
         anonymous: Vec::new(),
+        build_step: false,
         attach: a
             .attach
             .iter()
@@ -284,7 +285,11 @@ pub fn cp(root: Option<PathBuf>, src: &str, dest: &str) -> CmdResult {
 }
 
 /// `run --pull`: `always`, or `missing` (the default) when the store has no such image.
-fn pull_for_run(store: &Store, image: &str, policy: &str) -> Result<(), crate::image::ImageError> {
+pub(crate) fn pull_for_run(
+    store: &Store,
+    image: &str,
+    policy: &str,
+) -> Result<(), crate::image::ImageError> {
     let missing = match store.resolve(image) {
         Ok(_) => false,
         Err(crate::image::ImageError::NotFound(_)) => true,

@@ -5,6 +5,7 @@
 //! quietly, as with other CLI tools; any other output error is one line, never a panic.
 
 pub mod bench;
+pub mod build;
 pub mod container;
 pub mod image;
 pub mod lifecycle;

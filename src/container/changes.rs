@@ -184,6 +184,19 @@ fn walk_diff(upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>
 /// `strata commit`: a new image `reference` made of the container's image and one more
 /// layer holding its changes.
 pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported> {
+    let (_tmp, tar_path) = layer_of(store, c)?;
+    Ok(crate::image::commit::add_layer(
+        store,
+        &c.state.image_id,
+        &tar_path,
+        reference,
+        &format!("strata commit {}", c.state.name),
+    )?)
+}
+
+/// The layer tar of the container's changes, in a staging dir of the store (removed when
+/// the returned guard drops).
+pub fn layer_of(store: &Store, c: &Container) -> Result<(crate::image::store::Staging, PathBuf)> {
     let lowers = c.image_layers(store)?;
     let tmp = store.staging()?;
     let view = tmp.path().join("view");
@@ -208,13 +221,7 @@ pub fn commit(store: &Store, c: &Container, reference: &str) -> Result<Imported>
         .and_then(|f| layer_tar(&c.upper(), &view, root_ids, std::io::BufWriter::new(f)));
     let _ = crate::fuse::server::unmount(&view, false);
     made?;
-    Ok(crate::image::commit::add_layer(
-        store,
-        &c.state.image_id,
-        &tar_path,
-        reference,
-        &format!("strata commit {}", c.state.name),
-    )?)
+    Ok((tmp, tar_path))
 }
 
 /// Writes the OCI layer tar of the changes in `upper`; `merged` is a view of the

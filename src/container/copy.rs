@@ -42,6 +42,22 @@ impl Drop for View {
     }
 }
 
+impl Root {
+    /// Where a view made for the copy is mounted (`None` for a running container's root).
+    pub fn mount_path(&self) -> Option<&Path> {
+        self._view.as_ref().map(|v| v.path.as_path())
+    }
+
+    /// Reads the file at `path` inside the root (resolved in it), if it is there.
+    pub fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let fd = crate::sys::file::open_in_root(self.fd.as_fd(), Path::new(path), libc::O_RDONLY)
+            .ok()?;
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v).ok()?;
+        Some(v)
+    }
+}
+
 /// Opens the root filesystem of `c`: its running init's, or its layer stack mounted.
 pub fn open_root(store: &Store, c: &Container) -> Result<Root> {
     if let Ok(pid) = c.running_pid() {

@@ -179,6 +179,14 @@ fn dir_in(root: &Root, dest: &str, names: &[OsString]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Makes the directory `path` inside the root and the missing ones above it (0755).
+pub fn make_dirs(root: &Root, path: &str) -> Result<()> {
+    let names = clean(Path::new(path))
+        .ok_or_else(|| ContainerError::BadSpec(format!("{path}: a path may not name ..")))?;
+    dir_in(root, "/", &names).map_err(io_ctx(format!("making {path} in the container")))?;
+    Ok(())
+}
+
 /// `cp - CONTAINER:DEST`: unpacks the tar read from `input` into the directory `DEST`.
 pub fn copy_in_tar(root: &Root, input: impl io::Read, dest: &str) -> Result<()> {
     let what = || format!("unpacking a tar into {dest} in the container");

@@ -27,9 +27,10 @@ use crate::sys::process::pid_alive;
 type Result<T> = std::result::Result<T, ContainerError>;
 
 /// The network a container gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// A network namespace of its own with only `lo`.
+    #[default]
     None,
     /// The host's.
     Host,
@@ -68,7 +69,7 @@ impl FromStr for Network {
 
 /// What `run` (or `create`) asks for; kept with the container (`request.json`) so
 /// `start` and `restart` start it the same way.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     /// The image as given.
     pub image: String,
@@ -118,6 +119,10 @@ pub struct Request {
     /// `--sig-proxy`: pass the signals `run` gets on to the container.
     #[serde(default = "yes")]
     pub sig_proxy: bool,
+    /// A build step's container: the image's VOLUMEs get no volumes (docker build mounts
+    /// none either).
+    #[serde(default)]
+    pub build_step: bool,
     /// The anonymous volumes named at create (removed by `rm -v` and `run --rm`).
     #[serde(default)]
     pub anonymous: Vec<String>,
@@ -291,6 +296,10 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
         .and_then(|v| v.as_object())
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
+    let image_volumes = match request.build_step {
+        true => Vec::new(),
+        false => image_volumes,
+    };
     request.anonymous =
         super::volume::name_anonymous(&mut request.overrides.volumes, &image_volumes)?;
     let id = ContainerId::random().map_err(io_ctx("random container id"))?;

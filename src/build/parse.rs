@@ -1,0 +1,334 @@
+//! The Containerfile grammar: comments, the `escape` directive, line continuations,
+//! instructions with `--flag=value` options and their exec (JSON) or shell forms, and
+//! docker's variable substitution (`$V`, `${V}`, `${V:-word}`, `${V:+word}`).
+
+use super::error::BuildError;
+
+/// An instruction's arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Args {
+    /// `["a", "b"]`.
+    Exec(Vec<String>),
+    /// Everything after the keyword and flags, as written.
+    Shell(String),
+}
+
+/// One instruction of a Containerfile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instruction {
+    /// Line where it starts (1-based).
+    pub line: usize,
+    /// The keyword, upper case.
+    pub keyword: String,
+    /// `--name=value` options before the arguments.
+    pub flags: Vec<(String, String)>,
+    /// The arguments.
+    pub args: Args,
+}
+
+impl Instruction {
+    /// The instruction as docker prints it in its steps and history.
+    pub fn text(&self) -> String {
+        let flags: String = self
+            .flags
+            .iter()
+            .map(|(k, v)| format!("--{k}={v} "))
+            .collect();
+        match &self.args {
+            Args::Exec(v) => format!(
+                "{} {flags}{}",
+                self.keyword,
+                serde_json::to_string(v).unwrap_or_default()
+            ),
+            Args::Shell(s) => format!("{} {flags}{s}", self.keyword),
+        }
+    }
+
+    /// The value of flag `name`, if given.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const KEYWORDS: &[&str] = &[
+    "FROM",
+    "RUN",
+    "COPY",
+    "ADD",
+    "ENV",
+    "ARG",
+    "WORKDIR",
+    "USER",
+    "LABEL",
+    "EXPOSE",
+    "ENTRYPOINT",
+    "CMD",
+    "SHELL",
+    "VOLUME",
+    "STOPSIGNAL",
+    "MAINTAINER",
+    "HEALTHCHECK",
+    "ONBUILD",
+];
+
+/// Parses a Containerfile (`name` is used in errors).
+pub fn parse(name: &str, text: &str) -> Result<Vec<Instruction>, BuildError> {
+    let mut escape = '\\';
+    let mut lines = text.lines().enumerate().peekable();
+    // Parser directives: `# key=value` lines before anything else.
+    while let Some((_, l)) = lines.peek() {
+        let t = l.trim();
+        let Some(d) = t.strip_prefix('#') else { break };
+        match d.trim().split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("escape") => {
+                escape = match v.trim() {
+                    "`" => '`',
+                    "\\" => '\\',
+                    other => {
+                        return Err(BuildError::parse(
+                            name,
+                            1,
+                            format!("escape {other}: \\ or `"),
+                        ))
+                    }
+                };
+                lines.next();
+            }
+            Some((k, _)) if k.trim().chars().all(|c| c.is_ascii_alphanumeric()) => {
+                lines.next();
+            }
+            _ => break,
+        }
+    }
+    let mut out = Vec::new();
+    while let Some((i, l)) = lines.next() {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let start = i + 1;
+        let mut joined = String::new();
+        let mut cur = l.to_string();
+        loop {
+            let trimmed = cur.trim_end();
+            match trimmed.strip_suffix(escape) {
+                Some(head) => {
+                    joined.push_str(head);
+                    // The next line that isn't a comment continues this one.
+                    let mut next = None;
+                    for (_, n) in lines.by_ref() {
+                        if !n.trim_start().starts_with('#') {
+                            next = Some(n.to_string());
+                            break;
+                        }
+                    }
+                    match next {
+                        Some(n) => cur = n,
+                        None => break,
+                    }
+                }
+                None => {
+                    joined.push_str(trimmed);
+                    break;
+                }
+            }
+        }
+        out.push(instruction(name, start, joined.trim())?);
+    }
+    Ok(out)
+}
+
+fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildError> {
+    let (kw, mut rest) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
+    let keyword = kw.to_ascii_uppercase();
+    if !KEYWORDS.contains(&keyword.as_str()) {
+        return Err(BuildError::parse(
+            name,
+            line,
+            format!("unknown instruction {kw}"),
+        ));
+    }
+    rest = rest.trim_start();
+    let mut flags = Vec::new();
+    if matches!(keyword.as_str(), "FROM" | "COPY" | "ADD" | "RUN") {
+        while let Some(f) = rest.strip_prefix("--") {
+            let (flag, after) = f.split_once(char::is_whitespace).unwrap_or((f, ""));
+            let (k, v) = flag.split_once('=').unwrap_or((flag, "true"));
+            flags.push((k.to_string(), v.to_string()));
+            rest = after.trim_start();
+        }
+    }
+    let args = match rest.starts_with('[') {
+        true => match serde_json::from_str::<Vec<String>>(rest) {
+            Ok(v) => Args::Exec(v),
+            Err(_) => Args::Shell(rest.to_string()),
+        },
+        false => Args::Shell(rest.to_string()),
+    };
+    Ok(Instruction {
+        line,
+        keyword,
+        flags,
+        args,
+    })
+}
+
+/// Substitutes `$V`, `${V}`, `${V:-word}` and `${V:+word}` from `lookup`; `\$` is a
+/// literal `$`. An unknown variable is empty.
+pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'{') {
+            let Some(end) = chars[i + 2..].iter().position(|c| *c == '}') else {
+                out.extend(&chars[i..]);
+                break;
+            };
+            let body: String = chars[i + 2..i + 2 + end].iter().collect();
+            let value = match body.split_once(":-") {
+                Some((n, word)) => lookup(n)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| expand(word, lookup)),
+                None => match body.split_once(":+") {
+                    Some((n, word)) => match lookup(n).filter(|v| !v.is_empty()) {
+                        Some(_) => expand(word, lookup),
+                        None => String::new(),
+                    },
+                    None => lookup(&body).unwrap_or_default(),
+                },
+            };
+            out.push_str(&value);
+            i += end + 3;
+            continue;
+        }
+        let len = chars[i + 1..].iter().take_while(|c| name_char(**c)).count();
+        if len == 0 {
+            out.push('$');
+            i += 1;
+            continue;
+        }
+        let n: String = chars[i + 1..i + 1 + len].iter().collect();
+        out.push_str(&lookup(&n).unwrap_or_default());
+        i += len + 1;
+    }
+    out
+}
+
+/// Splits `K=V K2="v 2" K3=v\ 3` into pairs (quotes and backslashes removed); a lone word
+/// is a key with no value.
+pub fn key_values(s: &str) -> Vec<(String, Option<String>)> {
+    words(s)
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w, None),
+        })
+        .collect()
+}
+
+/// Splits on unquoted whitespace, removing quotes and backslash escapes.
+pub fn words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (q, '\\') if q != Some('\'') => {
+                if let Some(n) = it.next() {
+                    cur.push(n);
+                    any = true;
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_continuations_and_forms() {
+        let text = "# syntax=whatever\n# a comment\nFROM box:1 AS base\n\nRUN echo a \\\n  # inside\n  && echo b\nCOPY --chown=1:2 --from=base a b /dst/\nCMD [\"sh\", \"-c\", \"x\"]\nentrypoint [broken\n";
+        let v = parse("Containerfile", text).unwrap();
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[0].args, Args::Shell("box:1 AS base".into()));
+        assert_eq!(v[1].line, 5);
+        assert_eq!(v[1].args, Args::Shell("echo a   && echo b".into()));
+        assert_eq!(v[2].flag("chown"), Some("1:2"));
+        assert_eq!(v[2].flag("from"), Some("base"));
+        assert_eq!(v[2].args, Args::Shell("a b /dst/".into()));
+        assert_eq!(
+            v[3].args,
+            Args::Exec(vec!["sh".into(), "-c".into(), "x".into()])
+        );
+        assert_eq!(v[4].keyword, "ENTRYPOINT");
+        assert_eq!(v[4].args, Args::Shell("[broken".into()));
+        assert_eq!(v[3].text(), "CMD [\"sh\",\"-c\",\"x\"]");
+        let e = parse("Containerfile", "FROM a\nFROBNICATE x\n").unwrap_err();
+        assert!(e.to_string().contains("Containerfile:2"), "{e}");
+        let v = parse("f", "# escape=`\nRUN a `\n b\n").unwrap();
+        assert_eq!(v[0].args, Args::Shell("a  b".into()));
+    }
+
+    #[test]
+    fn substitution_and_words() {
+        let vars = |n: &str| match n {
+            "A" => Some("x".to_string()),
+            "E" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(
+            expand("$A/${A}/${B:-d}/${A:+set}/${B:+no}/\\$A", &vars),
+            "x/x/d/set//$A"
+        );
+        assert_eq!(expand("${E:-empty} $ $1x", &vars), "empty $ x");
+        assert_eq!(
+            key_values(r#"K=V K2="v 2" K3=v\ 3 lone"#),
+            vec![
+                ("K".into(), Some("V".into())),
+                ("K2".into(), Some("v 2".into())),
+                ("K3".into(), Some("v 3".into())),
+                ("lone".into(), None),
+            ]
+        );
+        assert_eq!(words("a 'b c' \"d\\\"e\""), ["a", "b c", "d\"e"]);
+    }
+}
