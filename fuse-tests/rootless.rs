@@ -39,6 +39,25 @@ fn container_verbs(w: &Who) {
         "/var/www/index",
     ]);
     assert_eq!(seeded.trim(), "33:33 640");
+    // A build: COPY and RUN as this caller (a user's through the user's store and user
+    // namespace).
+    let ctx = w.home.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM box:1\nCOPY --chown=33:33 f /var/www/f\nRUN stat -c %u /var/www/f > /var/www/owner\nCMD [\"cat\", \"/var/www/owner\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("f"), "x\n").unwrap();
+    if let Some((uid, gid)) = w.user {
+        for p in [ctx.clone(), ctx.join("Containerfile"), ctx.join("f")] {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let log = w.ok(&["build", "-t", "built:1", ctx.to_str().unwrap()]);
+    assert!(log.contains("Successfully tagged built:1"), "{log}");
+    assert_eq!(w.ok(&["run", "--rm", "built:1"]), "33\n");
+    w.ok(&["rmi", "built:1"]);
     // What the container made there with other ids goes with the volume (a user removes
     // it from a user namespace of the same maps), by rm and by run --rm.
     w.ok(&["run", "--rm", "-v", "web:/var/www", "box:1", "sh", "-c",

@@ -7,6 +7,7 @@
 //! information, never failures.
 
 pub mod bigtree;
+pub mod build;
 pub mod pull;
 pub mod report;
 pub mod start;

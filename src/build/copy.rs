@@ -10,6 +10,7 @@ use super::context::{Context, Give, Packer};
 use super::parse::Instruction;
 use super::step::{copy_words, head};
 use super::{BuildError, Image, Run, Stage};
+use crate::container::copy_tar::{copy_in_tar_as, Owners};
 use crate::container::lifecycle;
 
 type Result<T> = std::result::Result<T, BuildError>;
@@ -159,15 +160,30 @@ pub(super) fn copy_step(
     let c = created.container.clone();
     let made = (|| -> Result<Image> {
         {
-            let view = crate::container::copy::view(run.store, &c, true)?;
+            // A user's store: seen raw (the user's own files), owners in override xattrs.
+            let (view, owners) = match run.store.root_user {
+                true => (
+                    crate::container::copy::view(run.store, &c, true)?,
+                    Owners::Chown,
+                ),
+                false => (
+                    crate::container::copy::raw_view(run.store, &c, true)?,
+                    Owners::Override,
+                ),
+            };
             if numeric.is_none() {
                 let ids = owner(i.flag("chown"), view.mount_path()).map_err(fail)?;
                 pack(&run.ctx, &sources, &tar_path, Give { owner: ids, mode })?;
             }
             let f = std::fs::File::open(&tar_path).map_err(BuildError::io(tar_path.display()))?;
-            crate::container::copy_tar::copy_in_tar(&view, std::io::BufReader::new(f), "/")?;
+            crate::container::copy_tar::copy_in_tar_as(
+                &view,
+                std::io::BufReader::new(f),
+                "/",
+                owners,
+            )?;
             for s in sources.iter().filter(|s| s.archive) {
-                unpack_archive(&view, &s.host, &dest_abs.display().to_string())?;
+                unpack_archive(&view, &s.host, &dest_abs.display().to_string(), owners)?;
             }
         }
         let (_t, layer) = crate::container::changes::layer_of(run.store, &c)?;
@@ -219,19 +235,22 @@ fn copy_from_image(run: &mut Run<'_>, img: &Image, paths: &[String], out: &Path)
 }
 
 /// ADD of a local archive: its entries unpacked into `dest`.
-fn unpack_archive(view: &crate::container::copy::Root, archive: &Path, dest: &str) -> Result<()> {
+fn unpack_archive(
+    view: &crate::container::copy::Root,
+    archive: &Path,
+    dest: &str,
+    owners: Owners,
+) -> Result<()> {
     crate::container::copy_tar::make_dirs(view, dest)?;
     let f = std::fs::File::open(archive).map_err(BuildError::io(archive.display()))?;
     let r = std::io::BufReader::new(f);
     match archive_kind(&head(archive)) {
-        Some("gzip") => {
-            crate::container::copy_tar::copy_in_tar(view, flate2::read::GzDecoder::new(r), dest)?
-        }
+        Some("gzip") => copy_in_tar_as(view, flate2::read::GzDecoder::new(r), dest, owners)?,
         Some("zstd") => {
             let z = zstd::Decoder::new(r).map_err(BuildError::io(archive.display()))?;
-            crate::container::copy_tar::copy_in_tar(view, z, dest)?
+            copy_in_tar_as(view, z, dest, owners)?
         }
-        _ => crate::container::copy_tar::copy_in_tar(view, r, dest)?,
+        _ => copy_in_tar_as(view, r, dest, owners)?,
     }
     Ok(())
 }

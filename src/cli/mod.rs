@@ -429,6 +429,9 @@ pub struct BenchArgs {
     /// Measure pull throughput from a local docker-registry against skopeo copy instead.
     #[arg(long)]
     pub pull: bool,
+    /// Measure `strata build` (cold and cached) against `podman build` instead.
+    #[arg(long)]
+    pub build: bool,
     /// Walk, stat and write a tree of N directories in three lower layers instead (strata
     /// with its open-file limit pinned at 1024); report times, errors, server RSS and fds.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(300..=10_000_000))]

@@ -76,12 +76,13 @@ pub fn view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
     view_with(store, c, writable, true)
 }
 
-/// A read-only view of a user's store with the files shown as they are on disk (the
-/// user's own, so readable whatever mode the image gives them, which a view with the
+/// A view of a user's store with the files shown as they are on disk (the user's own, so
+/// readable and writable whatever mode the image gives them, which a view with the
 /// image's owners can't be: the kernel would check the modes against those); the owners
-/// are in each file's override xattr ([`copy_out`] reads them). As [`view`] for root.
-pub fn raw_view(store: &Store, c: &Container) -> Result<Root> {
-    view_with(store, c, false, false)
+/// are in each file's override xattr ([`copy_out`] reads them, `copy_tar` can write them).
+/// As [`view`] for root.
+pub fn raw_view(store: &Store, c: &Container, writable: bool) -> Result<Root> {
+    view_with(store, c, writable, false)
 }
 
 fn view_with(store: &Store, c: &Container, writable: bool, owners_shown: bool) -> Result<Root> {

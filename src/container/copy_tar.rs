@@ -189,6 +189,21 @@ pub fn make_dirs(root: &Root, path: &str) -> Result<()> {
 
 /// `cp - CONTAINER:DEST`: unpacks the tar read from `input` into the directory `DEST`.
 pub fn copy_in_tar(root: &Root, input: impl io::Read, dest: &str) -> Result<()> {
+    copy_in_tar_as(root, input, dest, Owners::Chown)
+}
+
+/// How unpacked entries get the owners the tar gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owners {
+    /// chown, where this process may.
+    Chown,
+    /// In containers-storage's override xattr (a user's store seen raw: the user can't
+    /// chown to other ids, and the store keeps owners that way).
+    Override,
+}
+
+/// [`copy_in_tar`], with the owners set as `owners` says.
+pub fn copy_in_tar_as(root: &Root, input: impl io::Read, dest: &str, owners: Owners) -> Result<()> {
     let what = || format!("unpacking a tar into {dest} in the container");
     let flags = libc::O_PATH | libc::O_DIRECTORY;
     crate::sys::file::open_in_root(root.fd.as_fd(), Path::new(dest), flags).map_err(|e| match e
@@ -211,7 +226,7 @@ pub fn copy_in_tar(root: &Root, input: impl io::Read, dest: &str) -> Result<()> 
         };
         let at = || format!("{} ({})", what(), path.display());
         let dir = dir_in(root, dest, parents).map_err(io_ctx(at()))?;
-        unpack_entry(root, dest, &mut entry, dir.as_fd(), name).map_err(io_ctx(at()))?;
+        unpack_entry(root, dest, &mut entry, dir.as_fd(), name, owners).map_err(io_ctx(at()))?;
     }
     Ok(())
 }
@@ -223,6 +238,7 @@ fn unpack_entry(
     entry: &mut tar::Entry<impl io::Read>,
     dir: BorrowedFd<'_>,
     name: &OsStr,
+    owners: Owners,
 ) -> io::Result<()> {
     let h = entry.header();
     let t = h.entry_type();
@@ -291,6 +307,16 @@ fn unpack_entry(
         }
         // Headers that carry metadata only (pax, GNU long names) are read by the crate.
         _ => return Ok(()),
+    }
+    if owners == Owners::Override {
+        // Symlinks take no user xattrs: theirs stay the user's, root in the container.
+        if t == tar::EntryType::Symlink {
+            return Ok(());
+        }
+        let id = |v: u32| if v == u32::MAX { 0 } else { v };
+        let value = format!("{}:{}:{:o}", id(uid), id(gid), mode);
+        let xname = OsStr::new("user.containers.override_stat");
+        return crate::sys::xattr::setxattr(dir, name, xname, value.as_bytes(), 0);
     }
     // Owners as the tar has them, where this process may set them.
     match fs::lchownat(dir, name, uid, gid) {

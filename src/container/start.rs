@@ -122,7 +122,7 @@ pub(super) fn start(
     let named = super::volume::resolve(store, &req.overrides.volumes)?;
     let mut owners = Vec::new();
     if !named.fresh.is_empty() {
-        let view = super::copy::raw_view(store, &c)?;
+        let view = super::copy::raw_view(store, &c, false)?;
         owners = super::volume::seed(&view, &named.fresh)?;
         // In a user's store, what has no override is the user's own: root in the image.
         if !store.root_user {
