@@ -312,6 +312,18 @@ fn a_failing_step_leaves_nothing_and_gives_its_code() {
     );
     let o = build(&e, &[ctx.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("outside the build context"));
+    let ctx = context(
+        &e,
+        &[
+            ("Containerfile", b"FROM box:1\nADD http://127.0.0.1:9/x /\n"),
+            ("a", b""),
+            ("b", b""),
+            ("c", b""),
+            ("d", b""),
+        ],
+    );
+    let o = build(&e, &[ctx.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ADD of a URL is not supported"));
     let o = build(
         &e,
         &[

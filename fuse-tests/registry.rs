@@ -241,6 +241,26 @@ fn push_rm_pull_run_and_cross_repository_mount() {
         "{}",
         text(&o)
     );
+    // build pulls a FROM image the store lacks (and not with --pull never).
+    let ctx = e.t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let c = reg.name("c/box:3");
+    e.ok(&["tag", &a, &c]);
+    e.ok(&["push", &c]);
+    e.forget(&c);
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!("FROM {c}\nRUN cat /data/hello > /copied\n"),
+    )
+    .unwrap();
+    let o = e.strata(&["build", "--pull", "never", ctx.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let log = e.ok(&["build", "-t", "from-registry:1", ctx.to_str().unwrap()]);
+    assert!(log.contains("Successfully tagged from-registry:1"), "{log}");
+    assert_eq!(
+        e.ok(&["run", "--rm", "from-registry:1", "cat", "/copied"]),
+        "hello from the registry\n"
+    );
     // A tag the registry lacks: an error naming it, exit 1, nothing added.
     let before = e.ok(&["images", "-q"]);
     let missing = reg.name("a/box:nope");
