@@ -75,7 +75,7 @@ fn main() {
             quiet,
             filter,
             format,
-        } => container::ps(root, all, quiet, &filter, format.as_deref()),
+        } => strata::cmd::ps::ps(root, all, quiet, &filter, format.as_deref()),
         Command::Export {
             container: c,
             output,

@@ -11,6 +11,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod mount;
 pub mod observe;
+pub mod ps;
 pub mod registry;
 pub mod system;
 
