@@ -319,7 +319,7 @@ mod tests {
             expand("$A/${A}/${B:-d}/${A:+set}/${B:+no}/\\$A", &vars),
             "x/x/d/set//$A"
         );
-        assert_eq!(expand("${E:-empty} $ $1x", &vars), "empty $ x");
+        assert_eq!(expand("${E:-empty} $ $1x", &vars), "empty $ ");
         assert_eq!(
             key_values(r#"K=V K2="v 2" K3=v\ 3 lone"#),
             vec![
