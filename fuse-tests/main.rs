@@ -16,6 +16,7 @@ mod images;
 mod lifecycle;
 mod logging;
 mod metacopy;
+mod network;
 mod observe;
 mod ops;
 mod options;

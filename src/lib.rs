@@ -14,5 +14,6 @@ pub mod container;
 pub mod fuse;
 pub mod host;
 pub mod image;
+pub mod network;
 pub mod overlay;
 pub mod sys;

@@ -29,6 +29,7 @@ fn main() {
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
         Command::Info => lifecycle::info(root),
+        Command::Port { container: c } => strata::cmd::observe::port(root, &c),
         Command::Pause { containers } => strata::cmd::observe::pause(root, &containers),
         Command::Unpause { containers } => strata::cmd::observe::unpause(root, &containers),
         Command::Top {

@@ -265,6 +265,11 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// List a container's published ports.
+    Port {
+        /// Name or id.
+        container: String,
+    },
     /// Show a running container's processes (the host's ps, default -ef).
     Top {
         /// Name or id.

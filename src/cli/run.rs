@@ -99,12 +99,12 @@ pub struct RunArgs {
     /// may set.
     #[arg(long, action = ArgAction::Append)]
     pub ulimit: Vec<String>,
-    /// Network: none (only lo), host, or pasta (user-mode networking; the default for a
-    /// user when pasta is installed, else none).
+    /// Network: none (only lo), host, bridge (root: the strata0 bridge with NAT), or pasta
+    /// (user-mode networking; the default for a user when pasta is installed, else none).
     #[arg(long)]
     pub network: Option<String>,
     /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
-    /// (with --network pasta).
+    /// (with --network bridge or pasta).
     #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
     pub publish: Vec<String>,
     /// User namespace: host (root's default) or auto (a namespace of its own with ids

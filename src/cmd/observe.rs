@@ -165,6 +165,26 @@ pub fn stats(root: Option<PathBuf>, no_stream: bool, all: bool, names: &[String]
     }
 }
 
+/// `strata port C`: its published ports, `CPORT/PROTO -> HOSTIP:HPORT`.
+pub fn port(root: Option<PathBuf>, name: &str) -> CmdResult {
+    let store = open_store(root)?;
+    let ctx = || format!("ports of {name}");
+    let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
+    let req = crate::container::lifecycle::request_of(&c).map_err(container_ctx(ctx()))?;
+    let mut o = std::io::stdout().lock();
+    for p in &req.publish {
+        let proto = match p.proto {
+            crate::container::usernet::Proto::Tcp => "tcp",
+            crate::container::usernet::Proto::Udp => "udp",
+        };
+        let ip = p
+            .host_ip
+            .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string());
+        writeln!(o, "{}/{proto} -> {ip}:{}", p.container_port, p.host_port)?;
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,16 +82,19 @@ pub fn prepare(
     init: &Path,
     hostname: &str,
     network: Network,
+    own_ip: Option<std::net::Ipv4Addr>,
     extra: &[HostEntry],
     volumes: &[String],
 ) -> Result<Vec<Volume>> {
     let host_hosts = std::fs::read_to_string("/etc/hosts").ok();
-    let mut files: Vec<(&str, String)> = vec![
-        ("hosts", hosts_text(network, host_hosts.as_deref(), extra)),
-        ("hostname", format!("{hostname}\n")),
-    ];
-    if network == Network::Host {
-        if let Ok(r) = std::fs::read_to_string("/etc/resolv.conf") {
+    let mut hosts = hosts_text(network, host_hosts.as_deref(), extra);
+    if let Some(ip) = own_ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    let mut files: Vec<(&str, String)> =
+        vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
+    if matches!(network, Network::Host | Network::Bridge) {
+        if let Some(r) = resolv_conf(network) {
             files.push(("resolv.conf", r));
         }
     }
@@ -120,6 +123,20 @@ pub fn prepare(
         });
     }
     Ok(binds)
+}
+
+/// The host's resolvers for the container: its /etc/resolv.conf, unless (on a bridge) that
+/// names a stub on the host's loopback, which the container can't reach; then systemd's
+/// list of the real ones, if there is one.
+fn resolv_conf(network: Network) -> Option<String> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    let stub = host
+        .lines()
+        .any(|l| l.trim_start().starts_with("nameserver 127."));
+    match (network, stub) {
+        (Network::Bridge, true) => std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok(),
+        _ => Some(host),
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub fn json(store: &Store, c: &Container) -> Value {
             },
         },
         "Mounts": mounts,
+        "NetworkSettings": {
+            "IPAddress": s.ip.clone().unwrap_or_default(),
+        },
         "GraphDriver": {
             "Name": "strata",
             "Data": {

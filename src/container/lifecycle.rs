@@ -36,6 +36,8 @@ pub enum Network {
     Host,
     /// A network namespace of its own connected through pasta (user-mode networking).
     Pasta,
+    /// A network namespace of its own on the `strata0` bridge, with NAT (root).
+    Bridge,
 }
 
 impl Network {
@@ -56,12 +58,13 @@ impl FromStr for Network {
         match s {
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
+            "bridge" => Ok(Network::Bridge),
             "pasta" if super::usernet::pasta_installed() => Ok(Network::Pasta),
             "pasta" => Err(ContainerError::BadSpec(
                 "--network pasta: pasta is not installed (Debian package passt)".into(),
             )),
             other => Err(ContainerError::BadSpec(format!(
-                "--network {other}: expected none, host or pasta"
+                "--network {other}: expected none, host, bridge or pasta"
             ))),
         }
     }
@@ -210,6 +213,14 @@ fn request_file(c: &Container) -> PathBuf {
     c.dir.join("request.json")
 }
 
+/// The request container `c` was made with.
+pub fn request_of(c: &Container) -> Result<Request> {
+    let p = request_file(c);
+    let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
+    serde_json::from_slice(&data)
+        .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))
+}
+
 /// A recorded container, ready to be started again (`start`, `restart`).
 pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
     if c.running_pid().is_ok() {
@@ -224,10 +235,7 @@ pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
             c.state.name
         )));
     }
-    let p = request_file(&c);
-    let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
-    let request: Request = serde_json::from_slice(&data)
-        .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))?;
+    let request = request_of(&c)?;
     let image = store.resolve(&c.state.image_id)?;
     let lowers = store.lowerdirs(&image.config)?;
     let userns = userns::choose(request.userns, host)?;
@@ -280,9 +288,16 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
 
 /// Resolves the image and records a new container (status `created`) under a free name.
 pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Created> {
-    if !request.publish.is_empty() && request.network != Network::Pasta {
+    if !request.publish.is_empty() && !matches!(request.network, Network::Pasta | Network::Bridge) {
         return Err(ContainerError::BadSpec(
-            "-p publishes ports through user-mode networking: it needs --network pasta".into(),
+            "-p publishes ports through a network of the container's own: it needs --network \
+             bridge or pasta"
+                .into(),
+        ));
+    }
+    if request.network == Network::Bridge && !host.root {
+        return Err(ContainerError::BadSpec(
+            "--network bridge needs root (a user's containers use --network pasta)".into(),
         ));
     }
     let userns = userns::choose(request.userns, host)?;
@@ -330,6 +345,7 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             restarting: false,
             stopped_by_hand: false,
             monitor: None,
+            ip: None,
             env: Vec::new(),
             uid: 0,
             gid: 0,
@@ -561,7 +577,8 @@ mod tests {
         assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
         assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
         assert!(parse_signal("NOPE").is_err());
-        assert!("bridge".parse::<Network>().is_err());
+        assert!("bridges".parse::<Network>().is_err());
+        assert_eq!("bridge".parse::<Network>().unwrap(), Network::Bridge);
         assert_eq!("host".parse::<Network>().unwrap(), Network::Host);
     }
 }

@@ -98,11 +98,17 @@ pub(super) fn start(
     for d in ["proc", "dev", "sys"] {
         std::fs::create_dir_all(init.join(d)).map_err(io_ctx(init.display()))?;
     }
+    // A bridge network's address is leased now: /etc/hosts names it.
+    let mut lease = match req.network {
+        Network::Bridge => Some(crate::network::Lease::take(store, c.state.id.as_str())?),
+        _ => None,
+    };
     let etc_binds = super::etc::prepare(
         &c.dir,
         &init,
         &c.state.hostname,
         req.network,
+        lease.as_ref().map(|l| l.ip),
         &req.add_hosts,
         &req.overrides.volumes,
     )?;
@@ -181,6 +187,7 @@ pub(super) fn start(
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
     let mut net = None;
+    let mut wired = None;
     let launched = {
         let dir = c.dir.clone();
         let mut ready = |pid: i32| -> Result<()> {
@@ -204,6 +211,9 @@ pub(super) fn start(
             }
             if req.network == Network::Pasta {
                 net = Some(super::usernet::start(pid, &req.publish, &dir)?);
+            }
+            if let Some(l) = lease.take() {
+                wired = Some(l.attach(pid, &req.publish)?);
             }
             Ok(())
         };
@@ -234,9 +244,11 @@ pub(super) fn start(
         }
         None => None,
     };
+    let ip = wired.as_ref().map(|w| w.ip().to_string());
     c.update(|s| {
         s.status = Status::Running;
         s.pid = Some(running.pid);
+        s.ip = ip;
         s.env = spec.env.clone();
         s.uid = spec.uid;
         s.gid = spec.gid;
@@ -246,6 +258,7 @@ pub(super) fn start(
     forward_signals(running.pid, req.sig_proxy);
     let code = running.wait();
     drop(net);
+    drop(wired);
     if let Some(r) = relay {
         r.finish();
     }
@@ -267,6 +280,7 @@ pub(super) fn start(
         s.exit_code = Some(code);
         s.oom_killed = oom;
         s.paused = false;
+        s.ip = None;
     });
     Ok(code)
 }

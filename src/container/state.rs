@@ -64,6 +64,9 @@ pub struct State {
     /// The pid of the monitor that supervises it under a restart policy.
     #[serde(default)]
     pub monitor: Option<i32>,
+    /// Its address on a bridge network, while it runs.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// Environment of the container's process (for `exec`).
     #[serde(default)]
     pub env: Vec<String>,
@@ -435,6 +438,9 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
         return Ok(());
     };
     super::cgroup::Cgroup::existing(c.state.id.as_str()).remove();
+    if store.root.join("networks").is_dir() {
+        crate::network::forget(store, c.state.id.as_str());
+    }
     let root = c.rootfs();
     let mounted = || crate::sys::mount::is_mountpoint(&root);
     for _ in 0..100 {

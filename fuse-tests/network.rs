@@ -1,0 +1,338 @@
+//! Bridge networking (`--network bridge`): the container's eth0, address and default
+//! route; published ports reached from 127.0.0.1 and from a network namespace the test
+//! makes (standing in for another host); container to container and container to host
+//! through the gateway; everything removed with the container, and what a killed launcher
+//! left collected by the next start; 50 containers on one bridge. Traffic goes only to
+//! loopback and to addresses strata or the test made.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::archives::E;
+use crate::containers::{env_with, inspect, no_leftovers, ok, strata, Env};
+
+fn net_env(name: &str) -> Env {
+    env_with(
+        name,
+        &[
+            E::Sym("bin/ip", "busybox"),
+            E::Sym("bin/nc", "busybox"),
+            E::Sym("bin/ping", "busybox"),
+        ],
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Reads what a server sends on connect, retrying while it comes up (bounded: 10 s).
+fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = connect().filter(|s| !s.is_empty()) {
+            return s;
+        }
+        assert!(Instant::now() < end, "no answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tcp(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A network namespace with a veth to the host: host side 10.199.N.1/30, inside .2.
+struct Peer {
+    ns: String,
+    host_if: String,
+    host_ip: String,
+}
+
+impl Peer {
+    fn new(n: u8) -> Peer {
+        let ns = format!("strata-test-{}-{n}", std::process::id());
+        let host_if = format!("vt{}{n}", std::process::id() % 100_000);
+        let (a, b) = (format!("10.199.{n}.1"), format!("10.199.{n}.2"));
+        sh(&format!(
+            "ip netns add {ns} && ip link add {host_if} type veth peer name {host_if}p && \
+             ip link set {host_if}p netns {ns} && ip addr add {a}/30 dev {host_if} && \
+             ip link set {host_if} up && ip -n {ns} addr add {b}/30 dev {host_if}p && \
+             ip -n {ns} link set {host_if}p up && ip -n {ns} link set lo up && \
+             ip -n {ns} route add default via {a}"
+        ));
+        Peer {
+            ns,
+            host_if,
+            host_ip: a,
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn no_network_leftovers(e: &Env, ids: &[String]) {
+    let links = sh("ip -br link");
+    for id in ids {
+        let veth = format!("vs{}", &id[..10]);
+        assert!(!links.contains(&veth), "{veth} is left: {links}");
+        let rules = sh("iptables -w -t nat -S; iptables -w -S");
+        assert!(
+            !rules.contains(&format!("strata:{}", &id[..12])),
+            "rules left: {rules}"
+        );
+    }
+    let leases = e.store.join("networks/bridge/leases");
+    let left: Vec<_> = std::fs::read_dir(&leases)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "leases left: {left:?}");
+}
+
+#[test]
+fn bridge_addresses_published_ports_and_cleanup() {
+    let e = net_env("net-bridge");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let web = ok(&e, &["run", "-d", "--name", "web", "--network", "bridge", "-p", &publish,
+        "-p", &format!("{}:81", port + 1), "box:1", "sh", "-c",
+        "(while true; do echo other | nc -l -p 81; done) & while true; do echo hello | nc -l -p 80; done"]);
+    let web = web.trim().to_string();
+    let ip = inspect(&e, "web")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let net: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(e.store.join("networks/bridge/network.json")).unwrap(),
+    )
+    .unwrap();
+    let gateway = net["gateway"].as_str().unwrap().to_string();
+    let prefix = ip.rsplit_once('.').unwrap().0;
+    assert!(
+        gateway.starts_with(&prefix[..prefix.rfind('.').unwrap()]),
+        "{ip} {gateway}"
+    );
+    // Inside: eth0 with that address, the default route through the gateway, /etc/hosts.
+    let inside = ok(
+        &e,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "ip -4 addr show eth0; ip route; cat /etc/hosts",
+        ],
+    );
+    assert!(inside.contains(&format!("inet {ip}/")), "{inside}");
+    assert!(
+        inside.contains(&format!("default via {gateway} dev eth0")),
+        "{inside}"
+    );
+    assert!(inside.contains(&format!("{ip}\t")), "{inside}");
+    assert_eq!(
+        ok(&e, &["port", "web"]),
+        format!(
+            "80/tcp -> 127.0.0.1:{port}\n81/tcp -> 0.0.0.0:{}\n",
+            port + 1
+        )
+    );
+    // From the host at 127.0.0.1.
+    assert_eq!(fetch(&|| tcp(&format!("127.0.0.1:{port}"))), "hello\n");
+    // From another "host": a namespace of the test's, at the host address the test made.
+    let peer = Peer::new(7);
+    let remote = fetch(&|| {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &peer.ns,
+                "busybox",
+                "nc",
+                "-w",
+                "2",
+                &peer.host_ip,
+            ])
+            .arg((port + 1).to_string())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    assert_eq!(remote, "other\n");
+    // The 127.0.0.1-only port is not published on other addresses.
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &peer.ns,
+            "busybox",
+            "nc",
+            "-w",
+            "1",
+            &peer.host_ip,
+            &port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    drop(peer);
+    // Container to container by address, and container to the host through the gateway.
+    assert_eq!(
+        ok(
+            &e,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "bridge",
+                "box:1",
+                "nc",
+                "-w",
+                "2",
+                &ip,
+                "80"
+            ]
+        ),
+        "hello\n"
+    );
+    let l = TcpListener::bind(format!("{gateway}:0")).unwrap();
+    let host_port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"from the host\n").unwrap();
+    });
+    let got = ok(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "bridge",
+            "box:1",
+            "nc",
+            "-w",
+            "2",
+            &gateway,
+            &host_port.to_string(),
+        ],
+    );
+    t.join().unwrap();
+    assert_eq!(got, "from the host\n");
+    // Removal takes the veth, the rules and the lease.
+    ok(&e, &["rm", "-f", "web"]);
+    no_network_leftovers(&e, std::slice::from_ref(&web));
+    // A launcher killed with its container leaves a lease: the next start collects it.
+    let k = ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "k",
+            "--network",
+            "bridge",
+            "-p",
+            &format!("{}:80", port + 2),
+            "box:1",
+            "sleep",
+            "1000",
+        ],
+    );
+    let k = k.trim().to_string();
+    let v = inspect(&e, "k");
+    let (monitor, pid) = (
+        v["State"]["MonitorPid"].as_i64().unwrap_or(0),
+        v["State"]["Pid"].as_i64().unwrap(),
+    );
+    let launcher = sh(&format!("ps -o ppid= -p {pid} || true"));
+    let _ = monitor;
+    for p in [launcher.trim().to_string(), pid.to_string()] {
+        if !p.is_empty() && p != "0" {
+            let _ = Command::new("kill").args(["-9", &p]).status();
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while inspect(&e, "k")["State"]["Status"] != "exited" {
+        assert!(Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&e, &["run", "--rm", "--network", "bridge", "box:1", "true"]);
+    no_network_leftovers(&e, &[k]);
+    ok(&e, &["rm", "-f", "k"]);
+    // Only root has bridges; -p needs a network of the container's own.
+    let o = strata(&e, &["run", "--rm", "-p", "1:1", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    no_leftovers(&e);
+}
+
+#[test]
+fn fifty_containers_on_one_bridge() {
+    let e = net_env("net-fifty");
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let id = ok(
+            &e,
+            &[
+                "run",
+                "-d",
+                "--name",
+                &format!("c{i}"),
+                "--network",
+                "bridge",
+                "box:1",
+                "sleep",
+                "1000",
+            ],
+        );
+        ids.push(id.trim().to_string());
+    }
+    let mut ips: Vec<String> = (0..50)
+        .map(|i| {
+            inspect(&e, &format!("c{i}"))["NetworkSettings"]["IPAddress"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50, "addresses shared: {ips:?}");
+    // The last one reaches the first.
+    let first = inspect(&e, "c0")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&e, &["exec", "c49", "ping", "-c", "1", "-W", "2", &first]);
+    let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    ok(&e, &args);
+    no_network_leftovers(&e, &ids);
+    no_leftovers(&e);
+}

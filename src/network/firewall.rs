@@ -1,0 +1,189 @@
+//! Netfilter rules for bridge networks, in chains of strata's own hooked into the
+//! built-in ones (iptables; this host has no nft): outbound NAT and forwarding for the
+//! subnet, and per container the DNAT of its published ports (for traffic from other hosts,
+//! from the host's own addresses and, through route_localnet, from 127.0.0.1). Every
+//! per-container rule carries the comment `strata:<id>`, so it goes with the container and
+//! a crashed container's rules are found and removed.
+
+use std::process::Command;
+
+use super::ipam::Network;
+use crate::container::error::ContainerError;
+use crate::container::usernet::{Proto, Publish};
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+const NAT_POST: &str = "STRATA-POSTROUTING";
+const NAT_DNAT: &str = "STRATA-DNAT";
+const FORWARD: &str = "STRATA-FORWARD";
+
+fn iptables(args: &[&str]) -> Result<std::process::Output> {
+    Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .map_err(|e| ContainerError::Setup(format!("iptables (bridge networking needs it): {e}")))
+}
+
+fn run(args: &[&str]) -> Result<()> {
+    let o = iptables(args)?;
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(ContainerError::Setup(format!(
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+    }
+}
+
+/// Adds rule `spec` to `chain` of `table` unless it is there.
+fn ensure(table: &str, chain: &str, spec: &[&str], first: bool) -> Result<()> {
+    let mut check = vec!["-t", table, "-C", chain];
+    check.extend_from_slice(spec);
+    if iptables(&check)?.status.success() {
+        return Ok(());
+    }
+    let mut add = vec!["-t", table, if first { "-I" } else { "-A" }, chain];
+    add.extend_from_slice(spec);
+    run(&add)
+}
+
+fn chain(table: &str, name: &str) -> Result<()> {
+    // Exists already, or made now.
+    if iptables(&["-t", table, "-S", name])?.status.success() {
+        return Ok(());
+    }
+    run(&["-t", table, "-N", name])
+}
+
+fn sysctl(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| ContainerError::Setup(format!("{path}: {e}")))
+}
+
+/// The rules every container of `n` needs: NAT of its subnet going out, forwarding to and
+/// from its bridge, IP forwarding on, and the bridge accepting DNAT from 127.0.0.1.
+pub fn ensure_network(n: &Network) -> Result<()> {
+    chain("nat", NAT_POST)?;
+    chain("nat", NAT_DNAT)?;
+    chain("filter", FORWARD)?;
+    ensure("nat", "POSTROUTING", &["-j", NAT_POST], true)?;
+    for hook in ["PREROUTING", "OUTPUT"] {
+        ensure(
+            "nat",
+            hook,
+            &["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_DNAT],
+            true,
+        )?;
+    }
+    ensure("filter", "FORWARD", &["-j", FORWARD], true)?;
+    let cidr = n.cidr();
+    let br = n.bridge.as_str();
+    ensure(
+        "nat",
+        NAT_POST,
+        &["-s", &cidr, "!", "-o", br, "-j", "MASQUERADE"],
+        false,
+    )?;
+    // Published ports reached at 127.0.0.1: the reply must come back to the host.
+    ensure(
+        "nat",
+        NAT_POST,
+        &["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"],
+        false,
+    )?;
+    ensure("filter", FORWARD, &["-i", br, "-j", "ACCEPT"], false)?;
+    ensure(
+        "filter",
+        FORWARD,
+        &[
+            "-o",
+            br,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+        false,
+    )?;
+    sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    sysctl(&format!("/proc/sys/net/ipv4/conf/{br}/route_localnet"), "1")
+}
+
+fn tag(id: &str) -> String {
+    format!("strata:{}", &id[..id.len().min(12)])
+}
+
+fn proto(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
+}
+
+/// DNATs the published ports of container `id` (at `ip` on `n`).
+pub fn publish(n: &Network, id: &str, ip: std::net::Ipv4Addr, ports: &[Publish]) -> Result<()> {
+    let t = tag(id);
+    for p in ports {
+        let (hp, cp) = (p.host_port.to_string(), p.container_port.to_string());
+        let to = format!("{ip}:{cp}");
+        let dst = p.host_ip.map(|a| a.to_string());
+        let mut spec = vec!["-p", proto(p.proto)];
+        if let Some(d) = &dst {
+            spec.extend(["-d", d.as_str()]);
+        }
+        spec.extend([
+            "--dport",
+            &hp,
+            "-m",
+            "comment",
+            "--comment",
+            &t,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]);
+        ensure("nat", NAT_DNAT, &spec, false)?;
+        let dest = format!("{ip}/32");
+        let fwd = [
+            "-o",
+            n.bridge.as_str(),
+            "-d",
+            &dest,
+            "-p",
+            proto(p.proto),
+            "--dport",
+            &cp,
+            "-m",
+            "comment",
+            "--comment",
+            &t,
+            "-j",
+            "ACCEPT",
+        ];
+        ensure("filter", FORWARD, &fwd, false)?;
+    }
+    Ok(())
+}
+
+/// Removes every rule of container `id`.
+pub fn unpublish(id: &str) {
+    let t = tag(id);
+    for (table, ch) in [("nat", NAT_DNAT), ("filter", FORWARD)] {
+        let Ok(o) = iptables(&["-t", table, "-S", ch]) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if !line.contains(&t) || !line.starts_with("-A ") {
+                continue;
+            }
+            let words = crate::build::parse::words(&line[3..]);
+            let mut args: Vec<&str> = vec!["-t", table, "-D"];
+            args.extend(words.iter().map(String::as_str));
+            let _ = iptables(&args);
+        }
+    }
+}

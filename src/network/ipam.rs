@@ -1,0 +1,244 @@
+//! The bridge network's record and its address leases, kept in the store:
+//! `networks/<name>/network.json` (bridge, subnet, gateway) and `networks/<name>/leases/<ip>`
+//! (the container id holding it), changed only under `networks/<name>/lock`. A lease whose
+//! container no longer runs (its launcher killed with the host, say) is free again.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::error::{io_ctx, ContainerError};
+use crate::image::Store;
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// A bridge network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Its name (`bridge` for the default).
+    pub name: String,
+    /// The Linux bridge.
+    pub bridge: String,
+    /// Its subnet's first address.
+    pub subnet: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The bridge's own address, the containers' default route.
+    pub gateway: Ipv4Addr,
+}
+
+impl Network {
+    /// `A.B.C.D/N`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.subnet, self.prefix)
+    }
+
+    fn mask(&self) -> u32 {
+        mask(self.prefix)
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p => u32::MAX << (32 - u32::from(p.min(32))),
+    }
+}
+
+/// The IPv4 routes of the host (destination, prefix, device) from /proc/net/route.
+fn host_routes(text: &str) -> Vec<(u32, u8, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let m = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
+            Some((dest, m.count_ones() as u8, f[0].to_string()))
+        })
+        .collect()
+}
+
+/// The first of the usual private /16s that no route of the host (but the default route
+/// and `own` bridge's) overlaps.
+pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
+    let routes = host_routes(routes_text);
+    let candidates = [
+        Ipv4Addr::new(10, 88, 0, 0),
+        Ipv4Addr::new(10, 89, 0, 0),
+        Ipv4Addr::new(172, 29, 0, 0),
+        Ipv4Addr::new(172, 30, 0, 0),
+        Ipv4Addr::new(192, 168, 250, 0),
+    ];
+    candidates.into_iter().find_map(|c| {
+        let p = if c.octets()[0] == 192 { 24 } else { 16 };
+        let net = u32::from(c);
+        let clash = routes.iter().any(|(dest, rp, dev)| {
+            if *rp == 0 || dev == own {
+                return false;
+            }
+            let m = mask((*rp).min(p));
+            dest & m == net & m
+        });
+        (!clash).then_some((c, p))
+    })
+}
+
+fn dir(store: &Store, name: &str) -> PathBuf {
+    store.root.join("networks").join(name)
+}
+
+/// The network `name`, made on first use for the default `bridge` (bridge `strata0`, the
+/// first free private subnet).
+pub fn network(store: &Store, name: &str) -> Result<Network> {
+    let d = dir(store, name);
+    let file = d.join("network.json");
+    if let Ok(data) = std::fs::read(&file) {
+        return serde_json::from_slice(&data)
+            .map_err(|e| ContainerError::Setup(format!("{}: {e}", file.display())));
+    }
+    if name != "bridge" {
+        return Err(ContainerError::NotFound(format!("network {name}")));
+    }
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let (subnet, prefix) = free_subnet(&routes, "strata0").ok_or_else(|| {
+        ContainerError::Setup("every private subnet strata tries is in the host's routes".into())
+    })?;
+    let o = subnet.octets();
+    let n = Network {
+        name: name.into(),
+        bridge: "strata0".into(),
+        subnet,
+        prefix,
+        gateway: Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1),
+    };
+    std::fs::create_dir_all(d.join("leases")).map_err(io_ctx(d.display()))?;
+    let data = serde_json::to_vec_pretty(&n).unwrap_or_default();
+    crate::sys::file::write_atomic(&file, &data).map_err(io_ctx(file.display()))?;
+    Ok(n)
+}
+
+/// Holds a network's lock.
+struct Locked {
+    _file: std::fs::File,
+}
+
+fn lock(store: &Store, n: &Network) -> Result<Locked> {
+    let d = dir(store, &n.name);
+    std::fs::create_dir_all(d.join("leases")).map_err(io_ctx(d.display()))?;
+    let p = d.join("lock");
+    let f = std::fs::File::create(&p).map_err(io_ctx(p.display()))?;
+    crate::sys::fs::flock(std::os::fd::AsFd::as_fd(&f), libc::LOCK_EX)
+        .map_err(io_ctx(p.display()))?;
+    Ok(Locked { _file: f })
+}
+
+fn lease_path(store: &Store, n: &Network, ip: Ipv4Addr) -> PathBuf {
+    dir(store, &n.name).join("leases").join(ip.to_string())
+}
+
+/// True if container `id` holds its lease rightly: it exists and runs (or starts).
+fn holder_alive(store: &Store, id: &str) -> bool {
+    match crate::container::state::find(store, id) {
+        Ok(c) => c.running_pid().is_ok() || c.state.status == crate::container::Status::Created,
+        Err(_) => false,
+    }
+}
+
+/// Leases an address of `n` to container `id`: the lowest free one (a stale lease, whose
+/// container no longer runs, counts as free).
+pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
+    let _l = lock(store, n)?;
+    let first = u32::from(n.subnet) + 2;
+    let last = (u32::from(n.subnet) | !n.mask()).saturating_sub(1);
+    for a in first..=last {
+        let ip = Ipv4Addr::from(a);
+        let p = lease_path(store, n, ip);
+        if let Ok(holder) = std::fs::read_to_string(&p) {
+            if holder.trim() == id || holder_alive(store, holder.trim()) {
+                continue;
+            }
+        }
+        crate::sys::file::write_atomic(&p, id.as_bytes()).map_err(io_ctx(p.display()))?;
+        return Ok(ip);
+    }
+    Err(ContainerError::Setup(format!(
+        "network {}: no free address in {}",
+        n.name,
+        n.cidr()
+    )))
+}
+
+/// Gives back `ip` if container `id` holds it.
+pub fn release(store: &Store, n: &Network, ip: Ipv4Addr, id: &str) {
+    if let Ok(_l) = lock(store, n) {
+        let p = lease_path(store, n, ip);
+        if std::fs::read_to_string(&p).is_ok_and(|h| h.trim() == id) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// The leases whose containers no longer run: (address, container id).
+pub fn stale(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+    let d = dir(store, &n.name).join("leases");
+    let Ok(rd) = std::fs::read_dir(&d) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let ip: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
+            let id = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
+            (!holder_alive(store, &id)).then_some((ip, id))
+        })
+        .collect()
+}
+
+/// The leases now held: (address, container id).
+pub fn leases(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+    let d = dir(store, &n.name).join("leases");
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    std::fs::read_dir(&d)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_str()?.parse().ok()?,
+                        read(&e.path())?.trim().to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_that_no_host_route_overlaps() {
+        let routes =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+vpn0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        // 10.88.0.0/16 is the VPN's: the next one is taken.
+        assert_eq!(
+            free_subnet(routes, "strata0"),
+            Some((Ipv4Addr::new(10, 89, 0, 0), 16))
+        );
+        // Our own bridge's route doesn't count.
+        let own = routes.replace("vpn0", "strata0");
+        assert_eq!(
+            free_subnet(&own, "strata0"),
+            Some((Ipv4Addr::new(10, 88, 0, 0), 16))
+        );
+        // A wide route covering 10/8 rules out both 10.x candidates.
+        let wide = "h\neth1\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
+        assert_eq!(
+            free_subnet(wide, "strata0"),
+            Some((Ipv4Addr::new(172, 29, 0, 0), 16))
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Bridge networking for root's containers (`--network bridge`): the `strata0` bridge,
+//! a veth pair per container with its end in the container as `eth0`, an address leased
+//! from the store ([`ipam`]), a default route through the bridge, outbound NAT and published
+//! ports ([`firewall`]). A [`Lease`] is taken before the container starts (its /etc/hosts
+//! names the address); [`Attachment`] wires it once the container's network namespace
+//! exists and undoes everything when dropped. What a killed launcher left (leases, veths,
+//! rules) is collected before the next container attaches.
+
+pub mod firewall;
+pub mod ipam;
+pub mod netlink;
+
+use std::net::Ipv4Addr;
+
+use crate::container::error::ContainerError;
+use crate::container::usernet::Publish;
+use crate::image::Store;
+use ipam::Network;
+use netlink::Netlink;
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+fn nl_err(what: String) -> impl FnOnce(std::io::Error) -> ContainerError {
+    move |e| ContainerError::Setup(format!("{what}: {e}"))
+}
+
+/// The host end of container `id`'s veth pair, and its other end before it is renamed.
+fn veth_names(id: &str) -> (String, String) {
+    let short = &id[..id.len().min(10)];
+    (format!("vs{short}"), format!("vp{short}"))
+}
+
+/// An address of a network held for a container; given back when dropped.
+pub struct Lease<'a> {
+    store: &'a Store,
+    /// The network.
+    pub network: Network,
+    /// The address.
+    pub ip: Ipv4Addr,
+    id: String,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        ipam::release(self.store, &self.network, self.ip, &self.id);
+    }
+}
+
+impl<'a> Lease<'a> {
+    /// Leases an address of the default bridge network to container `id`, after
+    /// collecting what crashed containers left.
+    pub fn take(store: &'a Store, id: &str) -> Result<Lease<'a>> {
+        let network = ipam::network(store, "bridge")?;
+        collect(store, &network);
+        let ip = ipam::lease(store, &network, id)?;
+        Ok(Lease {
+            store,
+            network,
+            ip,
+            id: id.to_string(),
+        })
+    }
+
+    /// Wires the container whose init is `pid` to the network and publishes `ports`.
+    pub fn attach(self, pid: i32, ports: &[Publish]) -> Result<Attachment<'a>> {
+        let att = Attachment { lease: self };
+        let l = &att.lease;
+        let (host, peer) = veth_names(&l.id);
+        {
+            let nl = Netlink::new().map_err(nl_err("netlink".into()))?;
+            let br = nl
+                .bridge(&l.network.bridge)
+                .map_err(nl_err(format!("bridge {}", l.network.bridge)))?;
+            nl.address(&l.network.bridge, l.network.gateway, l.network.prefix)
+                .map_err(nl_err(format!("address of {}", l.network.bridge)))?;
+            nl.delete(&host).map_err(nl_err(format!("stale {host}")))?;
+            nl.veth_into(&host, &peer, br, pid)
+                .map_err(nl_err(format!("veth {host}")))?;
+        }
+        firewall::ensure_network(&l.network)?;
+        let (ip, prefix, gw) = (l.ip, l.network.prefix, l.network.gateway);
+        inside(pid, move || {
+            let nl = Netlink::new()?;
+            nl.configure(&peer, "eth0", ip, prefix)?;
+            nl.default_route(gw)
+        })?;
+        firewall::publish(&l.network, &l.id, l.ip, ports)?;
+        Ok(att)
+    }
+}
+
+/// A container wired to a bridge network; unwired when dropped (its lease given back).
+pub struct Attachment<'a> {
+    lease: Lease<'a>,
+}
+
+impl Attachment<'_> {
+    /// The container's address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.lease.ip
+    }
+}
+
+impl Drop for Attachment<'_> {
+    fn drop(&mut self) {
+        unwire(&self.lease.id);
+    }
+}
+
+/// Removes container `id`'s veth pair and rules (its lease goes separately).
+fn unwire(id: &str) {
+    let (host, _) = veth_names(id);
+    if let Ok(nl) = Netlink::new() {
+        let _ = nl.delete(&host);
+    }
+    firewall::unpublish(id);
+}
+
+/// Collects the leases, veths and rules of containers that no longer run.
+pub fn collect(store: &Store, n: &Network) {
+    for (ip, id) in ipam::stale(store, n) {
+        unwire(&id);
+        ipam::release(store, n, ip, &id);
+    }
+}
+
+/// Unwires container `id` now and gives back its leases (`rm`: its launcher may still be
+/// on its way to doing it, and the container's traces must be gone when `rm` returns).
+pub fn forget(store: &Store, id: &str) {
+    let Ok(n) = ipam::network(store, "bridge") else {
+        return;
+    };
+    let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
+        .into_iter()
+        .filter(|(_, holder)| holder == id)
+        .map(|(ip, _)| ip)
+        .collect();
+    if held.is_empty() {
+        return;
+    }
+    unwire(id);
+    for ip in held {
+        ipam::release(store, &n, ip, id);
+    }
+}
+
+/// Runs `f` in a child process in the network namespace of process `pid`.
+fn inside(pid: i32, f: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+    use crate::sys::process::{exit_now, fork_single_threaded, Forked};
+    let ns = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&ns).map_err(nl_err(ns))?;
+    match fork_single_threaded().map_err(nl_err("fork".into()))? {
+        Forked::Child => {
+            let r = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+                .and_then(|_| f());
+            if let Err(e) = &r {
+                eprintln!("strata: error: configuring the container's eth0: {e}");
+            }
+            exit_now(i32::from(r.is_err()))
+        }
+        Forked::Parent(child) => {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                other => Err(ContainerError::Setup(format!(
+                    "configuring the container's eth0: {other:?}"
+                ))),
+            }
+        }
+    }
+}
