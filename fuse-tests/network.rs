@@ -336,3 +336,100 @@ fn fifty_containers_on_one_bridge() {
     no_network_leftovers(&e, &ids);
     no_leftovers(&e);
 }
+
+#[test]
+fn user_networks_resolve_names_and_are_isolated() {
+    let e = net_env("net-user");
+    assert_eq!(ok(&e, &["network", "create", "app"]), "app\n");
+    ok(
+        &e,
+        &["network", "create", "--subnet", "10.123.7.0/24", "other"],
+    );
+    let o = strata(
+        &e,
+        &["network", "create", "--subnet", "10.123.7.128/25", "clash"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps another network"));
+    let ls = ok(&e, &["network", "ls", "-q"]);
+    assert_eq!(ls, "app\nbridge\nother\n");
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "app",
+            "--network-alias",
+            "database",
+            "box:1",
+            "sh",
+            "-c",
+            "while true; do echo db-here | nc -l -p 3306; done",
+        ],
+    );
+    // By name and by alias, from a container of the same network.
+    let got = ok(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "app",
+            "box:1",
+            "sh",
+            "-c",
+            "for n in db database; do i=0; until nc -w 1 $n 3306; do i=$((i+1)); \
+         [ $i -gt 50 ] && exit 1; usleep 100000; done; done",
+        ],
+    );
+    assert_eq!(got, "db-here\ndb-here\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&e, &["network", "inspect", "app"])).unwrap();
+    let members = v[0]["Containers"].as_object().unwrap();
+    assert_eq!(members.len(), 1);
+    assert!(v[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .ends_with("/24"));
+    // Another network's containers reach neither the name nor the address.
+    let ip = inspect(&e, "db")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10."), "{ip}");
+    let other = ok(&e, &["run", "--rm", "--network", "other", "box:1", "sh", "-c",
+        &format!("ip -4 addr show eth0 | grep -c 10.123.7.; nc -w 2 {ip} 3306 || echo blocked; grep -c db /etc/hosts || true")]);
+    assert_eq!(other, "1\nblocked\n0\n", "isolation broken: {other}");
+    // The default bridge resolves no names.
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "bridge",
+            "--network-alias",
+            "x",
+            "box:1",
+            "true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    // rm refuses a network in use; after the container, it goes with its bridge and rules.
+    let o = strata(&e, &["network", "rm", "app"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("used by db"));
+    ok(&e, &["rm", "-f", "db"]);
+    ok(&e, &["network", "rm", "app", "other"]);
+    assert_eq!(ok(&e, &["network", "ls", "-q"]), "bridge\n");
+    let links = sh("ip -br link");
+    assert!(!links.contains("strata-"), "a bridge is left: {links}");
+    assert!(!sh("iptables -w -S").contains("strata-"), "rules are left");
+    let o = strata(&e, &["network", "rm", "bridge"]);
+    assert!(!o.status.success());
+    let o = strata(&e, &["run", "--rm", "--network", "nosuch", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuch"));
+    no_leftovers(&e);
+}

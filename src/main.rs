@@ -25,6 +25,7 @@ fn main() {
         Command::Bench(a) => Ok(strata::cmd::bench::run(a)),
         Command::Image(c) => image::run(root, c),
         Command::Volume(c) => container::volume(root, c),
+        Command::Network(c) => strata::cmd::network::run(root, c),
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),

@@ -6,7 +6,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 mod run;
 
-pub use run::{BuildArgs, RunArgs, SystemCmd};
+pub use run::{BuildArgs, NetworkCmd, RunArgs, SystemCmd};
 
 /// strata: layered images and containers on a userspace union filesystem.
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage named volumes (used with -v NAME:/path).
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Manage bridge networks (used with --network NAME; root).
+    #[command(subcommand)]
+    Network(NetworkCmd),
     /// List images, newest first.
     Images {
         /// Only image ids.

@@ -99,10 +99,14 @@ pub struct RunArgs {
     /// may set.
     #[arg(long, action = ArgAction::Append)]
     pub ulimit: Vec<String>,
-    /// Network: none (only lo), host, bridge (root: the strata0 bridge with NAT), or pasta
-    /// (user-mode networking; the default for a user when pasta is installed, else none).
+    /// Network: none (only lo), host, bridge (root: the strata0 bridge with NAT), NAME (a
+    /// network made with `network create`), or pasta (user-mode networking; the default
+    /// for a user when pasta is installed, else none).
     #[arg(long)]
     pub network: Option<String>,
+    /// Another name of the container on its user-defined network (repeatable).
+    #[arg(long, action = ArgAction::Append, value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
     /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     /// (with --network bridge or pasta).
     #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
@@ -182,4 +186,35 @@ pub struct BuildArgs {
     pub pull: String,
     /// The build context (a directory).
     pub context: PathBuf,
+}
+
+/// `strata network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Make a bridge network whose containers find each other by name.
+    Create {
+        /// Its subnet (A.B.C.D/N; default: a free private /24).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Name.
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove networks (refused while a container uses one).
+    Rm {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show networks as JSON, with their containers.
+    Inspect {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }

@@ -53,12 +53,19 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             crate::container::volume::MountArg::Tmpfs(t) => tmpfs.push(t),
         }
     }
-    let network = match a.network.as_deref() {
-        Some(n) => n.parse()?,
-        None => lifecycle::Network::default_for(host),
+    // --network NAME other than the built-in ones: a user-defined bridge network.
+    let (network, network_name) = match a.network.as_deref() {
+        Some(n @ ("none" | "host" | "bridge" | "pasta")) => (n.parse()?, None),
+        Some(n) if crate::container::state::valid_name(n) => {
+            (lifecycle::Network::Bridge, Some(n.to_string()))
+        }
+        Some(n) => (n.parse()?, None),
+        None => (lifecycle::Network::default_for(host), None),
     };
     Ok(Request {
         network,
+        network_name,
+        network_aliases: a.network_alias.clone(),
         publish: a
             .publish
             .iter()

@@ -10,6 +10,7 @@ pub mod container;
 pub mod image;
 pub mod lifecycle;
 pub mod mount;
+pub mod network;
 pub mod observe;
 pub mod ps;
 pub mod registry;

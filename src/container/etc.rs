@@ -112,6 +112,12 @@ pub fn prepare(
         let source: PathBuf = dir.join(name);
         crate::sys::file::write_atomic(&source, text.as_bytes())
             .map_err(io_ctx(source.display()))?;
+        // What a user-defined network adds to /etc/hosts goes after this.
+        if name == "hosts" {
+            let base = dir.join("hosts.base");
+            crate::sys::file::write_atomic(&base, text.as_bytes())
+                .map_err(io_ctx(base.display()))?;
+        }
         let stub = etc.join(name);
         if std::fs::symlink_metadata(&stub).is_err() {
             std::fs::File::create(&stub).map_err(io_ctx(stub.display()))?;

@@ -84,7 +84,13 @@ pub struct Request {
     pub hostname: Option<String>,
     /// `--network`.
     pub network: Network,
-    /// `-p`: ports published from the host (with `--network pasta`).
+    /// `--network NAME`: a user-defined network (with `network` Bridge).
+    #[serde(default)]
+    pub network_name: Option<String>,
+    /// `--network-alias`: more names on a user-defined network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// `-p`: ports published from the host (with `--network bridge` or `pasta`).
     pub publish: Vec<Publish>,
     /// `--userns`.
     pub userns: userns::Mode,
@@ -298,6 +304,13 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
     if request.network == Network::Bridge && !host.root {
         return Err(ContainerError::BadSpec(
             "--network bridge needs root (a user's containers use --network pasta)".into(),
+        ));
+    }
+    if let Some(n) = &request.network_name {
+        crate::network::ipam::network(store, n)?;
+    } else if !request.network_aliases.is_empty() {
+        return Err(ContainerError::BadSpec(
+            "--network-alias works on user-defined networks only (network create)".into(),
         ));
     }
     let userns = userns::choose(request.userns, host)?;

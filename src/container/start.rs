@@ -100,7 +100,14 @@ pub(super) fn start(
     }
     // A bridge network's address is leased now: /etc/hosts names it.
     let mut lease = match req.network {
-        Network::Bridge => Some(crate::network::Lease::take(store, c.state.id.as_str())?),
+        Network::Bridge => {
+            let name = req.network_name.as_deref().unwrap_or("bridge");
+            Some(crate::network::Lease::take(
+                store,
+                name,
+                c.state.id.as_str(),
+            )?)
+        }
         _ => None,
     };
     let etc_binds = super::etc::prepare(

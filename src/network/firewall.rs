@@ -16,6 +16,7 @@ type Result<T> = std::result::Result<T, ContainerError>;
 const NAT_POST: &str = "STRATA-POSTROUTING";
 const NAT_DNAT: &str = "STRATA-DNAT";
 const FORWARD: &str = "STRATA-FORWARD";
+const ISOLATION: &str = "STRATA-ISOLATION";
 
 fn iptables(args: &[&str]) -> Result<std::process::Output> {
     Command::new("iptables")
@@ -62,11 +63,28 @@ fn sysctl(path: &str, value: &str) -> Result<()> {
 }
 
 /// The rules every container of `n` needs: NAT of its subnet going out, forwarding to and
-/// from its bridge, IP forwarding on, and the bridge accepting DNAT from 127.0.0.1.
-pub fn ensure_network(n: &Network) -> Result<()> {
+/// from its bridge, no forwarding between it and the `others` networks' bridges, IP
+/// forwarding on, and the bridge accepting DNAT from 127.0.0.1.
+pub fn ensure_network(n: &Network, others: &[Network]) -> Result<()> {
     chain("nat", NAT_POST)?;
     chain("nat", NAT_DNAT)?;
     chain("filter", FORWARD)?;
+    chain("filter", ISOLATION)?;
+    ensure("filter", FORWARD, &["-j", ISOLATION], true)?;
+    for o in others.iter().filter(|o| o.bridge != n.bridge) {
+        ensure(
+            "filter",
+            ISOLATION,
+            &["-i", &n.bridge, "-o", &o.bridge, "-j", "DROP"],
+            false,
+        )?;
+        ensure(
+            "filter",
+            ISOLATION,
+            &["-i", &o.bridge, "-o", &n.bridge, "-j", "DROP"],
+            false,
+        )?;
+    }
     ensure("nat", "POSTROUTING", &["-j", NAT_POST], true)?;
     for hook in ["PREROUTING", "OUTPUT"] {
         ensure(
@@ -171,13 +189,28 @@ pub fn publish(n: &Network, id: &str, ip: std::net::Ipv4Addr, ports: &[Publish])
 
 /// Removes every rule of container `id`.
 pub fn unpublish(id: &str) {
-    let t = tag(id);
-    for (table, ch) in [("nat", NAT_DNAT), ("filter", FORWARD)] {
+    delete_matching(&[("nat", NAT_DNAT), ("filter", FORWARD)], &tag(id));
+}
+
+/// Removes the rules of network `n` (its NAT, forwarding and isolation).
+pub fn forget_network(n: &Network) {
+    let chains = [
+        ("nat", NAT_POST),
+        ("filter", FORWARD),
+        ("filter", ISOLATION),
+    ];
+    delete_matching(&chains, &format!(" {} ", n.bridge));
+    delete_matching(&chains, &format!(" {} ", n.cidr()));
+}
+
+/// Deletes the rules of `chains` whose `-S` line contains `needle`.
+fn delete_matching(chains: &[(&str, &str)], needle: &str) {
+    for (table, ch) in chains {
         let Ok(o) = iptables(&["-t", table, "-S", ch]) else {
             continue;
         };
         for line in String::from_utf8_lossy(&o.stdout).lines() {
-            if !line.contains(&t) || !line.starts_with("-A ") {
+            if !format!("{line} ").contains(needle) || !line.starts_with("-A ") {
                 continue;
             }
             let words = crate::build::parse::words(&line[3..]);

@@ -74,7 +74,7 @@ pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
         let p = if c.octets()[0] == 192 { 24 } else { 16 };
         let net = u32::from(c);
         let clash = routes.iter().any(|(dest, rp, dev)| {
-            if *rp == 0 || dev == own {
+            if *rp == 0 || dev == own || dev.starts_with("strata-") {
                 return false;
             }
             let m = mask((*rp).min(p));
@@ -86,6 +86,102 @@ pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
 
 fn dir(store: &Store, name: &str) -> PathBuf {
     store.root.join("networks").join(name)
+}
+
+/// Parses `A.B.C.D/N`.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let a: Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| (8..=30).contains(p))?;
+    Some((Ipv4Addr::from(u32::from(a) & mask(p)), p))
+}
+
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    let m = mask(a.1.min(b.1));
+    u32::from(a.0) & m == u32::from(b.0) & m
+}
+
+/// Every network of the store.
+pub fn list(store: &Store) -> Vec<Network> {
+    let mut v: Vec<Network> = std::fs::read_dir(store.root.join("networks"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read(e.path().join("network.json")).ok())
+                .filter_map(|d| serde_json::from_slice(&d).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a: &Network, b| a.name.cmp(&b.name));
+    v
+}
+
+fn save(store: &Store, n: &Network) -> Result<()> {
+    let d = dir(store, &n.name);
+    std::fs::create_dir_all(d.join("leases")).map_err(io_ctx(d.display()))?;
+    let file = d.join("network.json");
+    let data = serde_json::to_vec_pretty(n).unwrap_or_default();
+    crate::sys::file::write_atomic(&file, &data).map_err(io_ctx(file.display()))
+}
+
+/// `network create [--subnet CIDR] NAME`: a network of its own bridge, on `subnet` or the
+/// first private subnet neither the host's routes nor another network use.
+pub fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<Network> {
+    let bad = |why: String| ContainerError::BadSpec(format!("network {name}: {why}"));
+    if !crate::container::state::valid_name(name) || ["none", "host", "pasta"].contains(&name) {
+        return Err(bad("not a name a network can have".into()));
+    }
+    if dir(store, name).join("network.json").exists() || name == "bridge" {
+        return Err(bad("exists already".into()));
+    }
+    let taken: Vec<(Ipv4Addr, u8)> = list(store).iter().map(|n| (n.subnet, n.prefix)).collect();
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let (net, prefix) = match subnet {
+        Some(s) => {
+            let c = parse_cidr(s)
+                .ok_or_else(|| bad(format!("--subnet {s}: expected A.B.C.D/N, N from 8 to 30")))?;
+            if taken.iter().any(|t| overlaps(*t, c)) {
+                return Err(bad(format!("--subnet {s} overlaps another network")));
+            }
+            c
+        }
+        None => free_subnet_except(&routes, &taken)
+            .ok_or_else(|| bad("no free private subnet".into()))?,
+    };
+    let hash = crate::image::digest::Digest::of(name.as_bytes());
+    let o = net.octets();
+    let n = Network {
+        name: name.into(),
+        bridge: format!("strata-{}", &hash.hex()[..8]),
+        subnet: net,
+        prefix,
+        gateway: Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1),
+    };
+    save(store, &n)?;
+    Ok(n)
+}
+
+/// The first private /24 of 10.90.0.0/15 that neither a host route nor `taken` overlaps.
+fn free_subnet_except(routes_text: &str, taken: &[(Ipv4Addr, u8)]) -> Option<(Ipv4Addr, u8)> {
+    let routes = host_routes(routes_text);
+    (0..512u32)
+        .map(|k| {
+            (
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 90, 0, 0)) + (k << 8)),
+                24u8,
+            )
+        })
+        .find(|c| {
+            !taken.iter().any(|t| overlaps(*t, *c))
+                && !routes.iter().any(|(d, p, dev)| {
+                    *p != 0 && !dev.starts_with("strata") && overlaps((Ipv4Addr::from(*d), *p), *c)
+                })
+        })
+}
+
+/// Removes network `name`'s record (the caller made sure nothing uses it).
+pub fn remove(store: &Store, name: &str) -> Result<()> {
+    let d = dir(store, name);
+    std::fs::remove_dir_all(&d).map_err(io_ctx(d.display()))
 }
 
 /// The network `name`, made on first use for the default `bridge` (bridge `strata0`, the
@@ -101,9 +197,17 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
         return Err(ContainerError::NotFound(format!("network {name}")));
     }
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let (subnet, prefix) = free_subnet(&routes, "strata0").ok_or_else(|| {
-        ContainerError::Setup("every private subnet strata tries is in the host's routes".into())
-    })?;
+    let (subnet, prefix) = free_subnet(&routes, "strata0")
+        .filter(|c| {
+            !list(store)
+                .iter()
+                .any(|n| overlaps((n.subnet, n.prefix), *c))
+        })
+        .ok_or_else(|| {
+            ContainerError::Setup(
+                "every private subnet strata tries is in the host's routes".into(),
+            )
+        })?;
     let o = subnet.octets();
     let n = Network {
         name: name.into(),
@@ -112,9 +216,7 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
         prefix,
         gateway: Ipv4Addr::new(o[0], o[1], o[2], o[3] + 1),
     };
-    std::fs::create_dir_all(d.join("leases")).map_err(io_ctx(d.display()))?;
-    let data = serde_json::to_vec_pretty(&n).unwrap_or_default();
-    crate::sys::file::write_atomic(&file, &data).map_err(io_ctx(file.display()))?;
+    save(store, &n)?;
     Ok(n)
 }
 

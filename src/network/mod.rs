@@ -8,6 +8,7 @@
 
 pub mod firewall;
 pub mod ipam;
+pub mod names;
 pub mod netlink;
 
 use std::net::Ipv4Addr;
@@ -47,10 +48,10 @@ impl Drop for Lease<'_> {
 }
 
 impl<'a> Lease<'a> {
-    /// Leases an address of the default bridge network to container `id`, after
-    /// collecting what crashed containers left.
-    pub fn take(store: &'a Store, id: &str) -> Result<Lease<'a>> {
-        let network = ipam::network(store, "bridge")?;
+    /// Leases an address of network `name` to container `id`, after collecting what
+    /// crashed containers left.
+    pub fn take(store: &'a Store, name: &str, id: &str) -> Result<Lease<'a>> {
+        let network = ipam::network(store, name)?;
         collect(store, &network);
         let ip = ipam::lease(store, &network, id)?;
         Ok(Lease {
@@ -77,7 +78,7 @@ impl<'a> Lease<'a> {
             nl.veth_into(&host, &peer, br, pid)
                 .map_err(nl_err(format!("veth {host}")))?;
         }
-        firewall::ensure_network(&l.network)?;
+        firewall::ensure_network(&l.network, &ipam::list(l.store))?;
         let (ip, prefix, gw) = (l.ip, l.network.prefix, l.network.gateway);
         inside(pid, move || {
             let nl = Netlink::new()?;
@@ -85,6 +86,7 @@ impl<'a> Lease<'a> {
             nl.default_route(gw)
         })?;
         firewall::publish(&l.network, &l.id, l.ip, ports)?;
+        names::refresh(l.store, &l.network);
         Ok(att)
     }
 }
@@ -103,7 +105,10 @@ impl Attachment<'_> {
 
 impl Drop for Attachment<'_> {
     fn drop(&mut self) {
-        unwire(&self.lease.id);
+        let l = &self.lease;
+        unwire(&l.id);
+        ipam::release(l.store, &l.network, l.ip, &l.id);
+        names::refresh(l.store, &l.network);
     }
 }
 
@@ -127,21 +132,52 @@ pub fn collect(store: &Store, n: &Network) {
 /// Unwires container `id` now and gives back its leases (`rm`: its launcher may still be
 /// on its way to doing it, and the container's traces must be gone when `rm` returns).
 pub fn forget(store: &Store, id: &str) {
-    let Ok(n) = ipam::network(store, "bridge") else {
-        return;
-    };
-    let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
+    for n in ipam::list(store) {
+        let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
+            .into_iter()
+            .filter(|(_, holder)| holder == id)
+            .map(|(ip, _)| ip)
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        unwire(id);
+        for ip in held {
+            ipam::release(store, &n, ip, id);
+        }
+        names::refresh(store, &n);
+    }
+}
+
+/// `network rm`: removes user network `name` (refused for `bridge` and while a container
+/// record names it): its bridge, its rules, its record.
+pub fn remove(store: &Store, name: &str) -> Result<()> {
+    if name == "bridge" {
+        return Err(ContainerError::BadSpec(
+            "bridge is the default network: it stays".into(),
+        ));
+    }
+    let n = ipam::network(store, name)?;
+    let users: Vec<String> = crate::container::state::list(store)?
         .into_iter()
-        .filter(|(_, holder)| holder == id)
-        .map(|(ip, _)| ip)
+        .filter(|c| {
+            crate::container::lifecycle::request_of(c)
+                .is_ok_and(|r| r.network_name.as_deref() == Some(name))
+        })
+        .map(|c| c.state.name)
         .collect();
-    if held.is_empty() {
-        return;
+    if !users.is_empty() {
+        return Err(ContainerError::BadSpec(format!(
+            "network {name} is used by {}",
+            users.join(", ")
+        )));
     }
-    unwire(id);
-    for ip in held {
-        ipam::release(store, &n, ip, id);
+    if let Ok(nl) = Netlink::new() {
+        nl.delete(&n.bridge)
+            .map_err(nl_err(format!("bridge {}", n.bridge)))?;
     }
+    firewall::forget_network(&n);
+    ipam::remove(store, name)
 }
 
 /// Runs `f` in a child process in the network namespace of process `pid`.
