@@ -211,7 +211,10 @@ fn namespaces_isolate_pid_hostname_network() {
     assert_eq!(lines[1], "boxhost");
     let procs: u32 = lines[2].parse().unwrap();
     assert!(procs <= 4, "the container sees host processes: {text}");
-    assert_eq!(&lines[3..], ["lo"], "{text}");
+    // Root's default network is the bridge (docker's): eth0 and lo; none: lo only.
+    assert_eq!(&lines[3..], ["eth0", "lo"], "{text}");
+    let o = run(&e, &["--network", "none", "box:1", "ls", "/sys/class/net"]);
+    assert_eq!(out(&o), "lo\n");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_ne!(host.trim(), "boxhost");
     let o = run(&e, &["--network", "host", "box:1", "ls", "/sys/class/net"]);
@@ -320,9 +323,10 @@ fn writes_stay_in_the_container_layer_and_commit_makes_an_image() {
     let after: Vec<_> = layers.iter().map(|l| snapshot(l, true)).collect();
     assert_eq!(before, after, "image layers changed");
     assert!(strata(&e, &["commit", "a", "box:2"]).status.success());
-    // /etc/group stays deleted; hostname and hosts are the ones every container gets.
+    // /etc/group stays deleted; hostname, hosts (and on root's default bridge network
+    // resolv.conf) are the ones every container gets.
     let o = run(&e, &["box:2", "sh", "-c", "cat /new /root/d/f; ls /etc"]);
-    assert_eq!(out(&o), "new\nx\nhostname\nhosts\npasswd\n");
+    assert_eq!(out(&o), "new\nx\nhostname\nhosts\npasswd\nresolv.conf\n");
     let o = run(&e, &["box:1", "cat", "/etc/group"]);
     assert!(out(&o).contains("root"), "the old image is unchanged");
     assert_eq!(layer_dirs(&e, "box:2").len(), 2);
@@ -354,9 +358,10 @@ fn bad_input_is_refused_and_leaves_nothing() {
     check(&["--memory", "12x", "box:1", "true"], "--memory 12x");
     check(&["--cpus", "lots", "box:1", "true"], "--cpus lots");
     check(
-        &["--network", "bridge", "box:1", "true"],
-        "--network bridge",
+        &["--network", "no/such", "box:1", "true"],
+        "--network no/such",
     );
+    check(&["--network", "nosuch", "box:1", "true"], "network nosuch");
     check(&["box:1"], "no command");
     check(&["-u", "ghost", "box:1", "true"], "ghost");
     assert!(Path::new("/proc/self").exists());

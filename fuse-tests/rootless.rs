@@ -259,6 +259,10 @@ fn rootless_cgroup_limits_fail_clearly_where_nothing_is_delegated() {
     }
     // Without limit flags it runs.
     w.ok(&["run", "--rm", "box:1", "true"]);
+    // Bridges are root's.
+    let o = w.strata(&["run", "--rm", "--network", "bridge", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o).contains("needs root"), "{}", text(&o));
     w.no_leftovers();
 }
 

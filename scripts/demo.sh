@@ -39,17 +39,17 @@ S image import "$demo/rootfs.tar" --tag demo:1
 S images
 
 echo "== run a container: it writes a file and removes another"
-S run --name web --hostname demo demo:1 sh -c 'echo "PID $$ on $(hostname)"; echo hello > /root/hello; rm /etc/motd; ls /root /etc'
+S run --network none --name web --hostname demo demo:1 sh -c 'echo "PID $$ on $(hostname)"; echo hello > /root/hello; rm /etc/motd; ls /root /etc'
 
 echo "== strata diff web: the changes live in the container's writable layer"
 S diff web
 
 echo "== the image is unchanged: a fresh container still has /etc/motd and no /root/hello"
-S run --rm demo:1 sh -c 'cat /etc/motd; ls /root'
+S run --rm --network none demo:1 sh -c 'cat /etc/motd; ls /root'
 
 echo "== commit the container as a new image on top of the old one, and run it"
 S commit web demo:2 >/dev/null
-S run --rm demo:2 sh -c 'cat /root/hello; ls /etc'
+S run --rm --network none demo:2 sh -c 'cat /root/hello; ls /etc'
 S image history demo:2
 S rm web >/dev/null
 echo "== no container, no mount left behind:"

@@ -113,9 +113,14 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             "strata".into(),
             Box::new(move |_| {
                 let mut c = Command::new(&s);
-                c.arg("--root")
-                    .arg(&st)
-                    .args(["run", "--rm", "bench-start:1", "/bin/true"]);
+                c.arg("--root").arg(&st).args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "bench-start:1",
+                    "/bin/true",
+                ]);
                 c
             }),
         ));

@@ -41,12 +41,14 @@ pub enum Network {
 }
 
 impl Network {
-    /// Without `--network`: user-mode networking for a user when pasta can run (as
-    /// podman does), else only `lo`.
+    /// Without `--network`: the bridge for root (docker's default) where iptables is there
+    /// for its rules; user-mode networking for a user when pasta can run (as podman does);
+    /// else only `lo`.
     pub fn default_for(host: &Host) -> Network {
-        match !host.root && super::usernet::available() {
-            true => Network::Pasta,
-            false => Network::None,
+        match host.root {
+            true if crate::host::which("iptables").is_some() => Network::Bridge,
+            false if super::usernet::available() => Network::Pasta,
+            _ => Network::None,
         }
     }
 }

@@ -240,6 +240,20 @@ impl Container {
     }
 }
 
+/// True if container `id` of the store at `root` runs or is being started (read from its
+/// state file: the store may be another one than the caller's).
+pub fn alive_in(root: &Path, id: &str) -> bool {
+    let dir = root.join("containers").join(id);
+    match read_state(&dir) {
+        Ok(s) => match s.status {
+            Status::Created => true,
+            Status::Running => s.pid.is_some_and(crate::sys::process::pid_alive),
+            Status::Exited => false,
+        },
+        Err(_) => false,
+    }
+}
+
 fn read_state(dir: &Path) -> Result<State> {
     let p = dir.join("state.json");
     let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
@@ -438,9 +452,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
         return Ok(());
     };
     super::cgroup::Cgroup::existing(c.state.id.as_str()).remove();
-    if store.root.join("networks").is_dir() {
-        crate::network::forget(store, c.state.id.as_str());
-    }
+    crate::network::forget(store, c.state.id.as_str());
     let root = c.rootfs();
     let mounted = || crate::sys::mount::is_mountpoint(&root);
     for _ in 0..100 {

@@ -66,68 +66,76 @@ fn sysctl(path: &str, value: &str) -> Result<()> {
 /// from its bridge, no forwarding between it and the `others` networks' bridges, IP
 /// forwarding on, and the bridge accepting DNAT from 127.0.0.1.
 pub fn ensure_network(n: &Network, others: &[Network]) -> Result<()> {
+    let br = n.bridge.as_str();
+    let cidr = n.cidr();
+    let others: Vec<&Network> = others.iter().filter(|o| o.bridge != n.bridge).collect();
+    // Made before (its last rule, and its isolation from every other network, is there):
+    // a few checks instead of a dozen changes at each start.
+    let localnet = ["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"];
+    let present = |table: &str, chain: &str, spec: &[&str]| -> bool {
+        let mut check = vec!["-t", table, "-C", chain];
+        check.extend_from_slice(spec);
+        iptables(&check).is_ok_and(|o| o.status.success())
+    };
+    let isolated = |o: &Network| {
+        present(
+            "filter",
+            ISOLATION,
+            &["-i", br, "-o", &o.bridge, "-j", "DROP"],
+        )
+    };
+    if present("nat", NAT_POST, &localnet) && others.iter().all(|o| isolated(o)) {
+        return Ok(());
+    }
     chain("nat", NAT_POST)?;
     chain("nat", NAT_DNAT)?;
     chain("filter", FORWARD)?;
     chain("filter", ISOLATION)?;
     ensure("filter", FORWARD, &["-j", ISOLATION], true)?;
-    for o in others.iter().filter(|o| o.bridge != n.bridge) {
+    for o in &others {
+        let ob = o.bridge.as_str();
         ensure(
             "filter",
             ISOLATION,
-            &["-i", &n.bridge, "-o", &o.bridge, "-j", "DROP"],
+            &["-i", br, "-o", ob, "-j", "DROP"],
             false,
         )?;
         ensure(
             "filter",
             ISOLATION,
-            &["-i", &o.bridge, "-o", &n.bridge, "-j", "DROP"],
+            &["-i", ob, "-o", br, "-j", "DROP"],
             false,
         )?;
     }
     ensure("nat", "POSTROUTING", &["-j", NAT_POST], true)?;
     for hook in ["PREROUTING", "OUTPUT"] {
-        ensure(
-            "nat",
-            hook,
-            &["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_DNAT],
-            true,
-        )?;
+        let spec = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_DNAT];
+        ensure("nat", hook, &spec, true)?;
     }
     ensure("filter", "FORWARD", &["-j", FORWARD], true)?;
-    let cidr = n.cidr();
-    let br = n.bridge.as_str();
     ensure(
         "nat",
         NAT_POST,
         &["-s", &cidr, "!", "-o", br, "-j", "MASQUERADE"],
         false,
     )?;
-    // Published ports reached at 127.0.0.1: the reply must come back to the host.
-    ensure(
-        "nat",
-        NAT_POST,
-        &["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"],
-        false,
-    )?;
     ensure("filter", FORWARD, &["-i", br, "-j", "ACCEPT"], false)?;
-    ensure(
-        "filter",
-        FORWARD,
-        &[
-            "-o",
-            br,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "RELATED,ESTABLISHED",
-            "-j",
-            "ACCEPT",
-        ],
-        false,
-    )?;
+    let back = [
+        "-o",
+        br,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "RELATED,ESTABLISHED",
+        "-j",
+        "ACCEPT",
+    ];
+    ensure("filter", FORWARD, &back, false)?;
     sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
-    sysctl(&format!("/proc/sys/net/ipv4/conf/{br}/route_localnet"), "1")
+    sysctl(&format!("/proc/sys/net/ipv4/conf/{br}/route_localnet"), "1")?;
+    // Published ports reached at 127.0.0.1: the reply must come back to the host. Added
+    // last: its presence says the rest is there.
+    ensure("nat", NAT_POST, &localnet, false)
 }
 
 fn tag(id: &str) -> String {

@@ -74,7 +74,7 @@ pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
         let p = if c.octets()[0] == 192 { 24 } else { 16 };
         let net = u32::from(c);
         let clash = routes.iter().any(|(dest, rp, dev)| {
-            if *rp == 0 || dev == own || dev.starts_with("strata-") {
+            if *rp == 0 || dev == own {
                 return false;
             }
             let m = mask((*rp).min(p));
@@ -84,8 +84,15 @@ pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
     })
 }
 
+/// Where the default network lives: host-wide, as its bridge is (every store's containers
+/// share `strata0` and its addresses), on a tmpfs, gone with the veths at a reboot.
+const DEFAULT_DIR: &str = "/run/strata/bridge";
+
 fn dir(store: &Store, name: &str) -> PathBuf {
-    store.root.join("networks").join(name)
+    match name {
+        "bridge" => PathBuf::from(DEFAULT_DIR),
+        _ => store.root.join("networks").join(name),
+    }
 }
 
 /// Parses `A.B.C.D/N`.
@@ -101,7 +108,7 @@ fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     u32::from(a.0) & m == u32::from(b.0) & m
 }
 
-/// Every network of the store.
+/// Every network of the store, and the default one once made.
 pub fn list(store: &Store) -> Vec<Network> {
     let mut v: Vec<Network> = std::fs::read_dir(store.root.join("networks"))
         .map(|rd| {
@@ -111,6 +118,9 @@ pub fn list(store: &Store) -> Vec<Network> {
                 .collect()
         })
         .unwrap_or_default();
+    if let Ok(d) = std::fs::read(Path::new(DEFAULT_DIR).join("network.json")) {
+        v.extend(serde_json::from_slice::<Network>(&d).ok());
+    }
     v.sort_by(|a: &Network, b| a.name.cmp(&b.name));
     v
 }
@@ -147,7 +157,9 @@ pub fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<Network
         None => free_subnet_except(&routes, &taken)
             .ok_or_else(|| bad("no free private subnet".into()))?,
     };
-    let hash = crate::image::digest::Digest::of(name.as_bytes());
+    // Named by store and network: two stores' networks of one name get two bridges.
+    let key = format!("{}\0{name}", store.root.display());
+    let hash = crate::image::digest::Digest::of(key.as_bytes());
     let o = net.octets();
     let n = Network {
         name: name.into(),
@@ -172,9 +184,9 @@ fn free_subnet_except(routes_text: &str, taken: &[(Ipv4Addr, u8)]) -> Option<(Ip
         })
         .find(|c| {
             !taken.iter().any(|t| overlaps(*t, *c))
-                && !routes.iter().any(|(d, p, dev)| {
-                    *p != 0 && !dev.starts_with("strata") && overlaps((Ipv4Addr::from(*d), *p), *c)
-                })
+                && !routes
+                    .iter()
+                    .any(|(d, p, _)| *p != 0 && overlaps((Ipv4Addr::from(*d), *p), *c))
         })
 }
 
@@ -239,12 +251,21 @@ fn lease_path(store: &Store, n: &Network, ip: Ipv4Addr) -> PathBuf {
     dir(store, &n.name).join("leases").join(ip.to_string())
 }
 
-/// True if container `id` holds its lease rightly: it exists and runs (or starts).
-fn holder_alive(store: &Store, id: &str) -> bool {
-    match crate::container::state::find(store, id) {
-        Ok(c) => c.running_pid().is_ok() || c.state.status == crate::container::Status::Created,
-        Err(_) => false,
-    }
+/// A lease file's holder: the container id, then the root of its store.
+struct Holder {
+    id: String,
+    root: PathBuf,
+}
+
+fn holder(text: &str, store: &Store) -> Holder {
+    let mut l = text.lines();
+    let id = l.next().unwrap_or_default().trim().to_string();
+    let root = l.next().map_or_else(|| store.root.clone(), PathBuf::from);
+    Holder { id, root }
+}
+
+fn holder_alive(h: &Holder) -> bool {
+    crate::container::state::alive_in(&h.root, &h.id)
 }
 
 /// Leases an address of `n` to container `id`: the lowest free one (a stale lease, whose
@@ -256,12 +277,14 @@ pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
     for a in first..=last {
         let ip = Ipv4Addr::from(a);
         let p = lease_path(store, n, ip);
-        if let Ok(holder) = std::fs::read_to_string(&p) {
-            if holder.trim() == id || holder_alive(store, holder.trim()) {
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let h = holder(&text, store);
+            if h.id == id || holder_alive(&h) {
                 continue;
             }
         }
-        crate::sys::file::write_atomic(&p, id.as_bytes()).map_err(io_ctx(p.display()))?;
+        let text = format!("{id}\n{}\n", store.root.display());
+        crate::sys::file::write_atomic(&p, text.as_bytes()).map_err(io_ctx(p.display()))?;
         return Ok(ip);
     }
     Err(ContainerError::Setup(format!(
@@ -275,43 +298,43 @@ pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
 pub fn release(store: &Store, n: &Network, ip: Ipv4Addr, id: &str) {
     if let Ok(_l) = lock(store, n) {
         let p = lease_path(store, n, ip);
-        if std::fs::read_to_string(&p).is_ok_and(|h| h.trim() == id) {
+        if std::fs::read_to_string(&p).is_ok_and(|t| holder(&t, store).id == id) {
             let _ = std::fs::remove_file(&p);
         }
     }
 }
 
-/// The leases whose containers no longer run: (address, container id).
-pub fn stale(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
-    let d = dir(store, &n.name).join("leases");
-    let Ok(rd) = std::fs::read_dir(&d) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let ip: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
-            let id = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
-            (!holder_alive(store, &id)).then_some((ip, id))
-        })
-        .collect()
-}
-
-/// The leases now held: (address, container id).
-pub fn leases(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+fn all_leases(store: &Store, n: &Network) -> Vec<(Ipv4Addr, Holder)> {
     let d = dir(store, &n.name).join("leases");
     let read = |p: &Path| std::fs::read_to_string(p).ok();
     std::fs::read_dir(&d)
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| {
-                    Some((
-                        e.file_name().to_str()?.parse().ok()?,
-                        read(&e.path())?.trim().to_string(),
-                    ))
+                    let ip = e.file_name().to_str()?.parse().ok()?;
+                    Some((ip, holder(&read(&e.path())?, store)))
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The leases (of any store) whose containers no longer run: (address, container id).
+pub fn stale(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+    all_leases(store, n)
+        .into_iter()
+        .filter(|(_, h)| !holder_alive(h))
+        .map(|(ip, h)| (ip, h.id))
+        .collect()
+}
+
+/// The leases this store's containers hold: (address, container id).
+pub fn leases(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+    all_leases(store, n)
+        .into_iter()
+        .filter(|(_, h)| h.root == store.root)
+        .map(|(ip, h)| (ip, h.id))
+        .collect()
 }
 
 #[cfg(test)]

@@ -64,7 +64,10 @@ impl<'a> Lease<'a> {
 
     /// Wires the container whose init is `pid` to the network and publishes `ports`.
     pub fn attach(self, pid: i32, ports: &[Publish]) -> Result<Attachment<'a>> {
-        let att = Attachment { lease: self };
+        let att = Attachment {
+            lease: self,
+            published: true,
+        };
         let l = &att.lease;
         let (host, peer) = veth_names(&l.id);
         {
@@ -87,6 +90,8 @@ impl<'a> Lease<'a> {
         })?;
         firewall::publish(&l.network, &l.id, l.ip, ports)?;
         names::refresh(l.store, &l.network);
+        let mut att = att;
+        att.published = !ports.is_empty();
         Ok(att)
     }
 }
@@ -94,6 +99,8 @@ impl<'a> Lease<'a> {
 /// A container wired to a bridge network; unwired when dropped (its lease given back).
 pub struct Attachment<'a> {
     lease: Lease<'a>,
+    /// It has rules of its own (published ports) to remove.
+    published: bool,
 }
 
 impl Attachment<'_> {
@@ -106,25 +113,28 @@ impl Attachment<'_> {
 impl Drop for Attachment<'_> {
     fn drop(&mut self) {
         let l = &self.lease;
-        unwire(&l.id);
+        unwire(&l.id, self.published);
         ipam::release(l.store, &l.network, l.ip, &l.id);
         names::refresh(l.store, &l.network);
     }
 }
 
-/// Removes container `id`'s veth pair and rules (its lease goes separately).
-fn unwire(id: &str) {
+/// Removes container `id`'s veth pair and (if it may have any) rules; its lease goes
+/// separately.
+fn unwire(id: &str, rules: bool) {
     let (host, _) = veth_names(id);
     if let Ok(nl) = Netlink::new() {
         let _ = nl.delete(&host);
     }
-    firewall::unpublish(id);
+    if rules {
+        firewall::unpublish(id);
+    }
 }
 
 /// Collects the leases, veths and rules of containers that no longer run.
 pub fn collect(store: &Store, n: &Network) {
     for (ip, id) in ipam::stale(store, n) {
-        unwire(&id);
+        unwire(&id, true);
         ipam::release(store, n, ip, &id);
     }
 }
@@ -141,7 +151,7 @@ pub fn forget(store: &Store, id: &str) {
         if held.is_empty() {
             continue;
         }
-        unwire(id);
+        unwire(id, true);
         for ip in held {
             ipam::release(store, &n, ip, id);
         }
