@@ -245,6 +245,33 @@ fn bridge_addresses_published_ports_and_cleanup() {
     );
     t.join().unwrap();
     assert_eq!(got, "from the host\n");
+    // --network container:NAME: the same network namespace (its loopback, its eth0).
+    let shared = ok(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:web",
+            "box:1",
+            "sh",
+            "-c",
+            &format!("nc -w 2 127.0.0.1 80; ip -4 addr show eth0 | grep -c 'inet {ip}/'"),
+        ],
+    );
+    assert_eq!(shared, "hello\n1\n");
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:nosuch",
+            "box:1",
+            "true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125));
     // Removal takes the veth, the rules and the lease.
     ok(&e, &["rm", "-f", "web"]);
     no_network_leftovers(&e, std::slice::from_ref(&web));

@@ -8,6 +8,7 @@
 
 pub mod bigtree;
 pub mod build;
+pub mod net;
 pub mod pull;
 pub mod report;
 pub mod start;

@@ -440,6 +440,10 @@ pub struct BenchArgs {
     /// Measure `strata build` (cold and cached) against `podman build` instead.
     #[arg(long)]
     pub build: bool,
+    /// Measure TCP throughput and latency from the host into a container on the bridge
+    /// against loopback and podman's default network instead.
+    #[arg(long)]
+    pub net: bool,
     /// Walk, stat and write a tree of N directories in three lower layers instead (strata
     /// with its open-file limit pinned at 1024); report times, errors, server RSS and fds.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(300..=10_000_000))]

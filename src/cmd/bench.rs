@@ -46,6 +46,16 @@ pub fn run(a: BenchArgs) -> i32 {
             Err(e) => fail(format_args!("bench --start: {e}")),
         };
     }
+    if a.net {
+        let runs = (a.runs as usize).max(3);
+        return match crate::bench::net::run(&o.work, &o.out, &o.strata, runs) {
+            Ok(md) => {
+                println!("{md}");
+                0
+            }
+            Err(e) => fail(format_args!("bench --net: {e}")),
+        };
+    }
     if a.build {
         let runs = (a.runs as usize).max(3);
         return match crate::bench::build::run(&o.work, &o.out, &o.strata, runs) {

@@ -56,6 +56,10 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
     // --network NAME other than the built-in ones: a user-defined bridge network.
     let (network, network_name) = match a.network.as_deref() {
         Some(n @ ("none" | "host" | "bridge" | "pasta")) => (n.parse()?, None),
+        Some(n) if n.starts_with("container:") => (
+            lifecycle::Network::Container,
+            Some(n["container:".len()..].to_string()),
+        ),
         Some(n) if crate::container::state::valid_name(n) => {
             (lifecycle::Network::Bridge, Some(n.to_string()))
         }

@@ -93,7 +93,10 @@ pub fn prepare(
     }
     let mut files: Vec<(&str, String)> =
         vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
-    if matches!(network, Network::Host | Network::Bridge) {
+    if matches!(
+        network,
+        Network::Host | Network::Bridge | Network::Container
+    ) {
         if let Some(r) = resolv_conf(network) {
             files.push(("resolv.conf", r));
         }
@@ -140,7 +143,9 @@ fn resolv_conf(network: Network) -> Option<String> {
         .lines()
         .any(|l| l.trim_start().starts_with("nameserver 127."));
     match (network, stub) {
-        (Network::Bridge, true) => std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok(),
+        (Network::Bridge | Network::Container, true) => {
+            std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok()
+        }
         _ => Some(host),
     }
 }

@@ -180,6 +180,19 @@ fn waiter(
     if spec.own_netns {
         first |= CloneFlags::CLONE_NEWNET;
     }
+    if let Some(pid) = spec.join_netns {
+        let joined = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(|e| e.to_string())
+            .and_then(|ns| {
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+            });
+        if let Err(e) = joined {
+            return report(
+                EXIT_STRATA,
+                format!("joining the other container's network: {e}"),
+            );
+        }
+    }
     if let Err(e) = unshare(first) {
         return report(EXIT_STRATA, format!("creating namespaces: {e}"));
     }

@@ -38,6 +38,8 @@ pub enum Network {
     Pasta,
     /// A network namespace of its own on the `strata0` bridge, with NAT (root).
     Bridge,
+    /// Another container's network namespace (`container:NAME`, with `network_name`).
+    Container,
 }
 
 impl Network {
@@ -86,7 +88,8 @@ pub struct Request {
     pub hostname: Option<String>,
     /// `--network`.
     pub network: Network,
-    /// `--network NAME`: a user-defined network (with `network` Bridge).
+    /// `--network NAME`: a user-defined network (with `network` Bridge), or the container
+    /// whose network this one joins (with `network` Container).
     #[serde(default)]
     pub network_name: Option<String>,
     /// `--network-alias`: more names on a user-defined network.
@@ -308,7 +311,20 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             "--network bridge needs root (a user's containers use --network pasta)".into(),
         ));
     }
-    if let Some(n) = &request.network_name {
+    if request.network == Network::Container {
+        if !host.root {
+            return Err(ContainerError::BadSpec(
+                "--network container: needs root (the other container's network namespace \
+                 belongs to its own user namespace)"
+                    .into(),
+            ));
+        }
+        if !request.publish.is_empty() {
+            return Err(ContainerError::BadSpec(
+                "-p: a container in another's network publishes through that one".into(),
+            ));
+        }
+    } else if let Some(n) = &request.network_name {
         crate::network::ipam::network(store, n)?;
     } else if !request.network_aliases.is_empty() {
         return Err(ContainerError::BadSpec(

@@ -29,6 +29,9 @@ pub struct RunSpec {
     pub hostname: String,
     /// A network namespace of its own (`--network none`, or user-mode networking).
     pub own_netns: bool,
+    /// `--network container:NAME`: the pid of that container's init, whose network
+    /// namespace this one joins.
+    pub join_netns: Option<i32>,
     /// In a user namespace of its own: device nodes are bound from the host (a namespace
     /// can't make them) and /sys falls back to the host's when it can't be mounted.
     pub userns: bool,
@@ -63,6 +66,7 @@ impl Default for RunSpec {
             gid: 0,
             hostname: String::new(),
             own_netns: false,
+            join_netns: None,
             userns: false,
             limits: Limits::default(),
             volumes: Vec::new(),
@@ -441,6 +445,7 @@ pub fn build(
         gid,
         hostname,
         own_netns,
+        join_netns: None,
         userns: false,
         limits,
         volumes,

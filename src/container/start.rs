@@ -176,6 +176,17 @@ pub(super) fn start(
         req.limits,
     )?;
     spec.userns = created.userns.is_some();
+    if req.network == Network::Container {
+        let name = req.network_name.as_deref().unwrap_or_default();
+        let other = super::state::find(store, name)?;
+        let pid = other.running_pid().map_err(|_| {
+            ContainerError::BadSpec(format!(
+                "--network container:{name}: that container doesn't run"
+            ))
+        })?;
+        spec.own_netns = false;
+        spec.join_netns = Some(pid);
+    }
     spec.volumes.extend(etc_binds);
     let console = if req.tty {
         Some(super::tty::console_socket()?)
