@@ -14,7 +14,14 @@ fn until(e: &crate::containers::Env, name: &str, done: impl Fn(&serde_json::Valu
         if done(&v) {
             return;
         }
-        assert!(Instant::now() < end, "{name} never got there: {v}");
+        if Instant::now() >= end {
+            let logs = strata(e, &["logs", name]);
+            panic!(
+                "{name} never got there: {v}\nits log: {}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -66,9 +66,7 @@ pub fn json(store: &Store, c: &Container) -> Value {
             },
         },
         "Mounts": mounts,
-        "NetworkSettings": {
-            "IPAddress": s.ip.clone().unwrap_or_default(),
-        },
+        "NetworkSettings": network_settings(store, c, &s),
         "GraphDriver": {
             "Name": "strata",
             "Data": {
@@ -79,5 +77,51 @@ pub fn json(store: &Store, c: &Container) -> Value {
             }
         },
         "LogPath": c.log().display().to_string(),
+    })
+}
+
+/// docker's NetworkSettings: the address, gateway and network while it runs, and the
+/// published ports.
+fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Value {
+    let req = super::lifecycle::request_of(c).ok();
+    let name = req
+        .as_ref()
+        .map(|r| match r.network {
+            super::lifecycle::Network::Bridge => {
+                r.network_name.clone().unwrap_or_else(|| "bridge".into())
+            }
+            super::lifecycle::Network::Container => {
+                format!("container:{}", r.network_name.clone().unwrap_or_default())
+            }
+            other => format!("{other:?}").to_lowercase(),
+        })
+        .unwrap_or_default();
+    // Only while it runs on a network (looking the default one up would make it).
+    let gateway =
+        s.ip.as_ref()
+            .and_then(|_| crate::network::ipam::network(store, &name).ok())
+            .map(|n| n.gateway.to_string())
+            .unwrap_or_default();
+    let mut ports = serde_json::Map::new();
+    for p in req.iter().flat_map(|r| r.publish.iter()) {
+        let proto = match p.proto {
+            super::usernet::Proto::Tcp => "tcp",
+            super::usernet::Proto::Udp => "udp",
+        };
+        let host_ip = p
+            .host_ip
+            .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string());
+        ports.insert(
+            format!("{}/{proto}", p.container_port),
+            json!([{"HostIp": host_ip, "HostPort": p.host_port.to_string()}]),
+        );
+    }
+    let ip = s.ip.clone().unwrap_or_default();
+    let aliases = req.map(|r| r.network_aliases).unwrap_or_default();
+    json!({
+        "IPAddress": ip,
+        "Gateway": gateway,
+        "Ports": ports,
+        "Networks": {name: {"IPAddress": ip, "Gateway": gateway, "Aliases": aliases}},
     })
 }

@@ -209,17 +209,36 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
         return Err(ContainerError::NotFound(format!("network {name}")));
     }
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let (subnet, prefix) = free_subnet(&routes, "strata0")
-        .filter(|c| {
-            !list(store)
-                .iter()
-                .any(|n| overlaps((n.subnet, n.prefix), *c))
-        })
-        .ok_or_else(|| {
-            ContainerError::Setup(
-                "every private subnet strata tries is in the host's routes".into(),
-            )
-        })?;
+    // STRATA_BRIDGE_SUBNET chooses it (docker's "bip"); else the first free candidate.
+    let (subnet, prefix) = match std::env::var("STRATA_BRIDGE_SUBNET") {
+        Ok(s) => {
+            let c = parse_cidr(&s).ok_or_else(|| {
+                ContainerError::BadSpec(format!("STRATA_BRIDGE_SUBNET={s}: expected A.B.C.D/N"))
+            })?;
+            let clash = host_routes(&routes).iter().any(|(d, p, dev)| {
+                *p != 0 && dev != "strata0" && overlaps((Ipv4Addr::from(*d), *p), c)
+            });
+            if clash {
+                return Err(ContainerError::BadSpec(format!(
+                    "STRATA_BRIDGE_SUBNET={s} overlaps a route of the host"
+                )));
+            }
+            c
+        }
+        Err(_) => free_subnet(&routes, "strata0")
+            .filter(|c| {
+                !list(store)
+                    .iter()
+                    .any(|n| overlaps((n.subnet, n.prefix), *c))
+            })
+            .ok_or_else(|| {
+                ContainerError::Setup(
+                    "every private subnet strata tries is in the host's routes \
+                     (choose one with STRATA_BRIDGE_SUBNET)"
+                        .into(),
+                )
+            })?,
+    };
     let o = subnet.octets();
     let n = Network {
         name: name.into(),
