@@ -440,7 +440,7 @@ fn user_networks_resolve_names_and_are_isolated() {
         .to_string();
     assert!(ip.starts_with("10."), "{ip}");
     let other = ok(&e, &["run", "--rm", "--network", "other", "box:1", "sh", "-c",
-        &format!("ip -4 addr show eth0 | grep -c 10.123.7.; nc -w 2 {ip} 3306 || echo blocked; grep -c db /etc/hosts || true")]);
+        &format!("ip -4 addr show eth0 | grep -c 10.123.7.; nc -w 2 {ip} 3306 || echo blocked; grep -c database /etc/hosts || true")]);
     assert_eq!(other, "1\nblocked\n0\n", "isolation broken: {other}");
     // The default bridge resolves no names.
     let o = strata(
