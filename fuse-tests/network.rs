@@ -460,12 +460,29 @@ fn user_networks_resolve_names_and_are_isolated() {
     // rm refuses a network in use; after the container, it goes with its bridge and rules.
     let o = strata(&e, &["network", "rm", "app"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("used by db"));
+    let bridges: Vec<String> = ["app", "other"]
+        .iter()
+        .map(|n| {
+            let v: serde_json::Value =
+                serde_json::from_str(&ok(&e, &["network", "inspect", n])).unwrap();
+            v[0]["Options"]["com.docker.network.bridge.name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     ok(&e, &["rm", "-f", "db"]);
     ok(&e, &["network", "rm", "app", "other"]);
     assert_eq!(ok(&e, &["network", "ls", "-q"]), "bridge\n");
     let links = sh("ip -br link");
-    assert!(!links.contains("strata-"), "a bridge is left: {links}");
-    assert!(!sh("iptables -w -S").contains("strata-"), "rules are left");
+    let rules = sh("iptables -w -S; iptables -w -t nat -S");
+    for b in &bridges {
+        assert!(!links.contains(b.as_str()), "{b} is left: {links}");
+        assert!(
+            !rules.contains(b.as_str()),
+            "rules of {b} are left: {rules}"
+        );
+    }
     let o = strata(&e, &["network", "rm", "bridge"]);
     assert!(!o.status.success());
     let o = strata(&e, &["run", "--rm", "--network", "nosuch", "box:1", "true"]);
