@@ -51,8 +51,9 @@ fn ensure(table: &str, chain: &str, spec: &[&str], first: bool) -> Result<()> {
 }
 
 fn chain(table: &str, name: &str) -> Result<()> {
-    // Exists already, or made now.
-    if iptables(&["-t", table, "-S", name])?.status.success() {
+    // Exists already, or made now (or by another start meanwhile).
+    let exists = || iptables(&["-t", table, "-S", name]).is_ok_and(|o| o.status.success());
+    if exists() || run(&["-t", table, "-N", name]).is_ok() || exists() {
         return Ok(());
     }
     run(&["-t", table, "-N", name])

@@ -60,8 +60,12 @@ fn host_routes(text: &str) -> Vec<(u32, u8, String)> {
 }
 
 /// The first of the usual private /16s that no route of the host (but the default route
-/// and `own` bridge's) overlaps.
-pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
+/// and `own` bridge's) and no `taken` subnet overlaps.
+pub fn free_subnet(
+    routes_text: &str,
+    own: &str,
+    taken: &[(Ipv4Addr, u8)],
+) -> Option<(Ipv4Addr, u8)> {
     let routes = host_routes(routes_text);
     let candidates = [
         Ipv4Addr::new(10, 88, 0, 0),
@@ -80,7 +84,8 @@ pub fn free_subnet(routes_text: &str, own: &str) -> Option<(Ipv4Addr, u8)> {
             let m = mask((*rp).min(p));
             dest & m == net & m
         });
-        (!clash).then_some((c, p))
+        let used = taken.iter().any(|t| overlaps(*t, (c, p)));
+        (!clash && !used).then_some((c, p))
     })
 }
 
@@ -113,6 +118,7 @@ pub fn list(store: &Store) -> Vec<Network> {
     let mut v: Vec<Network> = std::fs::read_dir(store.root.join("networks"))
         .map(|rd| {
             rd.flatten()
+                .filter(|e| e.file_name() != "bridge")
                 .filter_map(|e| std::fs::read(e.path().join("network.json")).ok())
                 .filter_map(|d| serde_json::from_slice(&d).ok())
                 .collect()
@@ -225,19 +231,18 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
             }
             c
         }
-        Err(_) => free_subnet(&routes, "strata0")
-            .filter(|c| {
-                !list(store)
-                    .iter()
-                    .any(|n| overlaps((n.subnet, n.prefix), *c))
-            })
-            .ok_or_else(|| {
-                ContainerError::Setup(
-                    "every private subnet strata tries is in the host's routes \
+        Err(_) => {
+            let taken: Vec<(Ipv4Addr, u8)> =
+                list(store).iter().map(|n| (n.subnet, n.prefix)).collect();
+            free_subnet(&routes, "strata0", &taken)
+        }
+        .ok_or_else(|| {
+            ContainerError::Setup(
+                "every private subnet strata tries is in the host's routes \
                      (choose one with STRATA_BRIDGE_SUBNET)"
-                        .into(),
-                )
-            })?,
+                    .into(),
+            )
+        })?,
     };
     let o = subnet.octets();
     let n = Network {
@@ -369,19 +374,19 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 vpn0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         // 10.88.0.0/16 is the VPN's: the next one is taken.
         assert_eq!(
-            free_subnet(routes, "strata0"),
+            free_subnet(routes, "strata0", &[]),
             Some((Ipv4Addr::new(10, 89, 0, 0), 16))
         );
         // Our own bridge's route doesn't count.
         let own = routes.replace("vpn0", "strata0");
         assert_eq!(
-            free_subnet(&own, "strata0"),
+            free_subnet(&own, "strata0", &[]),
             Some((Ipv4Addr::new(10, 88, 0, 0), 16))
         );
         // A wide route covering 10/8 rules out both 10.x candidates.
         let wide = "h\neth1\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
         assert_eq!(
-            free_subnet(wide, "strata0"),
+            free_subnet(wide, "strata0", &[]),
             Some((Ipv4Addr::new(172, 29, 0, 0), 16))
         );
     }

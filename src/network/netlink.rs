@@ -71,14 +71,20 @@ impl Netlink {
             return Ok(i);
         }
         let h = self.handle.clone();
-        self.rt
+        let made = self
+            .rt
             .block_on(async move {
                 h.link()
                     .add(LinkBridge::new(name).up().build())
                     .execute()
                     .await
             })
-            .map_err(err)?;
+            .map_err(err);
+        match made {
+            // Another container's start made it meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            r => r?,
+        }
         self.index_of(name)
     }
 
