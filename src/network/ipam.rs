@@ -275,21 +275,29 @@ fn lease_path(store: &Store, n: &Network, ip: Ipv4Addr) -> PathBuf {
     dir(store, &n.name).join("leases").join(ip.to_string())
 }
 
-/// A lease file's holder: the container id, then the root of its store.
+/// A lease file's holder: the container id, the root of its store, and the pid of the
+/// launcher that took it (it lives as long as the container and gives the lease back).
 struct Holder {
     id: String,
     root: PathBuf,
+    launcher: Option<i32>,
 }
 
 fn holder(text: &str, store: &Store) -> Holder {
     let mut l = text.lines();
     let id = l.next().unwrap_or_default().trim().to_string();
     let root = l.next().map_or_else(|| store.root.clone(), PathBuf::from);
-    Holder { id, root }
+    let launcher = l.next().and_then(|p| p.trim().parse().ok());
+    Holder { id, root, launcher }
 }
 
+/// A lease is held while its launcher lives (a container being started has no running
+/// state yet, so its state can't tell).
 fn holder_alive(h: &Holder) -> bool {
-    crate::container::state::alive_in(&h.root, &h.id)
+    match h.launcher {
+        Some(pid) => crate::sys::process::pid_alive(pid),
+        None => crate::container::state::alive_in(&h.root, &h.id),
+    }
 }
 
 /// Leases an address of `n` to container `id`: the lowest free one (a stale lease, whose
@@ -307,7 +315,7 @@ pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
                 continue;
             }
         }
-        let text = format!("{id}\n{}\n", store.root.display());
+        let text = format!("{id}\n{}\n{}\n", store.root.display(), std::process::id());
         crate::sys::file::write_atomic(&p, text.as_bytes()).map_err(io_ctx(p.display()))?;
         return Ok(ip);
     }
