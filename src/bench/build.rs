@@ -45,42 +45,12 @@ fn prepare(dir: &Path) -> std::io::Result<()> {
             format!("line {i}\n").repeat(40),
         )?;
     }
-    let bb = std::fs::read("/bin/busybox")?;
-    let f = std::fs::File::create(dir.join("base.tar"))?;
-    let mut b = tar::Builder::new(f);
-    let hdr = |kind: tar::EntryType, mode: u32, size: usize| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size as u64);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_600_000_000);
-        h
-    };
-    for d in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
-        b.append_data(
-            &mut hdr(tar::EntryType::Directory, 0o755, 0),
-            d,
-            std::io::empty(),
-        )?;
-    }
-    b.append_data(
-        &mut hdr(tar::EntryType::Regular, 0o755, bb.len()),
-        "bin/busybox",
-        &bb[..],
+    let passwd: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n";
+    super::busybox::rootfs_tar(
+        &dir.join("base.tar"),
+        &["sh", "cat", "wc", "mkdir", "echo", "ls"],
+        &[("etc/passwd", passwd, 0o644)],
     )?;
-    for app in ["sh", "cat", "wc", "mkdir", "echo", "ls"] {
-        let mut h = hdr(tar::EntryType::Symlink, 0o777, 0);
-        b.append_link(&mut h, format!("bin/{app}"), "busybox")?;
-    }
-    let pw = b"root:x:0:0:root:/root:/bin/sh\n";
-    b.append_data(
-        &mut hdr(tar::EntryType::Regular, 0o644, pw.len()),
-        "etc/passwd",
-        &pw[..],
-    )?;
-    b.into_inner()?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 pub mod bigtree;
 pub mod build;
+pub mod busybox;
 pub mod net;
 pub mod pull;
 pub mod report;

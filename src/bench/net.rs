@@ -93,42 +93,12 @@ impl Drop for Killed {
 }
 
 fn rootfs_tar(dir: &Path) -> std::io::Result<()> {
-    let bb = std::fs::read("/bin/busybox")?;
-    let mut b = tar::Builder::new(std::fs::File::create(dir.join("net.tar"))?);
-    let hdr = |kind: tar::EntryType, mode: u32, size: usize| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(size as u64);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_600_000_000);
-        h
-    };
-    for d in ["bin", "etc", "tmp", "proc", "dev", "sys"] {
-        b.append_data(
-            &mut hdr(tar::EntryType::Directory, 0o755, 0),
-            d,
-            std::io::empty(),
-        )?;
-    }
-    b.append_data(
-        &mut hdr(tar::EntryType::Regular, 0o755, bb.len()),
-        "bin/busybox",
-        &bb[..],
-    )?;
-    for app in ["sh", "cat", "nc", "true"] {
-        let mut h = hdr(tar::EntryType::Symlink, 0o777, 0);
-        b.append_link(&mut h, format!("bin/{app}"), "busybox")?;
-    }
-    let sink = b"#!/bin/sh\nexec cat > /dev/null\n";
-    b.append_data(
-        &mut hdr(tar::EntryType::Regular, 0o755, sink.len()),
-        "bin/sink",
-        &sink[..],
-    )?;
-    b.into_inner()?;
-    Ok(())
+    let sink: &[u8] = b"#!/bin/sh\nexec cat > /dev/null\n";
+    super::busybox::rootfs_tar(
+        &dir.join("net.tar"),
+        &["sh", "cat", "nc", "true"],
+        &[("bin/sink", sink, 0o755)],
+    )
 }
 
 /// True if podman's CNI bridge or chains are on the host.

@@ -173,10 +173,7 @@ pub fn port(root: Option<PathBuf>, name: &str) -> CmdResult {
     let req = crate::container::lifecycle::request_of(&c).map_err(container_ctx(ctx()))?;
     let mut o = std::io::stdout().lock();
     for p in &req.publish {
-        let proto = match p.proto {
-            crate::container::usernet::Proto::Tcp => "tcp",
-            crate::container::usernet::Proto::Udp => "udp",
-        };
+        let proto = p.proto.as_str();
         let ip = p
             .host_ip
             .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string());

@@ -104,10 +104,7 @@ fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Va
             .unwrap_or_default();
     let mut ports = serde_json::Map::new();
     for p in req.iter().flat_map(|r| r.publish.iter()) {
-        let proto = match p.proto {
-            super::usernet::Proto::Tcp => "tcp",
-            super::usernet::Proto::Udp => "udp",
-        };
+        let proto = p.proto.as_str();
         let host_ip = p
             .host_ip
             .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string());

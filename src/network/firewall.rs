@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::ipam::Network;
 use crate::container::error::ContainerError;
-use crate::container::usernet::{Proto, Publish};
+use crate::container::usernet::Publish;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -143,13 +143,6 @@ fn tag(id: &str) -> String {
     format!("strata:{}", &id[..id.len().min(12)])
 }
 
-fn proto(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    }
-}
-
 /// DNATs the published ports of container `id` (at `ip` on `n`).
 pub fn publish(n: &Network, id: &str, ip: std::net::Ipv4Addr, ports: &[Publish]) -> Result<()> {
     let t = tag(id);
@@ -157,7 +150,7 @@ pub fn publish(n: &Network, id: &str, ip: std::net::Ipv4Addr, ports: &[Publish])
         let (hp, cp) = (p.host_port.to_string(), p.container_port.to_string());
         let to = format!("{ip}:{cp}");
         let dst = p.host_ip.map(|a| a.to_string());
-        let mut spec = vec!["-p", proto(p.proto)];
+        let mut spec = vec!["-p", p.proto.as_str()];
         if let Some(d) = &dst {
             spec.extend(["-d", d.as_str()]);
         }
@@ -181,7 +174,7 @@ pub fn publish(n: &Network, id: &str, ip: std::net::Ipv4Addr, ports: &[Publish])
             "-d",
             &dest,
             "-p",
-            proto(p.proto),
+            p.proto.as_str(),
             "--dport",
             &cp,
             "-m",
