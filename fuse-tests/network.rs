@@ -122,7 +122,8 @@ fn bridge_addresses_published_ports_and_cleanup() {
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
     let web = ok(&e, &["run", "-d", "--name", "web", "--network", "bridge", "-p", &publish,
-        "-p", &format!("{}:81", port + 1), "box:1", "sh", "-c",
+        "-p", &format!("{}:81", port + 1), "-p", &format!("127.0.0.1:{}:53/udp", port + 3),
+        "box:1", "sh", "-c",
         "(while true; do echo other | nc -l -p 81; done) & while true; do echo hello | nc -l -p 80; done"]);
     let web = web.trim().to_string();
     let ip = inspect(&e, "web")["NetworkSettings"]["IPAddress"]
@@ -160,12 +161,39 @@ fn bridge_addresses_published_ports_and_cleanup() {
     assert_eq!(
         ok(&e, &["port", "web"]),
         format!(
-            "80/tcp -> 127.0.0.1:{port}\n81/tcp -> 0.0.0.0:{}\n",
-            port + 1
+            "80/tcp -> 127.0.0.1:{port}\n81/tcp -> 0.0.0.0:{}\n53/udp -> 127.0.0.1:{}\n",
+            port + 1,
+            port + 3
         )
     );
     // From the host at 127.0.0.1.
     assert_eq!(fetch(&|| tcp(&format!("127.0.0.1:{port}"))), "hello\n");
+    // UDP: datagrams to the published port arrive in the container (nothing listens
+    // there, so its kernel counts them as sent to no port).
+    let no_ports = || -> u64 {
+        let snmp = ok(&e, &["exec", "web", "cat", "/proc/net/snmp"]);
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+        let k = names
+            .split_whitespace()
+            .position(|n| n == "NoPorts")
+            .unwrap();
+        values.split_whitespace().nth(k).unwrap().parse().unwrap()
+    };
+    let before = no_ports();
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        u.send_to(b"ping", format!("127.0.0.1:{}", port + 3))
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while no_ports() < before + 20 {
+        assert!(
+            Instant::now() < end,
+            "UDP to the published port did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // From another "host": a namespace of the test's, at the host address the test made.
     let peer = Peer::new(7);
     let remote = fetch(&|| {
