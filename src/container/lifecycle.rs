@@ -43,12 +43,17 @@ pub enum Network {
 }
 
 impl Network {
-    /// Without `--network`: the bridge for root (docker's default) where iptables is there
-    /// for its rules; user-mode networking for a user when pasta can run (as podman does);
-    /// else only `lo`.
+    /// Without `--network`: the bridge for root (docker's default) where it can be made
+    /// (CAP_NET_ADMIN, which root in a nested container may lack, and iptables for its
+    /// rules); user-mode networking for a user when pasta can run (as podman does); else
+    /// only `lo`.
     pub fn default_for(host: &Host) -> Network {
+        let net_admin = || {
+            caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN)
+                .unwrap_or(false)
+        };
         match host.root {
-            true if crate::host::which("iptables").is_some() => Network::Bridge,
+            true if net_admin() && crate::host::which("iptables").is_some() => Network::Bridge,
             false if super::usernet::available() => Network::Pasta,
             _ => Network::None,
         }
