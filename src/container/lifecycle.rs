@@ -49,8 +49,12 @@ impl Network {
     /// only `lo`.
     pub fn default_for(host: &Host) -> Network {
         let net_admin = || {
-            caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_NET_ADMIN)
-                .unwrap_or(false)
+            caps::has_cap(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_NET_ADMIN,
+            )
+            .unwrap_or(false)
         };
         match host.root {
             true if net_admin() && crate::host::which("iptables").is_some() => Network::Bridge,
