@@ -49,7 +49,16 @@ fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
         if let Some(s) = connect().filter(|s| !s.is_empty()) {
             return s;
         }
-        assert!(Instant::now() < end, "no answer");
+        if Instant::now() >= end {
+            // What the host's network looked like, for the failure's reader.
+            let state = Command::new("sh")
+                .args(["-c", "iptables -w -t nat -S; iptables -w -S; ip -br addr; \
+                    cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/strata0/route_localnet"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!("no answer; the host's network:\n{state}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -57,9 +66,17 @@ fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
 fn tcp(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
+    // What came before the server closed, or before the timeout (nc may keep the
+    // connection open after its line when it is slow to see its stdin end).
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A network namespace with a veth to the host: host side 10.199.N.1/30, inside .2.
