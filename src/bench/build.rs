@@ -10,26 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::target::which;
-use super::BenchError;
-
-fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io {
-        what: what.into(),
-        source,
-    }
-}
-
-fn check(what: &str, c: &mut Command) -> Result<String, BenchError> {
-    let o = c.output().map_err(io(what))?;
-    if !o.status.success() {
-        return Err(BenchError::Setup(format!(
-            "{what}: {}{}",
-            String::from_utf8_lossy(&o.stdout).trim(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
+use super::{io_ctx, run_checked, BenchError};
 
 const CONTAINERFILE: &str = "ARG BASE\nFROM ${BASE}\nENV APP=/app\nWORKDIR /app\nCOPY src/ ./src/\nRUN cat src/*.txt > all.txt && wc -c all.txt\nRUN mkdir -p data && echo built > data/flag\nCOPY config.txt ./\nLABEL bench=build\nCMD [\"cat\", \"/app/all.txt\"]\n";
 
@@ -68,50 +49,36 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     }
     let dir = work.join("build");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io("out dir"))?;
-    prepare(&dir).map_err(io("the build context"))?;
+    std::fs::create_dir_all(&dir).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("out dir"))?;
+    prepare(&dir).map_err(io_ctx("the build context"))?;
     let store = dir.join("store");
     let st = || {
         let mut c = Command::new(strata);
         c.env("STRATA_ROOT", &store);
         c
     };
-    check(
+    run_checked(
         "importing the base",
         st().args(["image", "import"])
             .arg(dir.join("base.tar"))
             .args(["-t", "bench/base:1"]),
     )?;
     let archive = dir.join("base-oci.tar");
-    check(
+    run_checked(
         "exporting the base",
         st().args(["image", "export", "bench/base:1", "-o"])
             .arg(&archive),
     )?;
     // podman with a configuration and storage of this run's own (kernel overlayfs).
-    std::fs::write(
-        dir.join("containers.conf"),
-        "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-    )
-    .map_err(io("containers.conf"))?;
-    std::fs::write(
-        dir.join("storage.conf"),
-        format!("[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/pm-graph\"\nrunroot = \"{0}/pm-run\"\n", dir.display()),
-    )
-    .map_err(io("storage.conf"))?;
-    let pm = || {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
-        c
-    };
-    let id = check(
+    let podman = super::podman::Podman::new(&dir.join("podman"), "")?;
+    let pm = || podman.command(&[]);
+    let id = run_checked(
         "loading the base into podman",
         pm().args(["pull", "-q"])
             .arg(format!("oci-archive:{}", archive.display())),
     )?;
-    check(
+    run_checked(
         "tagging the base in podman",
         pm().args(["tag", id.trim(), "localhost/bench/base:1"]),
     )?;
@@ -150,7 +117,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     };
     let time = |what: &str, mut c: Command| -> Result<f64, BenchError> {
         let t = Instant::now();
-        check(what, &mut c)?;
+        run_checked(what, &mut c)?;
         Ok(t.elapsed().as_secs_f64())
     };
     // One untimed build each: podman's first run sets up its storage.
@@ -170,7 +137,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     let _ = writeln!(
         md,
         "A Containerfile of 9 steps (ENV, WORKDIR, COPY of 50 files, two RUNs, COPY, LABEL, CMD) on a busybox base, both tools from the same image, RUN without network; podman {} with runc on kernel overlayfs. Median of {runs} interleaved runs.\n",
-        check("podman --version", pm().arg("--version")).unwrap_or_default().trim().trim_start_matches("podman version ")
+        run_checked("podman --version", pm().arg("--version")).unwrap_or_default().trim().trim_start_matches("podman version ")
     );
     let _ = writeln!(md, "| build | strata | podman build | strata / podman |");
     let _ = writeln!(md, "|---|---|---|---|");
@@ -188,7 +155,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         m[3],
         m[2] / m[3]
     );
-    std::fs::write(out.join("build.md"), &md).map_err(io("build.md"))?;
+    std::fs::write(out.join("build.md"), &md).map_err(io_ctx("build.md"))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(md)
 }

@@ -10,6 +10,7 @@ pub mod bigtree;
 pub mod build;
 pub mod busybox;
 pub mod net;
+pub mod podman;
 pub mod pull;
 pub mod report;
 pub mod start;
@@ -45,6 +46,20 @@ pub fn io_ctx(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Be
         what: what.to_string(),
         source,
     }
+}
+
+/// Runs a setup command of a benchmark (`what` names it in errors); its stdout.
+pub fn run_checked(what: &str, c: &mut std::process::Command) -> Result<String, BenchError> {
+    let o = c.output().map_err(io_ctx(what))?;
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !o.status.success() {
+        let mut msg = format!("{what}: {}", String::from_utf8_lossy(&o.stderr).trim());
+        if !stdout.trim().is_empty() {
+            msg.push_str(&format!("\n{}", stdout.trim()));
+        }
+        return Err(BenchError::Setup(msg));
+    }
+    Ok(stdout)
 }
 use target::{Instance, Target};
 use workload::Sizes;

@@ -12,33 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::target::which;
-use super::BenchError;
+use super::{io_ctx, run_checked, BenchError};
 
 const BYTES: usize = 256 << 20;
 const CONNECTS: usize = 200;
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io {
-        what: what.into(),
-        source,
-    }
-}
-
-fn check(what: &str, c: &mut Command) -> Result<String, BenchError> {
-    let o = c.output().map_err(io(what))?;
-    match o.status.success() {
-        true => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        false => Err(BenchError::Setup(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-    }
-}
-
 fn free_port() -> Result<u16, BenchError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(io("a free port"))?
+        .map_err(io_ctx("a free port"))?
         .port())
 }
 
@@ -58,12 +40,12 @@ fn wait_up(addr: &str) -> Result<(), BenchError> {
 fn throughput(addr: &str) -> Result<f64, BenchError> {
     let buf = vec![0x5au8; 1 << 20];
     let t = Instant::now();
-    let mut s = TcpStream::connect(addr).map_err(io("connecting"))?;
+    let mut s = TcpStream::connect(addr).map_err(io_ctx("connecting"))?;
     for _ in 0..BYTES / buf.len() {
-        s.write_all(&buf).map_err(io("sending"))?;
+        s.write_all(&buf).map_err(io_ctx("sending"))?;
     }
     s.shutdown(std::net::Shutdown::Write)
-        .map_err(io("shutdown"))?;
+        .map_err(io_ctx("shutdown"))?;
     let _ = s.read(&mut [0u8; 1]);
     Ok(BYTES as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64())
 }
@@ -73,7 +55,7 @@ fn latency(addr: &str) -> Result<f64, BenchError> {
     let mut v = Vec::new();
     for _ in 0..CONNECTS {
         let t = Instant::now();
-        let mut s = TcpStream::connect(addr).map_err(io("connecting"))?;
+        let mut s = TcpStream::connect(addr).map_err(io_ctx("connecting"))?;
         let _ = s.read(&mut [0u8; 1]);
         v.push(t.elapsed().as_secs_f64() * 1e6);
     }
@@ -150,16 +132,16 @@ const SERVE: &str = "nc -ll -p 80 -e /bin/sink & nc -ll -p 81 -e /bin/true & wai
 pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
     let dir = work.join("net");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io("out dir"))?;
-    rootfs_tar(&dir).map_err(io("the image"))?;
+    std::fs::create_dir_all(&dir).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("out dir"))?;
+    rootfs_tar(&dir).map_err(io_ctx("the image"))?;
     let store = dir.join("store");
     let st = || {
         let mut c = Command::new(strata);
         c.env("STRATA_ROOT", &store);
         c
     };
-    check(
+    run_checked(
         "importing",
         st().args(["image", "import"])
             .arg(dir.join("net.tar"))
@@ -168,9 +150,9 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     // The host's server: the same busybox nc, on the loopback ports of this run.
     let (ht, hl) = (free_port()?, free_port()?);
     let sink = dir.join("sink");
-    std::fs::write(&sink, "#!/bin/sh\nexec cat > /dev/null\n").map_err(io("sink"))?;
+    std::fs::write(&sink, "#!/bin/sh\nexec cat > /dev/null\n").map_err(io_ctx("sink"))?;
     let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
-    std::fs::set_permissions(&sink, exec).map_err(io("sink"))?;
+    std::fs::set_permissions(&sink, exec).map_err(io_ctx("sink"))?;
     let mut servers = Killed(Vec::new());
     for (p, prog) in [
         (ht, sink.to_str().unwrap_or("/bin/false")),
@@ -182,12 +164,12 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(io("busybox nc"))?,
+                .map_err(io_ctx("busybox nc"))?,
         );
     }
     // strata's container, published on 127.0.0.1.
     let (st_t, st_l) = (free_port()?, free_port()?);
-    check(
+    run_checked(
         "starting the strata container",
         st().args(["run", "-d", "--name", "net-bench", "--network", "bridge"])
             .args([
@@ -199,9 +181,11 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             .args(["bench/net:1", "sh", "-c", SERVE]),
     )?;
     let ip = {
-        let v: serde_json::Value =
-            serde_json::from_str(&check("inspect", st().args(["inspect", "net-bench"]))?)
-                .map_err(|e| BenchError::Setup(format!("inspect: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&run_checked(
+            "inspect",
+            st().args(["inspect", "net-bench"]),
+        )?)
+        .map_err(|e| BenchError::Setup(format!("inspect: {e}")))?;
         v[0]["NetworkSettings"]["IPAddress"]
             .as_str()
             .unwrap_or_default()
@@ -209,42 +193,31 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     };
     // podman's, with a CNI config and subnet of this run's own.
     let podman = which("podman").is_some();
-    let pm_dir = dir.join("podman");
-    let pm = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", pm_dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", pm_dir.join("storage.conf"))
-            .args(args);
-        c
-    };
+    let mut pm = None;
     let (pm_t, pm_l) = (free_port()?, free_port()?);
     // What podman's CNI leaves (its bridge, its chains) goes again if it wasn't there.
     let cni_before = podman && cni_present();
     if podman {
-        std::fs::create_dir_all(pm_dir.join("cni")).map_err(io("podman dir"))?;
-        std::fs::write(
-            pm_dir.join("containers.conf"),
-            format!("[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n[network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{0}/cni\"\ndefault_subnet = \"10.77.0.0/24\"\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n", pm_dir.display()),
-        )
-        .map_err(io("containers.conf"))?;
-        std::fs::write(
-            pm_dir.join("storage.conf"),
-            format!("[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n", pm_dir.display()),
-        )
-        .map_err(io("storage.conf"))?;
+        let pm_dir = dir.join("podman");
+        std::fs::create_dir_all(pm_dir.join("cni")).map_err(io_ctx("podman dir"))?;
+        let network = format!(
+            "network_backend = \"cni\"\nnetwork_config_dir = \"{}/cni\"\ndefault_subnet = \"10.77.0.0/24\"\n",
+            pm_dir.display()
+        );
+        let p = super::podman::Podman::new(&pm_dir, &network)?;
         let archive = dir.join("net-oci.tar");
-        check(
+        run_checked(
             "exporting",
             st().args(["image", "export", "bench/net:1", "-o"])
                 .arg(&archive),
         )?;
-        let img = check(
+        let img = run_checked(
             "podman pull",
-            &mut pm(&["pull", "-q", &format!("oci-archive:{}", archive.display())]),
+            &mut p.command(&["pull", "-q", &format!("oci-archive:{}", archive.display())]),
         )?;
-        check(
+        run_checked(
             "podman run",
-            &mut pm(&[
+            &mut p.command(&[
                 "run",
                 "-d",
                 "--name",
@@ -259,6 +232,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
                 SERVE,
             ]),
         )?;
+        pm = Some(p);
     }
     let mut targets: Vec<(&str, String, String)> = vec![
         (
@@ -308,9 +282,9 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             .collect())
     })();
     let _ = st().args(["rm", "-f", "net-bench"]).output();
-    if podman {
-        let _ = pm(&["rm", "-f", "net-bench"]).output();
-        let _ = pm(&["system", "reset", "-f"]).output();
+    if let Some(p) = &pm {
+        let _ = p.command(&["rm", "-f", "net-bench"]).output();
+        let _ = p.command(&["system", "reset", "-f"]).output();
         if !cni_before {
             remove_cni();
         }
@@ -342,7 +316,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             s.1 / p.1
         );
     }
-    std::fs::write(out.join("net.md"), &md).map_err(io("net.md"))?;
+    std::fs::write(out.join("net.md"), &md).map_err(io_ctx("net.md"))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(md)
 }

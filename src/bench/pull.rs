@@ -10,18 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::target::which;
-use super::BenchError;
+use super::{io_ctx, run_checked, BenchError};
 
 /// Layers of the image, and bytes in each.
 const LAYERS: usize = 4;
 const LAYER_BYTES: usize = 48 << 20;
-
-fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io {
-        what: what.into(),
-        source,
-    }
-}
 
 struct Registry(Child);
 
@@ -30,17 +23,6 @@ impl Drop for Registry {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn check(what: &str, c: &mut Command) -> Result<(), BenchError> {
-    let o = c.output().map_err(io(what))?;
-    if !o.status.success() {
-        return Err(BenchError::Setup(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 /// A layer tar of `LAYER_BYTES` of pseudo-random (incompressible) data.
@@ -54,7 +36,7 @@ fn layer_tar(i: usize, path: &Path) -> Result<(), BenchError> {
         let b = x.to_le_bytes();
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
-    let f = std::fs::File::create(path).map_err(io("layer tar"))?;
+    let f = std::fs::File::create(path).map_err(io_ctx("layer tar"))?;
     let mut b = tar::Builder::new(f);
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
@@ -63,8 +45,8 @@ fn layer_tar(i: usize, path: &Path) -> Result<(), BenchError> {
     h.set_mtime(1_600_000_000);
     h.set_size(data.len() as u64);
     b.append_data(&mut h, format!("layer{i}/data"), &data[..])
-        .map_err(io("layer tar"))?;
-    b.into_inner().map_err(io("layer tar"))?;
+        .map_err(io_ctx("layer tar"))?;
+    b.into_inner().map_err(io_ctx("layer tar"))?;
     Ok(())
 }
 
@@ -125,11 +107,11 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     }
     let dir = work.join("pull");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io("out dir"))?;
+    std::fs::create_dir_all(&dir).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("out dir"))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(io("a free port"))?
+        .map_err(io_ctx("a free port"))?
         .port();
     let cfg = dir.join("registry.yml");
     std::fs::write(
@@ -139,7 +121,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             dir.join("data").display()
         ),
     )
-    .map_err(io("registry config"))?;
+    .map_err(io_ctx("registry config"))?;
     let _reg = Registry(
         Command::new("docker-registry")
             .arg("serve")
@@ -147,7 +129,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(io("docker-registry"))?,
+            .map_err(io_ctx("docker-registry"))?,
     );
     let end = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -167,15 +149,15 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     for i in 0..LAYERS {
         layer_tar(i, &dir.join(format!("layer{i}.tar")))?;
     }
-    oci_layout(&layout, &dir).map_err(io("image layout"))?;
-    check(
+    oci_layout(&layout, &dir).map_err(io_ctx("image layout"))?;
+    run_checked(
         "importing the image",
         strata_in(&src_store)
             .args(["image", "import"])
             .arg(&layout)
             .args(["--tag", &name]),
     )?;
-    check(
+    run_checked(
         "pushing the image",
         strata_in(&src_store).args(["push", "-q", &name]),
     )?;
@@ -201,12 +183,12 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     for i in 0..runs {
         let store = dir.join(format!("store-{i}"));
         let t = Instant::now();
-        check("strata pull", strata_in(&store).args(["pull", "-q", &name]))?;
+        run_checked("strata pull", strata_in(&store).args(["pull", "-q", &name]))?;
         ours.push(t.elapsed().as_secs_f64());
         let _ = std::fs::remove_dir_all(&store);
         let dest = dir.join(format!("skopeo-{i}"));
         let t = Instant::now();
-        check(
+        run_checked(
             "skopeo copy",
             Command::new("skopeo")
                 .args(["copy", "-q", "--src-tls-verify=false"])
@@ -242,7 +224,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             LAYER_BYTES >> 20
         );
     }
-    std::fs::write(out.join("pull.md"), &md).map_err(io("pull.md"))?;
+    std::fs::write(out.join("pull.md"), &md).map_err(io_ctx("pull.md"))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(md)
 }

@@ -9,14 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::target::which;
-use super::BenchError;
-
-fn io(what: &str) -> impl Fn(std::io::Error) -> BenchError + '_ {
-    move |source| BenchError::Io {
-        what: what.into(),
-        source,
-    }
-}
+use super::{io_ctx, BenchError};
 
 /// Makes the command for start number `i` of one launcher.
 type Launch = Box<dyn Fn(usize) -> Command>;
@@ -32,14 +25,14 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
     }
     if !root.join("bin/true").exists() {
         for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
-            std::fs::create_dir_all(root.join(d)).map_err(io("rootfs"))?;
+            std::fs::create_dir_all(root.join(d)).map_err(io_ctx("rootfs"))?;
         }
-        std::fs::copy(bb, root.join("bin/busybox")).map_err(io("busybox"))?;
+        std::fs::copy(bb, root.join("bin/busybox")).map_err(io_ctx("busybox"))?;
         for a in ["sh", "true"] {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
         }
         std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-            .map_err(io("passwd"))?;
+            .map_err(io_ctx("passwd"))?;
     }
     let store = work.join("store");
     let have = Command::new(strata)
@@ -56,7 +49,7 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
             .arg(&tar)
             .arg(".")
             .status()
-            .map_err(io("tar"))?;
+            .map_err(io_ctx("tar"))?;
         if !st.success() {
             return Err(BenchError::Setup("tar of the rootfs failed".into()));
         }
@@ -67,7 +60,7 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
             .arg(&tar)
             .args(["-t", "bench-start:1"])
             .output()
-            .map_err(io("import"))?;
+            .map_err(io_ctx("import"))?;
         if !o.status.success() {
             return Err(BenchError::Setup(format!(
                 "importing the rootfs: {}",
@@ -76,8 +69,8 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
         }
     }
     let bundle = work.join("bundle");
-    std::fs::create_dir_all(&bundle).map_err(io("bundle"))?;
-    let rootfs = root.canonicalize().map_err(io("rootfs"))?;
+    std::fs::create_dir_all(&bundle).map_err(io_ctx("bundle"))?;
+    let rootfs = root.canonicalize().map_err(io_ctx("rootfs"))?;
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
@@ -94,16 +87,16 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
         bundle.join("config.json"),
         serde_json::to_vec_pretty(&config).map_err(|e| BenchError::Setup(e.to_string()))?,
     )
-    .map_err(io("config.json"))?;
+    .map_err(io_ctx("config.json"))?;
     Ok((store, rootfs, bundle))
 }
 
 /// Runs the comparison; returns the Markdown report (also written to `out/start.md`).
 pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
-    std::fs::create_dir_all(work).map_err(io("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io("output dir"))?;
+    std::fs::create_dir_all(work).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("output dir"))?;
     let work = work.join("start");
-    std::fs::create_dir_all(&work).map_err(io("work dir"))?;
+    std::fs::create_dir_all(&work).map_err(io_ctx("work dir"))?;
     let (store, rootfs, bundle) = prepare(&work, strata)?;
     let mut launchers: Vec<(String, Launch)> = Vec::new();
     let mut skipped = Vec::new();
@@ -243,6 +236,6 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         _ => "unknown: runc or strata was not measured".into(),
     };
     let _ = writeln!(md, "\nTarget: {verdict}");
-    std::fs::write(out.join("start.md"), &md).map_err(io("start.md"))?;
+    std::fs::write(out.join("start.md"), &md).map_err(io_ctx("start.md"))?;
     Ok(md)
 }

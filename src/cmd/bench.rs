@@ -28,53 +28,38 @@ pub fn run(a: BenchArgs) -> i32 {
     };
     if let Some(n) = a.big_tree {
         let fo = o.fuse_overlayfs.as_deref();
-        return match crate::bench::bigtree::run(&o.work, &o.out, &o.strata, fo, n as usize) {
-            Ok(md) => {
-                println!("{md}");
-                0
-            }
-            Err(e) => fail(format_args!("bench --big-tree: {e}")),
-        };
+        return printed(
+            "bench --big-tree",
+            crate::bench::bigtree::run(&o.work, &o.out, &o.strata, fo, n as usize),
+        );
     }
     if a.start {
         let runs = (a.runs as usize).max(5) * 4;
-        return match crate::bench::start::run(&o.work, &o.out, &o.strata, runs) {
-            Ok(md) => {
-                println!("{md}");
-                0
-            }
-            Err(e) => fail(format_args!("bench --start: {e}")),
-        };
+        return printed(
+            "bench --start",
+            crate::bench::start::run(&o.work, &o.out, &o.strata, runs),
+        );
     }
     if a.net {
         let runs = (a.runs as usize).max(3);
-        return match crate::bench::net::run(&o.work, &o.out, &o.strata, runs) {
-            Ok(md) => {
-                println!("{md}");
-                0
-            }
-            Err(e) => fail(format_args!("bench --net: {e}")),
-        };
+        return printed(
+            "bench --net",
+            crate::bench::net::run(&o.work, &o.out, &o.strata, runs),
+        );
     }
     if a.build {
         let runs = (a.runs as usize).max(3);
-        return match crate::bench::build::run(&o.work, &o.out, &o.strata, runs) {
-            Ok(md) => {
-                println!("{md}");
-                0
-            }
-            Err(e) => fail(format_args!("bench --build: {e}")),
-        };
+        return printed(
+            "bench --build",
+            crate::bench::build::run(&o.work, &o.out, &o.strata, runs),
+        );
     }
     if a.pull {
         let runs = (a.runs as usize).max(3);
-        return match crate::bench::pull::run(&o.work, &o.out, &o.strata, runs) {
-            Ok(md) => {
-                println!("{md}");
-                0
-            }
-            Err(e) => fail(format_args!("bench --pull: {e}")),
-        };
+        return printed(
+            "bench --pull",
+            crate::bench::pull::run(&o.work, &o.out, &o.strata, runs),
+        );
     }
     let result = match &a.from {
         Some(results) => bench::rerender(results, &o.out),
@@ -87,5 +72,16 @@ pub fn run(a: BenchArgs) -> i32 {
             0
         }
         Err(e) => fail(format_args!("bench: {e}")),
+    }
+}
+
+/// A comparison's Markdown report printed (status 0), or its failure reported as `what`.
+fn printed(what: &str, r: Result<String, crate::bench::BenchError>) -> i32 {
+    match r {
+        Ok(md) => {
+            println!("{md}");
+            0
+        }
+        Err(e) => fail(format_args!("{what}: {e}")),
     }
 }
