@@ -1,37 +1,46 @@
-//! The thin fuser adapter: converts arguments, calls the core, replies exactly once.
+//! The FUSE face of the core: strata's own protocol layer, served over /dev/fuse or over
+//! io_uring (`session.rs`). [`StrataFs::handle`] takes one decoded request, calls the core
+//! and writes exactly one answer (or none, for forgets).
 //!
 //! Never panics on a request path; every error is the core's real errno, logged here (the
 //! boundary) at debug level.
 
-pub mod convert;
+pub mod abi;
+mod mount;
 mod open;
 pub mod passthrough;
-mod reply;
+pub mod reply;
+pub mod request;
+mod sched;
 pub mod server;
+mod session;
 
-use std::ffi::OsStr;
-use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
-};
 use log::debug;
 
-use crate::overlay::attr::SetAttr;
 use crate::overlay::dirops::NewObject;
-use crate::overlay::{FsError, Overlay};
+use crate::overlay::{Caller, FsError, FsResult, Overlay};
 use crate::sys::fs::Stat;
-use convert::{attr, errno, file_type, negative_entry, timespec};
-use passthrough::Backings;
+use abi::{fopen, InHeader, WRITE_KILL_SUIDGID};
 pub use passthrough::Policy;
+use passthrough::{BackingId, Backings, OpenReply};
 pub use reply::KernelInvalidator;
-use reply::{caller, xattr_reply, Created, Opened};
+use request::Op;
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Success; the reply body is in the buffer.
+    Ok,
+    /// Failure with this errno.
+    Err(i32),
+    /// No reply (forgets).
+    Silent,
+}
 
 /// The FUSE face of an [`Overlay`].
 #[derive(Debug)]
@@ -39,543 +48,390 @@ pub struct StrataFs {
     core: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
+    dev: Arc<OwnedFd>,
+}
+
+fn errno(e: &FsError) -> i32 {
+    match e.errno {
+        0 => libc::EIO,
+        n => n,
+    }
+}
+
+fn caller(h: &InHeader, umask: u32) -> Caller {
+    Caller {
+        uid: h.uid,
+        gid: h.gid,
+        umask,
+    }
+}
+
+/// An open or create answer being built in the reply buffer.
+struct OpenAnswer<'a> {
+    dev: &'a Arc<OwnedFd>,
+    out: &'a mut Vec<u8>,
+    fh: u64,
+    refused: &'a mut Option<i32>,
+}
+
+impl OpenReply for OpenAnswer<'_> {
+    fn backing(&self, fd: &OwnedFd) -> std::io::Result<BackingId> {
+        BackingId::open(self.dev, fd)
+    }
+    fn passthrough(self, id: &BackingId) {
+        let flags = fopen::NOFLUSH | fopen::PASSTHROUGH;
+        reply::open(self.out, self.fh, flags, Some(id.id()));
+    }
+    fn daemon(self, flags: u32) {
+        reply::open(self.out, self.fh, flags | fopen::NOFLUSH, None);
+    }
+    fn refuse(self, errno: i32) {
+        *self.refused = Some(errno);
+    }
 }
 
 impl StrataFs {
-    /// Wraps a core; `ttl` is the entry/attribute cache timeout given to the kernel;
-    /// `passthrough` lets file data bypass the daemon where the kernel allows it (root).
-    pub fn new(core: Arc<Overlay>, ttl: Duration, passthrough: Policy) -> Self {
+    /// Wraps a core served on the FUSE connection `dev`; `ttl` is the entry/attribute cache
+    /// timeout given to the kernel; `passthrough` lets file data bypass the daemon where the
+    /// kernel allows it (root).
+    pub fn new(core: Arc<Overlay>, ttl: Duration, passthrough: Policy, dev: Arc<OwnedFd>) -> Self {
         StrataFs {
             core,
             ttl,
             backings: Backings::new(passthrough),
+            dev,
         }
     }
 
-    fn fail(&self, op: &str, e: &FsError) -> Errno {
-        debug!("{op}: {e}");
-        errno(e)
+    /// True while opens may get passthrough backing files.
+    pub fn passthrough(&self) -> bool {
+        self.backings.enabled()
     }
 
-    fn entry(&self, op: &str, r: Result<(u64, Stat), FsError>, reply: ReplyEntry) {
+    /// Passthrough off or on (the kernel refused or granted it in INIT).
+    pub fn set_passthrough(&self, on: bool) {
+        self.backings.set_enabled(on);
+    }
+
+    fn done(&self, op: &str, r: FsResult<()>) -> Answer {
+        match r {
+            Ok(()) => Answer::Ok,
+            Err(e) => self.fail(op, &e),
+        }
+    }
+
+    fn fail(&self, op: &str, e: &FsError) -> Answer {
+        debug!("{op}: {e}");
+        Answer::Err(errno(e))
+    }
+
+    fn entry(&self, op: &str, r: FsResult<(u64, Stat)>, out: &mut Vec<u8>) -> Answer {
         match r {
             Ok((ino, st)) => {
-                let gen = Generation(self.core.generation(ino));
-                reply.entry_with_ttls(&self.attr_ttl(ino), &self.ttl, &attr(&st), gen)
+                let gen = self.core.generation(ino);
+                reply::entry(out, Some(&st), gen, self.ttl, self.attr_ttl(ino));
+                Answer::Ok
             }
-            Err(e) => reply.error(self.fail(op, &e)),
+            Err(e) => self.fail(op, &e),
         }
     }
 
-    fn empty(&self, op: &str, r: Result<(), FsError>, reply: ReplyEmpty) {
+    fn attr(&self, op: &str, ino: u64, r: FsResult<Stat>, out: &mut Vec<u8>) -> Answer {
         match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail(op, &e)),
-        }
-    }
-}
-
-impl Filesystem for StrataFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        for cap in [
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            InitFlags::FUSE_POSIX_ACL,
-            InitFlags::FUSE_DONT_MASK,
-            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        ] {
-            let _ = config.add_capabilities(cap);
-        }
-        let _ = config.set_max_write(1 << 20);
-        let _ = config
-            .set_max_readahead(1 << 20)
-            .or_else(|max| config.set_max_readahead(max));
-        let _ = config.set_max_background(64);
-        if self.backings.enabled() {
-            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
-            self.backings.set_enabled(ok);
-        }
-        Ok(())
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name) {
-            // A name that isn't there is cached by the kernel for the entry timeout like
-            // one that is (node id 0), so PATH and library searches don't come back.
-            Err(e) if e.errno == libc::ENOENT => {
-                reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &negative_entry(), Generation(0))
+            Ok(st) => {
+                reply::attr(out, &st, self.attr_ttl(ino));
+                Answer::Ok
             }
-            r => self.entry("lookup", r, reply),
+            Err(e) => self.fail(op, &e),
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(st) => reply.attr(&self.attr_ttl(ino.0), &attr(&st)),
-            Err(e) => reply.error(self.fail("getattr", &e)),
-        }
-    }
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<std::time::SystemTime>,
-        fh: Option<FileHandle>,
-        _crtime: Option<std::time::SystemTime>,
-        _chgtime: Option<std::time::SystemTime>,
-        _bkuptime: Option<std::time::SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        if size.is_some() {
-            self.backings.data_changed(ino.0);
-        }
-        let a = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: timespec(atime),
-            mtime: timespec(mtime),
-        };
-        match self.core.setattr(ino.0, fh.map(|f| f.0), a) {
-            Ok(st) => reply.attr(&self.attr_ttl(ino.0), &attr(&st)),
-            Err(e) => reply.error(self.fail("setattr", &e)),
-        }
-    }
-
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.core.readlink(ino.0) {
-            Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
-            Err(e) => reply.error(self.fail("readlink", &e)),
-        }
-    }
-
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        let obj = NewObject::Special {
-            mode,
-            rdev: rdev as u64,
-        };
-        let r = self.core.create(parent.0, name, caller(req, umask), obj);
-        self.entry("mknod", r.map(|(i, s, _)| (i, s)), reply);
-    }
-
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let obj = NewObject::Dir {
-            mode: mode & 0o7777,
-        };
-        let r = self.core.create(parent.0, name, caller(req, umask), obj);
-        self.entry("mkdir", r.map(|(i, s, _)| (i, s)), reply);
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty("unlink", self.core.unlink(parent.0, name), reply);
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty("rmdir", self.core.rmdir(parent.0, name), reply);
-    }
-
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
-        let obj = NewObject::Symlink {
-            target: target.as_os_str(),
-        };
-        let r = self.core.create(parent.0, link_name, caller(req, 0), obj);
-        self.entry("symlink", r.map(|(i, s, _)| (i, s)), reply);
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        let r = self
-            .core
-            .rename(parent.0, name, newparent.0, newname, flags.bits());
-        self.empty("rename", r, reply);
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        self.entry("link", self.core.link(ino.0, newparent.0, newname), reply);
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0, flags.0) {
-            Ok(fh) => {
-                let writable =
-                    flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-                self.answer_open(ino.0, fh, writable, None, Opened { reply, fh })
+    /// True when a request may take long (it may copy file data or sync): the io_uring
+    /// transport hands these to a worker so other requests from the same CPU aren't held.
+    pub fn may_block(&self, h: &InHeader, op: &Op<'_>) -> bool {
+        match op {
+            Op::Read { .. } | Op::Write { .. } | Op::Fsync { .. } | Op::Fsyncdir => true,
+            Op::Fallocate { .. } | Op::CopyFileRange { .. } | Op::Rename { .. } => true,
+            Op::Open { flags } => {
+                let writes =
+                    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+                writes && self.core.may_copy_data(h.nodeid, false)
             }
-            Err(e) => reply.error(self.fail("open", &e)),
+            Op::Setattr { attr, .. } => self.core.may_copy_data(h.nodeid, attr.size.is_none()),
+            Op::Setxattr { .. } | Op::Removexattr { .. } => self.core.may_copy_data(h.nodeid, true),
+            Op::Link { oldnodeid, .. } => self.core.may_copy_data(*oldnodeid, false),
+            _ => false,
         }
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        match self.core.read(fh.0, offset, size) {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => reply.error(self.fail("read", &e)),
+    /// Serves one request (all but INIT, which the session negotiates): the reply body goes
+    /// to `out`.
+    pub fn handle(&self, h: &InHeader, op: Op<'_>, out: &mut Vec<u8>) -> Answer {
+        let ino = h.nodeid;
+        let core = &self.core;
+        match op {
+            Op::Lookup { name } => match core.lookup(ino, name) {
+                // A name that isn't there is cached by the kernel for the entry timeout like
+                // one that is (node id 0), so PATH and library searches don't come back.
+                Err(e) if e.errno == libc::ENOENT => {
+                    reply::entry(out, None, 0, self.ttl, Duration::ZERO);
+                    Answer::Ok
+                }
+                r => self.entry("lookup", r, out),
+            },
+            Op::Forget { nlookup } => {
+                core.forget(ino, nlookup);
+                Answer::Silent
+            }
+            Op::BatchForget { nodes } => {
+                for (node, n) in nodes {
+                    core.forget(node, n);
+                }
+                Answer::Silent
+            }
+            Op::Getattr { fh } => self.attr("getattr", ino, core.getattr(ino, fh), out),
+            Op::Setattr { fh, attr } => {
+                if attr.size.is_some() {
+                    self.backings.data_changed(ino);
+                }
+                self.attr("setattr", ino, core.setattr(ino, fh, attr), out)
+            }
+            Op::Readlink => match core.readlink(ino) {
+                Ok(t) => {
+                    out.extend_from_slice(t.as_bytes());
+                    Answer::Ok
+                }
+                Err(e) => self.fail("readlink", &e),
+            },
+            Op::Mknod {
+                name,
+                mode,
+                rdev,
+                umask,
+            } => {
+                let obj = NewObject::Special {
+                    mode,
+                    rdev: rdev as u64,
+                };
+                let r = core.create(ino, name, caller(h, umask), obj);
+                self.entry("mknod", r.map(|(i, s, _)| (i, s)), out)
+            }
+            Op::Mkdir { name, mode, umask } => {
+                let obj = NewObject::Dir {
+                    mode: mode & 0o7777,
+                };
+                let r = core.create(ino, name, caller(h, umask), obj);
+                self.entry("mkdir", r.map(|(i, s, _)| (i, s)), out)
+            }
+            Op::Symlink { name, target } => {
+                let obj = NewObject::Symlink { target };
+                let r = core.create(ino, name, caller(h, 0), obj);
+                self.entry("symlink", r.map(|(i, s, _)| (i, s)), out)
+            }
+            Op::Unlink { name } => self.done("unlink", core.unlink(ino, name)),
+            Op::Rmdir { name } => self.done("rmdir", core.rmdir(ino, name)),
+            Op::Rename {
+                name,
+                newdir,
+                newname,
+                flags,
+            } => self.done("rename", core.rename(ino, name, newdir, newname, flags)),
+            Op::Link { oldnodeid, name } => {
+                self.entry("link", core.link(oldnodeid, ino, name), out)
+            }
+            Op::Open { flags } => match core.open(ino, flags) {
+                Ok(fh) => {
+                    let writable =
+                        flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+                    self.open(ino, fh, writable, None, out)
+                }
+                Err(e) => self.fail("open", &e),
+            },
+            Op::Create {
+                name,
+                flags,
+                mode,
+                umask,
+            } => {
+                let mode = mode & 0o7777;
+                match core.create_open(ino, name, caller(h, umask), mode, flags) {
+                    Ok((new, st, fh)) => {
+                        let gen = core.generation(new);
+                        reply::entry(out, Some(&st), gen, self.ttl, self.attr_ttl(new));
+                        self.open(new, fh, true, Some(st.st_mode), out)
+                    }
+                    Err(e) => self.fail("create", &e),
+                }
+            }
+            Op::Read { fh, offset, size } => match core.read(fh, offset, size) {
+                Ok(buf) => {
+                    out.extend_from_slice(&buf);
+                    Answer::Ok
+                }
+                Err(e) => self.fail("read", &e),
+            },
+            Op::Write {
+                fh,
+                offset,
+                write_flags,
+                data,
+            } => {
+                // FUSE_HANDLE_KILLPRIV_V2: dropping setuid/setgid on unprivileged writes is ours.
+                let kill = write_flags & WRITE_KILL_SUIDGID != 0;
+                match core.write(fh, offset, data, kill) {
+                    Ok(n) => {
+                        reply::written(out, n as u32);
+                        Answer::Ok
+                    }
+                    Err(e) => self.fail("write", &e),
+                }
+            }
+            Op::Flush | Op::Access | Op::Destroy => Answer::Ok,
+            Op::Release { fh } => {
+                let wrote = self.backings.release(fh);
+                core.release(fh);
+                if let Some(ino) = wrote {
+                    // Writes through a shared mapping changed times the kernel may have cached.
+                    core.invalidate_attrs(ino);
+                }
+                Answer::Ok
+            }
+            Op::Fsync { fh, datasync } => self.done("fsync", core.fsync(fh, datasync)),
+            Op::Opendir => match core.opendir(ino) {
+                Ok(fh) => {
+                    reply::open(out, fh, 0, None);
+                    Answer::Ok
+                }
+                Err(e) => self.fail("opendir", &e),
+            },
+            Op::Readdir {
+                fh,
+                offset,
+                size,
+                plus,
+            } => self.readdir(ino, fh, offset, size, plus, out),
+            Op::Releasedir { fh } => {
+                core.releasedir(fh);
+                Answer::Ok
+            }
+            Op::Fsyncdir => self.done("fsyncdir", core.sync_upper()),
+            Op::Statfs => match core.statfs() {
+                Ok(s) => {
+                    reply::statfs(out, &s);
+                    Answer::Ok
+                }
+                Err(e) => self.fail("statfs", &e),
+            },
+            Op::Setxattr { name, value, flags } => {
+                self.done("setxattr", core.setxattr(ino, name, value, flags))
+            }
+            Op::Getxattr { name, size } => match core.getxattr(ino, name) {
+                Ok(v) => reply::xattr(out, &v, size).map_or_else(Answer::Err, |_| Answer::Ok),
+                Err(e) => self.fail("getxattr", &e),
+            },
+            Op::Listxattr { size } => match core.listxattr(ino) {
+                Ok(v) => reply::xattr(out, &v, size).map_or_else(Answer::Err, |_| Answer::Ok),
+                Err(e) => self.fail("listxattr", &e),
+            },
+            Op::Removexattr { name } => self.done("removexattr", core.removexattr(ino, name)),
+            Op::Fallocate {
+                fh,
+                offset,
+                length,
+                mode,
+            } => self.done("fallocate", core.fallocate(fh, mode, offset, length)),
+            Op::Lseek { fh, offset, whence } => match core.lseek(fh, offset, whence) {
+                Ok(o) => {
+                    abi::Put::u64(out, o as u64);
+                    Answer::Ok
+                }
+                Err(e) => self.fail("lseek", &e),
+            },
+            Op::CopyFileRange {
+                fh_in,
+                off_in,
+                fh_out,
+                off_out,
+                len,
+            } => match core.copy_file_range(fh_in, off_in, fh_out, off_out, len.min(1 << 30)) {
+                Ok(n) => {
+                    reply::written(out, n as u32);
+                    Answer::Ok
+                }
+                Err(e) => self.fail("copy_file_range", &e),
+            },
+            // INIT is the session's; the kernel stops sending interrupts after ENOSYS.
+            Op::Init { .. } | Op::Interrupt | Op::Unsupported(_) => Answer::Err(libc::ENOSYS),
         }
     }
 
-    fn write(
+    fn open(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        // FUSE_HANDLE_KILLPRIV_V2: dropping setuid/setgid on unprivileged writes is ours.
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.core.write(fh.0, offset, data, kill) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(self.fail("write", &e)),
-        }
-    }
-
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        let wrote = self.backings.release(fh.0);
-        self.core.release(fh.0);
-        reply.ok();
-        if let Some(ino) = wrote {
-            // Writes through a shared mapping changed times the kernel may have cached.
-            self.core.invalidate_attrs(ino);
-        }
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.empty("fsync", self.core.fsync(fh.0, datasync), reply);
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.fail("opendir", &e)),
+        ino: u64,
+        fh: u64,
+        writable: bool,
+        new_mode: Option<u32>,
+        out: &mut Vec<u8>,
+    ) -> Answer {
+        let mut refused = None;
+        let answer = OpenAnswer {
+            dev: &self.dev,
+            out,
+            fh,
+            refused: &mut refused,
+        };
+        self.answer_open(ino, fh, writable, new_mode, answer);
+        match refused {
+            Some(e) => Answer::Err(e),
+            None => Answer::Ok,
         }
     }
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: u64,
+        fh: u64,
         offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        match self.core.readdir(fh.0, offset) {
-            Ok((entries, start)) => {
-                for (i, e) in entries.iter().enumerate().skip(start) {
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(self.fail("readdir", &e)),
-        }
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let (entries, start) = match self.core.readdir(fh.0, offset) {
+        size: u32,
+        plus: bool,
+        out: &mut Vec<u8>,
+    ) -> Answer {
+        let (entries, start) = match self.core.readdir(fh, offset) {
             Ok(r) => r,
-            Err(e) => return reply.error(self.fail("readdirplus", &e)),
+            Err(e) => return self.fail("readdir", &e),
         };
+        let mut buf = reply::DirBuf::new(out, size);
         for (i, e) in entries.iter().enumerate().skip(start) {
             let next = (i + 1) as u64;
+            if !plus {
+                if !buf.add(e.ino, next, e.kind, &e.name) {
+                    break;
+                }
+                continue;
+            }
             if e.name == "." || e.name == ".." {
                 // No lookup is counted for these; the kernel only needs their inode.
-                let st = self.core.getattr(ino.0, None);
-                let Ok(st) = st else { continue };
-                if reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    &e.name,
-                    &Duration::ZERO,
-                    &attr(&st),
-                    Generation(0),
-                ) {
+                let Ok(mut st) = self.core.getattr(ino, None) else {
+                    continue;
+                };
+                st.st_ino = e.ino;
+                st.st_mode = (st.st_mode & !libc::S_IFMT) | libc::S_IFDIR;
+                if !buf.add_plus(next, &e.name, &st, 0, (Duration::ZERO, Duration::ZERO)) {
                     break;
                 }
                 continue;
             }
             // The entry may have gone since the snapshot; skip it like a concurrent unlink.
-            let Ok((child, st)) = self.core.lookup(ino.0, &e.name) else {
+            let Ok((child, st)) = self.core.lookup(ino, &e.name) else {
                 continue;
             };
-            if reply.add(
-                INodeNo(child),
-                next,
-                &e.name,
-                &self.ttl,
-                &attr(&st),
-                Generation(self.core.generation(child)),
-            ) {
+            let gen = self.core.generation(child);
+            if !buf.add_plus(next, &e.name, &st, gen, (self.ttl, self.attr_ttl(child))) {
                 // Not sent: the kernel will not count this lookup.
                 self.core.forget(child, 1);
                 break;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.core.releasedir(fh.0);
-        reply.ok();
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.empty("fsyncdir", self.core.sync_upper(), reply);
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.core.statfs() {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(self.fail("statfs", &e)),
-        }
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        self.empty(
-            "setxattr",
-            self.core.setxattr(ino.0, name, value, flags),
-            reply,
-        );
-    }
-
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.core.getxattr(ino.0, name) {
-            Ok(v) => xattr_reply(v, size, reply),
-            Err(e) => reply.error(self.fail("getxattr", &e)),
-        }
-    }
-
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.core.listxattr(ino.0) {
-            Ok(v) => xattr_reply(v, size, reply),
-            Err(e) => reply.error(self.fail("listxattr", &e)),
-        }
-    }
-
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty("removexattr", self.core.removexattr(ino.0, name), reply);
-    }
-
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // default_permissions: the kernel checks modes itself before calling us.
-        reply.ok();
-    }
-
-    fn create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let mode = mode & 0o7777;
-        match self
-            .core
-            .create_open(parent.0, name, caller(req, umask), mode, flags)
-        {
-            Ok((ino, st, fh)) => {
-                let r = Created {
-                    reply,
-                    fh,
-                    attr: attr(&st),
-                    ttl: self.ttl,
-                    gen: Generation(self.core.generation(ino)),
-                };
-                self.answer_open(ino, fh, true, Some(st.st_mode), r)
-            }
-            Err(e) => reply.error(self.fail("create", &e)),
-        }
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        self.empty(
-            "fallocate",
-            self.core.fallocate(fh.0, mode, offset, length),
-            reply,
-        );
-    }
-
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
-        match self.core.lseek(fh.0, offset, whence) {
-            Ok(o) => reply.offset(o),
-            Err(e) => reply.error(self.fail("lseek", &e)),
-        }
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        fh_in: FileHandle,
-        offset_in: u64,
-        _ino_out: INodeNo,
-        fh_out: FileHandle,
-        offset_out: u64,
-        len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        match self
-            .core
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len.min(1 << 30))
-        {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(self.fail("copy_file_range", &e)),
-        }
+        Answer::Ok
     }
 }

@@ -13,14 +13,45 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use fuser::{BackingId, FopenFlags};
 use log::warn;
+
+use super::abi::fopen;
+
+/// A passthrough backing file registered with the kernel; the registration is dropped with
+/// it (open files keep their backing file).
+#[derive(Debug)]
+pub struct BackingId {
+    dev: Arc<OwnedFd>,
+    id: u32,
+}
+
+impl BackingId {
+    /// Registers `file` on the connection `dev`.
+    pub fn open(dev: &Arc<OwnedFd>, file: &OwnedFd) -> io::Result<Self> {
+        let id = crate::sys::fuse_dev::backing_open(dev.as_fd(), file)?;
+        Ok(BackingId {
+            dev: dev.clone(),
+            id,
+        })
+    }
+
+    /// The id `fuse_open_out` names.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for BackingId {
+    fn drop(&mut self) {
+        let _ = crate::sys::fuse_dev::backing_close(self.dev.as_fd(), self.id);
+    }
+}
 
 /// A reply to `open` or `create` that can be answered either way.
 pub trait OpenReply {
@@ -29,9 +60,9 @@ pub trait OpenReply {
     /// Answers with passthrough to `id`.
     fn passthrough(self, id: &BackingId);
     /// Answers with the daemon serving the data.
-    fn daemon(self, flags: FopenFlags);
+    fn daemon(self, flags: u32);
     /// Refuses the open with an errno.
-    fn refuse(self, errno: fuser::Errno);
+    fn refuse(self, errno: i32);
 }
 
 /// Which files may get a backing file.
@@ -121,7 +152,7 @@ impl Backings {
         reply: R,
     ) -> bool {
         let Ok(mut map) = self.by_ino.lock() else {
-            reply.refuse(fuser::Errno::EIO);
+            reply.refuse(libc::EIO);
             return false;
         };
         let deadline = Instant::now() + RELEASE_WAIT;
@@ -136,13 +167,13 @@ impl Backings {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                reply.refuse(fuser::Errno::ETXTBSY);
+                reply.refuse(libc::ETXTBSY);
                 return false;
             }
             map = match self.released.wait_timeout(map, left) {
                 Ok((m, _)) => m,
                 Err(_) => {
-                    reply.refuse(fuser::Errno::EIO);
+                    reply.refuse(libc::EIO);
                     return false;
                 }
             };
@@ -195,7 +226,7 @@ impl Backings {
         }
         match &e.via {
             Via::Backing(id) => reply.passthrough(id),
-            Via::Daemon => reply.daemon(FopenFlags::FOPEN_KEEP_CACHE),
+            Via::Daemon => reply.daemon(fopen::KEEP_CACHE),
         }
     }
 

@@ -228,6 +228,21 @@ impl Overlay {
             .unwrap_or(true)
     }
 
+    /// True when changing `ino` may copy file data up (a regular file whose data is still
+    /// in a lower layer); `meta_only` changes copy no data under `metacopy=on`. Such requests
+    /// may take milliseconds (the copy is synced), so transports keep them off shared paths.
+    pub fn may_copy_data(&self, ino: u64, meta_only: bool) -> bool {
+        let Ok(node) = self.nodes.get(ino) else {
+            return false;
+        };
+        if node.kind != libc::S_IFREG || (meta_only && self.metacopy.is_some()) {
+            return false;
+        }
+        node.state()
+            .map(|s| !s.upper || s.metacopy)
+            .unwrap_or(false)
+    }
+
     /// Closes a file handle.
     pub fn release(&self, fh: u64) {
         self.files.remove(&fh);

@@ -59,6 +59,9 @@ pub struct MountOptions {
     pub passthrough: Passthrough,
     /// `dirfds=N`: how many directory fds the server keeps open at most.
     pub dir_fds: Option<usize>,
+    /// `io_uring=on|off`: serve requests over FUSE io_uring queues where the kernel offers
+    /// them (`/sys/module/fuse/parameters/enable_uring`); on by default.
+    pub io_uring: bool,
     /// `metacopy=on`: chmod, chown, utimes and xattr changes of a lower file copy up its
     /// metadata only; the data follows on the first write (kernel overlayfs's metacopy).
     pub metacopy: bool,
@@ -91,6 +94,7 @@ impl Default for MountOptions {
             threads: 0,
             passthrough: Passthrough::All,
             dir_fds: None,
+            io_uring: true,
             metacopy: false,
             fsname: None,
             remount: false,
@@ -335,6 +339,18 @@ impl MountOptions {
                 }
             }
             "nopassthrough" => self.passthrough = Passthrough::Off,
+            "io_uring" => {
+                self.io_uring = match value {
+                    None | Some("on") | Some("auto") => true,
+                    Some("off") => false,
+                    Some(v) => {
+                        return Err(SetupError::Option(format!(
+                            "io_uring={v}: expected on or off"
+                        )))
+                    }
+                }
+            }
+            "noio_uring" => self.io_uring = false,
             "fsname" => self.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;

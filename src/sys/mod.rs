@@ -3,9 +3,11 @@
 pub mod bpf;
 pub mod file;
 pub mod fs;
+pub mod fuse_dev;
 pub mod mman;
 pub mod mount;
 pub mod net;
 pub mod process;
 pub mod tty;
+pub mod uring;
 pub mod xattr;

@@ -330,6 +330,21 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the calling thread in SCHED_IDLE (`idle`) or back in SCHED_OTHER.
+pub fn set_sched_idle(idle: bool) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    // SAFETY: plain syscall on the calling thread with a valid param.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,407 @@
+//! A FUSE session: the INIT handshake, then requests served over /dev/fuse (one cloned fd
+//! per thread) and, where the kernel offers it, over io_uring (one queue per possible CPU,
+//! each served by a thread pinned to it).
+//!
+//! With io_uring a request and its answer stay on the CPU that asked, in shared memory:
+//! no read/write syscall pair and no cross-CPU wake-up per request. The kernel still sends
+//! forgets and interrupts through /dev/fuse, so one /dev/fuse thread stays. A queue's thread
+//! never waits on a slow request: those that may copy file data or sync go to a worker,
+//! which hands the answered slot back through the queue's waker, so lookups from the same
+//! CPU are never held behind a copy-up.
+
+use std::io;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use log::{debug, warn};
+
+use super::abi::{self, init, op, out_header, InHeader, Put, IN_HEADER_LEN, OUT_HEADER_LEN};
+use super::request::{decode, Op};
+use super::sched::Yielding;
+use super::{Answer, StrataFs};
+use crate::sys::uring::{self, Event, Queue, Slot, Waker, ENT_IN_OUT, OP_IN};
+
+/// Largest write the kernel sends, and so the payload of every request buffer.
+pub const MAX_WRITE: usize = 1 << 20;
+/// Request buffer for /dev/fuse: the largest write and its headers.
+const BUF_LEN: usize = MAX_WRITE + 4096;
+/// Slots per io_uring queue.
+const QUEUE_DEPTH: usize = 8;
+
+/// How to serve.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    /// /dev/fuse request threads (when io_uring is not used).
+    pub threads: usize,
+    /// Ask the kernel for FUSE over io_uring.
+    pub uring: bool,
+}
+
+/// What INIT settled.
+#[derive(Debug, Clone, Copy)]
+struct Negotiated {
+    uring: bool,
+}
+
+fn send(fd: impl AsFd, unique: u64, answer: Answer, body: &[u8]) {
+    let (error, body) = match answer {
+        Answer::Silent => return,
+        Answer::Ok => (0, body),
+        Answer::Err(e) => (-e, &[][..]),
+    };
+    let h = out_header(OUT_HEADER_LEN + body.len(), error, unique);
+    match nix::sys::uio::writev(fd, &[IoSlice::new(&h), IoSlice::new(body)]) {
+        // ENOENT: the request was interrupted and is gone.
+        Ok(_) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => debug!("reply to {unique}: {e}"),
+    }
+}
+
+/// Reads the next request from /dev/fuse into `buf`; None once the mount is gone.
+fn read_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+            // The request was interrupted before we could read it.
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(nix::errno::Errno::ENODEV) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Splits a /dev/fuse request into header, opcode struct and payload.
+fn split(req: &[u8]) -> Option<(InHeader, &[u8], &[u8])> {
+    let h = InHeader::parse(req).ok()?;
+    let end = (h.len as usize).min(req.len());
+    let body = req.get(IN_HEADER_LEN..end)?;
+    let body = &body[..body.len().saturating_sub(h.total_extlen as usize * 8)];
+    let (s, p) = body.split_at(abi::op_struct_len(h.opcode).min(body.len()));
+    Some((h, s, p))
+}
+
+/// The INIT handshake on `dev`: what strata asks for is what the kernel offered of it.
+fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negotiated> {
+    let mut buf = vec![0u8; BUF_LEN];
+    loop {
+        let n = read_request(dev, &mut buf)?
+            .ok_or_else(|| io::Error::other("the mount went away before FUSE_INIT"))?;
+        let Some((h, s, p)) = split(&buf[..n]) else {
+            continue;
+        };
+        let Ok(Op::Init {
+            major,
+            minor,
+            max_readahead,
+            flags,
+        }) = decode(&h, s, p)
+        else {
+            send(dev, h.unique, Answer::Err(libc::EIO), &[]);
+            continue;
+        };
+        if major != abi::KERNEL_VERSION || minor < abi::OLDEST_MINOR {
+            send(dev, h.unique, Answer::Err(libc::EPROTO), &[]);
+            return Err(io::Error::other(format!(
+                "the kernel speaks FUSE {major}.{minor}; strata needs 7.{} or later",
+                abi::OLDEST_MINOR
+            )));
+        }
+        let mut want = init::ASYNC_READ
+            | init::BIG_WRITES
+            | init::MAX_PAGES
+            | init::INIT_EXT
+            | init::ATOMIC_O_TRUNC
+            | init::PARALLEL_DIROPS
+            | init::CACHE_SYMLINKS
+            | init::DO_READDIRPLUS
+            | init::READDIRPLUS_AUTO
+            | init::POSIX_ACL
+            | init::DONT_MASK
+            | init::HANDLE_KILLPRIV_V2;
+        if fs.passthrough() {
+            want |= init::PASSTHROUGH;
+        }
+        if want_uring {
+            want |= init::OVER_IO_URING;
+        }
+        let granted = want & flags;
+        let passthrough = granted & init::PASSTHROUGH != 0;
+        fs.set_passthrough(passthrough);
+        let readahead = max_readahead.min(MAX_WRITE as u32);
+        let mut out = Vec::with_capacity(64);
+        out.u32(abi::KERNEL_VERSION).u32(abi::KERNEL_MINOR_VERSION);
+        out.u32(readahead).u32(granted as u32);
+        out.u16(64).u16(48); // max_background, congestion_threshold
+        out.u32(MAX_WRITE as u32).u32(1); // max_write, time_gran (ns)
+        out.u16((MAX_WRITE / 4096) as u16).u16(0); // max_pages, map_alignment
+        out.u32((granted >> 32) as u32).u32(u32::from(passthrough)); // flags2, stack depth
+        out.resize(64, 0);
+        send(dev, h.unique, Answer::Ok, &out);
+        return Ok(Negotiated {
+            uring: granted & init::OVER_IO_URING != 0,
+        });
+    }
+}
+
+/// Serves /dev/fuse requests read from `fd` until the mount goes away.
+fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut out = Vec::with_capacity(64 * 1024);
+    while let Some(n) = read_request(fd, &mut buf)? {
+        let Some((h, s, p)) = split(&buf[..n]) else {
+            continue;
+        };
+        out.clear();
+        let answer = match decode(&h, s, p) {
+            Ok(op) => fs.handle(&h, op, &mut out),
+            Err(_) => Answer::Err(libc::EINVAL),
+        };
+        send(fd, h.unique, answer, &out);
+    }
+    Ok(())
+}
+
+/// A slot's request: header, opcode struct, payload, and the commit id of its answer.
+fn slot_request(slot: &Slot) -> Option<(InHeader, &[u8], &[u8], u64)> {
+    let h = InHeader::parse(&slot.header).ok()?;
+    let mut r = abi::Reader::new(slot.header.get(ENT_IN_OUT..)?);
+    let (_flags, commit_id, payload_sz) = (r.u64().ok()?, r.u64().ok()?, r.u32().ok()? as usize);
+    let op_len = (h.len as usize)
+        .checked_sub(IN_HEADER_LEN + payload_sz)?
+        .min(OP_IN);
+    let s = slot.header.get(OP_IN..OP_IN + op_len)?;
+    let data = payload_sz.saturating_sub(h.total_extlen as usize * 8);
+    let p = slot.payload.get(..data)?;
+    Some((h, s, p, commit_id))
+}
+
+/// Writes `answer` into the slot for the kernel to read at commit.
+fn put_answer(slot: &mut Slot, unique: u64, answer: Answer, body: &[u8]) {
+    let (error, len) = match answer {
+        Answer::Ok if body.len() <= slot.payload.len() => (0, body.len()),
+        Answer::Ok => (-libc::EIO, 0),
+        Answer::Err(e) => (-e, 0),
+        Answer::Silent => (0, 0),
+    };
+    slot.payload[..len].copy_from_slice(&body[..len]);
+    slot.header[..OUT_HEADER_LEN].copy_from_slice(&out_header(OUT_HEADER_LEN + len, error, unique));
+    slot.header[ENT_IN_OUT + 16..ENT_IN_OUT + 20].copy_from_slice(&(len as u32).to_le_bytes());
+}
+
+/// Answers the request in `slot`; returns its commit id (None: not a request).
+fn answer_slot(fs: &StrataFs, slot: &mut Slot, out: &mut Vec<u8>) -> Option<u64> {
+    out.clear();
+    let (unique, commit, answer) = {
+        let (h, s, p, commit) = slot_request(slot)?;
+        let answer = match decode(&h, s, p) {
+            Ok(op) => fs.handle(&h, op, out),
+            Err(_) => Answer::Err(libc::EINVAL),
+        };
+        (h.unique, commit, answer)
+    };
+    put_answer(slot, unique, answer, out);
+    Some(commit)
+}
+
+/// A slow request on its way to a worker and back.
+struct Job {
+    n: usize,
+    slot: Slot,
+    done: Sender<(usize, Slot, u64)>,
+    waker: Waker,
+}
+
+/// Threads that answer slow io_uring requests.
+fn start_workers(fs: &Arc<StrataFs>, count: usize) -> io::Result<Sender<Job>> {
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..count {
+        let (fs, rx) = (fs.clone(), rx.clone());
+        std::thread::Builder::new()
+            .name(format!("strata-work{i}"))
+            .spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(mut job) = job else { return };
+                    if let Some(commit) = answer_slot(&fs, &mut job.slot, &mut out) {
+                        let _ = job.done.send((job.n, job.slot, commit));
+                        job.waker.wake();
+                    }
+                }
+            })?;
+    }
+    Ok(tx)
+}
+
+/// Serves one io_uring queue until the mount goes away or `stop` is set.
+fn serve_queue(
+    fs: &StrataFs,
+    dev: &Arc<OwnedFd>,
+    qid: u16,
+    work: Sender<Job>,
+    stop: &AtomicBool,
+    started: Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let mut cpus = nix::sched::CpuSet::new();
+    if cpus.set(qid as usize).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
+    }
+    let q = Queue::new(dev.clone(), qid, QUEUE_DEPTH, MAX_WRITE).and_then(|mut q| {
+        q.start()?;
+        Ok(q)
+    });
+    let mut q = match q {
+        Ok(q) => {
+            let _ = started.send(Ok(()));
+            q
+        }
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return Ok(());
+        }
+    };
+    let (done_tx, done_rx): (_, Receiver<(usize, Slot, u64)>) = channel();
+    let waker = q.waker();
+    let mut events = Vec::new();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut yielding = Yielding::new();
+    while !stop.load(Ordering::Relaxed) {
+        yielding.adjust();
+        events.clear();
+        q.wait(&mut events)?;
+        // Releases first: an open in the same batch may wait for them.
+        let opcode = |q: &mut Queue, n: usize| {
+            q.slot_mut(n)
+                .and_then(|s| InHeader::parse(&s.header).ok())
+                .map_or(0, |h| h.opcode)
+        };
+        let mut order: Vec<(bool, Event)> = events
+            .iter()
+            .map(|&e| match e {
+                Event::Request(n) => (opcode(&mut q, n) != op::RELEASE, e),
+                _ => (true, e),
+            })
+            .collect();
+        order.sort_by_key(|(later, _)| *later);
+        for (_, ev) in order {
+            match ev {
+                Event::Gone => return Ok(()),
+                Event::Woken => {
+                    while let Ok((n, slot, commit)) = done_rx.try_recv() {
+                        q.put(n, slot);
+                        q.commit(n, commit)?;
+                    }
+                }
+                Event::Request(n) => {
+                    let slow = q
+                        .slot_mut(n)
+                        .and_then(|s| {
+                            let (h, sb, pb, _) = slot_request(s)?;
+                            let op = decode(&h, sb, pb).ok()?;
+                            Some(fs.may_block(&h, &op))
+                        })
+                        .unwrap_or(false);
+                    if slow {
+                        if let Some(slot) = q.take(n) {
+                            let job = Job {
+                                n,
+                                slot,
+                                done: done_tx.clone(),
+                                waker: waker.clone(),
+                            };
+                            if work.send(job).is_ok() {
+                                continue;
+                            }
+                            return Err(io::Error::other("io_uring workers are gone"));
+                        }
+                    }
+                    let Some(slot) = q.slot_mut(n) else { continue };
+                    if let Some(commit) = answer_slot(fs, slot, &mut out) {
+                        q.commit(n, commit)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets up one queue per possible CPU, each registered by its own thread (pinned to its
+/// CPU, the only one that ever submits to it); Ok once every queue is registered.
+fn start_uring(fs: &Arc<StrataFs>, dev: &Arc<OwnedFd>, stop: &Arc<AtomicBool>) -> io::Result<()> {
+    let n = uring::possible_cpus();
+    let work = start_workers(fs, n.clamp(2, 8))?;
+    let (started_tx, started_rx) = channel::<io::Result<()>>();
+    for qid in 0..n {
+        let (fs, work, stop, started) =
+            (fs.clone(), work.clone(), stop.clone(), started_tx.clone());
+        let dev = dev.clone();
+        std::thread::Builder::new()
+            .name(format!("strata-ring{qid}"))
+            .spawn(move || {
+                if let Err(e) = serve_queue(&fs, &dev, qid as u16, work, &stop, started) {
+                    warn!("io_uring queue: {e}");
+                }
+            })?;
+    }
+    drop(started_tx);
+    for _ in 0..n {
+        started_rx
+            .recv()
+            .map_err(|_| io::Error::other("an io_uring queue thread ended"))??;
+    }
+    Ok(())
+}
+
+/// Negotiates with the kernel on `dev` and serves requests until the mount goes away;
+/// `ready` runs once the transports are up.
+pub fn run(
+    fs: Arc<StrataFs>,
+    dev: Arc<OwnedFd>,
+    t: Transport,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
+    let negotiated = handshake(&fs, &dev, t.uring)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = t.threads.max(1);
+    if negotiated.uring {
+        match start_uring(&fs, &dev, &stop) {
+            // The kernel still sends forgets and interrupts through /dev/fuse.
+            Ok(()) => threads = 1,
+            Err(e) => warn!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),
+        }
+    } else if t.uring {
+        debug!("the kernel did not offer FUSE over io_uring");
+    }
+    let mut handles = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let fd = match i {
+            0 => dev.clone(),
+            _ => Arc::new(crate::sys::fuse_dev::clone_fd(dev.as_fd())?),
+        };
+        let fs = fs.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("strata-fuse{i}"))
+            .spawn(move || serve_dev(&fs, &fd))?;
+        handles.push(h);
+    }
+    ready();
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(io::Error::other("a request thread panicked")),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    result
+}
