@@ -413,7 +413,11 @@ fn data_model_on_files_that_start_in_the_lower_layer() {
         std::fs::create_dir_all(&lower).unwrap();
         std::fs::write(lower.join(format!("f{i}")), &seed_data).unwrap();
     }
-    for (tag, extra) in [("pt", ""), ("nopt", ",passthrough=off")] {
+    for (tag, extra) in [
+        ("pt", ""),
+        ("nopt", ",passthrough=off"),
+        ("dev", ",passthrough=off,io_uring=off"),
+    ] {
         let m = mount_strata(&lower, base, tag, extra);
         let budget = Instant::now() + Duration::from_secs(15);
         let ran: Vec<usize> = std::thread::scope(|s| {

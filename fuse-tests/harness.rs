@@ -31,7 +31,8 @@ pub enum Impl {
     /// strata with its default (probed) whiteout format.
     Strata,
     /// strata forced to write `.wh.` whiteout files, with file data served by the daemon
-    /// (no passthrough) and directory fds squeezed to 16 (closed and reopened constantly).
+    /// (no passthrough), directory fds squeezed to 16 (closed and reopened constantly) and
+    /// requests read from /dev/fuse (`Strata` uses io_uring where the kernel offers it).
     StrataWh,
 }
 
@@ -87,7 +88,7 @@ pub fn mount(imp: Impl, lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: 
         }
         Impl::Strata | Impl::StrataWh => {
             if imp == Impl::StrataWh {
-                opts.push_str(",whiteout=wh,passthrough=off,dirfds=16");
+                opts.push_str(",whiteout=wh,passthrough=off,dirfds=16,io_uring=off");
             }
             Command::new(strata_bin())
                 .args(["mount", "-o", &opts])

@@ -30,4 +30,5 @@ mod security;
 mod semantics;
 mod snapshot;
 mod stress;
+mod uring;
 mod volumes;
