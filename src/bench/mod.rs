@@ -155,6 +155,7 @@ pub fn run(o: &Options) -> Result<Report, BenchError> {
     let r = Report {
         date: now_utc(),
         command: o.command.clone(),
+        transport: report::fuse_transport(),
         sizes: o.sizes,
         runs: o.runs,
         filesystems: fss,

@@ -78,6 +78,9 @@ pub struct Report {
     pub date: String,
     /// The command line that made it.
     pub command: String,
+    /// How strata's FUSE requests travelled (io_uring offered by the kernel or not).
+    #[serde(default)]
+    pub transport: String,
     /// Scale.
     pub sizes: Sizes,
     /// Runs per filesystem.
@@ -290,6 +293,20 @@ pub fn table(r: &Report) -> String {
     t
 }
 
+/// Whether this kernel offers FUSE over io_uring to new mounts, as a sentence.
+pub fn fuse_transport() -> String {
+    let p = "/sys/module/fuse/parameters/enable_uring";
+    match std::fs::read_to_string(p).map(|s| s.trim() == "Y") {
+        Ok(true) => "FUSE over io_uring offered (enable_uring=Y): strata's default mounts serve \
+                     through per-CPU io_uring queues"
+            .into(),
+        Ok(false) => {
+            "FUSE over io_uring not offered (enable_uring=N): strata serves /dev/fuse".into()
+        }
+        Err(_) => "this kernel has no FUSE over io_uring: strata serves /dev/fuse".into(),
+    }
+}
+
 /// The full Markdown report.
 pub fn markdown(r: &Report) -> String {
     let mut m = String::new();
@@ -298,6 +315,9 @@ pub fn markdown(r: &Report) -> String {
         "# strata bench\n\n{} — `{}` — {} run(s) each, interleaved\n",
         r.date, r.command, r.runs
     );
+    if !r.transport.is_empty() {
+        let _ = writeln!(m, "{}.\n", r.transport);
+    }
     let _ = writeln!(
         m,
         "Median wall time (ratio to kernel overlayfs in the same run):\n"

@@ -10,7 +10,9 @@
 //! CPUs its requests wait behind them (p99 2 ms against 50 us at normal priority, with 8
 //! busy loops on 2 CPUs). So the thread is SCHED_IDLE while the CPUs have room and normal
 //! while tasks wait for CPU (pressure stall information, `/proc/pressure/cpu`, or the load
-//! average where PSI is missing), looked at no more than once a second.
+//! average where PSI is missing), looked at no more than once a second. Only a thread that
+//! may leave SCHED_IDLE again (CAP_SYS_NICE or RLIMIT_NICE) enters it; without that,
+//! `io_uring=auto` serves /dev/fuse instead.
 
 use std::time::{Duration, Instant};
 
@@ -41,14 +43,17 @@ fn load_pressure() -> Option<f64> {
 /// Whether the calling thread yields (SCHED_IDLE) or competes, kept up to date.
 #[derive(Debug)]
 pub struct Yielding {
+    allowed: bool,
     idle: Option<bool>,
     checked: Option<Instant>,
 }
 
 impl Yielding {
-    /// Decides at the first [`Yielding::adjust`].
-    pub fn new() -> Self {
+    /// Decides at the first [`Yielding::adjust`]; never yields unless `allowed` (a thread
+    /// that can't leave SCHED_IDLE again must not enter it).
+    pub fn new(allowed: bool) -> Self {
         Yielding {
+            allowed,
             idle: None,
             checked: None,
         }
@@ -56,7 +61,7 @@ impl Yielding {
 
     /// Re-decides when the last look is a second old.
     pub fn adjust(&mut self) {
-        if self.checked.is_some_and(|t| t.elapsed() < EVERY) {
+        if !self.allowed || self.checked.is_some_and(|t| t.elapsed() < EVERY) {
             return;
         }
         self.checked = Some(Instant::now());
@@ -72,12 +77,6 @@ impl Yielding {
         if self.idle != Some(idle) && crate::sys::process::set_sched_idle(idle).is_ok() {
             self.idle = Some(idle);
         }
-    }
-}
-
-impl Default for Yielding {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

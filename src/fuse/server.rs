@@ -21,7 +21,7 @@ use super::{KernelInvalidator, Policy, StrataFs};
 use crate::host::Host;
 use crate::overlay::error::SetupError;
 use crate::overlay::layers::Layers;
-use crate::overlay::options::{MountOptions, Passthrough};
+use crate::overlay::options::{IoUring, MountOptions, Passthrough};
 use crate::overlay::Overlay;
 use crate::sys::mount::is_mountpoint;
 use crate::sys::process::{self, exit_now, Forked};
@@ -287,9 +287,15 @@ fn serve(
         let _ = process::umount(mountpoint.as_os_str(), true);
         return Err(MountError::Server(format!("signal thread: {e}")));
     }
+    let yields = process::can_leave_sched_idle(root);
     let transport = Transport {
         threads: request_threads(opts),
-        uring: opts.io_uring,
+        uring: match opts.io_uring {
+            IoUring::Off => false,
+            IoUring::On => true,
+            IoUring::Auto => yields,
+        },
+        yields,
     };
     // Live once FUSE_INIT is answered and the queues are registered.
     let ready = || {

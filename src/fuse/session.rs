@@ -38,6 +38,8 @@ pub struct Transport {
     pub threads: usize,
     /// Ask the kernel for FUSE over io_uring.
     pub uring: bool,
+    /// Queue threads may go SCHED_IDLE (they can come back: see `sched.rs`).
+    pub yields: bool,
 }
 
 /// What INIT settled.
@@ -249,6 +251,7 @@ fn serve_queue(
     work: Sender<Job>,
     stop: &AtomicBool,
     started: Sender<io::Result<()>>,
+    yields: bool,
 ) -> io::Result<()> {
     let mut cpus = nix::sched::CpuSet::new();
     if cpus.set(qid as usize).is_ok() {
@@ -272,7 +275,7 @@ fn serve_queue(
     let waker = q.waker();
     let mut events = Vec::new();
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut yielding = Yielding::new();
+    let mut yielding = Yielding::new(yields);
     while !stop.load(Ordering::Relaxed) {
         yielding.adjust();
         events.clear();
@@ -336,7 +339,12 @@ fn serve_queue(
 
 /// Sets up one queue per possible CPU, each registered by its own thread (pinned to its
 /// CPU, the only one that ever submits to it); Ok once every queue is registered.
-fn start_uring(fs: &Arc<StrataFs>, dev: &Arc<OwnedFd>, stop: &Arc<AtomicBool>) -> io::Result<()> {
+fn start_uring(
+    fs: &Arc<StrataFs>,
+    dev: &Arc<OwnedFd>,
+    stop: &Arc<AtomicBool>,
+    yields: bool,
+) -> io::Result<()> {
     let n = uring::possible_cpus();
     let work = start_workers(fs, n.clamp(2, 8))?;
     let (started_tx, started_rx) = channel::<io::Result<()>>();
@@ -347,7 +355,7 @@ fn start_uring(fs: &Arc<StrataFs>, dev: &Arc<OwnedFd>, stop: &Arc<AtomicBool>) -
         std::thread::Builder::new()
             .name(format!("strata-ring{qid}"))
             .spawn(move || {
-                if let Err(e) = serve_queue(&fs, &dev, qid as u16, work, &stop, started) {
+                if let Err(e) = serve_queue(&fs, &dev, qid as u16, work, &stop, started, yields) {
                     warn!("io_uring queue: {e}");
                 }
             })?;
@@ -373,7 +381,7 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = t.threads.max(1);
     if negotiated.uring {
-        match start_uring(&fs, &dev, &stop) {
+        match start_uring(&fs, &dev, &stop, t.yields) {
             // The kernel still sends forgets and interrupts through /dev/fuse.
             Ok(()) => threads = 1,
             Err(e) => warn!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),

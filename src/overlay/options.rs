@@ -32,6 +32,19 @@ pub enum Passthrough {
     All,
 }
 
+/// When requests travel over FUSE io_uring queues rather than /dev/fuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoUring {
+    /// Where the kernel offers it and the server may yield its CPUs to callers
+    /// (SCHED_IDLE and back: root, or RLIMIT_NICE of 20): measured faster there, slower
+    /// without the yielding.
+    Auto,
+    /// Wherever the kernel offers it.
+    On,
+    /// Never.
+    Off,
+}
+
 /// Everything `strata mount -o` understood.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountOptions {
@@ -59,9 +72,9 @@ pub struct MountOptions {
     pub passthrough: Passthrough,
     /// `dirfds=N`: how many directory fds the server keeps open at most.
     pub dir_fds: Option<usize>,
-    /// `io_uring=on|off`: serve requests over FUSE io_uring queues where the kernel offers
-    /// them (`/sys/module/fuse/parameters/enable_uring`); on by default.
-    pub io_uring: bool,
+    /// `io_uring=auto|on|off`: serve requests over FUSE io_uring queues where the kernel
+    /// offers them (`/sys/module/fuse/parameters/enable_uring`).
+    pub io_uring: IoUring,
     /// `metacopy=on`: chmod, chown, utimes and xattr changes of a lower file copy up its
     /// metadata only; the data follows on the first write (kernel overlayfs's metacopy).
     pub metacopy: bool,
@@ -94,7 +107,7 @@ impl Default for MountOptions {
             threads: 0,
             passthrough: Passthrough::All,
             dir_fds: None,
-            io_uring: true,
+            io_uring: IoUring::Auto,
             metacopy: false,
             fsname: None,
             remount: false,
@@ -341,16 +354,17 @@ impl MountOptions {
             "nopassthrough" => self.passthrough = Passthrough::Off,
             "io_uring" => {
                 self.io_uring = match value {
-                    None | Some("on") | Some("auto") => true,
-                    Some("off") => false,
+                    None | Some("on") => IoUring::On,
+                    Some("auto") => IoUring::Auto,
+                    Some("off") => IoUring::Off,
                     Some(v) => {
                         return Err(SetupError::Option(format!(
-                            "io_uring={v}: expected on or off"
+                            "io_uring={v}: expected auto, on or off"
                         )))
                     }
                 }
             }
-            "noio_uring" => self.io_uring = false,
+            "noio_uring" => self.io_uring = IoUring::Off,
             "fsname" => self.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;
@@ -511,5 +525,20 @@ mod tests {
         assert_eq!(o.whiteout, WhiteoutStyle::WhFile);
         assert_eq!(o.timeout_secs, 0.5);
         assert_eq!(o.threads, 4);
+    }
+
+    #[test]
+    fn io_uring_choices() {
+        assert_eq!(parse("lowerdir=/a").unwrap().io_uring, IoUring::Auto);
+        assert_eq!(parse("lowerdir=/a,io_uring").unwrap().io_uring, IoUring::On);
+        assert_eq!(
+            parse("lowerdir=/a,io_uring=off").unwrap().io_uring,
+            IoUring::Off
+        );
+        assert_eq!(
+            parse("lowerdir=/a,noio_uring").unwrap().io_uring,
+            IoUring::Off
+        );
+        assert!(parse("lowerdir=/a,io_uring=maybe").is_err());
     }
 }

@@ -330,6 +330,16 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// True when this process may leave SCHED_IDLE again once in it: root of the initial user
+/// namespace (CAP_SYS_NICE) or an RLIMIT_NICE allowing nice 0.
+pub fn can_leave_sched_idle(host_root: bool) -> bool {
+    // SAFETY: zeroed rlimit is a valid out-buffer.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    let nice_ok = unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut rl) } == 0 && rl.rlim_cur >= 20;
+    host_root || nice_ok
+}
+
 /// Puts the calling thread in SCHED_IDLE (`idle`) or back in SCHED_OTHER.
 pub fn set_sched_idle(idle: bool) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
