@@ -2,7 +2,7 @@
 //! on a userspace union filesystem served over FUSE.
 //!
 //! Folders show the architecture: `sys/` holds every raw syscall wrapper (the only code with unchecked blocks); `overlay/` is
-//! the union filesystem core (no fuser types); `fuse/` is the thin adapter; `cmd/` holds the
+//! the union filesystem core (no FUSE types); `fuse/` is the FUSE protocol layer and its transports; `cmd/` holds the
 //! command implementations behind `cli/`; `bench/` is the benchmark harness; `image/` the
 //! image store; `container/` the containers; `build/` builds images from Containerfiles.
 

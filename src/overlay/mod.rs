@@ -1,7 +1,7 @@
 //! The union filesystem core: layers, inode table, lookup through the stack, merged readdir,
 //! whiteouts, copy-up and every change, with kernel-overlayfs semantics and on-disk format.
 //!
-//! No fuser types here: every operation takes plain values and returns `FsResult`, so the
+//! No FUSE types here: every operation takes plain values and returns `FsResult`, so the
 //! core is tested without a mount and the FUSE adapter stays thin. Invariants: nothing is
 //! ever written into a lower layer; no lock is held across file I/O except a node's own
 //! copy-up lock while that node is copied up.

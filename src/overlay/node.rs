@@ -1,6 +1,6 @@
 //! The inode table: one `Node` per merged object the kernel knows.
 //!
-//! A node's FUSE id is its merged `st_ino` (fuser 0.18 replies with `attr.ino` as the node
+//! A node's FUSE id is its merged `st_ino` (entries are answered with `st_ino` as the node
 //! id). Host filesystems reuse inode numbers, so when a number comes back for a new object
 //! while the kernel still holds the old one, the node gets a new generation: the kernel
 //! then retires its old inode (`fuse_stale_inode`) instead of mistaking the new object for
