@@ -38,7 +38,8 @@ impl Rng {
     }
 }
 
-fn mount_strata(lower: &Path, base: &Path, tag: &str, extra: &str) -> Mounted {
+/// Mounts strata over `lower` with a fresh upper under `base` (`extra`: more options).
+pub fn mount_strata(lower: &Path, base: &Path, tag: &str, extra: &str) -> Mounted {
     let (_, m, opts) = crate::harness::stack(base, tag, &[lower.to_path_buf()], extra);
     let st = std::process::Command::new(strata_bin())
         .args(["mount", "-o", &opts])

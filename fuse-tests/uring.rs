@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{require_env, strata_bin, Mounted};
+use crate::harness::{require_env, Mounted};
 
 /// True when this kernel offers FUSE over io_uring to new connections.
 fn kernel_offers_uring() -> bool {
@@ -52,14 +52,19 @@ fn ring_threads(pid: u32) -> Vec<String> {
 }
 
 fn mount(base: &Path, lower: &Path, tag: &str, extra: &str) -> Mounted {
-    let (_, m, opts) = crate::harness::stack(base, tag, &[lower.to_path_buf()], extra);
-    let st = std::process::Command::new(strata_bin())
-        .args(["mount", "-o", &opts])
-        .arg(&m)
-        .status()
+    crate::churn::mount_strata(lower, base, tag, extra)
+}
+
+/// A temp dir holding an empty lower dir `lower`.
+fn with_lower() -> (tempfile::TempDir, PathBuf) {
+    require_env();
+    let t = tempfile::Builder::new()
+        .prefix("strata-uring-")
+        .tempdir()
         .unwrap();
-    assert!(st.success(), "mounting strata with {opts}");
-    Mounted { path: m }
+    let lower = t.path().join("lower");
+    fs::create_dir_all(&lower).unwrap();
+    (t, lower)
 }
 
 /// A few operations of every kind, the same on each mount; returns what they saw.
@@ -102,14 +107,8 @@ fn exercise(m: &Path) -> Vec<String> {
 
 #[test]
 fn requests_go_through_io_uring_exactly_when_the_kernel_offers_it() {
-    require_env();
-    let t = tempfile::Builder::new()
-        .prefix("strata-uring-")
-        .tempdir()
-        .unwrap();
+    let (t, lower) = with_lower();
     let base = t.path();
-    let lower = base.join("lower");
-    fs::create_dir_all(&lower).unwrap();
     fs::write(lower.join("low.txt"), b"abcdef").unwrap();
     fs::write(lower.join("gone.txt"), b"x").unwrap();
     let offered = kernel_offers_uring();
@@ -140,14 +139,8 @@ fn requests_go_through_io_uring_exactly_when_the_kernel_offers_it() {
 
 #[test]
 fn copy_ups_answered_by_workers_keep_their_data() {
-    require_env();
-    let t = tempfile::Builder::new()
-        .prefix("strata-uring-")
-        .tempdir()
-        .unwrap();
+    let (t, lower) = with_lower();
     let base = t.path();
-    let lower = base.join("lower");
-    fs::create_dir_all(&lower).unwrap();
     let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
     let names: Vec<PathBuf> = (0..4).map(|i| PathBuf::from(format!("big{i}"))).collect();
     for n in &names {
