@@ -149,6 +149,15 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
     }
 }
 
+/// Decodes and serves one request of either transport; the reply body goes to `out`.
+fn serve_one(fs: &StrataFs, h: &InHeader, s: &[u8], p: &[u8], out: &mut Vec<u8>) -> Answer {
+    out.clear();
+    match decode(h, s, p) {
+        Ok(op) => fs.handle(h, op, out),
+        Err(_) => Answer::Err(libc::EINVAL),
+    }
+}
+
 /// Serves /dev/fuse requests read from `fd` until the mount goes away.
 fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
     let mut buf = vec![0u8; BUF_LEN];
@@ -157,11 +166,7 @@ fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
         let Some((h, s, p)) = split(&buf[..n]) else {
             continue;
         };
-        out.clear();
-        let answer = match decode(&h, s, p) {
-            Ok(op) => fs.handle(&h, op, &mut out),
-            Err(_) => Answer::Err(libc::EINVAL),
-        };
+        let answer = serve_one(fs, &h, s, p, &mut out);
         send(fd, h.unique, answer, &out);
     }
     Ok(())
@@ -196,14 +201,9 @@ fn put_answer(slot: &mut Slot, unique: u64, answer: Answer, body: &[u8]) {
 
 /// Answers the request in `slot`; returns its commit id (None: not a request).
 fn answer_slot(fs: &StrataFs, slot: &mut Slot, out: &mut Vec<u8>) -> Option<u64> {
-    out.clear();
     let (unique, commit, answer) = {
         let (h, s, p, commit) = slot_request(slot)?;
-        let answer = match decode(&h, s, p) {
-            Ok(op) => fs.handle(&h, op, out),
-            Err(_) => Answer::Err(libc::EINVAL),
-        };
-        (h.unique, commit, answer)
+        (h.unique, commit, serve_one(fs, &h, s, p, out))
     };
     put_answer(slot, unique, answer, out);
     Some(commit)
@@ -281,20 +281,13 @@ fn serve_queue(
         events.clear();
         q.wait(&mut events)?;
         // Releases first: an open in the same batch may wait for them.
-        let opcode = |q: &mut Queue, n: usize| {
-            q.slot_mut(n)
+        let is_release = |n: usize| {
+            q.slot(n)
                 .and_then(|s| InHeader::parse(&s.header).ok())
-                .map_or(0, |h| h.opcode)
+                .is_some_and(|h| h.opcode == op::RELEASE)
         };
-        let mut order: Vec<(bool, Event)> = events
-            .iter()
-            .map(|&e| match e {
-                Event::Request(n) => (opcode(&mut q, n) != op::RELEASE, e),
-                _ => (true, e),
-            })
-            .collect();
-        order.sort_by_key(|(later, _)| *later);
-        for (_, ev) in order {
+        events.sort_by_key(|e| !matches!(*e, Event::Request(n) if is_release(n)));
+        for &ev in &events {
             match ev {
                 Event::Gone => return Ok(()),
                 Event::Woken => {
@@ -305,7 +298,7 @@ fn serve_queue(
                 }
                 Event::Request(n) => {
                     let slow = q
-                        .slot_mut(n)
+                        .slot(n)
                         .and_then(|s| {
                             let (h, sb, pb, _) = slot_request(s)?;
                             let op = decode(&h, sb, pb).ok()?;

@@ -68,6 +68,7 @@ pub struct Queue {
     last: Vec<(u32, u64)>,
     wake: Arc<OwnedFd>,
     wake_buf: Box<[u8; 8]>,
+    done: Vec<(u64, i32)>,
 }
 
 // SAFETY: the raw pointers in `iovs` point into the slots' heap buffers, owned by this
@@ -130,6 +131,7 @@ impl Queue {
             last: vec![(CMD_REGISTER, 0); depth],
             wake: Arc::new(eventfd()?),
             wake_buf: Box::new([0u8; 8]),
+            done: Vec::with_capacity(depth + 1),
         })
     }
 
@@ -198,12 +200,11 @@ impl Queue {
             }
             Err(e) => return Err(e),
         }
-        let done: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (data, res) in done {
+        // Kept between waits: this runs once per batch of requests.
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
+        done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(data, res) in &done {
             if data == WAKE {
                 self.arm_waker()?;
                 events.push(Event::Woken);
@@ -220,10 +221,16 @@ impl Queue {
                 e => return Err(io::Error::from_raw_os_error(e)),
             }
         }
+        self.done = done;
         Ok(())
     }
 
     /// Slot `n`'s buffers while it holds a request.
+    pub fn slot(&self, n: usize) -> Option<&Slot> {
+        self.slots.get(n).and_then(Option::as_ref)
+    }
+
+    /// Slot `n`'s buffers while it holds a request, to answer it.
     pub fn slot_mut(&mut self, n: usize) -> Option<&mut Slot> {
         self.slots.get_mut(n).and_then(Option::as_mut)
     }
@@ -244,11 +251,6 @@ impl Queue {
     /// next [`Queue::wait`].
     pub fn commit(&mut self, n: usize, commit_id: u64) -> io::Result<()> {
         self.push(n, CMD_COMMIT_AND_FETCH, commit_id)
-    }
-
-    /// The queue's number.
-    pub fn qid(&self) -> u16 {
-        self.qid
     }
 }
 
