@@ -14,6 +14,7 @@ mod habits;
 mod harness;
 mod images;
 mod lifecycle;
+mod listed;
 mod logging;
 mod metacopy;
 mod network;

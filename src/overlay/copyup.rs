@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::is_marker_xattr;
+use super::names::NameChange;
 use super::node::Node;
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
@@ -300,6 +301,7 @@ impl Overlay {
             s.upper = true;
             s.metacopy = meta_only;
         }
+        self.name_changed(pino, &name, NameChange::CopiedUp);
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             self.link_group(node, lay, st.st_ino, &pfd, &name)?;
         }

@@ -12,6 +12,7 @@ use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_wh_marker, wh_name, whiteout_at, write_chardev_whiteout, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
+use super::names::NameChange;
 use super::node::{Node, NodeState};
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
@@ -203,7 +204,7 @@ impl Overlay {
                 fd
             }
         };
-        self.invalidate_listing(parent);
+        self.name_changed(parent, name, NameChange::Added);
         let opaque = obj.is_dir() && (wh != WhiteoutAt::None || opaque_new);
         let found = self.found_new(&pnode, &pfd, name, opaque)?;
         let (ino, st) = self.remember(found)?;
@@ -233,22 +234,10 @@ impl Overlay {
             ino: self.upper_ino(st.st_ino),
             kind,
             state: NodeState {
-                parent: pnode.ino,
-                name: name.to_os_string(),
-                upper: true,
-                lowers: Vec::new(),
                 upper_fd,
-                lower_fds: Vec::new(),
-                lower_paths: Vec::new(),
                 lower_path,
                 opaque,
-                xwhiteouts: 0,
-                redirect: None,
-                aliases: Vec::new(),
-                unlinked: false,
-                listing: None,
-                dir_gen: 0,
-                metacopy: false,
+                ..NodeState::new(pnode.ino, name.to_os_string(), true)
             },
             stat: st,
         })
@@ -317,6 +306,7 @@ impl Overlay {
         let mut ps = parent.state()?.clone();
         ps.upper_fd = None;
         ps.upper = false;
+        ps.names = None;
         ps.lower_fds = fds.lowers;
         let tmp = Node::detached(parent.ino, libc::S_IFDIR, ps);
         Ok(self.find(&tmp, name)?.is_some())
@@ -431,7 +421,7 @@ impl Overlay {
         } else {
             self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
         }
-        self.invalidate_listing(parent);
+        self.name_changed(parent, name, NameChange::Removed);
         self.mark_unlinked(f.ino, parent, name)?;
         Ok(())
     }

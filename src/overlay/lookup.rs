@@ -207,6 +207,9 @@ impl Overlay {
             return Ok(None);
         }
         let fds = self.dir_fds(parent)?;
+        if let Some(answer) = self.find_indexed(parent, &fds, name)? {
+            return Ok(answer);
+        }
         let ps = parent.state()?.clone();
         if ps.unlinked {
             return Ok(None);
@@ -250,9 +253,6 @@ impl Overlay {
             (false, None) => return Ok(None),
         };
         let state = NodeState {
-            parent: parent.ino,
-            name: name.to_os_string(),
-            upper: w.upper,
             lowers: w.lowers,
             upper_fd: w.upper_fd,
             lower_fds: w.lower_fds,
@@ -261,11 +261,8 @@ impl Overlay {
             opaque: w.opaque,
             xwhiteouts: w.xwhiteouts,
             redirect: w.redirect,
-            aliases: Vec::new(),
-            unlinked: false,
-            listing: None,
-            dir_gen: 0,
             metacopy: w.data_found,
+            ..NodeState::new(parent.ino, name.to_os_string(), w.upper)
         };
         Ok(Some(Found {
             ino,

@@ -16,6 +16,7 @@ pub mod format;
 pub mod hardlinks;
 pub mod layers;
 pub mod lookup;
+pub mod names;
 pub mod node;
 pub mod options;
 pub mod present;
@@ -26,7 +27,7 @@ mod tests;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -318,24 +319,7 @@ fn fd_budget(layers: &Layers, fds: Option<usize>) -> node::FdBudget {
 }
 
 fn root_state(layers: &Layers) -> FsResult<NodeState> {
-    let mut st = NodeState {
-        parent: ROOT_INO,
-        name: OsString::new(),
-        upper: layers.upper.is_some(),
-        lowers: Vec::new(),
-        upper_fd: None,
-        lower_fds: Vec::new(),
-        lower_paths: Vec::new(),
-        lower_path: PathBuf::new(),
-        opaque: false,
-        xwhiteouts: 0,
-        redirect: None,
-        aliases: Vec::new(),
-        unlinked: false,
-        listing: None,
-        dir_gen: 0,
-        metacopy: false,
-    };
+    let mut st = NodeState::new(ROOT_INO, OsString::new(), layers.upper.is_some());
     if let Some(u) = &layers.upper {
         let meta = read_dir_meta(u.root.as_fd(), OsStr::new("")).ctx("reading upperdir root")?;
         st.upper_fd = Some(Arc::new(dup(&u.root)?));

@@ -25,6 +25,7 @@ use dashmap::DashMap;
 
 use super::error::{err, FsError, FsResult};
 use super::layers::Lay;
+use super::names::NameIndex;
 use super::readdir::MergedEntry;
 
 mod budget;
@@ -79,12 +80,39 @@ pub struct NodeState {
     pub unlinked: bool,
     /// Directories only: merged listing, dropped on any change in the directory.
     pub listing: Option<Arc<Vec<MergedEntry>>>,
+    /// Directories only: the visible names once listed, kept up to date (`names.rs`).
+    pub names: Option<Arc<NameIndex>>,
     /// Directories only: bumped on every change, so a listing built concurrently with a
     /// change is never cached.
     pub dir_gen: u64,
     /// A regular file whose upper copy holds its metadata only: the data is still in
     /// `lowers[0]` (kernel metacopy; the upper carries `overlay.metacopy`).
     pub metacopy: bool,
+}
+
+impl NodeState {
+    /// The state of `parent`/`name`, in the upper layer or not, in no lower layer yet.
+    pub fn new(parent: u64, name: OsString, upper: bool) -> Self {
+        NodeState {
+            parent,
+            name,
+            upper,
+            lowers: Vec::new(),
+            upper_fd: None,
+            lower_fds: Vec::new(),
+            lower_paths: Vec::new(),
+            lower_path: PathBuf::new(),
+            opaque: false,
+            xwhiteouts: 0,
+            redirect: None,
+            aliases: Vec::new(),
+            unlinked: false,
+            listing: None,
+            names: None,
+            dir_gen: 0,
+            metacopy: false,
+        }
+    }
 }
 
 /// One merged object the kernel holds a reference to.
@@ -396,6 +424,7 @@ impl NodeTable {
                 if st.aliases.is_empty() {
                     st.unlinked = true;
                     st.listing = None;
+                    st.names = None;
                     None
                 } else {
                     let a = st.aliases.remove(0);

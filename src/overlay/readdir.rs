@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_chardev_whiteout, is_xattr_whiteout, OPAQUE_MARKER, WH_PREFIX};
 use super::layers::Lay;
+use super::names::{NameIndex, Source};
 use super::node::{Node, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs;
@@ -66,17 +67,20 @@ impl Overlay {
         };
         snapshot.upper_fd = fds.upper;
         snapshot.lower_fds = fds.lowers;
-        let list = Arc::new(self.build_listing(&snapshot)?);
+        let (list, names) = self.build_listing(&snapshot)?;
+        let list = Arc::new(list);
         let mut st = node.state_mut()?;
         if st.dir_gen == gen {
             st.listing = Some(list.clone());
+            st.names = Some(Arc::new(names));
         }
         Ok(list)
     }
 
-    fn build_listing(&self, st: &NodeState) -> FsResult<Vec<MergedEntry>> {
+    fn build_listing(&self, st: &NodeState) -> FsResult<(Vec<MergedEntry>, NameIndex)> {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
+        let mut names = NameIndex::default();
         let mut layers: Vec<(Lay, &std::os::fd::OwnedFd)> = Vec::new();
         if let Some(u) = &st.upper_fd {
             layers.push((Lay::Upper, u));
@@ -126,16 +130,22 @@ impl Overlay {
                     Lay::Upper => self.upper_ino(e.ino),
                     l => self.layers.xino(l, e.ino),
                 };
+                let kind = kind.unwrap_or(libc::S_IFREG);
+                let src = match lay {
+                    Lay::Lower(_) if kind != libc::S_IFDIR => Source::Lower(lay),
+                    _ => Source::Other,
+                };
                 seen.insert(e.name.clone());
+                names.insert(e.name.clone(), src);
                 out.push(MergedEntry {
                     name: e.name,
                     ino,
-                    kind: kind.unwrap_or(libc::S_IFREG),
+                    kind,
                 });
             }
             seen.extend(hidden_below);
         }
-        Ok(out)
+        Ok((out, names))
     }
 
     /// Drops a directory's cached listing after a change inside it.
@@ -143,6 +153,7 @@ impl Overlay {
         if let Some(n) = self.nodes.peek(ino) {
             if let Ok(mut st) = n.state_mut() {
                 st.listing = None;
+                st.names = None;
                 st.dir_gen = st.dir_gen.wrapping_add(1);
             }
         }

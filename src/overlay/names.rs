@@ -1,0 +1,136 @@
+//! What a directory's merged listing says about each visible name, kept while strata changes
+//! the directory, so lookups in a listed directory need no probing: a name the listing
+//! lacks is answered "no such entry" without a syscall, and a non-directory that only a
+//! lower layer shows is stat'ed in that layer alone (one `fstatat` instead of the upper
+//! name, its `.wh.` name and the lower name).
+//!
+//! Invariant: while a directory node holds an index, the index names exactly the visible
+//! entries, and a `Lower` source is the layer the topmost object of that name is in. Every
+//! change strata makes in the directory updates the index (a removal, a new upper object,
+//! a copy-up) or drops it (rename, hard-link groups). Changes made to the layers behind
+//! strata's back are not seen, as with the kernel's overlayfs.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use super::dirfds::DirFds;
+use super::error::FsResult;
+use super::layers::Lay;
+use super::lookup::Found;
+use super::node::{Node, NodeState};
+use super::Overlay;
+use crate::sys::fs;
+
+/// Where the topmost object of a visible name is, as far as lookups care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A non-directory in this lower layer, with nothing above it.
+    Lower(Lay),
+    /// Anything else (upper objects, directories): looked up through the layers.
+    Other,
+}
+
+/// The visible names of a merged directory.
+#[derive(Clone, Debug, Default)]
+pub struct NameIndex(HashMap<OsString, Source>);
+
+impl NameIndex {
+    /// Records a visible name.
+    pub fn insert(&mut self, name: OsString, src: Source) {
+        self.0.insert(name, src);
+    }
+
+    /// What the index says about `name`: `None` when it is not visible.
+    pub fn get(&self, name: &OsStr) -> Option<Source> {
+        self.0.get(name).copied()
+    }
+}
+
+/// A change strata made to one name of a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameChange {
+    /// The name was removed (a whiteout may stand in its place).
+    Removed,
+    /// A new upper object has the name.
+    Added,
+    /// The object was copied up (the merged listing itself is unchanged).
+    CopiedUp,
+}
+
+impl Overlay {
+    /// Records a change to `name` in directory `parent`: the cached listing goes (unless only
+    /// the layer changed) and the name index follows the change.
+    pub fn name_changed(&self, parent: u64, name: &OsStr, change: NameChange) {
+        let Some(n) = self.nodes.peek(parent) else {
+            return;
+        };
+        let Ok(mut st) = n.state_mut() else { return };
+        // A listing being built right now may predate the change: it must not be cached.
+        st.dir_gen = st.dir_gen.wrapping_add(1);
+        if change != NameChange::CopiedUp {
+            st.listing = None;
+        }
+        let Some(idx) = st.names.as_mut() else { return };
+        let idx = Arc::make_mut(idx);
+        match change {
+            NameChange::Removed => {
+                idx.0.remove(name);
+            }
+            NameChange::Added => idx.insert(name.to_os_string(), Source::Other),
+            NameChange::CopiedUp => {
+                if let Some(s) = idx.0.get_mut(name) {
+                    *s = Source::Other;
+                }
+            }
+        }
+    }
+
+    /// Answers a lookup of `name` in `parent` from its name index, if it has one and the
+    /// answer needs no walk through the layers: `Some(None)` for a name that isn't there,
+    /// `Some(Some(_))` for a lower non-directory.
+    pub(super) fn find_indexed(
+        &self,
+        parent: &Node,
+        fds: &DirFds,
+        name: &OsStr,
+    ) -> FsResult<Option<Option<Found>>> {
+        let (lay, pos, lower_path) = {
+            let st = parent.state()?;
+            let Some(idx) = &st.names else {
+                return Ok(None);
+            };
+            let lay = match idx.get(name) {
+                None => return Ok(Some(None)),
+                Some(Source::Other) => return Ok(None),
+                Some(Source::Lower(l)) => l,
+            };
+            let Some(pos) = st.lowers.iter().position(|l| *l == lay) else {
+                return Ok(None);
+            };
+            (lay, pos, st.lower_path.join(name))
+        };
+        let Some(dir) = fds.lowers.get(pos) else {
+            return Ok(None);
+        };
+        let Ok(stat) = fs::lstatat(dir.as_fd(), name) else {
+            return Ok(None);
+        };
+        let kind = stat.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFDIR {
+            return Ok(None);
+        }
+        let state = NodeState {
+            lowers: vec![lay],
+            lower_path,
+            ..NodeState::new(parent.ino, name.to_os_string(), false)
+        };
+        Ok(Some(Some(Found {
+            ino: self.layers.xino(lay, stat.st_ino),
+            kind,
+            state,
+            stat,
+        })))
+    }
+}
