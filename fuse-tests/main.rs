@@ -24,6 +24,7 @@ mod options;
 mod records;
 mod registry;
 mod registry_faults;
+mod reopen;
 mod restart;
 mod rootless;
 mod runflags;

@@ -180,11 +180,13 @@ impl StrataFs {
                 r => self.entry("lookup", r, out),
             },
             Op::Forget { nlookup } => {
+                self.backings.forget(ino);
                 core.forget(ino, nlookup);
                 Answer::Silent
             }
             Op::BatchForget { nodes } => {
                 for (node, n) in nodes {
+                    self.backings.forget(node);
                     core.forget(node, n);
                 }
                 Answer::Silent
@@ -239,7 +241,7 @@ impl StrataFs {
             Op::Link { oldnodeid, name } => {
                 self.entry("link", core.link(oldnodeid, ino, name), out)
             }
-            Op::Open { flags } => match core.open(ino, flags) {
+            Op::Open { flags } => match core.open(ino, flags, self.backings.lower_too()) {
                 Ok(fh) => {
                     let writable =
                         flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;

@@ -22,9 +22,9 @@ impl StrataFs {
     ) {
         let upper = self.core.handle_on_upper(fh);
         let core = &self.core;
-        let setid = match new_mode {
-            Some(m) => m & (libc::S_ISUID | libc::S_ISGID) != 0,
-            None => self.backings.enabled() && core.is_setid(ino),
+        let allow_backing = || match new_mode {
+            Some(m) => m & (libc::S_ISUID | libc::S_ISGID) == 0,
+            None => !core.is_setid(ino),
         };
         let backing = || match new_mode {
             Some(_) => core
@@ -43,9 +43,16 @@ impl StrataFs {
                 core.invalidate_attrs(ino);
             }
         };
-        let accepted = self
-            .backings
-            .answer(ino, fh, upper, writable, !setid, backing, on_writer, reply);
+        let accepted = self.backings.answer(
+            ino,
+            fh,
+            upper,
+            writable,
+            allow_backing,
+            backing,
+            on_writer,
+            reply,
+        );
         if !accepted {
             self.core.release(fh);
         }

@@ -1,11 +1,13 @@
 //! Open files and the data path: open (copying up on write or O_TRUNC), read, write, fsync,
 //! fallocate, lseek, copy_file_range.
 //!
-//! A handle owns a real fd. A read-only handle opened on a lower file before that file was
-//! copied up switches to the upper copy on its next read, as kernel overlayfs does, so
-//! writes through another handle are visible. No lock is held across I/O.
+//! A handle owns a real fd; a read-only handle on a lower file whose data the kernel reads
+//! through a backing file opens it only when a request needs it (most never do, so such
+//! an open costs the daemon no syscall). A read-only handle opened on a lower file before
+//! that file was copied up switches to the upper copy on its next read, as kernel overlayfs
+//! does, so writes through another handle are visible. No lock is held across I/O.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,9 +21,23 @@ use crate::sys::fs::{self, Stat};
 #[derive(Debug)]
 pub struct OpenFile {
     ino: u64,
-    fd: RwLock<Arc<OwnedFd>>,
+    fd: RwLock<RealFd>,
     on_upper: AtomicBool,
     writable: bool,
+}
+
+/// The real file behind a handle.
+#[derive(Debug)]
+enum RealFd {
+    Open(Arc<OwnedFd>),
+    /// A read-only handle on a lower file whose data the kernel reads through a backing
+    /// file: opened only if a request needs it (lower layers don't change, so the
+    /// directory and name still name the file then).
+    Deferred {
+        dir: Arc<OwnedFd>,
+        name: OsString,
+        flags: i32,
+    },
 }
 
 /// open(2) flags passed on to the real file.
@@ -33,23 +49,36 @@ const PASSED_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_DSYNC
     | libc::O_TRUNC;
 
+fn poisoned<T>(_: T) -> FsError {
+    FsError::errno(libc::EIO).ctx("file handle lock poisoned")
+}
+
 impl OpenFile {
     fn fd(&self) -> FsResult<Arc<OwnedFd>> {
-        self.fd
-            .read()
-            .map(|f| f.clone())
-            .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock poisoned"))
+        if let RealFd::Open(fd) = &*self.fd.read().map_err(poisoned)? {
+            return Ok(fd.clone());
+        }
+        let mut cur = self.fd.write().map_err(poisoned)?;
+        let fd = match &*cur {
+            RealFd::Open(fd) => return Ok(fd.clone()),
+            RealFd::Deferred { dir, name, flags } => Arc::new(
+                fs::openat(dir.as_fd(), name, *flags, 0)
+                    .ctx(format_args!("open {name:?} in a lower layer"))?,
+            ),
+        };
+        *cur = RealFd::Open(fd.clone());
+        Ok(fd)
     }
 }
 
 impl Overlay {
-    fn insert_file(&self, ino: u64, fd: OwnedFd, on_upper: bool, writable: bool) -> u64 {
+    fn insert_file(&self, ino: u64, fd: RealFd, on_upper: bool, writable: bool) -> u64 {
         let fh = self.handle_id();
         self.files.insert(
             fh,
             Arc::new(OpenFile {
                 ino,
-                fd: RwLock::new(Arc::new(fd)),
+                fd: RwLock::new(fd),
                 on_upper: AtomicBool::new(on_upper),
                 writable,
             }),
@@ -117,7 +146,9 @@ impl Overlay {
     }
 
     /// Opens `ino`; writing or O_TRUNC copies it up first (O_TRUNC without its data).
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    /// `defer`: the kernel will likely read a lower file through a backing file, so a
+    /// read-only handle on one opens its real file only if a request needs it.
+    pub fn open(&self, ino: u64, flags: i32, defer: bool) -> FsResult<u64> {
         let node = self.nodes.get(ino)?;
         if node.is_dir() {
             return err(libc::EISDIR);
@@ -129,14 +160,16 @@ impl Overlay {
             self.copy_up(&node, !trunc)?;
         }
         let (dir, name, lay) = self.locate_data(&node)?;
-        let fd = fs::openat(
-            dir.as_fd(),
-            &name,
-            (flags & PASSED_FLAGS) | libc::O_NOFOLLOW,
-            0,
-        )
-        .ctx(format_args!("open {name:?} in {lay:?}"))?;
-        Ok(self.insert_file(ino, fd, lay == super::layers::Lay::Upper, writable))
+        let on_upper = lay == super::layers::Lay::Upper;
+        let flags = (flags & PASSED_FLAGS) | libc::O_NOFOLLOW;
+        let fd = if defer && !on_upper && !writable && !trunc {
+            RealFd::Deferred { dir, name, flags }
+        } else {
+            let fd = fs::openat(dir.as_fd(), &name, flags, 0)
+                .ctx(format_args!("open {name:?} in {lay:?}"))?;
+            RealFd::Open(Arc::new(fd))
+        };
+        Ok(self.insert_file(ino, fd, on_upper, writable))
     }
 
     /// Creates and opens a regular file: (ino, stat, handle).
@@ -154,7 +187,11 @@ impl Overlay {
         let flags = (flags & PASSED_FLAGS & !libc::O_ACCMODE) | libc::O_RDWR;
         let (ino, st, fd) = self.create(parent, name, caller, NewObject::File { mode, flags })?;
         let Some(fd) = fd else { return err(libc::EIO) };
-        Ok((ino, st, self.insert_file(ino, fd, true, writable)))
+        Ok((
+            ino,
+            st,
+            self.insert_file(ino, RealFd::Open(Arc::new(fd)), true, writable),
+        ))
     }
 
     /// The fd to read through: switches a lower handle to the upper copy after copy-up.
@@ -171,10 +208,7 @@ impl Overlay {
                         fs::openat(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
                             .ctx("reopen after copy-up")?,
                     );
-                    let mut cur =
-                        h.fd.write()
-                            .map_err(|_| FsError::errno(libc::EIO).ctx("file handle lock"))?;
-                    *cur = fd.clone();
+                    *h.fd.write().map_err(poisoned)? = RealFd::Open(fd.clone());
                     h.on_upper.store(true, Ordering::Release);
                     return Ok(fd);
                 }

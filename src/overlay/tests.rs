@@ -84,7 +84,9 @@ fn copy_up_keeps_st_ino_and_never_touches_lower() {
     let f = Fixture::new();
     let ov = f.overlay("");
     let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
-    let fh = ov.open(ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    let fh = ov
+        .open(ino, libc::O_WRONLY | libc::O_APPEND, false)
+        .unwrap();
     ov.write(fh, 0, b"+upper", false).unwrap();
     ov.release(fh);
     assert_eq!(
@@ -186,11 +188,14 @@ fn read_only_mount_refuses_changes() {
     )
     .unwrap();
     let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
-    assert_eq!(ov.open(ino, libc::O_RDWR).unwrap_err().errno, libc::EROFS);
+    assert_eq!(
+        ov.open(ino, libc::O_RDWR, false).unwrap_err().errno,
+        libc::EROFS
+    );
     assert_eq!(
         ov.unlink(ROOT_INO, OsStr::new("file")).unwrap_err().errno,
         libc::EROFS
     );
-    let fh = ov.open(ino, libc::O_RDONLY).unwrap();
+    let fh = ov.open(ino, libc::O_RDONLY, true).unwrap();
     assert_eq!(ov.read(fh, 0, 100).unwrap(), b"lower");
 }
