@@ -4,6 +4,11 @@
 //! lower layer shows is stat'ed in that layer alone (one `fstatat` instead of the upper
 //! name, its `.wh.` name and the lower name).
 //!
+//! The index is made from the cached listing when it first pays: at the first lookup in a
+//! merged directory (one with an upper dir or several lower dirs; in a single-layer one a
+//! lookup costs one `fstatat` anyway), or at the first change strata makes in a listed
+//! directory, which would otherwise drop what the listing knew.
+//!
 //! Invariant: while a directory node holds an index, the index names exactly the visible
 //! entries, and a `Lower` source is the layer the topmost object of that name is in. Every
 //! change strata makes in the directory updates the index (a removal, a new upper object,
@@ -20,6 +25,7 @@ use super::error::FsResult;
 use super::layers::Lay;
 use super::lookup::Found;
 use super::node::{Node, NodeState};
+use super::readdir::MergedEntry;
 use super::Overlay;
 use crate::sys::fs;
 
@@ -37,14 +43,23 @@ pub enum Source {
 pub struct NameIndex(HashMap<OsString, Source>);
 
 impl NameIndex {
-    /// Records a visible name.
-    pub fn insert(&mut self, name: OsString, src: Source) {
-        self.0.insert(name, src);
+    /// The index of a merged listing.
+    fn of(list: &[MergedEntry]) -> Self {
+        NameIndex(list.iter().map(|e| (e.name.clone(), e.src)).collect())
     }
 
     /// What the index says about `name`: `None` when it is not visible.
     pub fn get(&self, name: &OsStr) -> Option<Source> {
         self.0.get(name).copied()
+    }
+}
+
+/// Makes the index of a listed directory if it has none yet.
+fn index_listing(st: &mut NodeState) {
+    if st.names.is_none() {
+        if let Some(list) = &st.listing {
+            st.names = Some(Arc::new(NameIndex::of(list)));
+        }
     }
 }
 
@@ -69,6 +84,7 @@ impl Overlay {
         let Ok(mut st) = n.state_mut() else { return };
         // A listing being built right now may predate the change: it must not be cached.
         st.dir_gen = st.dir_gen.wrapping_add(1);
+        index_listing(&mut st);
         if change != NameChange::CopiedUp {
             st.listing = None;
         }
@@ -78,7 +94,9 @@ impl Overlay {
             NameChange::Removed => {
                 idx.0.remove(name);
             }
-            NameChange::Added => idx.insert(name.to_os_string(), Source::Other),
+            NameChange::Added => {
+                idx.0.insert(name.to_os_string(), Source::Other);
+            }
             NameChange::CopiedUp => {
                 if let Some(s) = idx.0.get_mut(name) {
                     *s = Source::Other;
@@ -96,6 +114,14 @@ impl Overlay {
         fds: &DirFds,
         name: &OsStr,
     ) -> FsResult<Option<Option<Found>>> {
+        let merged = |st: &NodeState| st.upper || st.lowers.len() > 1;
+        let unindexed = {
+            let st = parent.state()?;
+            st.names.is_none() && st.listing.is_some() && merged(&st)
+        };
+        if unindexed {
+            index_listing(&mut *parent.state_mut()?);
+        }
         let (lay, pos, lower_path) = {
             let st = parent.state()?;
             let Some(idx) = &st.names else {

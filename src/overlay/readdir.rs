@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_chardev_whiteout, is_xattr_whiteout, OPAQUE_MARKER, WH_PREFIX};
 use super::layers::Lay;
-use super::names::{NameIndex, Source};
+use super::names::Source;
 use super::node::{Node, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs;
@@ -28,6 +28,8 @@ pub struct MergedEntry {
     pub ino: u64,
     /// `S_IFMT` bits.
     pub kind: u32,
+    /// Where a lookup of the name finds it.
+    pub src: Source,
 }
 
 /// An open directory: the snapshot its offsets index into.
@@ -67,20 +69,17 @@ impl Overlay {
         };
         snapshot.upper_fd = fds.upper;
         snapshot.lower_fds = fds.lowers;
-        let (list, names) = self.build_listing(&snapshot)?;
-        let list = Arc::new(list);
+        let list = Arc::new(self.build_listing(&snapshot)?);
         let mut st = node.state_mut()?;
         if st.dir_gen == gen {
             st.listing = Some(list.clone());
-            st.names = Some(Arc::new(names));
         }
         Ok(list)
     }
 
-    fn build_listing(&self, st: &NodeState) -> FsResult<(Vec<MergedEntry>, NameIndex)> {
+    fn build_listing(&self, st: &NodeState) -> FsResult<Vec<MergedEntry>> {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
-        let mut names = NameIndex::default();
         let mut layers: Vec<(Lay, &std::os::fd::OwnedFd)> = Vec::new();
         if let Some(u) = &st.upper_fd {
             layers.push((Lay::Upper, u));
@@ -136,16 +135,16 @@ impl Overlay {
                     _ => Source::Other,
                 };
                 seen.insert(e.name.clone());
-                names.insert(e.name.clone(), src);
                 out.push(MergedEntry {
                     name: e.name,
                     ino,
                     kind,
+                    src,
                 });
             }
             seen.extend(hidden_below);
         }
-        Ok((out, names))
+        Ok(out)
     }
 
     /// Drops a directory's cached listing after a change inside it.
@@ -172,11 +171,13 @@ impl Overlay {
             name: ".".into(),
             ino: node.ino,
             kind: libc::S_IFDIR,
+            src: Source::Other,
         });
         v.push(MergedEntry {
             name: "..".into(),
             ino: parent,
             kind: libc::S_IFDIR,
+            src: Source::Other,
         });
         v.extend(list.iter().cloned());
         Ok(Arc::new(v))
