@@ -187,11 +187,13 @@ impl Overlay {
         fs::readlinkat(dir.as_fd(), &name).ctx("readlink")
     }
 
-    /// Refuses xattr requests under `noxattrs=1` (ENOTSUP), and for the owner/mode
-    /// override names while the mount keeps owners in them (`missing`: as if absent).
+    /// Refuses xattr requests under `noxattrs=1` with ENOSYS, which a FUSE kernel takes as
+    /// "never ask again" for that kind of request and answers ENOTSUP itself from then on
+    /// (so `ls -l` costs no round trip per file), and the owner/mode override names while
+    /// the mount keeps owners in them (`missing`: as if absent).
     fn xattr_allowed(&self, name: Option<&OsStr>, missing: i32) -> FsResult<()> {
         if self.pres.noxattrs {
-            return err(libc::ENOTSUP);
+            return err(libc::ENOSYS);
         }
         let hidden = self.pres.override_xattr.is_some()
             && name.is_some_and(|n| is_override_name(n.as_bytes()));
