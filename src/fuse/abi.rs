@@ -81,6 +81,7 @@ pub mod init {
 /// `fuse_open_out.open_flags`.
 pub mod fopen {
     pub const KEEP_CACHE: u32 = 1 << 1;
+    pub const CACHE_DIR: u32 = 1 << 3;
     pub const NOFLUSH: u32 = 1 << 5;
     pub const PASSTHROUGH: u32 = 1 << 7;
 }

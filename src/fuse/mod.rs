@@ -301,7 +301,9 @@ impl StrataFs {
             Op::Fsync { fh, datasync } => self.done("fsync", core.fsync(fh, datasync)),
             Op::Opendir => match core.opendir(ino) {
                 Ok(fh) => {
-                    reply::open(out, fh, 0, None);
+                    // Offsets mean the same in every snapshot (readdir.rs), so the kernel may
+                    // keep the entries it read until the directory changes through this mount.
+                    reply::open(out, fh, fopen::CACHE_DIR | fopen::KEEP_CACHE, None);
                     Answer::Ok
                 }
                 Err(e) => self.fail("opendir", &e),
@@ -403,8 +405,8 @@ impl StrataFs {
             Err(e) => return self.fail("readdir", &e),
         };
         let mut buf = reply::DirBuf::new(out, size);
-        for (i, e) in entries.iter().enumerate().skip(start) {
-            let next = (i + 1) as u64;
+        for e in entries.iter().skip(start) {
+            let next = e.off;
             if !plus {
                 if !buf.add(e.ino, next, e.kind, &e.name) {
                     break;

@@ -60,6 +60,8 @@ pub struct Overlay {
     dirs: DashMap<u64, Arc<DirHandle>>,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
+    /// Key of the directory offset hash (`readdir`), new with each mount.
+    cookie_key: std::collections::hash_map::RandomState,
     /// Serialises renames against each other (never held across data copies).
     rename_lock: Mutex<()>,
     /// Skip fsync after copy-up.
@@ -119,6 +121,7 @@ impl Overlay {
             dirs: DashMap::new(),
             next_handle: AtomicU64::new(1),
             next_tmp: AtomicU64::new(1),
+            cookie_key: std::collections::hash_map::RandomState::new(),
             rename_lock: Mutex::new(()),
             volatile,
             chown_new: privileged,

@@ -1,12 +1,16 @@
 //! Merged readdir: every layer of a directory read once with getdents, whiteouts recognised
 //! from the listing, each visible name exactly once, cached per directory until it changes.
 //!
-//! Invariants: `d_ino` equals the `st_ino` a lookup reports; an open directory handle reads
-//! from the snapshot taken when it was opened (or rewound), so offsets are stable and an
-//! entry is never returned twice while the directory changes underneath.
+//! Invariants: `d_ino` equals the `st_ino` a lookup reports; an entry's offset is a cookie
+//! of its name alone (a hash keyed anew for each mount) and entries are served in cookie
+//! order, so an offset means the same in every snapshot of the directory: a reader resuming
+//! at an offset never gets an entry twice however the directory changed, and the kernel may
+//! keep the entries it read (its readdir cache, shared by every handle of the directory).
+//! An open directory handle reads from the snapshot taken when it was opened (or rewound).
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
+use std::hash::BuildHasher;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
@@ -30,7 +34,13 @@ pub struct MergedEntry {
     pub kind: u32,
     /// Where a lookup of the name finds it.
     pub src: Source,
+    /// Its offset cookie: entries are served in this order.
+    pub off: u64,
 }
+
+/// The cookies of `.` and `..`; a name's cookie is above them.
+const DOT_OFF: u64 = 1;
+const DOTDOT_OFF: u64 = 2;
 
 /// An open directory: the snapshot its offsets index into.
 #[derive(Debug)]
@@ -136,6 +146,7 @@ impl Overlay {
                 };
                 seen.insert(e.name.clone());
                 out.push(MergedEntry {
+                    off: self.cookie(&e.name),
                     name: e.name,
                     ino,
                     kind,
@@ -144,7 +155,15 @@ impl Overlay {
             }
             seen.extend(hidden_below);
         }
+        out.sort_unstable_by(|a, b| (a.off, &a.name).cmp(&(b.off, &b.name)));
         Ok(out)
+    }
+
+    /// The offset cookie of a name: 63 bits of a keyed hash, above the dot entries' (two
+    /// names sharing one is a 2^-63 chance per pair; the second is then skipped by a reader
+    /// resuming between them).
+    fn cookie(&self, name: &OsStr) -> u64 {
+        (self.cookie_key.hash_one(name) >> 1).max(DOTDOT_OFF + 1)
     }
 
     /// Drops a directory's cached listing after a change inside it.
@@ -172,12 +191,14 @@ impl Overlay {
             ino: node.ino,
             kind: libc::S_IFDIR,
             src: Source::Other,
+            off: DOT_OFF,
         });
         v.push(MergedEntry {
             name: "..".into(),
             ino: parent,
             kind: libc::S_IFDIR,
             src: Source::Other,
+            off: DOTDOT_OFF,
         });
         v.extend(list.iter().cloned());
         Ok(Arc::new(v))
@@ -198,8 +219,8 @@ impl Overlay {
         Ok(fh)
     }
 
-    /// Entries of handle `fh` from `offset` on (offset i means "after the i-th entry");
-    /// offset 0 re-reads the directory, like rewinddir.
+    /// Entries of handle `fh` and the index of the first after `offset` (an entry's
+    /// cookie); offset 0 re-reads the directory, like rewinddir.
     pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<(Arc<Vec<MergedEntry>>, usize)> {
         let h = match self.dirs.get(&fh) {
             Some(h) => h.clone(),
@@ -213,7 +234,8 @@ impl Overlay {
             let node = self.nodes.get(h.ino)?;
             *entries = self.snapshot(&node)?;
         }
-        Ok((entries.clone(), offset as usize))
+        let start = entries.partition_point(|e| e.off <= offset);
+        Ok((entries.clone(), start))
     }
 
     /// Closes a directory handle.
