@@ -147,12 +147,21 @@ impl Map {
         }
         if self.by_ino.capacity() > 4 * self.by_ino.len() + 1024 {
             self.by_ino.shrink_to_fit();
-            let by_ino = &self.by_ino;
-            self.idle
-                .order
-                .retain(|(i, st)| by_ino.get(i).is_some_and(|e| e.idle == Some(*st)));
+            self.compact_order();
             self.idle.order.shrink_to_fit();
         }
+    }
+
+    /// True while `ino`'s entry is idle since `stamp` (its item in the order is current).
+    fn idle_since(&self, ino: u64, stamp: u64) -> bool {
+        self.by_ino.get(&ino).is_some_and(|e| e.idle == Some(stamp))
+    }
+
+    /// Drops the order's items that no longer stand for an idle entry.
+    fn compact_order(&mut self) {
+        let mut order = std::mem::take(&mut self.idle.order);
+        order.retain(|&(ino, stamp)| self.idle_since(ino, stamp));
+        self.idle.order = order;
     }
 
     /// The entry of `ino` lost its last handle: kept idle if it may be, else removed.
@@ -173,15 +182,12 @@ impl Map {
             let Some((old, st)) = self.idle.order.pop_front() else {
                 break;
             };
-            if self.by_ino.get(&old).is_some_and(|e| e.idle == Some(st)) {
+            if self.idle_since(old, st) {
                 self.remove(old);
             }
         }
         if self.idle.order.len() > 2 * IDLE_MAX {
-            let by_ino = &self.by_ino;
-            self.idle
-                .order
-                .retain(|(i, st)| by_ino.get(i).is_some_and(|e| e.idle == Some(*st)));
+            self.compact_order();
         }
     }
 }
