@@ -17,6 +17,14 @@ fn main() {
         }
     }
     let cli = Cli::parse_from(args);
+    // A process that enters a container runs from a sealed copy of this binary, never from
+    // the host's file (see sys/exe.rs); decided before any thread exists.
+    if enters_containers(&cli.command) {
+        if let Err(e) = strata::sys::exe::reexec_sealed() {
+            eprintln!("strata: error: running from a sealed copy of /proc/self/exe: {e}");
+            std::process::exit(strata::cmd::EXIT_RUN_FAILED);
+        }
+    }
     let root = cli.root;
     use strata::cmd::{container, image, lifecycle, mount};
     let r = match cli.command {
@@ -135,6 +143,19 @@ fn main() {
     });
     let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
     std::process::exit(code);
+}
+
+/// The verbs that start a process inside a container (its init, an exec'd command, a
+/// build step, a restarted container), directly or through the monitor they fork.
+fn enters_containers(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Run(_)
+            | Command::Start { .. }
+            | Command::Restart { .. }
+            | Command::Exec { .. }
+            | Command::Build(_)
+    )
 }
 
 /// True when the first argument is the start of a fuse-overlayfs calling form (`-o OPTS

@@ -139,8 +139,8 @@ pub fn remove(store: &Store, name: &str) -> Result<()> {
 fn remove_tree(store: &Store, name: &str, dir: &std::path::Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && threaded() => {
-            let exe = std::env::current_exe().map_err(io_ctx("/proc/self/exe"))?;
-            let out = std::process::Command::new(exe)
+            // The magic link, not its target's name: a sealed copy (sys/exe.rs) has none.
+            let out = std::process::Command::new("/proc/self/exe")
                 .arg("--root")
                 .arg(&store.root)
                 .args(["volume", "rm", name])

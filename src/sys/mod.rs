@@ -1,6 +1,7 @@
 //! The only place with `unsafe` and raw libc calls: small safe wrappers, real errnos.
 
 pub mod bpf;
+pub mod exe;
 pub mod file;
 pub mod fs;
 pub mod fuse_dev;
