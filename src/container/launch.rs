@@ -11,6 +11,7 @@
 
 use std::ffi::CString;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -20,6 +21,7 @@ use super::cgroup::Cgroup;
 use super::error::ContainerError;
 use super::handshake::{Channel, ToContainer, ToLauncher};
 use super::spec::RunSpec;
+use super::stdio::{Relay, Stdio};
 use super::userns::UserNs;
 use crate::overlay::options::MountOptions;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
@@ -55,13 +57,44 @@ pub struct Running {
     waiter: Pid,
     /// Host pid of the container's PID 1.
     pub pid: i32,
+    /// The copying of its stdio through pipes.
+    relay: Option<Relay>,
 }
 
+/// How long output is still copied after a container's init ended: its pid namespace is
+/// gone then, so every writer is too; this only bounds a wait that can't be long.
+const RUN_LINGER: Duration = Duration::from_secs(5);
+
+/// The same for an exec'd command, which may leave a background child holding its output.
+const EXEC_LINGER: Duration = Duration::from_secs(1);
+
 impl Running {
-    /// Waits for the container to end; returns its exit status.
-    pub fn wait(&self) -> i32 {
-        wait_for(self.waiter).unwrap_or(EXIT_STRATA)
+    /// Waits for the container to end and for its output to be copied; returns its exit
+    /// status.
+    pub fn wait(self) -> i32 {
+        let code = wait_for(self.waiter).unwrap_or(EXIT_STRATA);
+        if let Some(r) = self.relay {
+            r.finish(RUN_LINGER);
+        }
+        code
     }
+}
+
+/// In a child that leads into a container: its stdio onto the pipes, and a session of its
+/// own (no controlling terminal, so no TIOCSTI into the caller's).
+fn detach_from_caller(stdio: &Stdio) -> Result<(), String> {
+    stdio
+        .install()
+        .map_err(|e| format!("container stdio: {e}"))?;
+    crate::sys::process::setsid().map_err(|e| format!("setsid: {e}"))
+}
+
+/// A process that will be in the container's pid namespace is not dumpable until the
+/// container's program replaces it, so nothing in the container opens its /proc files
+/// (its binary, its descriptors, its working directory). The waiter, outside that pid
+/// namespace, stays dumpable: pasta and the map writers open its /proc files.
+fn undumpable() -> Result<(), String> {
+    crate::sys::exe::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
 }
 
 fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
@@ -89,9 +122,19 @@ pub fn start(
     ns: Namespaces<'_>,
 ) -> Result<Running, ContainerError> {
     let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
+    // With a terminal of its own (-t) the container reads it, not our stdin.
+    let stdio = Stdio::plan(spec.tty.is_none()).map_err(setup_err("container stdio"))?;
     match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
             drop(ours);
+            if let Err(m) = detach_from_caller(&stdio) {
+                let _ = theirs.send(&ToLauncher::Failed {
+                    code: EXIT_STRATA,
+                    message: m,
+                });
+                exit_now(EXIT_STRATA)
+            }
+            drop(stdio);
             let code = waiter(spec, rootfs, theirs, ns.userns, ns.inner_mount);
             exit_now(code)
         }
@@ -127,9 +170,13 @@ pub fn start(
                     Err(e) => return Err(abandon(setup_err("container handshake")(e))),
                 }
             }
+            // Threads only now: `ready` above may fork (a volume's owners given in the
+            // user namespace).
+            let relay = (!stdio.is_direct()).then(|| stdio.relay());
             let running = Running {
                 waiter: child,
                 pid: pid.unwrap_or(0),
+                relay,
             };
             match (failed, pid) {
                 (Some(e), _) => {
@@ -267,6 +314,7 @@ pub(super) fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl F
 
 /// Sets up the rootfs, confines the process and runs the command; returns only on failure.
 fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail> {
+    undumpable().map_err(|m| (EXIT_STRATA, m))?;
     // A mount namespace of init's own, not shared with the waiter: pivot_root moves the
     // root of every process in the namespace, and the waiter must still reach the rootfs
     // (a rootless server's mount) once init is gone.
@@ -277,7 +325,7 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
             .map_err(fail(format_args!("setrlimit {:?}", l.resource)))?;
     }
     confine(spec)?;
-    chdir(spec.cwd.as_str()).map_err(fail(format_args!("working directory {}", spec.cwd)))?;
+    enter_workdir(spec)?;
     if spec.init {
         return under_init(spec);
     }
@@ -323,6 +371,22 @@ fn under_init(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
                 }
             }
         }
+    }
+}
+
+/// Enters the working directory, which must lie inside the container's root: a path
+/// through a descriptor still open here (`-w /proc/self/fd/N`, runc's CVE-2024-21626)
+/// would leave the process in a host directory. getcwd(3) then fails (the kernel says
+/// "(unreachable)").
+fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
+    let what = || format!("working directory {}", spec.cwd);
+    chdir(spec.cwd.as_str()).map_err(fail(what()))?;
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err((
+            EXIT_STRATA,
+            format!("{}: outside the container's root", what()),
+        )),
     }
 }
 
@@ -396,6 +460,7 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
     }
     let cg = Cgroup::existing(id);
     let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
+    let stdio = Stdio::plan(true).map_err(setup_err("container stdio"))?;
     match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
             drop(ours);
@@ -403,6 +468,10 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
                 let _ = theirs.send(&ToLauncher::Failed { code, message });
                 exit_now(code)
             };
+            if let Err(m) = detach_from_caller(&stdio).and_then(|_| undumpable()) {
+                report(EXIT_STRATA, m)
+            }
+            drop(stdio);
             // The device rules live in the cgroups: never run outside them.
             if let Err(e) = cg.add(std::process::id() as i32) {
                 report(EXIT_STRATA, format!("joining the container's cgroups: {e}"));
@@ -421,8 +490,7 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
                     let r = (|| -> Result<std::convert::Infallible, Fail> {
                         chdir("/").map_err(fail("chdir /"))?;
                         confine(spec)?;
-                        chdir(spec.cwd.as_str())
-                            .map_err(fail(format_args!("working directory {}", spec.cwd)))?;
+                        enter_workdir(spec)?;
                         exec(spec)
                     })();
                     let (code, message) = match r {
@@ -440,6 +508,7 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
         }
         Forked::Parent(child) => {
             drop(theirs);
+            let relay = (!stdio.is_direct()).then(|| stdio.relay());
             let failed = match ours.recv::<ToLauncher>() {
                 Ok(Some(ToLauncher::Failed { code, message })) => {
                     Some(ContainerError::Exec { code, message })
@@ -447,8 +516,11 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
                 _ => None,
             };
             let code = wait_for(Pid::from_raw(child))
-                .map_err(|e| ContainerError::Setup(format!("waiting: {e}")))?;
-            failed.map_or(Ok(code), Err)
+                .map_err(|e| ContainerError::Setup(format!("waiting: {e}")));
+            if let Some(r) = relay {
+                r.finish(EXEC_LINGER);
+            }
+            failed.map_or(code, Err)
         }
     }
 }

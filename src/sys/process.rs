@@ -77,6 +77,15 @@ pub fn redirect_output(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> io::Result<(
     Ok(())
 }
 
+/// `dup2(2)`: makes descriptor `target` (0, 1 or 2) refer to what `src` refers to.
+pub fn dup_onto(src: BorrowedFd<'_>, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 onto a standard descriptor; `src` is valid for the call.
+    if unsafe { libc::dup2(src.as_raw_fd(), target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Points stdin at /dev/null (a container run without -i).
 pub fn stdin_from_null() -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;
