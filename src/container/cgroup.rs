@@ -71,6 +71,16 @@ pub struct Cgroup {
 /// Where the cgroup hierarchies are mounted.
 pub const ROOT: &str = "/sys/fs/cgroup";
 
+/// One cgroup hierarchy as a container sees it at /sys/fs/cgroup: mounted from inside its
+/// cgroup namespace, whose root is the container's own cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupMount {
+    /// cgroup v2, at /sys/fs/cgroup itself.
+    Unified,
+    /// A v1 hierarchy with these controllers (`cpu,cpuacct`), at /sys/fs/cgroup/NAME.
+    V1(String),
+}
+
 fn write(p: &Path, v: &str) -> Result<(), ContainerError> {
     std::fs::write(p, v).map_err(io_ctx(p.display()))
 }
@@ -224,6 +234,29 @@ impl Cgroup {
             }
         }
         Ok(cg)
+    }
+
+    /// What the container mounts at /sys/fs/cgroup: the hierarchies it has a cgroup of
+    /// its own in (never one where its namespace's root would be the host's).
+    pub fn mounts(&self) -> Vec<CgroupMount> {
+        if self.v2 {
+            return vec![CgroupMount::Unified];
+        }
+        let mut v: Vec<CgroupMount> = Vec::new();
+        for (_, dir) in &self.dirs {
+            // <ROOT>/<hierarchy>/strata/<id>: the hierarchy is named by its controllers.
+            let hierarchy = dir
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned());
+            if let Some(h) = hierarchy.filter(|h| !h.is_empty()) {
+                if !v.contains(&CgroupMount::V1(h.clone())) {
+                    v.push(CgroupMount::V1(h));
+                }
+            }
+        }
+        v
     }
 
     /// The cgroups container `id` has (found on disk), to join or clean up.

@@ -5,14 +5,17 @@
 //!
 //! What is mounted is a plan built as data ([`plan`], pure and unit-tested) and carried out
 //! in one place ([`carry_out`]). Every step is made below the rootfs before the pivot,
-//! never through a symlink out of it.
+//! its target resolved inside the root and mounted onto the resolved fd (`inroot`).
 
-use std::os::fd::RawFd;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{mknod, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root, sethostname};
+
+use super::cgroup::CgroupMount;
+use super::inroot::{parent, proc_path, resolve, Follow, Make};
 
 use super::devices::{HostDevice, Kind};
 use super::launch::{fail, Fail, EXIT_STRATA};
@@ -89,6 +92,17 @@ pub enum Step {
     ReadOnly(&'static str),
     /// `--tmpfs`: a tmpfs at `target` (created if missing).
     Tmpfs(crate::container::spec::Tmpfs),
+    /// A cgroup hierarchy of the container's cgroup namespace, with the mount flags.
+    Cgroup(CgroupMount, MsFlags),
+    /// Remounts the mount at a path read-only (a tmpfs of ours, once filled).
+    Seal(&'static str),
+    /// A symbolic link to a v1 hierarchy named by its controllers (`cpu` -> `cpu,cpuacct`).
+    CgroupAlias {
+        /// The link, in /sys/fs/cgroup.
+        link: String,
+        /// The hierarchy's name.
+        target: String,
+    },
     /// A volume: the host path bound at `target` (created if missing).
     Bind {
         /// Host path.
@@ -179,6 +193,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
         NOSUID | MsFlags::MS_RDONLY
     };
     v.push(mount("sysfs", "/sys", sys_flags, None));
+    v.extend(cgroup_steps(&spec.cgroup_mounts, privileged));
     if !privileged {
         v.extend(MASKED.iter().map(|m| Step::Mask(m)));
         v.extend(READ_ONLY.iter().map(|m| Step::ReadOnly(m)));
@@ -194,96 +209,163 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
     v
 }
 
-fn inside(r: &Path, p: &str) -> PathBuf {
-    r.join(p.trim_start_matches('/'))
+/// The steps that show the container its cgroups at /sys/fs/cgroup, as docker does: the
+/// v2 hierarchy there, or for v1 a tmpfs (read-only once filled) holding each hierarchy
+/// and a link for each controller of a combined one.
+fn cgroup_steps(mounts: &[CgroupMount], privileged: bool) -> Vec<Step> {
+    let ro = if privileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    let flags = NOSUID | ro;
+    let mut v = Vec::new();
+    let v1 = mounts.iter().any(|m| matches!(m, CgroupMount::V1(_)));
+    if v1 {
+        v.push(Step::Tmpfs(crate::container::spec::Tmpfs {
+            target: "/sys/fs/cgroup".into(),
+            options: "mode=755,size=64k".into(),
+        }));
+    }
+    for m in mounts {
+        v.push(Step::Cgroup(m.clone(), flags));
+        if let CgroupMount::V1(name) = m {
+            for ctrl in name.split(',').filter(|c| *c != name && !c.contains('=')) {
+                v.push(Step::CgroupAlias {
+                    link: ctrl.to_string(),
+                    target: name.clone(),
+                });
+            }
+        }
+    }
+    if v1 && !privileged {
+        v.push(Step::Seal("/sys/fs/cgroup"));
+    }
+    v
 }
 
-/// Carries out one step below the rootfs `r`.
-pub fn carry_out(r: &Path, step: &Step) -> Result<(), Fail> {
+/// `path` inside the root, made as `make` says, symlinks followed inside the root only.
+fn target(root: BorrowedFd<'_>, path: &str, make: Make, what: &str) -> Result<OwnedFd, Fail> {
+    resolve(root, path, make, Follow::InRoot).map_err(fail(what))
+}
+
+/// Carries out one step below the root `root` (an fd of the rootfs).
+pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
     let none: Option<&str> = None;
     match step {
         Step::Mount {
             fstype,
-            target,
+            target: t,
             flags,
             data,
         } => {
-            let p = inside(r, target);
-            ensure_dir(&p)?;
+            let what = format!("mounting {t}");
+            let fd = target(root, t, Make::Dir, &what)?;
+            let p = proc_path(&fd);
             match mount(Some(*fstype), &p, Some(*fstype), *flags, *data) {
                 // sysfs needs a network namespace owned by the user namespace: with the
                 // host's network a user namespace gets the host's /sys bound instead.
                 Err(nix::errno::Errno::EPERM) if *fstype == "sysfs" => {
+                    let what = format!("binding the host's {t}");
                     let rec = MsFlags::MS_BIND | MsFlags::MS_REC;
-                    mount(Some("/sys"), &p, none, rec, none)
-                        .and_then(|_| {
-                            let ro = *flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-                            mount(none, &p, none, ro, none)
-                        })
-                        .map_err(fail(format_args!("binding the host's {target}")))
+                    mount(Some("/sys"), &p, none, rec, none).map_err(fail(&what))?;
+                    let fd = target(root, t, Make::Nothing, &what)?;
+                    let p = proc_path(&fd);
+                    let ro = *flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+                    mount(none, &p, none, ro, none).map_err(fail(&what))
                 }
-                r => r.map_err(fail(format_args!("mounting {target}"))),
+                r => r.map_err(fail(&what)),
             }
         }
-        Step::Device(d) => device_node(r, d),
-        Step::BindDevice { source, target } => {
-            let p = inside(r, target);
-            if let Some(parent) = p.parent() {
-                ensure_dir(parent)?;
-            }
-            let what = format!("binding {target}");
-            std::fs::File::create(&p).map_err(fail(&what))?;
+        Step::Device(d) => device_node(root, d),
+        Step::BindDevice { source, target: t } => {
+            let what = format!("binding {t}");
+            let fd = target(root, t, Make::File, &what)?;
+            let p = proc_path(&fd);
             mount(Some(source.as_path()), &p, none, MsFlags::MS_BIND, none).map_err(fail(&what))
         }
-        Step::Symlink { link, target } => std::os::unix::fs::symlink(target, inside(r, link))
-            .map_err(fail(format_args!("creating {link}"))),
+        Step::Symlink { link, target: t } => {
+            let what = format!("creating {link}");
+            let (dir, name) = parent(root, link, Follow::InRoot).map_err(fail(&what))?;
+            crate::sys::fs::symlinkat(OsStr::new(t), dir.as_fd(), &name).map_err(fail(&what))
+        }
         Step::Terminal(sock) => {
-            // The pty comes from the container's own devpts, so its name resolves inside.
-            crate::container::tty::attach_in_container(&r.join("dev/pts/ptmx"), *sock)
-                .map_err(fail("container terminal"))
+            // The pty comes from the container's own devpts (a mount of ours), so its
+            // name resolves inside.
+            let what = "container terminal";
+            let ptmx = target(root, "/dev/pts/ptmx", Make::Nothing, what)?;
+            crate::container::tty::attach_in_container(&proc_path(&ptmx), *sock).map_err(fail(what))
         }
         Step::Mask(m) => {
-            let p = inside(r, m);
-            let Ok(md) = std::fs::symlink_metadata(&p) else {
-                return Ok(());
-            };
             let what = format!("masking {m}");
-            if md.is_dir() {
-                mount(
-                    Some("tmpfs"),
-                    &p,
-                    Some("tmpfs"),
-                    NOSUID | MsFlags::MS_RDONLY,
-                    Some("size=0"),
-                )
-                .map_err(fail(&what))
+            let fd = match resolve(root, m, Make::Nothing, Follow::InRoot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                r => r.map_err(fail(&what))?,
+            };
+            let is_dir = crate::sys::fs::fstat(fd.as_fd())
+                .map_err(fail(&what))?
+                .st_mode
+                & libc::S_IFMT
+                == libc::S_IFDIR;
+            let p = proc_path(&fd);
+            if is_dir {
+                let flags = NOSUID | MsFlags::MS_RDONLY;
+                mount(Some("tmpfs"), &p, Some("tmpfs"), flags, Some("size=0")).map_err(fail(&what))
             } else {
                 mount(Some("/dev/null"), &p, none, MsFlags::MS_BIND, none).map_err(fail(&what))
             }
         }
         Step::ReadOnly(m) => {
-            let p = inside(r, m);
-            if std::fs::symlink_metadata(&p).is_err() {
-                return Ok(());
-            }
             let what = format!("making {m} read-only");
+            let fd = match resolve(root, m, Make::Nothing, Follow::InRoot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                r => r.map_err(fail(&what))?,
+            };
+            let p = proc_path(&fd);
             mount(Some(&p), &p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)
                 .map_err(fail(&what))?;
+            // The remount is of the new bind, the top of the path now: opened anew.
+            let fd = target(root, m, Make::Nothing, &what)?;
+            let p = proc_path(&fd);
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID;
             mount(none, &p, none, flags, none).map_err(fail(&what))
         }
         Step::Tmpfs(t) => {
-            let p = inside(r, &t.target);
-            ensure_dir(&p)?;
+            let what = format!("--tmpfs {}", t.target);
+            let fd = target(root, &t.target, Make::Dir, &what)?;
+            let p = proc_path(&fd);
             let (flags, data) = tmpfs_flags(&t.options);
-            mount(Some("tmpfs"), &p, Some("tmpfs"), flags, Some(data.as_str()))
-                .map_err(fail(format_args!("--tmpfs {}", t.target)))
+            mount(Some("tmpfs"), &p, Some("tmpfs"), flags, Some(data.as_str())).map_err(fail(&what))
         }
         Step::Bind {
             source,
             target,
             read_only,
-        } => bind(r, source, target, *read_only),
+        } => bind(root, source, target, *read_only),
+        Step::Cgroup(m, flags) => {
+            let (fstype, at, data) = match m {
+                CgroupMount::Unified => ("cgroup2", "/sys/fs/cgroup".to_string(), None),
+                CgroupMount::V1(n) => ("cgroup", format!("/sys/fs/cgroup/{n}"), Some(n.as_str())),
+            };
+            let what = format!("mounting the container's cgroups at {at}");
+            let fd = target(root, &at, Make::Dir, &what)?;
+            let p = proc_path(&fd);
+            mount(Some(fstype), &p, Some(fstype), *flags, data).map_err(fail(&what))
+        }
+        Step::Seal(at) => {
+            let what = format!("making {at} read-only");
+            let fd = target(root, at, Make::Nothing, &what)?;
+            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID;
+            mount(none, &proc_path(&fd), none, flags, none).map_err(fail(&what))
+        }
+        Step::CgroupAlias { link, target: t } => {
+            let what = format!("creating /sys/fs/cgroup/{link}");
+            let dir = target(root, "/sys/fs/cgroup", Make::Nothing, &what)?;
+            match crate::sys::fs::symlinkat(OsStr::new(t), dir.as_fd(), OsStr::new(link)) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(fail(&what)(e)),
+                _ => Ok(()),
+            }
+        }
     }
 }
 
@@ -334,10 +416,12 @@ pub fn prepare(spec: &RunSpec, rootfs: &Path) -> Result<(), Fail> {
             .and_then(|_| setresuid(u, u, u))
             .map_err(fail("becoming root of the user namespace"))?;
     }
-    let here = Path::new(".");
+    let root = crate::sys::fs::open_path(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(fail(format_args!("opening {}", rootfs.display())))?;
     for step in plan(spec) {
-        carry_out(here, &step)?;
+        carry_out(root.as_fd(), &step)?;
     }
+    drop(root);
     sethostname(&spec.hostname).map_err(fail("setting the host name"))?;
     if spec.own_netns {
         crate::sys::net::loopback_up().map_err(fail("bringing up lo"))?;
@@ -349,66 +433,57 @@ pub fn prepare(spec: &RunSpec, rootfs: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Creates a device node in the container's /dev with exactly `d.mode` (the defaults, and
-/// `--device` nodes; the device cgroup decides what may be done with them).
-fn device_node(r: &Path, d: &HostDevice) -> Result<(), Fail> {
-    let p = r.join(d.path.trim_start_matches('/'));
-    if let Some(parent) = p.parent() {
-        ensure_dir(parent)?;
-    }
-    let kind = match d.kind {
-        Kind::Block => SFlag::S_IFBLK,
-        _ => SFlag::S_IFCHR,
-    };
+/// Creates a device node in the container with exactly `d.mode` (the defaults, and
+/// `--device` nodes; the device cgroup decides what may be done with them). Whatever was
+/// at that name is replaced; the parent is resolved inside the root.
+fn device_node(root: BorrowedFd<'_>, d: &HostDevice) -> Result<(), Fail> {
     let what = format!("creating {}", d.path);
-    let _ = std::fs::remove_file(&p);
-    let mode = Mode::from_bits_truncate(d.mode);
-    mknod(
-        &p,
-        kind,
-        mode,
-        nix::sys::stat::makedev(d.major as u64, d.minor as u64),
-    )
-    .map_err(fail(&what))?;
-    nix::sys::stat::fchmodat(None, &p, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
-        .map_err(fail(&what))
+    let (dir, name) = parent(root, &d.path, Follow::InRoot).map_err(fail(&what))?;
+    let kind = match d.kind {
+        Kind::Block => libc::S_IFBLK,
+        _ => libc::S_IFCHR,
+    };
+    match crate::sys::fs::unlinkat(dir.as_fd(), &name, 0) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(fail(&what)(e)),
+        _ => {}
+    }
+    let rdev = libc::makedev(d.major, d.minor);
+    crate::sys::fs::mknodat(dir.as_fd(), &name, kind | (d.mode & 0o7777), rdev)
+        .map_err(fail(&what))?;
+    // mknod applied our umask; the node was just made, so the name is the node.
+    crate::sys::fs::fchmodat(dir.as_fd(), &name, d.mode & 0o7777).map_err(fail(&what))
 }
 
-/// Bind-mounts a volume below the rootfs, never following a symlink out of it.
-fn bind(r: &Path, source: &Path, target_in: &str, read_only: bool) -> Result<(), Fail> {
+/// Bind-mounts a volume below the rootfs. Its target may hold no symlink at all (refused
+/// in the same openat2 that resolves it, so a swap during setup is refused too).
+fn bind(root: BorrowedFd<'_>, source: &Path, target_in: &str, read_only: bool) -> Result<(), Fail> {
     let what = format!("volume {}:{target_in}", source.display());
-    let mut target = r.to_path_buf();
-    for c in target_in.split('/').filter(|c| !c.is_empty()) {
-        target.push(c);
-        if let Ok(md) = std::fs::symlink_metadata(&target) {
-            if md.file_type().is_symlink() {
-                return Err((
-                    EXIT_STRATA,
-                    format!("{what}: {} is a symlink in the container", target.display()),
-                ));
-            }
-        }
-    }
-    if source.is_dir() {
-        ensure_dir(&target)?;
-    } else if !target.exists() {
-        if let Some(p) = target.parent() {
-            ensure_dir(p)?;
-        }
-        std::fs::File::create(&target).map_err(fail(&what))?;
-    }
+    let make = if source.is_dir() {
+        Make::Dir
+    } else {
+        Make::File
+    };
+    let fd = resolve(root, target_in, make, Follow::No).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => (
+            EXIT_STRATA,
+            format!("{what}: a part of {target_in} is a symlink in the container"),
+        ),
+        _ => fail(&what)(e),
+    })?;
     let none: Option<&str> = None;
+    let p = proc_path(&fd);
     mount(
         Some(source),
-        &target,
+        &p,
         none,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
     .map_err(fail(&what))?;
     if read_only {
+        let fd = resolve(root, target_in, Make::Nothing, Follow::No).map_err(fail(&what))?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        mount(none, &target, none, flags, none).map_err(fail(&what))?;
+        mount(none, &proc_path(&fd), none, flags, none).map_err(fail(&what))?;
     }
     Ok(())
 }

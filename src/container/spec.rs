@@ -52,6 +52,9 @@ pub struct RunSpec {
     pub tty: Option<std::os::fd::RawFd>,
     /// Capabilities, seccomp, no_new_privs, masks and devices.
     pub security: Security,
+    /// The container's own cgroups, mounted at /sys/fs/cgroup (read-only unless
+    /// privileged) so programs can read their limits.
+    pub cgroup_mounts: Vec<super::cgroup::CgroupMount>,
 }
 
 impl Default for RunSpec {
@@ -76,6 +79,7 @@ impl Default for RunSpec {
             rlimits: Vec::new(),
             tty: None,
             security: Security::default(),
+            cgroup_mounts: Vec::new(),
         }
     }
 }
@@ -461,6 +465,7 @@ pub fn build(
         rlimits,
         tty: None,
         security: Security::default(),
+        cgroup_mounts: Vec::new(),
     })
 }
 

@@ -96,7 +96,7 @@ pub(super) fn start(
     // Like docker's init layer: the mount points the container needs exist in a layer of
     // their own between the image and the writable layer, so they never show as changes.
     for d in ["proc", "dev", "sys"] {
-        std::fs::create_dir_all(init.join(d)).map_err(io_ctx(init.display()))?;
+        super::etc::init_dir(&init.join(d))?;
     }
     // A bridge network's address is leased now: /etc/hosts names it.
     let mut lease = match req.network {
@@ -201,6 +201,7 @@ pub(super) fn start(
         Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
         None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
     };
+    spec.cgroup_mounts = cg.mounts();
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
@@ -228,7 +229,12 @@ pub(super) fn start(
                 }
             }
             if req.network == Network::Pasta {
-                net = Some(super::usernet::start(pid, &req.publish, &dir)?);
+                net = Some(super::usernet::start(
+                    pid,
+                    &req.publish,
+                    &dir,
+                    req.pasta_map_gw,
+                )?);
             }
             if let Some(l) = lease.take() {
                 wired = Some(l.attach(pid, &req.publish)?);
