@@ -5,6 +5,7 @@
 //! give the binds a target even in a read-only rootfs or over an image's symlink.
 
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,14 +96,14 @@ pub fn prepare(
         vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
     if matches!(
         network,
-        Network::Host | Network::Bridge | Network::Container
+        Network::Host | Network::Bridge | Network::Container | Network::Pasta
     ) {
         if let Some(r) = resolv_conf(network) {
             files.push(("resolv.conf", r));
         }
     }
     let etc = init.join("etc");
-    std::fs::create_dir_all(&etc).map_err(io_ctx(etc.display()))?;
+    init_dir(&etc)?;
     let mut binds = Vec::new();
     for (name, text) in files {
         let target = format!("/etc/{name}");
@@ -113,7 +114,8 @@ pub fn prepare(
             continue;
         }
         let source: PathBuf = dir.join(name);
-        crate::sys::file::write_atomic(&source, text.as_bytes())
+        // Readable by every user of the container (a resolver in any process needs them).
+        crate::sys::file::write_atomic_mode(&source, text.as_bytes(), 0o644)
             .map_err(io_ctx(source.display()))?;
         // What a user-defined network adds to /etc/hosts goes after this.
         if name == "hosts" {
@@ -123,7 +125,9 @@ pub fn prepare(
         }
         let stub = etc.join(name);
         if std::fs::symlink_metadata(&stub).is_err() {
-            std::fs::File::create(&stub).map_err(io_ctx(stub.display()))?;
+            std::fs::File::create(&stub)
+                .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o644)))
+                .map_err(io_ctx(stub.display()))?;
         }
         binds.push(Volume {
             host: source,
@@ -132,6 +136,14 @@ pub fn prepare(
         });
     }
     Ok(binds)
+}
+
+/// A directory of the container's init layer, mode 0755 whatever the umask: it shows in
+/// the container over the image's directory of the same name.
+pub(super) fn init_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)))
+        .map_err(io_ctx(path.display()))
 }
 
 /// The host's resolvers for the container: its /etc/resolv.conf, unless (on a bridge) that
@@ -143,7 +155,7 @@ fn resolv_conf(network: Network) -> Option<String> {
         .lines()
         .any(|l| l.trim_start().starts_with("nameserver 127."));
     match (network, stub) {
-        (Network::Bridge | Network::Container, true) => {
+        (Network::Bridge | Network::Container | Network::Pasta, true) => {
             std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok()
         }
         _ => Some(host),

@@ -3,10 +3,20 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Writes `data` to `path` through a synced temp file in the same directory and a rename.
+/// Writes `data` to `path` through a synced temp file in the same directory and a rename;
+/// the file is private to its owner (mode 0600).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+/// [`write_atomic`] with the file's mode (e.g. 0644 for a file every user of a container
+/// must read).
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut t = tempfile::NamedTempFile::new_in(dir)?;
+    t.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     t.write_all(data)?;
     t.as_file().sync_all()?;
     t.persist(path).map_err(|e| e.error)?;
