@@ -54,8 +54,13 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         }
     }
     // --network NAME other than the built-in ones: a user-defined bridge network.
+    let mut pasta_map_gw = false;
     let (network, network_name) = match a.network.as_deref() {
         Some(n @ ("none" | "host" | "bridge" | "pasta")) => (n.parse()?, None),
+        Some(n) if n.starts_with("pasta:") => {
+            pasta_map_gw = pasta_options(&n["pasta:".len()..])?;
+            ("pasta".parse()?, None)
+        }
         Some(n) if n.starts_with("container:") => (
             lifecycle::Network::Container,
             Some(n["container:".len()..].to_string()),
@@ -69,6 +74,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
     Ok(Request {
         network,
         network_name,
+        pasta_map_gw,
         network_aliases: a.network_alias.clone(),
         publish: a
             .publish
@@ -158,6 +164,26 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
 }
 
 /// `--label KEY=VALUE` (`KEY` alone: an empty value), as docker takes them.
+/// The options of `--network pasta:OPTS` (comma-separated, as podman takes them): only
+/// `--map-gw` (the host's loopback reachable through the gateway) and `--no-map-gw` (the
+/// default). Returns whether the gateway is mapped.
+fn pasta_options(opts: &str) -> Result<bool, ContainerError> {
+    let mut map_gw = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "--map-gw" => map_gw = true,
+            "--no-map-gw" => map_gw = false,
+            other => {
+                return Err(ContainerError::BadSpec(format!(
+                    "--network pasta:{opts}: unsupported pasta option {other} \
+                     (strata takes --map-gw and --no-map-gw)"
+                )))
+            }
+        }
+    }
+    Ok(map_gw)
+}
+
 fn parse_labels(
     v: &[String],
 ) -> Result<std::collections::BTreeMap<String, String>, ContainerError> {

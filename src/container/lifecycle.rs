@@ -101,6 +101,10 @@ pub struct Request {
     /// whose network this one joins (with `network` Container).
     #[serde(default)]
     pub network_name: Option<String>,
+    /// `--network pasta:--map-gw`: the container reaches the host's loopback through the
+    /// gateway address (off by default, as with podman).
+    #[serde(default)]
+    pub pasta_map_gw: bool,
     /// `--network-alias`: more names on a user-defined network.
     #[serde(default)]
     pub network_aliases: Vec<String>,

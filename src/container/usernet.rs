@@ -118,6 +118,8 @@ pub fn available() -> bool {
 pub struct UserNet {
     child: Child,
     pid_file: PathBuf,
+    /// Root's bind of the container's network namespace, which pasta joins.
+    netns: Option<PathBuf>,
 }
 
 impl Drop for UserNet {
@@ -125,12 +127,40 @@ impl Drop for UserNet {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.pid_file);
+        if let Some(ns) = self.netns.take() {
+            let _ = crate::sys::process::umount(ns.as_os_str(), true);
+            let _ = std::fs::remove_file(&ns);
+        }
     }
+}
+
+/// For root: the network namespace of `pid` bound on a file in `scratch`. pasta started
+/// by root drops to nobody unless told otherwise, and can then open neither /proc/PID/ns
+/// nor join a namespace; as root (`--runas 0:0`, pasta still drops its capabilities and
+/// sandboxes itself) it joins a namespace bound on a file.
+fn bind_netns(pid: i32, scratch: &Path) -> Result<PathBuf, ContainerError> {
+    use nix::mount::{mount, MsFlags};
+    let file = scratch.join("netns");
+    let what = |e: &dyn std::fmt::Display| {
+        ContainerError::Setup(format!(
+            "--network pasta: binding the network namespace: {e}"
+        ))
+    };
+    std::fs::File::create(&file).map_err(|e| what(&e))?;
+    let src = format!("/proc/{pid}/ns/net");
+    let none: Option<&str> = None;
+    mount(Some(src.as_str()), &file, none, MsFlags::MS_BIND, none).map_err(|e| what(&e))?;
+    Ok(file)
 }
 
 /// Starts pasta for the namespaces of process `pid` with the `publish` forwards; returns
 /// once it has configured the namespace. `scratch` is a directory for its pid file.
-pub fn start(pid: i32, publish: &[Publish], scratch: &Path) -> Result<UserNet, ContainerError> {
+pub fn start(
+    pid: i32,
+    publish: &[Publish],
+    scratch: &Path,
+    map_gw: bool,
+) -> Result<UserNet, ContainerError> {
     use nix::unistd::{access, AccessFlags};
     if let Err(e) = access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK) {
         return Err(ContainerError::Setup(format!(
@@ -143,22 +173,47 @@ pub fn start(pid: i32, publish: &[Publish], scratch: &Path) -> Result<UserNet, C
     let mut cmd = Command::new("pasta");
     cmd.args(["--foreground", "--quiet", "--config-net", "--pid"])
         .arg(&pid_file)
-        // Nothing from the container to the host's own ports.
+        // Nothing from the container to the host's own ports, neither forwarded nor
+        // through the gateway address (pasta maps it to the host's loopback by default).
         .args(["-T", "none", "-U", "none"]);
+    if !map_gw {
+        cmd.arg("--no-map-gw");
+    }
     for p in pasta_ports(publish, Proto::Tcp) {
         cmd.args(["-t", &p]);
     }
     for p in pasta_ports(publish, Proto::Udp) {
         cmd.args(["-u", &p]);
     }
-    cmd.arg(pid.to_string())
-        .stdin(Stdio::null())
+    let netns = match nix::unistd::geteuid().is_root() {
+        true => {
+            let f = bind_netns(pid, scratch)?;
+            cmd.args(["--runas", "0:0", "--netns"]).arg(&f);
+            Some(f)
+        }
+        false => {
+            cmd.arg(pid.to_string());
+            None
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = cmd
-        .spawn()
-        .map_err(|e| ContainerError::Setup(format!("starting pasta: {e}")))?;
-    let mut net = UserNet { child, pid_file };
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(f) = netns {
+                let _ = crate::sys::process::umount(f.as_os_str(), true);
+                let _ = std::fs::remove_file(&f);
+            }
+            return Err(ContainerError::Setup(format!("starting pasta: {e}")));
+        }
+    };
+    let mut net = UserNet {
+        child,
+        pid_file,
+        netns,
+    };
     // pasta writes its pid file once the namespace is configured.
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
