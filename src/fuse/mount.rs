@@ -26,7 +26,18 @@ pub struct MountSpec<'a> {
 /// Mounts /dev/fuse at `mountpoint` as type `fuse.strata` with mount(2) (root, or root of a
 /// user namespace: ids 0 are then the namespace's); returns the connection's fd.
 pub fn direct(mountpoint: &Path, spec: &MountSpec<'_>) -> io::Result<OwnedFd> {
-    let dev = crate::sys::fs::open_path(Path::new("/dev/fuse"), libc::O_RDWR | libc::O_CLOEXEC)?;
+    let dev = crate::sys::fs::open_path(Path::new("/dev/fuse"), libc::O_RDWR | libc::O_CLOEXEC)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => io::Error::new(
+                e.kind(),
+                format!(
+                    "/dev/fuse: {e} (a mount in a user namespace opens /dev/fuse itself, so it \
+                     must be readable and writable by this user, mode 0666 as most \
+                     distributions ship it: as root, chmod 0666 /dev/fuse)"
+                ),
+            ),
+            _ => io::Error::new(e.kind(), format!("/dev/fuse: {e}")),
+        })?;
     let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
     let mut data = format!(
         "fd={},rootmode={rootmode:o},user_id=0,group_id=0,default_permissions",
