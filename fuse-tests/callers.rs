@@ -50,6 +50,25 @@ impl Drop for DeviceAccess {
     }
 }
 
+/// Runs `f` with device `path` at `mode` while no other user test runs (each holds the
+/// devices at 0666); the caller's own [`Who`] for a user is the one holder allowed. The
+/// mode is put back after.
+pub(crate) fn with_device_mode<T>(path: &str, mode: u32, f: impl FnOnce() -> T) -> T {
+    loop {
+        let g = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 <= 1 {
+            let was = std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(was)).unwrap();
+            drop(g);
+            return r.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        }
+        drop(g);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub(crate) fn add_line(file: &str, name: &str, line: &str) {
     let have = std::fs::read_to_string(file).unwrap_or_default();
     if !have.lines().any(|l| l.split(':').next() == Some(name)) {

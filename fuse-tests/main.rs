@@ -10,6 +10,8 @@ mod containers;
 mod copytar;
 mod corners;
 mod data;
+mod escape;
+mod escape_rootless;
 mod habits;
 mod harness;
 mod images;

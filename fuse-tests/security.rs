@@ -12,29 +12,33 @@ use std::sync::OnceLock;
 use crate::archives::E;
 use crate::containers::{env_with, no_leftovers, out, run, strata, Env};
 
-/// The probe, built once with the C compiler (static: the image has no libc).
-fn probe() -> &'static [u8] {
+/// A test program of fuse-tests/NAME.c, built with the C compiler (static: the images
+/// have no libc).
+pub(crate) fn static_program(name: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fuse-tests/{name}.c"));
+    let o = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("cc (gcc and libc6-dev) builds the test programs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(&exe).unwrap()
+}
+
+/// The probe, built once.
+pub(crate) fn probe() -> &'static [u8] {
     static BIN: OnceLock<Vec<u8>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("probe");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuse-tests/probe.c");
-        let o = Command::new("cc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .expect("cc (gcc and libc6-dev) builds the probe");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::read(&exe).unwrap()
-    })
+    BIN.get_or_init(|| static_program("probe"))
 }
 
 fn env(name: &str) -> Env {
     env_with(name, &[E::File("bin/probe", probe(), 0o755)])
 }
 
-fn ok_out(o: &Output) -> String {
+pub(crate) fn ok_out(o: &Output) -> String {
     assert!(
         o.status.success(),
         "exit {:?}: {}{}",
@@ -55,7 +59,7 @@ fn field<'a>(status: &'a str, name: &str) -> &'a str {
 }
 
 /// What the probe says of each operation.
-fn probe_ops(e: &Env, flags: &[&str], ops: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn probe_ops(e: &Env, flags: &[&str], ops: &[&str]) -> Vec<(String, String)> {
     let mut args = flags.to_vec();
     args.extend(["box:1", "probe"]);
     args.extend_from_slice(ops);
@@ -68,7 +72,7 @@ fn probe_ops(e: &Env, flags: &[&str], ops: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn result(r: &[(String, String)], op: &str) -> String {
+pub(crate) fn result(r: &[(String, String)], op: &str) -> String {
     r.iter().find(|(o, _)| o == op).unwrap().1.clone()
 }
 
