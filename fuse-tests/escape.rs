@@ -152,6 +152,17 @@ fn tiocsti_from_run_and_exec_never_reaches_the_callers_terminal() {
         );
         assert!(shown.contains("no-tty"), "{shown}");
     }
+    // A created container started attached.
+    let o = strata(
+        &e,
+        &[
+            "create", "--name", "s", "box:1", "attacker", "tiocsti", INJECTED,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (shown, pending) = strata_on_terminal(&e, &["start", "-a", "s"]);
+    assert_not_injected(&shown, &pending);
+    assert!(strata(&e, &["rm", "s"]).status.success());
     let o = strata(&e, &["run", "-d", "--name", "t", "box:1", "sleep", "100"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (shown, pending) = strata_on_terminal(&e, &["exec", "t", "attacker", "tiocsti", INJECTED]);
@@ -539,5 +550,28 @@ fn files_strata_writes_into_a_container_are_readable_by_every_user() {
             assert_eq!(mode, want, "{net}: {l}");
         }
     }
+    no_leftovers(&e);
+}
+
+#[test]
+fn root_pasta_starts_and_gives_the_container_a_resolver() {
+    let e = hostile("esc-pasta", &[]);
+    let o = run(
+        &e,
+        &[
+            "--network",
+            "pasta",
+            "box:1",
+            "sh",
+            "-c",
+            "grep -c : /proc/net/dev; stat -c %a /etc/resolv.conf",
+        ],
+    );
+    let text = out(&o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut l = text.lines();
+    let ifaces: u32 = l.next().unwrap().trim().parse().unwrap();
+    assert!(ifaces >= 2, "lo and pasta's interface: {text}");
+    assert_eq!(l.next(), Some("644"), "{text}");
     no_leftovers(&e);
 }
