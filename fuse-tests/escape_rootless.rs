@@ -72,8 +72,8 @@ fn rootless_attacks_get_nothing_of_the_host() {
 /// route through a gateway that lives in a second namespace of the test's own; removed
 /// on drop.
 struct TestHost {
-    ns: &'static str,
-    gw_ns: &'static str,
+    ns: String,
+    gw_ns: String,
 }
 
 const GATEWAY: &str = "192.0.2.1";
@@ -81,9 +81,10 @@ const GATEWAY: &str = "192.0.2.1";
 impl TestHost {
     fn new() -> TestHost {
         let h = TestHost {
-            ns: "strata-esc-host",
-            gw_ns: "strata-esc-gw",
+            ns: format!("strata-esc-host-{}", std::process::id()),
+            gw_ns: format!("strata-esc-gw-{}", std::process::id()),
         };
+        let (ns, gw_ns) = (h.ns.as_str(), h.gw_ns.as_str());
         h.remove();
         let ip = |args: &[&str]| {
             let o = Command::new("ip").args(args).output().unwrap();
@@ -93,28 +94,23 @@ impl TestHost {
                 String::from_utf8_lossy(&o.stderr)
             );
         };
-        ip(&["netns", "add", h.ns]);
-        ip(&["netns", "add", h.gw_ns]);
+        ip(&["netns", "add", ns]);
+        ip(&["netns", "add", gw_ns]);
         ip(&[
-            "link", "add", "esc-h", "netns", h.ns, "type", "veth", "peer", "name", "esc-g",
-            "netns", h.gw_ns,
+            "link", "add", "esc-h", "netns", ns, "type", "veth", "peer", "name", "esc-g", "netns",
+            gw_ns,
         ]);
-        ip(&["-n", h.ns, "addr", "add", "192.0.2.2/24", "dev", "esc-h"]);
-        ip(&["-n", h.gw_ns, "addr", "add", "192.0.2.1/24", "dev", "esc-g"]);
-        for (ns, dev) in [
-            (h.ns, "esc-h"),
-            (h.gw_ns, "esc-g"),
-            (h.ns, "lo"),
-            (h.gw_ns, "lo"),
-        ] {
+        ip(&["-n", ns, "addr", "add", "192.0.2.2/24", "dev", "esc-h"]);
+        ip(&["-n", gw_ns, "addr", "add", "192.0.2.1/24", "dev", "esc-g"]);
+        for (ns, dev) in [(ns, "esc-h"), (gw_ns, "esc-g"), (ns, "lo"), (gw_ns, "lo")] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        ip(&["-n", h.ns, "route", "add", "default", "via", GATEWAY]);
+        ip(&["-n", ns, "route", "add", "default", "via", GATEWAY]);
         h
     }
 
     fn remove(&self) {
-        for ns in [self.ns, self.gw_ns] {
+        for ns in [&self.ns, &self.gw_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
@@ -156,7 +152,7 @@ fn rootless_pasta_never_reaches_the_hosts_loopback() {
     let in_host = |network: &str, port: u16| -> Output {
         let script = format!("echo hi | nc -w 2 {GATEWAY} {port} && echo CONNECTED; true");
         Command::new("ip")
-            .args(["netns", "exec", host.ns, "setpriv"])
+            .args(["netns", "exec", &host.ns, "setpriv"])
             .args([
                 "--reuid",
                 &uid.to_string(),
