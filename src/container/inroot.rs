@@ -175,6 +175,30 @@ mod tests {
         );
     }
 
+    /// A rename anywhere on the host during a walk through `..` makes openat2 answer
+    /// EAGAIN (found when containers with such a link started beside other tests).
+    #[test]
+    fn a_walk_through_dotdot_survives_renames_elsewhere() {
+        let (r, _outside, fd) = root();
+        std::fs::create_dir(r.path().join("etc")).unwrap();
+        let busy = tempfile::tempdir().unwrap();
+        let (a, b) = (busy.path().join("a"), busy.path().join("b"));
+        std::fs::write(&a, "").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let renamer = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::rename(&a, &b);
+                let _ = std::fs::rename(&b, &a);
+            }
+        });
+        for _ in 0..3000 {
+            resolve(fd.as_fd(), "/up/etc", Make::Nothing, Follow::InRoot).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamer.join().unwrap();
+    }
+
     #[test]
     fn no_follow_refuses_any_symlink_and_dangling_links_are_errors() {
         let (r, outside, fd) = root();

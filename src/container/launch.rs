@@ -92,7 +92,7 @@ fn detach_from_caller(stdio: &Stdio) -> Result<(), String> {
 /// A process that will be in the container's pid namespace is not dumpable until the
 /// container's program replaces it, so nothing in the container opens its /proc files
 /// (its binary, its descriptors, its working directory). The waiter, outside that pid
-/// namespace, stays dumpable: pasta and the map writers open its /proc files.
+/// namespace, becomes so only after pasta and the map writers opened its /proc files.
 fn undumpable() -> Result<(), String> {
     crate::sys::exe::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
 }
@@ -249,6 +249,11 @@ fn waiter(
     if !matches!(go_on, Ok(Some(ToContainer::Proceed))) {
         return EXIT_STRATA;
     }
+    // Everything that opens our /proc files from outside (map writers, pasta, the bridge)
+    // is done: init is forked not dumpable, so it never is while in the pid namespace.
+    if let Err(m) = undumpable() {
+        return report(EXIT_STRATA, m);
+    }
     // The waiter is in the container's cgroups already: they become its cgroup root.
     // Init makes its mount namespace itself (see `init`); the rest is made here.
     let flags = CloneFlags::CLONE_NEWUTS
@@ -314,7 +319,6 @@ pub(super) fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl F
 
 /// Sets up the rootfs, confines the process and runs the command; returns only on failure.
 fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail> {
-    undumpable().map_err(|m| (EXIT_STRATA, m))?;
     // A mount namespace of init's own, not shared with the waiter: pivot_root moves the
     // root of every process in the namespace, and the waiter must still reach the rootfs
     // (a rootless server's mount) once init is gone.

@@ -46,8 +46,30 @@ pub fn open_in_root(
 }
 
 /// openat2(2): opens `path` relative to `dir` with `flags` (plus `O_CLOEXEC`) and the
-/// `RESOLVE_*` bits of `resolve`.
+/// `RESOLVE_*` bits of `resolve`. With `RESOLVE_IN_ROOT` or `RESOLVE_BENEATH` the kernel
+/// answers EAGAIN when a rename or mount anywhere on the host raced with a `..` of the
+/// path (it can't then prove the walk stayed below `dir`); that is tried again, a bounded
+/// number of times.
 pub fn openat2(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    resolve: u64,
+) -> io::Result<std::os::fd::OwnedFd> {
+    let scoped = resolve & (libc::RESOLVE_IN_ROOT | libc::RESOLVE_BENEATH) != 0;
+    let mut tries = 0;
+    loop {
+        match openat2_once(dir, path, flags, resolve) {
+            Err(e) if scoped && e.raw_os_error() == Some(libc::EAGAIN) && tries < 1000 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            r => return r,
+        }
+    }
+}
+
+fn openat2_once(
     dir: std::os::fd::BorrowedFd<'_>,
     path: &Path,
     flags: i32,
