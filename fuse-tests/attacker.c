@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,14 +76,16 @@ static int cmd_fds(void) {
 #define MAX_HANDLES 256
 
 /* Keeps an O_PATH handle on the binary of every other process it sees; a binary from
- * outside the container's filesystem (another device than /) is what it is after. Then,
+ * outside the container's filesystem (another device than /) is what it is after, and it
+ * counts those that are a sealed memfd or on a read-only mount apart. Then,
  * again and again, tries to reopen each such handle for writing (a running binary refuses
  * that with ETXTBSY; once its process ends, an unsealed host file would not). */
 static int cmd_exe_watch(double seconds) {
     struct stat root;
     if (stat("/", &root) < 0)
         return 1;
-    int handles[MAX_HANDLES], n = 0, outside = 0, sealed = 0, written = 0, denied = 0;
+    int handles[MAX_HANDLES], n = 0, outside = 0, sealed = 0, readonly = 0, written = 0,
+        denied = 0;
     dev_t devs[MAX_HANDLES];
     ino_t inos[MAX_HANDLES];
     pid_t self = getpid();
@@ -118,8 +121,11 @@ static int cmd_exe_watch(double seconds) {
             char self_path[64];
             snprintf(self_path, sizeof self_path, "/proc/self/fd/%d", fd);
             int r = open(self_path, O_RDONLY | O_CLOEXEC);
+            struct statvfs vfs;
             if (r >= 0 && fcntl(r, F_GET_SEALS) >= 0 && (fcntl(r, F_GET_SEALS) & F_SEAL_WRITE))
                 sealed++;
+            else if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_RDONLY))
+                readonly++;
             else
                 outside++;
             if (r >= 0)
@@ -142,8 +148,8 @@ static int cmd_exe_watch(double seconds) {
             handles[i] = -1;
         }
     }
-    printf("exe-outside %d\nexe-sealed %d\nexe-written %d\nexe-denied %d\n", outside, sealed,
-           written, denied);
+    printf("exe-outside %d\nexe-sealed %d\nexe-readonly %d\nexe-written %d\nexe-denied %d\n",
+           outside, sealed, readonly, written, denied);
     return 0;
 }
 

@@ -1,18 +1,27 @@
-//! The binary that enters a container is a sealed copy in memory (runc's answer to
+//! The binary that enters a container can't be written from it (runc's answer to
 //! CVE-2019-5736). A process that joins a container's namespaces is still this binary
-//! until it execs the container's program; were it the host's file, a program in the
-//! container could reach it through `/proc/PID/exe` (or run it as the interpreter of a
-//! `#!/proc/self/exe` script) and, once it closes, open it for writing. A copy in a memfd
-//! with every seal set can be neither written, grown nor shrunk by anyone, so what the
-//! container reaches is that copy, never the host's file.
+//! until it execs the container's program; were it the host's file on a writable mount, a
+//! program in the container could reach it through `/proc/PID/exe` (or run it as the
+//! interpreter of a `#!/proc/self/exe` script) and, once it closes, open it for writing.
+//! So the verbs that enter containers re-exec first from one of:
+//! - for root, the binary through a read-only bind mount that is detached right after it
+//!   was opened (no copy: a write through it is EROFS, and nothing can remount a mount
+//!   that is in no namespace);
+//! - where mounting isn't allowed (a user), a copy in a memfd with every seal set (it can
+//!   be neither written, grown nor shrunk by anyone).
+//!
+//! A binary already on a read-only mount, or already a sealed memfd, is used as it is.
 //!
 //! Invariant: [`reexec_sealed`] runs before any thread exists; it either replaces the
 //! process image (same argv, environment, fds) or returns the error, changing nothing.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+
+/// Where root's brief mountpoint of the binary is made.
+const RUN_DIR: &str = "/run/strata";
 
 /// The seals a sealed copy carries: no write, no size change, no further seal changes.
 const SEALS: i32 = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
@@ -27,12 +36,40 @@ fn seals(fd: &OwnedFd) -> io::Result<i32> {
     Ok(r)
 }
 
-/// Whether this process runs from a sealed in-memory copy of its binary.
+/// Whether this process runs from a binary nothing can write: a sealed memfd, or a file
+/// on a read-only mount.
 pub fn is_sealed() -> bool {
-    std::fs::File::open("/proc/self/exe")
-        .map(OwnedFd::from)
-        .and_then(|f| seals(&f))
-        .is_ok_and(|s| s & SEALS == SEALS)
+    let Ok(f) = std::fs::File::open("/proc/self/exe").map(OwnedFd::from) else {
+        return false;
+    };
+    if seals(&f).is_ok_and(|s| s & SEALS == SEALS) {
+        return true;
+    }
+    crate::sys::fs::fstatvfs(f.as_fd()).is_ok_and(|st| st.f_flag & libc::ST_RDONLY != 0)
+}
+
+/// This process's binary through a read-only bind mount, already detached (see the
+/// module header); `O_PATH`. Needs mount rights (root); `dir` holds the brief mountpoint.
+pub fn readonly_bind(dir: &std::path::Path) -> io::Result<OwnedFd> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    std::fs::create_dir_all(dir)?;
+    let point = dir.join(format!("exe.{}", std::process::id()));
+    let _ = std::fs::remove_file(&point);
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&point)?;
+    let none: Option<&str> = None;
+    let bound = mount(Some("/proc/self/exe"), &point, none, MsFlags::MS_BIND, none)
+        .and_then(|_| {
+            let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(none, &point, none, ro, none)
+        })
+        .map_err(io::Error::from)
+        .and_then(|_| crate::sys::fs::open_path(&point, libc::O_PATH));
+    let _ = umount2(&point, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(&point);
+    bound
 }
 
 /// A sealed memfd holding the bytes of this process's binary.
@@ -64,7 +101,10 @@ pub fn reexec_sealed() -> io::Result<()> {
     if is_sealed() {
         return Ok(());
     }
-    let copy = sealed_copy()?;
+    let copy = match readonly_bind(std::path::Path::new(RUN_DIR)) {
+        Ok(fd) => fd,
+        Err(_) => sealed_copy()?,
+    };
     let cs = |s: &std::ffi::OsStr| {
         CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
     };
@@ -83,9 +123,18 @@ pub fn reexec_sealed() -> io::Result<()> {
     argp.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    // SAFETY: null-terminated arrays of valid C strings that outlive the call; the memfd is
-    // an ELF file, so its close-on-exec flag doesn't stop the kernel from loading it.
-    unsafe { libc::fexecve(copy.as_raw_fd(), argp.as_ptr(), envp.as_ptr()) };
+    // SAFETY: null-terminated arrays of valid C strings that outlive the call; the file is
+    // an ELF binary, so its close-on-exec flag doesn't stop the kernel from loading it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            argp.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
     Err(io::Error::last_os_error())
 }
 
@@ -119,5 +168,26 @@ mod tests {
         assert_eq!(w.err().and_then(|e| e.raw_os_error()), Some(libc::EPERM));
         // The test binary itself is a file on disk.
         assert!(!is_sealed());
+    }
+
+    #[test]
+    fn readonly_bind_is_the_binary_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(fd) = readonly_bind(dir.path()) else {
+            // No mount rights (not root): the memfd is used instead.
+            assert_ne!(crate::sys::process::euid(), 0);
+            return;
+        };
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let ours = std::fs::read("/proc/self/exe").unwrap();
+        assert!(std::fs::read(&path).unwrap() == ours, "not the binary");
+        // The test binary runs, so ETXTBSY may come first; the mount is read-only anyway.
+        let w = std::fs::OpenOptions::new().append(true).open(&path);
+        let e = w.err().and_then(|e| e.raw_os_error());
+        assert!(matches!(e, Some(libc::EROFS | libc::ETXTBSY)), "{e:?}");
+        let st = crate::sys::fs::fstatvfs(fd.as_fd()).unwrap();
+        assert!(st.f_flag & libc::ST_RDONLY != 0);
+        // Nothing stays mounted or made.
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }
