@@ -15,6 +15,7 @@ mod escape_rootless;
 mod habits;
 mod harness;
 mod images;
+mod killpriv;
 mod lifecycle;
 mod listed;
 mod logging;

@@ -73,6 +73,7 @@ pub mod init {
     pub const MAX_PAGES: u64 = 1 << 22;
     pub const CACHE_SYMLINKS: u64 = 1 << 23;
     pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
+    pub const SETXATTR_EXT: u64 = 1 << 29;
     pub const INIT_EXT: u64 = 1 << 30;
     pub const PASSTHROUGH: u64 = 1 << 37;
     pub const OVER_IO_URING: u64 = 1 << 41;
@@ -97,7 +98,15 @@ pub mod fattr {
     pub const FH: u32 = 1 << 6;
     pub const ATIME_NOW: u32 = 1 << 7;
     pub const MTIME_NOW: u32 = 1 << 8;
+    pub const KILL_SUIDGID: u32 = 1 << 11;
 }
+
+/// `fuse_open_in.open_flags`: O_TRUNC by an unprivileged caller clears setuid/setgid
+/// (FUSE_HANDLE_KILLPRIV_V2).
+pub const OPEN_KILL_SUIDGID: u32 = 1 << 0;
+/// `fuse_setxattr_in.setxattr_flags` (FUSE_SETXATTR_EXT): an access ACL set by a caller
+/// outside the file's group and without CAP_FSETID clears setgid.
+pub const SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
 
 /// `fuse_getattr_in.getattr_flags`: `fh` is set.
 pub const GETATTR_FH: u32 = 1;
@@ -108,8 +117,9 @@ pub const NOTIFY_INVAL_INODE: i32 = 2;
 
 /// The size of the fixed struct that starts a request of `opcode` (what the io_uring
 /// transport puts in `op_in`; the rest is payload).
-pub fn op_struct_len(opcode: u32) -> usize {
+pub fn op_struct_len(opcode: u32, setxattr_ext: bool) -> usize {
     match opcode {
+        op::SETXATTR if setxattr_ext => 16,
         op::FORGET | op::RENAME | op::LINK | op::OPEN | op::OPENDIR | op::MKDIR => 8,
         op::SETXATTR | op::GETXATTR | op::LISTXATTR | op::ACCESS | op::INTERRUPT => 8,
         op::BATCH_FORGET => 8,

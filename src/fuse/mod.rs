@@ -48,6 +48,8 @@ pub struct StrataFs {
     core: Arc<Overlay>,
     ttl: Duration,
     backings: Backings,
+    /// FUSE_SETXATTR_EXT was granted: SETXATTR's struct is the 16-byte one.
+    setxattr_ext: std::sync::atomic::AtomicBool,
     dev: Arc<OwnedFd>,
 }
 
@@ -56,6 +58,37 @@ fn errno(e: &FsError) -> i32 {
         0 => libc::EIO,
         n => n,
     }
+}
+
+/// A field of the caller's /proc/PID/status (None for a pid of another namespace).
+fn caller_status(h: &InHeader, field: &str) -> Option<String> {
+    if h.pid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether the caller of `h` holds CAP_FSETID (its effective set); where that can't be
+/// read, root is taken to hold it.
+fn may_fsetid(h: &InHeader) -> bool {
+    const CAP_FSETID: u32 = 4;
+    match caller_status(h, "CapEff").and_then(|v| u64::from_str_radix(&v, 16).ok()) {
+        Some(caps) => caps & (1 << CAP_FSETID) != 0,
+        None => h.uid == 0,
+    }
+}
+
+/// Whether group `gid` is the caller's, as its fsgid or a supplementary group.
+fn in_group(h: &InHeader, gid: u32) -> bool {
+    h.gid == gid
+        || caller_status(h, "Groups").is_some_and(|g| {
+            g.split_whitespace()
+                .any(|x| x.parse::<u32>().ok() == Some(gid))
+        })
 }
 
 fn caller(h: &InHeader, umask: u32) -> Caller {
@@ -99,8 +132,20 @@ impl StrataFs {
             core,
             ttl,
             backings: Backings::new(passthrough),
+            setxattr_ext: std::sync::atomic::AtomicBool::new(false),
             dev,
         }
+    }
+
+    /// Whether SETXATTR comes with its 16-byte struct (FUSE_SETXATTR_EXT granted).
+    pub fn setxattr_ext(&self) -> bool {
+        self.setxattr_ext.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What INIT granted of the request formats (before any other request is read).
+    pub fn set_setxattr_ext(&self, on: bool) {
+        self.setxattr_ext
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// True while opens may get passthrough backing files.
@@ -111,6 +156,15 @@ impl StrataFs {
     /// Passthrough off or on (the kernel refused or granted it in INIT).
     pub fn set_passthrough(&self, on: bool) {
         self.backings.set_enabled(on);
+    }
+
+    /// FUSE_HANDLE_KILLPRIV_V2's obligation after a change of `ino` by the caller of `h`:
+    /// `flagged` when the kernel said the caller lacks CAP_FSETID, else that is looked up
+    /// (fallocate and copy_file_range carry no flag).
+    fn drop_setid(&self, ino: u64, fh: Option<u64>, h: &InHeader, flagged: bool) -> FsResult<()> {
+        let unprivileged = || flagged || !may_fsetid(h);
+        self.core
+            .drop_setid(ino, fh, &unprivileged, &|gid| in_group(h, gid))
     }
 
     fn done(&self, op: &str, r: FsResult<()>) -> Answer {
@@ -152,7 +206,7 @@ impl StrataFs {
         match op {
             Op::Read { .. } | Op::Write { .. } | Op::Fsync { .. } | Op::Fsyncdir => true,
             Op::Fallocate { .. } | Op::CopyFileRange { .. } | Op::Rename { .. } => true,
-            Op::Open { flags } => {
+            Op::Open { flags, .. } => {
                 let writes =
                     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
                 writes && self.core.may_copy_data(h.nodeid, false)
@@ -192,11 +246,24 @@ impl StrataFs {
                 Answer::Silent
             }
             Op::Getattr { fh } => self.attr("getattr", ino, core.getattr(ino, fh), out),
-            Op::Setattr { fh, attr } => {
+            Op::Setattr {
+                fh,
+                attr,
+                kill_suidgid,
+            } => {
                 if attr.size.is_some() {
                     self.backings.data_changed(ino);
                 }
-                self.attr("setattr", ino, core.setattr(ino, fh, attr), out)
+                // FUSE_HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID drops
+                // set-id bits here (a chown's are dropped by the upper's own chown).
+                let kill = kill_suidgid && attr.mode.is_none() && attr.size.is_some();
+                let r = core.setattr(ino, fh, attr).and_then(|st| match kill {
+                    true => self
+                        .drop_setid(ino, fh, h, true)
+                        .and_then(|_| core.getattr(ino, fh)),
+                    false => Ok(st),
+                });
+                self.attr("setattr", ino, r, out)
             }
             Op::Readlink => match core.readlink(ino) {
                 Ok(t) => {
@@ -241,10 +308,20 @@ impl StrataFs {
             Op::Link { oldnodeid, name } => {
                 self.entry("link", core.link(oldnodeid, ino, name), out)
             }
-            Op::Open { flags } => match core.open(ino, flags, self.backings.lower_too()) {
+            Op::Open {
+                flags,
+                kill_suidgid,
+            } => match core.open(ino, flags, self.backings.lower_too()) {
                 Ok(fh) => {
-                    let writable =
-                        flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+                    let trunc = flags & libc::O_TRUNC != 0;
+                    // FUSE_HANDLE_KILLPRIV_V2: an unprivileged O_TRUNC drops set-id bits.
+                    if kill_suidgid && trunc {
+                        if let Err(e) = self.drop_setid(ino, Some(fh), h, true) {
+                            core.release(fh);
+                            return self.fail("open", &e);
+                        }
+                    }
+                    let writable = flags & libc::O_ACCMODE != libc::O_RDONLY || trunc;
                     self.open(ino, fh, writable, None, out)
                 }
                 Err(e) => self.fail("open", &e),
@@ -280,7 +357,11 @@ impl StrataFs {
             } => {
                 // FUSE_HANDLE_KILLPRIV_V2: dropping setuid/setgid on unprivileged writes is ours.
                 let kill = write_flags & WRITE_KILL_SUIDGID != 0;
-                match core.write(fh, offset, data, kill) {
+                let r = core.write(fh, offset, data).and_then(|n| match kill {
+                    true => self.drop_setid(ino, Some(fh), h, true).map(|_| n),
+                    false => Ok(n),
+                });
+                match r {
                     Ok(n) => {
                         reply::written(out, n as u32);
                         Answer::Ok
@@ -326,9 +407,15 @@ impl StrataFs {
                 }
                 Err(e) => self.fail("statfs", &e),
             },
-            Op::Setxattr { name, value, flags } => {
-                self.done("setxattr", core.setxattr(ino, name, value, flags))
-            }
+            Op::Setxattr {
+                name,
+                value,
+                flags,
+                kill_sgid,
+            } => self.done(
+                "setxattr",
+                core.setxattr(ino, name, value, flags, kill_sgid),
+            ),
             Op::Getxattr { name, size } => match core.getxattr(ino, name) {
                 Ok(v) => reply::xattr(out, &v, size).map_or_else(Answer::Err, |_| Answer::Ok),
                 Err(e) => self.fail("getxattr", &e),
@@ -343,7 +430,14 @@ impl StrataFs {
                 offset,
                 length,
                 mode,
-            } => self.done("fallocate", core.fallocate(fh, mode, offset, length)),
+            } => {
+                // No flag says who asks: a caller without CAP_FSETID drops set-id bits.
+                let r = core.fallocate(fh, mode, offset, length);
+                self.done(
+                    "fallocate",
+                    r.and_then(|_| self.drop_setid(ino, Some(fh), h, false)),
+                )
+            }
             Op::Lseek { fh, offset, whence } => match core.lseek(fh, offset, whence) {
                 Ok(o) => {
                     abi::Put::u64(out, o as u64);
@@ -357,7 +451,12 @@ impl StrataFs {
                 fh_out,
                 off_out,
                 len,
-            } => match core.copy_file_range(fh_in, off_in, fh_out, off_out, len.min(1 << 30)) {
+            } => match core
+                .copy_file_range(fh_in, off_in, fh_out, off_out, len.min(1 << 30))
+                .and_then(|n| {
+                    let out_ino = core.handle_ino(fh_out)?;
+                    self.drop_setid(out_ino, Some(fh_out), h, false).map(|_| n)
+                }) {
                 Ok(n) => {
                     reply::written(out, n as u32);
                     Answer::Ok

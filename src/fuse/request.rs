@@ -8,7 +8,9 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-use super::abi::{fattr, op, InHeader, Malformed, Reader, GETATTR_FH};
+use super::abi::{
+    fattr, op, InHeader, Malformed, Reader, GETATTR_FH, OPEN_KILL_SUIDGID, SETXATTR_ACL_KILL_SGID,
+};
 use crate::overlay::attr::SetAttr;
 use crate::sys::fs::TimeSpec;
 
@@ -37,6 +39,8 @@ pub enum Op<'a> {
     Setattr {
         fh: Option<u64>,
         attr: SetAttr,
+        /// A truncate or chown by a caller without CAP_FSETID (FATTR_KILL_SUIDGID).
+        kill_suidgid: bool,
     },
     Readlink,
     Symlink {
@@ -72,6 +76,8 @@ pub enum Op<'a> {
     },
     Open {
         flags: i32,
+        /// O_TRUNC by an unprivileged caller: setuid/setgid go.
+        kill_suidgid: bool,
     },
     Read {
         fh: u64,
@@ -96,6 +102,8 @@ pub enum Op<'a> {
         name: &'a OsStr,
         value: &'a [u8],
         flags: i32,
+        /// An access ACL set by a caller outside the group (FUSE_SETXATTR_EXT): setgid goes.
+        kill_sgid: bool,
     },
     Getxattr {
         name: &'a OsStr,
@@ -186,6 +194,7 @@ fn setattr<'a>(s: &mut Reader<'_>) -> Result<Op<'a>, Malformed> {
     Ok(Op::Setattr {
         fh: has(fattr::FH).then_some(fh),
         attr,
+        kill_suidgid: has(fattr::KILL_SUIDGID),
     })
 }
 
@@ -267,9 +276,14 @@ pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malf
             oldnodeid: s.u64()?,
             name: name(p.name()?),
         },
-        op::OPEN => Op::Open {
-            flags: s.u32()? as i32,
-        },
+        op::OPEN => {
+            let flags = s.u32()? as i32;
+            let open_flags = s.u32().unwrap_or(0);
+            Op::Open {
+                flags,
+                kill_suidgid: open_flags & OPEN_KILL_SUIDGID != 0,
+            }
+        }
         op::OPENDIR => Op::Opendir,
         op::READ | op::READDIR | op::READDIRPLUS => {
             let (fh, offset, size) = (s.u64()?, s.u64()?, s.u32()?);
@@ -305,11 +319,14 @@ pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malf
         op::FSYNCDIR => Op::Fsyncdir,
         op::SETXATTR => {
             let (size, flags) = (s.u32()?, s.u32()?);
+            // The 16-byte form of FUSE_SETXATTR_EXT carries setxattr_flags.
+            let ext_flags = s.u32().unwrap_or(0);
             let name = name(p.name()?);
             Op::Setxattr {
                 name,
                 value: p.bytes(size as usize)?,
                 flags: flags as i32,
+                kill_sgid: ext_flags & SETXATTR_ACL_KILL_SGID != 0,
             }
         }
         op::GETXATTR => {
@@ -434,7 +451,12 @@ mod tests {
             .u32(6)
             .u32(0);
         match decode(&header(op::SETATTR), &s, b"") {
-            Ok(Op::Setattr { fh, attr: a }) => {
+            Ok(Op::Setattr {
+                fh,
+                attr: a,
+                kill_suidgid,
+            }) => {
+                assert!(!kill_suidgid);
                 assert_eq!(a.mode, Some(0o644));
                 assert_eq!((a.size, a.uid, fh), (None, None, None));
                 assert!(matches!(a.mtime, Some(TimeSpec::Now)));
@@ -442,6 +464,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn killpriv_flags_of_setattr_open_and_setxattr() {
+        let mut s = Vec::new();
+        s.u32(fattr::SIZE | fattr::KILL_SUIDGID).u32(0);
+        s.u64(0).u64(1).u64(0).u64(0).u64(0).u64(0);
+        s.u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0);
+        assert!(matches!(
+            decode(&header(op::SETATTR), &s, b""),
+            Ok(Op::Setattr { kill_suidgid: true, attr, .. }) if attr.size == Some(1)
+        ));
+        let mut s = Vec::new();
+        s.u32(libc::O_TRUNC as u32).u32(OPEN_KILL_SUIDGID);
+        assert!(matches!(
+            decode(&header(op::OPEN), &s, b""),
+            Ok(Op::Open {
+                kill_suidgid: true,
+                ..
+            })
+        ));
+        // FUSE_SETXATTR_EXT's 16-byte struct, and the old 8-byte one.
+        let mut s = Vec::new();
+        s.u32(1).u32(0).u32(SETXATTR_ACL_KILL_SGID).u32(0);
+        assert!(matches!(
+            decode(&header(op::SETXATTR), &s, b"system.posix_acl_access\0v"),
+            Ok(Op::Setxattr {
+                kill_sgid: true,
+                value: b"v",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&header(op::SETXATTR), &s[..8], b"user.x\0v"),
+            Ok(Op::Setxattr {
+                kill_sgid: false,
+                value: b"v",
+                ..
+            })
+        ));
     }
 
     #[test]

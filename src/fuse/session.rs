@@ -42,6 +42,46 @@ pub struct Transport {
     pub yields: bool,
 }
 
+/// When a capability is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Always,
+    /// Where passthrough may be used (root, `passthrough` not off).
+    WithPassthrough,
+    /// Where the queues will be registered (`io_uring` on or auto, the kernel offering it).
+    WithUring,
+}
+
+/// A capability strata asks for in INIT, what its grant obliges strata to do, and where
+/// that is done.
+#[derive(Debug)]
+struct Capability {
+    flag: u64,
+    asked: Asked,
+    obligation: &'static str,
+    handler: &'static str,
+}
+
+/// Every INIT capability strata asks for: the request is built from this table, so a
+/// flag can't be asked for without its obligation written here.
+const CAPABILITIES: &[Capability] = &[
+    Capability { flag: init::ASYNC_READ, asked: Asked::Always, obligation: "reads of one file may come concurrently and out of order", handler: "overlay::file::read (pread at the given offset)" },
+    Capability { flag: init::BIG_WRITES, asked: Asked::Always, obligation: "writes up to max_write in one request", handler: "session BUF_LEN, overlay::file::write" },
+    Capability { flag: init::MAX_PAGES, asked: Asked::Always, obligation: "requests up to max_pages pages: buffers sized for them", handler: "session BUF_LEN, uring slots" },
+    Capability { flag: init::INIT_EXT, asked: Asked::Always, obligation: "the upper 32 flags in flags2; extension headers cut off requests", handler: "session::split (total_extlen)" },
+    Capability { flag: init::ATOMIC_O_TRUNC, asked: Asked::Always, obligation: "O_TRUNC arrives in OPEN, not as a SETATTR", handler: "overlay::file::open (copy-up without data)" },
+    Capability { flag: init::PARALLEL_DIROPS, asked: Asked::Always, obligation: "lookups and readdirs of one directory in parallel", handler: "overlay node locks" },
+    Capability { flag: init::CACHE_SYMLINKS, asked: Asked::Always, obligation: "the kernel caches link targets: a target never changes in place", handler: "symlinks are replaced, never rewritten" },
+    Capability { flag: init::DO_READDIRPLUS, asked: Asked::Always, obligation: "READDIRPLUS is served, with entries that count as lookups", handler: "StrataFs::readdir (plus)" },
+    Capability { flag: init::READDIRPLUS_AUTO, asked: Asked::Always, obligation: "READDIR or READDIRPLUS, as the kernel chooses", handler: "StrataFs::readdir" },
+    Capability { flag: init::POSIX_ACL, asked: Asked::Always, obligation: "ACL xattrs stored as given; the kernel checks them and applies the mode", handler: "overlay::attr::setxattr" },
+    Capability { flag: init::DONT_MASK, asked: Asked::Always, obligation: "the umask arrives with creates and is applied here", handler: "overlay::dirops::create (Caller.umask)" },
+    Capability { flag: init::HANDLE_KILLPRIV_V2, asked: Asked::Always, obligation: "setuid/setgid dropped here: WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID, OPEN_KILL_SUIDGID, chown of a non-directory, and fallocate and copy_file_range by a caller without CAP_FSETID", handler: "file::write, attr::setattr, StrataFs Open, chown (the kernel on the upper, attr::write_override), StrataFs Fallocate/CopyFileRange" },
+    Capability { flag: init::SETXATTR_EXT, asked: Asked::Always, obligation: "SETXATTR's struct is 16 bytes; SETXATTR_ACL_KILL_SGID drops setgid", handler: "request::decode, attr::setxattr" },
+    Capability { flag: init::PASSTHROUGH, asked: Asked::WithPassthrough, obligation: "one backing file per inode; set-id files never passed through (writes must drop bits)", handler: "fuse::passthrough" },
+    Capability { flag: init::OVER_IO_URING, asked: Asked::WithUring, obligation: "queues registered per CPU and answered through their slots", handler: "session::serve_uring" },
+];
+
 /// What INIT settled.
 #[derive(Debug, Clone, Copy)]
 struct Negotiated {
@@ -77,12 +117,12 @@ fn read_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 }
 
 /// Splits a /dev/fuse request into header, opcode struct and payload.
-fn split(req: &[u8]) -> Option<(InHeader, &[u8], &[u8])> {
+fn split(req: &[u8], setxattr_ext: bool) -> Option<(InHeader, &[u8], &[u8])> {
     let h = InHeader::parse(req).ok()?;
     let end = (h.len as usize).min(req.len());
     let body = req.get(IN_HEADER_LEN..end)?;
     let body = &body[..body.len().saturating_sub(h.total_extlen as usize * 8)];
-    let (s, p) = body.split_at(abi::op_struct_len(h.opcode).min(body.len()));
+    let (s, p) = body.split_at(abi::op_struct_len(h.opcode, setxattr_ext).min(body.len()));
     Some((h, s, p))
 }
 
@@ -92,7 +132,7 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
     loop {
         let n = read_request(dev, &mut buf)?
             .ok_or_else(|| io::Error::other("the mount went away before FUSE_INIT"))?;
-        let Some((h, s, p)) = split(&buf[..n]) else {
+        let Some((h, s, p)) = split(&buf[..n], false) else {
             continue;
         };
         let Ok(Op::Init {
@@ -112,27 +152,21 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
                 abi::OLDEST_MINOR
             )));
         }
-        let mut want = init::ASYNC_READ
-            | init::BIG_WRITES
-            | init::MAX_PAGES
-            | init::INIT_EXT
-            | init::ATOMIC_O_TRUNC
-            | init::PARALLEL_DIROPS
-            | init::CACHE_SYMLINKS
-            | init::DO_READDIRPLUS
-            | init::READDIRPLUS_AUTO
-            | init::POSIX_ACL
-            | init::DONT_MASK
-            | init::HANDLE_KILLPRIV_V2;
-        if fs.passthrough() {
-            want |= init::PASSTHROUGH;
-        }
-        if want_uring {
-            want |= init::OVER_IO_URING;
-        }
+        let want = CAPABILITIES
+            .iter()
+            .filter(|c| match c.asked {
+                Asked::Always => true,
+                Asked::WithPassthrough => fs.passthrough(),
+                Asked::WithUring => want_uring,
+            })
+            .fold(0, |w, c| w | c.flag);
         let granted = want & flags;
+        for c in CAPABILITIES.iter().filter(|c| granted & c.flag != 0) {
+            log::debug!("granted {:#x}: {} ({})", c.flag, c.obligation, c.handler);
+        }
         let passthrough = granted & init::PASSTHROUGH != 0;
         fs.set_passthrough(passthrough);
+        fs.set_setxattr_ext(granted & init::SETXATTR_EXT != 0);
         let readahead = max_readahead.min(MAX_WRITE as u32);
         let mut out = Vec::with_capacity(64);
         out.u32(abi::KERNEL_VERSION).u32(abi::KERNEL_MINOR_VERSION);
@@ -163,7 +197,7 @@ fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
     let mut buf = vec![0u8; BUF_LEN];
     let mut out = Vec::with_capacity(64 * 1024);
     while let Some(n) = read_request(fd, &mut buf)? {
-        let Some((h, s, p)) = split(&buf[..n]) else {
+        let Some((h, s, p)) = split(&buf[..n], fs.setxattr_ext()) else {
             continue;
         };
         let answer = serve_one(fs, &h, s, p, &mut out);
@@ -405,4 +439,47 @@ pub fn run(
     }
     stop.store(true, Ordering::Relaxed);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_capability_asked_for_has_its_obligation_written() {
+        let mut seen = 0u64;
+        for c in CAPABILITIES {
+            assert_eq!(c.flag.count_ones(), 1, "{c:?}");
+            assert_eq!(seen & c.flag, 0, "{c:?} twice");
+            seen |= c.flag;
+            assert!(!c.obligation.is_empty() && !c.handler.is_empty(), "{c:?}");
+        }
+        // The flags whose grant changes what strata must do are all there.
+        for f in [
+            init::HANDLE_KILLPRIV_V2,
+            init::SETXATTR_EXT,
+            init::PASSTHROUGH,
+            init::OVER_IO_URING,
+            init::POSIX_ACL,
+            init::DONT_MASK,
+            init::ATOMIC_O_TRUNC,
+            init::DO_READDIRPLUS,
+        ] {
+            assert_ne!(seen & f, 0, "{f:#x} is asked for without an entry");
+        }
+    }
+
+    #[test]
+    fn setxattr_struct_follows_the_grant() {
+        let mut req = vec![0u8; IN_HEADER_LEN];
+        req.extend_from_slice(&[0u8; 16]);
+        req.extend_from_slice(b"user.a\0v");
+        let len = req.len() as u32;
+        req[..4].copy_from_slice(&len.to_le_bytes());
+        req[4..8].copy_from_slice(&abi::op::SETXATTR.to_le_bytes());
+        let (_, s, p) = split(&req, true).unwrap();
+        assert_eq!((s.len(), p.len()), (16, 8));
+        let (_, s, p) = split(&req, false).unwrap();
+        assert_eq!((s.len(), p.len()), (8, 16));
+    }
 }

@@ -17,6 +17,21 @@ use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
 use crate::sys::xattr;
 
+/// The set-id bits a change by a caller without CAP_FSETID drops from a file of `mode`
+/// and group `gid`: setuid, and setgid where the group may execute or the caller is not
+/// in the group (`in_group`), as the kernel's setattr_should_drop_sgid decides. Nothing of
+/// a directory.
+pub fn setid_to_drop(mode: u32, gid: u32, in_group: &dyn Fn(u32) -> bool) -> u32 {
+    if mode & libc::S_IFMT == libc::S_IFDIR {
+        return 0;
+    }
+    let mut drop = mode & libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group(gid)) {
+        drop |= libc::S_ISGID;
+    }
+    drop
+}
+
 /// The fields of a setattr request (None = unchanged).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SetAttr {
@@ -168,6 +183,14 @@ impl Overlay {
             .read_override(x, dir, name, &st)
             .and_then(|v| parse_override(&v))
             .unwrap_or((st.st_uid, st.st_gid, st.st_mode & 0o7777));
+        // A chown drops setuid, and setgid where the group may execute, of anything but a
+        // directory, as the kernel does for the owners it keeps itself.
+        let chowned = uid != u32::MAX || gid != u32::MAX;
+        let cm = if chowned && mode.is_none() {
+            cm & !setid_to_drop(cm | (st.st_mode & libc::S_IFMT), cg, &|_| true)
+        } else {
+            cm
+        };
         let v = override_value(
             if uid == u32::MAX { cu } else { uid },
             if gid == u32::MAX { cg } else { gid },
@@ -234,14 +257,63 @@ impl Overlay {
     }
 
     /// Sets xattr `name` (copying up first).
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    /// Sets xattr `name` (copying up first). `kill_sgid`: an access ACL set by a caller
+    /// outside the file's group (FUSE_SETXATTR_ACL_KILL_SGID): setgid goes, as the kernel
+    /// drops it for a local setfacl.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
         self.xattr_allowed(Some(name), libc::EPERM)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
         self.copy_up_metadata(&node)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
-        xattr::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")
+        xattr::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")?;
+        if kill_sgid && name.as_bytes() == b"system.posix_acl_access" {
+            let st = fs::lstatat(dir.as_fd(), &n).ctx(format_args!("stat {n:?}"))?;
+            if st.st_mode & libc::S_ISGID != 0 {
+                fs::fchmodat(dir.as_fd(), &n, st.st_mode & 0o7777 & !libc::S_ISGID)
+                    .ctx(format_args!("clearing setgid of {n:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a change by a caller without CAP_FSETID (`unprivileged`, asked only when the
+    /// file has a set-id bit): drops what [`setid_to_drop`] says, as the kernel does for a
+    /// local write, truncate or fallocate. Through the open handle `fh` when given, else
+    /// the node's upper copy.
+    pub fn drop_setid(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        unprivileged: &dyn Fn() -> bool,
+        in_group: &dyn Fn(u32) -> bool,
+    ) -> FsResult<()> {
+        let shown = self.getattr(ino, fh)?;
+        if shown.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 || !unprivileged() {
+            return Ok(());
+        }
+        let drop = setid_to_drop(shown.st_mode, shown.st_gid, in_group);
+        if drop == 0 {
+            return Ok(());
+        }
+        if let Some(fd) = fh.and_then(|h| self.writable_fd(h)) {
+            let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
+            return fs::fchmod(fd.as_fd(), st.st_mode & 0o7777 & !drop)
+                .ctx("clearing setuid/setgid");
+        }
+        let node = self.nodes.get(ino)?;
+        let (dir, name) = self.attr_target(&node, false)?;
+        let st = fs::lstatat(dir.as_fd(), &name).ctx(format_args!("stat {name:?}"))?;
+        fs::fchmodat(dir.as_fd(), &name, st.st_mode & 0o7777 & !drop)
+            .ctx(format_args!("clearing setuid/setgid of {name:?}"))
     }
 
     /// Removes xattr `name` (copying up first).

@@ -227,29 +227,19 @@ impl Overlay {
         Ok(buf)
     }
 
-    /// Writes `data` at `offset` (appends on an O_APPEND handle). `kill_suidgid`: the
-    /// writer is unprivileged, so setuid/setgid bits go, as a local write would drop them.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill_suidgid: bool) -> FsResult<usize> {
+    /// Writes `data` at `offset` (appends on an O_APPEND handle).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
         let h = self.handle(fh)?;
         if !h.writable {
             return err(libc::EBADF);
         }
         let fd = h.fd()?;
-        let n = fs::pwrite_all(fd.as_fd(), data, offset).ctx("write")?;
-        if kill_suidgid {
-            let st = fs::fstat(fd.as_fd()).ctx("write")?;
-            let sgid_exec = libc::S_ISGID | libc::S_IXGRP;
-            let drop = if st.st_mode & sgid_exec == sgid_exec {
-                libc::S_ISUID | libc::S_ISGID
-            } else {
-                libc::S_ISUID
-            };
-            if st.st_mode & drop != 0 {
-                fs::fchmod(fd.as_fd(), st.st_mode & 0o7777 & !drop)
-                    .ctx("clearing setuid after write")?;
-            }
-        }
-        Ok(n)
+        fs::pwrite_all(fd.as_fd(), data, offset).ctx("write")
+    }
+
+    /// The node an open handle is of.
+    pub fn handle_ino(&self, fh: u64) -> FsResult<u64> {
+        Ok(self.handle(fh)?.ino)
     }
 
     /// True if `ino` is setuid or setgid: writes to it must come through the daemon, which

@@ -87,7 +87,7 @@ fn copy_up_keeps_st_ino_and_never_touches_lower() {
     let fh = ov
         .open(ino, libc::O_WRONLY | libc::O_APPEND, false)
         .unwrap();
-    ov.write(fh, 0, b"+upper", false).unwrap();
+    ov.write(fh, 0, b"+upper").unwrap();
     ov.release(fh);
     assert_eq!(
         std::fs::read_to_string(f.base.join("lower/file")).unwrap(),
