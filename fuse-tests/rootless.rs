@@ -383,6 +383,54 @@ fn rootless_upper_dir_is_read_by_kernel_overlayfs_with_userxattr() {
     w.no_leftovers();
 }
 
+/// A user's strata mount on a workdir a user's kernel overlayfs used before: the kernel
+/// leaves `work/work` at mode 000 with its whiteouts inside, which strata empties as the
+/// kernel does its own leftovers; the merged view is the kernel's.
+#[test]
+fn rootless_mount_reuses_a_workdir_kernel_overlayfs_left() {
+    let w = Who::user(9);
+    let base = w.home.join("kw");
+    let script = format!(
+        "cd {b} && mkdir l u w m && echo a > l/a && echo b > l/b && \
+         unshare -Urm sh -c 'mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w,userxattr m \
+         && rm m/a && mkdir m/d && umount m' && stat -c %a w/work",
+        b = base.display()
+    );
+    std::fs::create_dir(&base).unwrap();
+    let (uid, gid) = w.user.unwrap();
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    let o = w.command("sh", &["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "kernel overlayfs: {}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "0\n",
+        "the kernel's leftover"
+    );
+    let m = base.join("m");
+    let opts = "lowerdir=l,upperdir=u,workdir=w";
+    let o = w
+        .command(
+            crate::harness::strata_bin(),
+            &["mount", "-o", opts, m.to_str().unwrap()],
+        )
+        .current_dir(&base)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "strata mount: {}", text(&o));
+    // The user's own mount: only the user enters it.
+    let ls = w.command("ls", &[m.to_str().unwrap()]).output().unwrap();
+    let _ = w
+        .command("fusermount3", &["-u", m.to_str().unwrap()])
+        .output();
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout),
+        "b\nd\n",
+        "{}",
+        text(&ls)
+    );
+    w.no_leftovers();
+}
+
 #[test]
 fn root_userns_auto_maps_ids_from_subuid_and_keeps_image_ids_on_disk() {
     {

@@ -79,12 +79,23 @@ pub fn remove_contents(dir: BorrowedFd<'_>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)? {
         let st = fs::lstatat(dir, &e.name)?;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            own_dir_open(dir, &e.name, &st)?;
             let sub = fs::open_dir(dir, &e.name)?;
             remove_contents(sub.as_fd())?;
             fs::unlinkat(dir, &e.name, libc::AT_REMOVEDIR)?;
         } else {
             fs::unlinkat(dir, &e.name, 0)?;
         }
+    }
+    Ok(())
+}
+
+/// Gives a directory of ours that we can't list or enter (kernel overlayfs leaves its
+/// `work/work` at mode 000) its owner's rwx back, so a user can empty it as root could.
+fn own_dir_open(parent: BorrowedFd<'_>, name: &OsStr, st: &fs::Stat) -> std::io::Result<()> {
+    let mine = st.st_uid == crate::sys::process::euid();
+    if mine && st.st_mode & 0o700 != 0o700 {
+        fs::fchmodat(parent, name, (st.st_mode & 0o7777) | 0o700)?;
     }
     Ok(())
 }
@@ -155,7 +166,9 @@ impl Layers {
                     )))
                 }
             }
-            let wfd = fs::open_dir(wroot.as_fd(), workname)
+            let wfd = fs::lstatat(wroot.as_fd(), workname)
+                .and_then(|st| own_dir_open(wroot.as_fd(), workname, &st))
+                .and_then(|_| fs::open_dir(wroot.as_fd(), workname))
                 .map_err(|e| SetupError::Stack(format!("workdir {}/work: {e}", wd.display())))?;
             remove_contents(wfd.as_fd()).map_err(|e| {
                 SetupError::Stack(format!("workdir {}/work: emptying it: {e}", wd.display()))
