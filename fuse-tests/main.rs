@@ -32,6 +32,7 @@ mod restart;
 mod rootless;
 mod runflags;
 mod security;
+mod seek;
 mod semantics;
 mod snapshot;
 mod stress;
