@@ -4,7 +4,8 @@
 //! fails and prints the seed to replay). A panic is a failure; so is a case that takes
 //! longer than [`HANG`]; an archive import must write nothing outside its store.
 //!
-//! Targets: image references, Containerfiles (and the expansion and word splitting they
+//! Targets: FUSE requests (seeded from a session captured from the kernel), image
+//! references, Containerfiles (and the expansion and word splitting they
 //! use), WWW-Authenticate challenges, OCI/docker manifests, indexes and configs with the
 //! platform choice, and `image import` of layer tars (plain, gzip, zstd), OCI layouts and
 //! docker-save archives.
@@ -212,6 +213,38 @@ fn manifests_indexes_and_configs() {
             if let Ok(idx) = serde_json::from_slice::<Index>(&b) {
                 for p in [None, Some("linux/arm64/v8"), Some("linux"), Some("//")] {
                     let _ = strata::image::registry::pull::pick_platform(&idx, p);
+                }
+            }
+        })
+    });
+}
+
+/// The requests of a session captured from the kernel (src/fuse/testdata), as bytes.
+fn kernel_requests() -> Vec<Vec<u8>> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fuse/testdata/kernel-6.18-session.hex");
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn fuse_requests() {
+    fuzz("fuse", 20000, input(kernel_requests(), 200), |b| {
+        guarded("fuse request decoder", move || {
+            for ext in [false, true] {
+                if let Ok((h, _)) = strata::fuse::request::decode_request(&b, ext) {
+                    assert!(
+                        h.len as usize <= b.len(),
+                        "a request longer than what was read"
+                    );
                 }
             }
         })

@@ -9,6 +9,8 @@ pub mod abi;
 mod mount;
 mod open;
 pub mod passthrough;
+#[cfg(test)]
+mod protocol_tests;
 pub mod reply;
 pub mod request;
 mod sched;

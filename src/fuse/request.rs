@@ -9,7 +9,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use super::abi::{
-    fattr, op, InHeader, Malformed, Reader, GETATTR_FH, OPEN_KILL_SUIDGID, SETXATTR_ACL_KILL_SGID,
+    fattr, op, op_struct_len, InHeader, Malformed, Reader, GETATTR_FH, IN_HEADER_LEN,
+    OPEN_KILL_SUIDGID, SETXATTR_ACL_KILL_SGID,
 };
 use crate::overlay::attr::SetAttr;
 use crate::sys::fs::TimeSpec;
@@ -182,6 +183,7 @@ fn setattr<'a>(s: &mut Reader<'_>) -> Result<Op<'a>, Malformed> {
     let mode = s.u32()?;
     s.u32()?;
     let (uid, gid) = (s.u32()?, s.u32()?);
+    s.u32()?; // unused5: the struct is whole only with it
     let has = |bit: u32| valid & bit != 0;
     let attr = SetAttr {
         mode: has(fattr::MODE).then_some(mode),
@@ -198,9 +200,34 @@ fn setattr<'a>(s: &mut Reader<'_>) -> Result<Op<'a>, Malformed> {
     })
 }
 
+/// Splits a /dev/fuse request into header, opcode struct and payload (extensions cut
+/// off); None when the header doesn't parse or its length lies.
+pub fn split(req: &[u8], setxattr_ext: bool) -> Option<(InHeader, &[u8], &[u8])> {
+    let h = InHeader::parse(req).ok()?;
+    let len = h.len as usize;
+    if len < IN_HEADER_LEN || len > req.len() {
+        return None;
+    }
+    let body = req.get(IN_HEADER_LEN..len)?;
+    let body = &body[..body.len().saturating_sub(h.total_extlen as usize * 8)];
+    let (s, p) = body.split_at(op_struct_len(h.opcode, setxattr_ext).min(body.len()));
+    Some((h, s, p))
+}
+
+/// A whole /dev/fuse request decoded (what a fuzzer or a replay feeds in).
+pub fn decode_request(req: &[u8], setxattr_ext: bool) -> Result<(InHeader, Op<'_>), Malformed> {
+    let (h, s, p) = split(req, setxattr_ext).ok_or(Malformed)?;
+    Ok((h, decode(&h, s, p)?))
+}
+
 /// Decodes a request: `s` is the opcode's fixed struct, `p` the payload after it (any
 /// extensions already cut off).
 pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malformed> {
+    // The whole struct or nothing (SETXATTR's is 8 or, with FUSE_SETXATTR_EXT, 16 bytes).
+    if s.len() < op_struct_len(h.opcode, false) {
+        return Err(Malformed);
+    }
+    let struct_len = s.len();
     let (mut s, mut p) = (Reader::new(s), Reader::new(p));
     Ok(match h.opcode {
         op::INIT => {
@@ -278,7 +305,7 @@ pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malf
         },
         op::OPEN => {
             let flags = s.u32()? as i32;
-            let open_flags = s.u32().unwrap_or(0);
+            let open_flags = s.u32()?;
             Op::Open {
                 flags,
                 kill_suidgid: open_flags & OPEN_KILL_SUIDGID != 0,
@@ -320,7 +347,11 @@ pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malf
         op::SETXATTR => {
             let (size, flags) = (s.u32()?, s.u32()?);
             // The 16-byte form of FUSE_SETXATTR_EXT carries setxattr_flags.
-            let ext_flags = s.u32().unwrap_or(0);
+            let ext_flags = match struct_len {
+                8 => 0,
+                n if n >= 16 => s.u32()?,
+                _ => return Err(Malformed),
+            };
             let name = name(p.name()?);
             Op::Setxattr {
                 name,

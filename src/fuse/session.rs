@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use log::{debug, warn};
 
 use super::abi::{self, init, op, out_header, InHeader, Put, IN_HEADER_LEN, OUT_HEADER_LEN};
-use super::request::{decode, Op};
+use super::request::{decode, split, Op};
 use super::sched::Yielding;
 use super::{Answer, StrataFs};
 use crate::sys::uring::{self, Event, Queue, Slot, Waker, ENT_IN_OUT, OP_IN};
@@ -114,16 +114,6 @@ fn read_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Splits a /dev/fuse request into header, opcode struct and payload.
-fn split(req: &[u8], setxattr_ext: bool) -> Option<(InHeader, &[u8], &[u8])> {
-    let h = InHeader::parse(req).ok()?;
-    let end = (h.len as usize).min(req.len());
-    let body = req.get(IN_HEADER_LEN..end)?;
-    let body = &body[..body.len().saturating_sub(h.total_extlen as usize * 8)];
-    let (s, p) = body.split_at(abi::op_struct_len(h.opcode, setxattr_ext).min(body.len()));
-    Some((h, s, p))
 }
 
 /// The INIT handshake on `dev`: what strata asks for is what the kernel offered of it.
