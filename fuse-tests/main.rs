@@ -12,6 +12,7 @@ mod corners;
 mod data;
 mod escape;
 mod escape_rootless;
+mod faults;
 mod habits;
 mod harness;
 mod images;

@@ -6,6 +6,7 @@
 //! boundary) at debug level.
 
 pub mod abi;
+mod fault;
 mod mount;
 mod open;
 pub mod passthrough;
@@ -226,6 +227,9 @@ impl StrataFs {
         let ino = h.nodeid;
         let core = &self.core;
         match op {
+            Op::Lookup { name } if fault::trips(&Op::Lookup { name }, fault::Injected::Panic) => {
+                panic!("injected by STRATA_TEST_FAULT=panic")
+            }
             Op::Lookup { name } => match core.lookup(ino, name) {
                 // A name that isn't there is cached by the kernel for the entry timeout like
                 // one that is (node id 0), so PATH and library searches don't come back.

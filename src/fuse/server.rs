@@ -305,6 +305,9 @@ fn serve(
             let _ = process::redirect_stdio_to_null();
         }
     };
-    session::run(fs, dev, transport, ready)
+    let mp = mountpoint.as_os_str().to_os_string();
+    let end: session::Fatal =
+        Arc::new(move |cause: &str| super::fault::end_session(&mp, direct, cause));
+    session::run(fs, dev, transport, end, ready)
         .map_err(|e| MountError::Server(format!("serving {}: {e}", mountpoint.display())))
 }

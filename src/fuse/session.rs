@@ -24,10 +24,36 @@ use super::sched::Yielding;
 use super::{Answer, StrataFs};
 use crate::sys::uring::{self, Event, Queue, Slot, Waker, ENT_IN_OUT, OP_IN};
 
-/// Largest write the kernel sends, and so the payload of every request buffer.
+/// Largest write the kernel sends.
 pub const MAX_WRITE: usize = 1 << 20;
-/// Request buffer for /dev/fuse: the largest write and its headers.
-const BUF_LEN: usize = MAX_WRITE + 4096;
+/// The FUSE minimum for a request buffer's payload.
+const MIN_PAYLOAD: usize = 8192;
+
+/// The page size (sysconf), which max_pages counts in.
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map(|p| p as usize)
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
+}
+
+/// The max_pages strata gives in INIT: MAX_WRITE in pages of this host.
+fn max_pages() -> usize {
+    (MAX_WRITE / page_size()).max(1)
+}
+
+/// The largest payload the kernel may put in one request, as it computes it
+/// (max_write, max_pages pages, the FUSE minimum): what every request buffer must hold.
+fn max_payload() -> usize {
+    MAX_WRITE.max(max_pages() * page_size()).max(MIN_PAYLOAD)
+}
+
+/// Request buffer for /dev/fuse: the largest payload and its headers.
+fn buf_len() -> usize {
+    max_payload() + page_size()
+}
 /// Slots per io_uring queue.
 const QUEUE_DEPTH: usize = 8;
 
@@ -41,6 +67,10 @@ pub struct Transport {
     /// Queue threads may go SCHED_IDLE (they can come back: see `sched.rs`).
     pub yields: bool,
 }
+
+/// What ends the session when a transport can no longer serve (fault.rs): it does not
+/// return.
+pub type Fatal = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// When a capability is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +148,7 @@ fn read_request(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 
 /// The INIT handshake on `dev`: what strata asks for is what the kernel offered of it.
 fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negotiated> {
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut buf = vec![0u8; buf_len()];
     loop {
         let n = read_request(dev, &mut buf)?
             .ok_or_else(|| io::Error::other("the mount went away before FUSE_INIT"))?;
@@ -163,7 +193,7 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
         out.u32(readahead).u32(granted as u32);
         out.u16(64).u16(48); // max_background, congestion_threshold
         out.u32(MAX_WRITE as u32).u32(1); // max_write, time_gran (ns)
-        out.u16((MAX_WRITE / 4096) as u16).u16(0); // max_pages, map_alignment
+        out.u16(max_pages().min(u16::MAX as usize) as u16).u16(0); // max_pages, map_alignment
         out.u32((granted >> 32) as u32).u32(u32::from(passthrough)); // flags2, stack depth
         out.resize(64, 0);
         send(dev, h.unique, Answer::Ok, &out);
@@ -173,18 +203,19 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
     }
 }
 
-/// Decodes and serves one request of either transport; the reply body goes to `out`.
+/// Decodes and serves one request of either transport; the reply body goes to `out`. A
+/// panic while serving answers EIO (fault.rs).
 fn serve_one(fs: &StrataFs, h: &InHeader, s: &[u8], p: &[u8], out: &mut Vec<u8>) -> Answer {
     out.clear();
     match decode(h, s, p) {
-        Ok(op) => fs.handle(h, op, out),
+        Ok(op) => super::fault::guarded(|| fs.handle(h, op, &mut *out)),
         Err(_) => Answer::Err(libc::EINVAL),
     }
 }
 
 /// Serves /dev/fuse requests read from `fd` until the mount goes away.
 fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut buf = vec![0u8; buf_len()];
     let mut out = Vec::with_capacity(64 * 1024);
     while let Some(n) = read_request(fd, &mut buf)? {
         let Some((h, s, p)) = split(&buf[..n], fs.setxattr_ext()) else {
@@ -281,7 +312,7 @@ fn serve_queue(
     if cpus.set(qid as usize).is_ok() {
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus);
     }
-    let q = Queue::new(dev.clone(), qid, QUEUE_DEPTH, MAX_WRITE).and_then(|mut q| {
+    let q = Queue::new(dev.clone(), qid, QUEUE_DEPTH, max_payload()).and_then(|mut q| {
         q.start()?;
         Ok(q)
     });
@@ -316,19 +347,23 @@ fn serve_queue(
                 Event::Gone => return Ok(()),
                 Event::Woken => {
                     while let Ok((n, slot, commit)) = done_rx.try_recv() {
-                        q.put(n, slot);
+                        q.put(n, slot)?;
                         q.commit(n, commit)?;
                     }
                 }
                 Event::Request(n) => {
-                    let slow = q
+                    let (slow, broken) = q
                         .slot(n)
                         .and_then(|s| {
                             let (h, sb, pb, _) = slot_request(s)?;
                             let op = decode(&h, sb, pb).ok()?;
-                            Some(fs.may_block(&h, &op))
+                            let broken = super::fault::trips(&op, super::fault::Injected::Queue);
+                            Some((fs.may_block(&h, &op), broken))
                         })
-                        .unwrap_or(false);
+                        .unwrap_or((false, false));
+                    if broken {
+                        return Err(io::Error::other("injected by STRATA_TEST_FAULT=queue"));
+                    }
                     if slow {
                         if let Some(slot) = q.take(n) {
                             let job = Job {
@@ -361,6 +396,7 @@ fn start_uring(
     dev: &Arc<OwnedFd>,
     stop: &Arc<AtomicBool>,
     yields: bool,
+    end: &Fatal,
 ) -> io::Result<()> {
     let n = uring::possible_cpus();
     let work = start_workers(fs, n.clamp(2, 8))?;
@@ -368,12 +404,14 @@ fn start_uring(
     for qid in 0..n {
         let (fs, work, stop, started) =
             (fs.clone(), work.clone(), stop.clone(), started_tx.clone());
+        let end = end.clone();
         let dev = dev.clone();
         std::thread::Builder::new()
             .name(format!("strata-ring{qid}"))
             .spawn(move || {
                 if let Err(e) = serve_queue(&fs, &dev, qid as u16, work, &stop, started, yields) {
-                    warn!("io_uring queue: {e}");
+                    // Its CPU's callers would wait forever: the whole session ends instead.
+                    (end)(&format!("io_uring queue {qid} failed: {e}"));
                 }
             })?;
     }
@@ -392,13 +430,14 @@ pub fn run(
     fs: Arc<StrataFs>,
     dev: Arc<OwnedFd>,
     t: Transport,
+    end: Fatal,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
     let negotiated = handshake(&fs, &dev, t.uring)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = t.threads.max(1);
     if negotiated.uring {
-        match start_uring(&fs, &dev, &stop, t.yields) {
+        match start_uring(&fs, &dev, &stop, t.yields, &end) {
             // The kernel still sends forgets and interrupts through /dev/fuse.
             Ok(()) => threads = 1,
             Err(e) => warn!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),

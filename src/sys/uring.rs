@@ -66,6 +66,8 @@ pub struct Queue {
     iovs: Box<[[libc::iovec; 2]]>,
     slots: Vec<Option<Slot>>,
     last: Vec<(u32, u64)>,
+    /// Slots holding a request the kernel delivered and we haven't committed.
+    held: Vec<bool>,
     wake: Arc<OwnedFd>,
     wake_buf: Box<[u8; 8]>,
     done: Vec<(u64, i32)>,
@@ -129,6 +131,7 @@ impl Queue {
             iovs,
             slots,
             last: vec![(CMD_REGISTER, 0); depth],
+            held: vec![false; depth],
             wake: Arc::new(eventfd()?),
             wake_buf: Box::new([0u8; 8]),
             done: Vec::with_capacity(depth + 1),
@@ -212,7 +215,12 @@ impl Queue {
             }
             let slot = data as usize;
             match -res {
-                0 => events.push(Event::Request(slot)),
+                0 => {
+                    if let Some(h) = self.held.get_mut(slot) {
+                        *h = true;
+                    }
+                    events.push(Event::Request(slot));
+                }
                 libc::EINTR | libc::EAGAIN => {
                     let (cmd, id) = self.last.get(slot).copied().unwrap_or((CMD_REGISTER, 0));
                     self.push(slot, cmd, id)?;
@@ -240,16 +248,40 @@ impl Queue {
         self.slots.get_mut(n).and_then(Option::take)
     }
 
-    /// Gives back slot `n`'s buffers (the same ones taken: the kernel knows their address).
-    pub fn put(&mut self, n: usize, slot: Slot) {
-        if let Some(s) = self.slots.get_mut(n) {
-            *s = Some(slot);
+    /// Gives back slot `n`'s buffers: refused unless they are the ones taken from it (the
+    /// kernel knows their addresses) and the slot is empty.
+    pub fn put(&mut self, n: usize, slot: Slot) -> io::Result<()> {
+        let same = self.iovs.get(n).is_some_and(|[h, p]| {
+            h.iov_base as *const u8 == slot.header.as_ptr()
+                && p.iov_base as *const u8 == slot.payload.as_ptr()
+                && h.iov_len == slot.header.len()
+                && p.iov_len == slot.payload.len()
+        });
+        match self.slots.get_mut(n) {
+            Some(s @ None) if same => {
+                *s = Some(slot);
+                Ok(())
+            }
+            _ => Err(io::Error::other(format!(
+                "io_uring queue {}: slot {n} given back buffers it did not lend",
+                self.qid
+            ))),
         }
     }
 
     /// Queues the answer in slot `n` and the fetch of the next request into it; sent with the
-    /// next [`Queue::wait`].
+    /// next [`Queue::wait`]. Refused unless the slot holds a request not yet answered and
+    /// its buffers are back.
     pub fn commit(&mut self, n: usize, commit_id: u64) -> io::Result<()> {
+        let held = self.held.get(n).copied().unwrap_or(false)
+            && self.slots.get(n).is_some_and(Option::is_some);
+        if !held {
+            return Err(io::Error::other(format!(
+                "io_uring queue {}: commit of slot {n}, which holds no request",
+                self.qid
+            )));
+        }
+        self.held[n] = false;
         self.push(n, CMD_COMMIT_AND_FETCH, commit_id)
     }
 }
@@ -264,4 +296,42 @@ pub fn possible_cpus() -> usize {
         })
         .map(|n| n + 1)
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue that never starts (its ring exists; nothing is registered with a device).
+    fn idle_queue() -> Queue {
+        let dev = std::fs::File::open("/dev/null").map(OwnedFd::from);
+        Queue::new(
+            Arc::new(dev.unwrap_or_else(|e| panic!("/dev/null: {e}"))),
+            0,
+            2,
+            8192,
+        )
+        .unwrap_or_else(|e| panic!("io_uring: {e}"))
+    }
+
+    #[test]
+    fn only_a_held_slot_is_committed_and_only_its_own_buffers_go_back() {
+        let mut q = idle_queue();
+        // Nothing was delivered: no commit.
+        assert!(q.commit(0, 1).is_err());
+        assert!(q.commit(7, 1).is_err());
+        let taken = q.take(0).unwrap_or_else(|| panic!("slot 0 is ours"));
+        let other = Slot {
+            header: vec![0u8; HEADER_LEN].into_boxed_slice(),
+            payload: vec![0u8; 8192].into_boxed_slice(),
+        };
+        assert!(q.put(0, other).is_err(), "foreign buffers");
+        let second = q.take(1).unwrap_or_else(|| panic!("slot 1 is ours"));
+        assert!(q.put(0, second).is_err(), "another slot's buffers");
+        assert!(q.put(0, taken).is_ok());
+        // A delivered request may be committed once.
+        q.held[0] = true;
+        assert!(q.commit(0, 1).is_ok());
+        assert!(q.commit(0, 1).is_err());
+    }
 }
