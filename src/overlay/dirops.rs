@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::error::{err, FsError, FsResult, IoCtx};
-use super::format::{is_wh_marker, wh_name, whiteout_at, write_chardev_whiteout, WhiteoutAt};
+use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
 use super::names::NameChange;
@@ -314,7 +314,13 @@ impl Overlay {
 
     /// Puts a whiteout at `name` (nothing there yet in the upper dir).
     pub(super) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        self.layers.format.write_whiteout(dir, name)
+        if !self.layers.format.chardev_whiteouts {
+            return self.layers.format.write_whiteout(dir, name);
+        }
+        let work = self
+            .work()
+            .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+        self.whiteouts.make(work, dir, name, &|| self.tmp_name())
     }
 
     /// Removes the upper object `name` (a directory holding only whiteouts, or a non-dir)
@@ -331,7 +337,7 @@ impl Overlay {
             .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
         if whiteout && self.layers.format.chardev_whiteouts {
             let tmp = self.tmp_name();
-            write_chardev_whiteout(work, &tmp)?;
+            self.whiteouts.make(work, work, &tmp, &|| self.tmp_name())?;
             let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
             if let Err(e) = fs::renameat2(work, &tmp, dir, name, flags) {
                 let _ = fs::unlinkat(work, &tmp, 0);

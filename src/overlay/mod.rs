@@ -24,6 +24,7 @@ pub mod readdir;
 pub mod rename;
 #[cfg(test)]
 mod tests;
+mod whiteout;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -78,6 +79,8 @@ pub struct Overlay {
     pres: present::Presentation,
     /// The metacopy xattr's name when `metacopy=on` (trusted namespace only, as the kernel).
     metacopy: Option<OsString>,
+    /// The whiteout inode every chardev whiteout of this mount links to.
+    whiteouts: whiteout::SharedWhiteout,
 }
 
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
@@ -130,6 +133,7 @@ impl Overlay {
             lower_links: hardlinks::LowerLinks::default(),
             pres: present::Presentation::default(),
             metacopy: None,
+            whiteouts: whiteout::SharedWhiteout::default(),
         })
     }
 
