@@ -132,7 +132,13 @@ impl Overlay {
         let wh = whiteout_at(pfd.as_fd(), name, ust.as_ref(), xwh).ctx("whiteout probe")?;
         let exists = match (&ust, wh) {
             (Some(_), WhiteoutAt::None) => true,
-            (None, WhiteoutAt::None) => merged && self.name_in_lowers(&pnode, name)?,
+            // Nothing in the upper dir and no whiteout: only a lower layer can hold the
+            // name, and the name index (names.rs), where the directory has one, knows
+            // every visible name, so a name it lacks needs no probe of the lowers.
+            (None, WhiteoutAt::None) => {
+                merged && self.indexed_visible(&pnode, name) != Some(false)
+                    && self.name_in_lowers(&pnode, name)?
+            }
             _ => false,
         };
         if exists {

@@ -105,6 +105,12 @@ impl Overlay {
         }
     }
 
+    /// Whether `name` is visible in `parent` as its name index says (None: no index).
+    pub(super) fn indexed_visible(&self, parent: &Node, name: &OsStr) -> Option<bool> {
+        let st = parent.state().ok()?;
+        st.names.as_ref().map(|idx| idx.get(name).is_some())
+    }
+
     /// Answers a lookup of `name` in `parent` from its name index, if it has one and the
     /// answer needs no walk through the layers: `Some(None)` for a name that isn't there,
     /// `Some(Some(_))` for a lower non-directory.
