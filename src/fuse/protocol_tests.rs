@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use super::abi::{self, op, op_struct_len, InHeader, Malformed, Put, IN_HEADER_LEN};
+use super::abi::{self, op, op_struct_len, Malformed, Put, IN_HEADER_LEN};
 use super::reply;
+use super::request::tests::header;
 use super::request::{decode, decode_request, split, Op};
 
 /// Every opcode strata answers (anything else is `Unsupported`, answered ENOSYS).
@@ -57,19 +58,6 @@ const SERVED: &[u32] = &[
 /// without FUSE_SETXATTR_EXT.
 fn tolerated_short(opcode: u32, len: usize) -> bool {
     (opcode, len) == (op::SETXATTR, 8)
-}
-
-fn header(opcode: u32) -> InHeader {
-    InHeader {
-        len: 0,
-        opcode,
-        unique: 1,
-        nodeid: 1,
-        uid: 0,
-        gid: 0,
-        pid: 0,
-        total_extlen: 0,
-    }
 }
 
 /// A payload every opcode accepts after an all-zero struct: two names (the second for

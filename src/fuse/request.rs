@@ -418,11 +418,12 @@ pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malf
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::fuse::abi::Put;
 
-    fn header(opcode: u32) -> InHeader {
+    /// A request header for `opcode` on node 1 (the protocol tier uses it too).
+    pub(in crate::fuse) fn header(opcode: u32) -> InHeader {
         InHeader {
             len: 0,
             opcode,

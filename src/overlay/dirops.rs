@@ -136,7 +136,8 @@ impl Overlay {
             // name, and the name index (names.rs), where the directory has one, knows
             // every visible name, so a name it lacks needs no probe of the lowers.
             (None, WhiteoutAt::None) => {
-                merged && self.indexed_visible(&pnode, name) != Some(false)
+                merged
+                    && self.indexed_visible(&pnode, name) != Some(false)
                     && self.name_in_lowers(&pnode, name)?
             }
             _ => false,
