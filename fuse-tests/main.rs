@@ -1,6 +1,8 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
+#![deny(unsafe_code)]
+
 mod archives;
 mod build;
 mod callers;
