@@ -298,3 +298,24 @@ fn read_only_mounts() {
     assert_eq!(res(std::fs::remove_file(mnt.join("f"))), "EROFS");
     assert_eq!(res(std::fs::create_dir(mnt.join("d"))), "EROFS");
 }
+
+#[test]
+fn an_unknown_command_is_named_not_taken_for_a_mount() {
+    for (args, near) in [
+        (&["rnu", "box:1", "true"][..], Some("run")),
+        (&["imgaes"][..], Some("images")),
+        (&["version"][..], None),
+        (&["compose", "up", "-d"][..], None),
+        (&["save", "box:1", "-o", "box.tar"][..], None),
+    ] {
+        let o = strata(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(&format!("unknown command '{}'", args[0])), "{err}");
+        match near {
+            Some(n) => assert!(err.contains(&format!("Did you mean '{n}'?")), "{err}"),
+            None => assert!(!err.contains("Did you mean"), "{err}"),
+        }
+        assert!(!err.contains("lowerdir"), "mount's errors: {err}");
+    }
+}

@@ -14,8 +14,10 @@ use strata::cli::{Cli, Command, ImageCmd};
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        if is_mount_call(first) {
-            args.insert(1, OsString::from("mount"));
+        match first_word(first, &args[1..]) {
+            First::Verb => {}
+            First::MountCall => args.insert(1, OsString::from("mount")),
+            First::Unknown => std::process::exit(unknown_command(first)),
         }
     }
     let cli = Cli::parse_from(args);
@@ -160,18 +162,98 @@ fn enters_containers(c: &Command) -> bool {
     )
 }
 
-/// True when the first argument is the start of a fuse-overlayfs calling form (`-o OPTS
-/// MNT`, or `SOURCE MNT -o OPTS`): an `-o` flag, or a word that clap knows neither as a
-/// subcommand (nor an alias of one) nor as `help`. Asks clap's own table, so a new verb
-/// never falls through to `mount`.
-fn is_mount_call(first: &str) -> bool {
+/// What the first argument is.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    /// A subcommand (or an alias of one), a flag, `help`: clap's to parse.
+    Verb,
+    /// The start of a fuse-overlayfs calling form: `-o OPTS MNT`, or mount.fuse3's
+    /// `SOURCE MNT -o OPTS`.
+    MountCall,
+    /// A word that is neither.
+    Unknown,
+}
+
+/// Sorts the first argument `first` of `args` (which starts with it). Asks clap's own
+/// table, so a new verb never falls through to `mount`; a word that clap doesn't know is
+/// a mount call only in mount.fuse3's form: exactly two other words and an `-o` whose
+/// options name a `lowerdir=` (which every union mount has, and `save IMG -o FILE` not).
+fn first_word(first: &str, args: &[OsString]) -> First {
     if first.starts_with("-o") {
-        return true;
+        return First::MountCall;
     }
     if first.starts_with('-') || first == "help" {
-        return false;
+        return First::Verb;
     }
-    !Cli::command()
+    let known = Cli::command()
         .get_subcommands()
-        .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
+        .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first));
+    if known {
+        return First::Verb;
+    }
+    let (mut words, mut has_o, mut skip) = (0, false, false);
+    let names_lower = |o: &str| o.split(',').any(|x| x.starts_with("lowerdir="));
+    for a in args.iter().map(|a| a.to_string_lossy()) {
+        if skip {
+            has_o |= names_lower(&a);
+            skip = false;
+        } else if a == "-o" {
+            skip = true;
+        } else if let Some(o) = a.strip_prefix("-o") {
+            has_o |= names_lower(o);
+        } else if !a.starts_with('-') {
+            words += 1;
+        }
+    }
+    match has_o && words == 2 {
+        true => First::MountCall,
+        false => First::Unknown,
+    }
+}
+
+/// docker's answer to a verb it doesn't have: the message, the nearest verb if one is
+/// close, and status 125.
+fn unknown_command(word: &str) -> i32 {
+    let nearest = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .map(|n| (strsim::damerau_levenshtein(word, &n), n))
+        .filter(|(d, n)| *d <= 2 && *d < n.len())
+        .min();
+    match nearest {
+        Some((_, n)) => eprintln!("strata: error: unknown command '{word}'. Did you mean '{n}'?"),
+        None => eprintln!("strata: error: unknown command '{word}'"),
+    }
+    eprintln!("See 'strata --help'.");
+    strata::cmd::EXIT_RUN_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sort(args: &[&str]) -> First {
+        let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+        first_word(args[0], &v)
+    }
+
+    #[test]
+    fn mount_calls_verbs_and_unknown_words() {
+        assert_eq!(sort(&["-o", "lowerdir=/l", "/m"]), First::MountCall);
+        assert_eq!(
+            sort(&["overlay", "/m", "-o", "rw,lowerdir=/l"]),
+            First::MountCall
+        );
+        assert_eq!(
+            sort(&["overlay", "/m", "-orw,lowerdir=/l"]),
+            First::MountCall
+        );
+        assert_eq!(sort(&["overlay", "/m", "-o", "rw"]), First::Unknown);
+        assert_eq!(sort(&["run", "box", "true"]), First::Verb);
+        assert_eq!(sort(&["--help"]), First::Verb);
+        assert_eq!(sort(&["rnu", "box", "true"]), First::Unknown);
+        assert_eq!(sort(&["version"]), First::Unknown);
+        assert_eq!(sort(&["compose", "up"]), First::Unknown);
+        assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Unknown);
+    }
 }
