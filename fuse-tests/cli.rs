@@ -311,7 +311,10 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
         let o = strata(args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
-        assert!(err.contains(&format!("unknown command '{}'", args[0])), "{err}");
+        assert!(
+            err.contains(&format!("unknown command '{}'", args[0])),
+            "{err}"
+        );
         match near {
             Some(n) => assert!(err.contains(&format!("Did you mean '{n}'?")), "{err}"),
             None => assert!(!err.contains("Did you mean"), "{err}"),

@@ -76,7 +76,7 @@ struct TestHost {
     gw_ns: String,
 }
 
-const GATEWAY: &str = "192.0.2.1";
+const GATEWAY: &str = "198.18.99.1";
 
 impl TestHost {
     fn new() -> TestHost {
@@ -100,8 +100,8 @@ impl TestHost {
             "link", "add", "esc-h", "netns", ns, "type", "veth", "peer", "name", "esc-g", "netns",
             gw_ns,
         ]);
-        ip(&["-n", ns, "addr", "add", "192.0.2.2/24", "dev", "esc-h"]);
-        ip(&["-n", gw_ns, "addr", "add", "192.0.2.1/24", "dev", "esc-g"]);
+        ip(&["-n", ns, "addr", "add", "198.18.99.2/24", "dev", "esc-h"]);
+        ip(&["-n", gw_ns, "addr", "add", "198.18.99.1/24", "dev", "esc-g"]);
         for (ns, dev) in [(ns, "esc-h"), (gw_ns, "esc-g"), (ns, "lo"), (gw_ns, "lo")] {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }

@@ -59,23 +59,24 @@ fn host_routes(text: &str) -> Vec<(u32, u8, String)> {
         .collect()
 }
 
-/// The first of the usual private /16s that no route of the host (but the default route
-/// and `own` bridge's) and no `taken` subnet overlaps.
+/// The candidates for the default bridge, in order: docker's default address pools
+/// (172.17-31.0.0/16, then 192.168.0.0/16 in /20s), which a host's other engines skip
+/// through `taken` (engines.rs: podman's 10.88/16, docker's 172.17/16, their configs).
+fn candidates() -> impl Iterator<Item = (Ipv4Addr, u8)> {
+    let wide = (17..=31u8).map(|b| (Ipv4Addr::new(172, b, 0, 0), 16));
+    let narrow = (0..16u8).map(|k| (Ipv4Addr::new(192, 168, k << 4, 0), 20));
+    wide.chain(narrow)
+}
+
+/// The first candidate that no route of the host (but the default route and `own`
+/// bridge's) and no `taken` subnet overlaps.
 pub fn free_subnet(
     routes_text: &str,
     own: &str,
     taken: &[(Ipv4Addr, u8)],
 ) -> Option<(Ipv4Addr, u8)> {
     let routes = host_routes(routes_text);
-    let candidates = [
-        Ipv4Addr::new(10, 88, 0, 0),
-        Ipv4Addr::new(10, 89, 0, 0),
-        Ipv4Addr::new(172, 29, 0, 0),
-        Ipv4Addr::new(172, 30, 0, 0),
-        Ipv4Addr::new(192, 168, 250, 0),
-    ];
-    candidates.into_iter().find_map(|c| {
-        let p = if c.octets()[0] == 192 { 24 } else { 16 };
+    candidates().find(|&(c, p)| {
         let net = u32::from(c);
         let clash = routes.iter().any(|(dest, rp, dev)| {
             if *rp == 0 || dev == own {
@@ -84,8 +85,7 @@ pub fn free_subnet(
             let m = mask((*rp).min(p));
             dest & m == net & m
         });
-        let used = taken.iter().any(|t| overlaps(*t, (c, p)));
-        (!clash && !used).then_some((c, p))
+        !clash && !taken.iter().any(|t| overlaps(*t, (c, p)))
     })
 }
 
@@ -232,8 +232,9 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
             c
         }
         Err(_) => {
-            let taken: Vec<(Ipv4Addr, u8)> =
+            let mut taken: Vec<(Ipv4Addr, u8)> =
                 list(store).iter().map(|n| (n.subnet, n.prefix)).collect();
+            taken.extend(super::engines::subnets());
             free_subnet(&routes, "strata0", &taken)
         }
         .ok_or_else(|| {
@@ -374,28 +375,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subnets_that_no_host_route_overlaps() {
+    fn subnets_that_no_host_route_nor_another_engine_overlaps() {
         let routes =
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-vpn0\t0000580A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
-        // 10.88.0.0/16 is the VPN's: the next one is taken.
+vpn0\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let engines = [
+            (Ipv4Addr::new(10, 88, 0, 0), 16),
+            (Ipv4Addr::new(172, 17, 0, 0), 16),
+        ];
+        // 172.17/16 is docker's, 172.18.0.0/16 the VPN's: the next one.
         assert_eq!(
-            free_subnet(routes, "strata0", &[]),
-            Some((Ipv4Addr::new(10, 89, 0, 0), 16))
+            free_subnet(routes, "strata0", &engines),
+            Some((Ipv4Addr::new(172, 19, 0, 0), 16))
         );
         // Our own bridge's route doesn't count.
         let own = routes.replace("vpn0", "strata0");
         assert_eq!(
-            free_subnet(&own, "strata0", &[]),
-            Some((Ipv4Addr::new(10, 88, 0, 0), 16))
+            free_subnet(&own, "strata0", &engines),
+            Some((Ipv4Addr::new(172, 18, 0, 0), 16))
         );
-        // A wide route covering 10/8 rules out both 10.x candidates.
-        let wide = "h\neth1\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
+        // A wide route over 172.16/12 leaves docker's 192.168 /20s.
+        let wide = "h\neth1\t000010AC\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n";
         assert_eq!(
-            free_subnet(wide, "strata0", &[]),
-            Some((Ipv4Addr::new(172, 29, 0, 0), 16))
+            free_subnet(wide, "strata0", &engines),
+            Some((Ipv4Addr::new(192, 168, 0, 0), 20))
         );
+        // Never podman's default.
+        assert!(candidates().all(|c| !overlaps(c, engines[0])));
     }
 }

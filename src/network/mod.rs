@@ -6,6 +6,7 @@
 //! exists and undoes everything when dropped. What a killed launcher left (leases, veths,
 //! rules) is collected before the next container attaches.
 
+pub mod engines;
 pub mod firewall;
 pub mod ipam;
 pub mod names;
