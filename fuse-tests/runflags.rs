@@ -263,3 +263,37 @@ fn send_signal(pid: u32, sig: &str) {
         .unwrap();
     assert!(s.success());
 }
+
+/// docker's habits: `--network host` shows the host's name, `-t` says TERM=xterm (unless
+/// the image or `-e` did), and a missing network or volume is named as one.
+#[test]
+fn host_network_hostname_tty_term_and_missing_objects() {
+    let e = env("habit-names");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        ok(&e, &["run", "--rm", "--network", "host", "box:1", "hostname"]).trim(),
+        host
+    );
+    // A terminal of its own, through script(1)'s pty.
+    let term = |extra: &str| {
+        let cmd = format!(
+            "{} run --rm -t {extra} box:1 sh -c 'echo TERM=$TERM'",
+            strata_bin()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("STRATA_ROOT", &e.store)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).replace('\r', "")
+    };
+    assert!(term("").contains("TERM=xterm\n"), "{}", term(""));
+    assert!(term("-e TERM=vt100").contains("TERM=vt100\n"));
+    let o = strata(&e, &["run", "--rm", "--network", "nosuchnet", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("network nosuchnet not found"));
+    let o = strata(&e, &["volume", "rm", "nosuchvol"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such volume: nosuchvol"));
+    no_leftovers(&e);
+}

@@ -15,6 +15,12 @@ pub enum ContainerError {
     /// No container has this name, id or id prefix.
     #[error("no such container: {0}")]
     NotFound(String),
+    /// No network has this name (docker's wording).
+    #[error("network {0} not found")]
+    NoNetwork(String),
+    /// No volume has this name (docker's wording).
+    #[error("no such volume: {0}")]
+    NoVolume(String),
     /// An id prefix that matches several containers.
     #[error("container id {0} is ambiguous")]
     Ambiguous(String),

@@ -278,7 +278,7 @@ fn remove_with(store: &Store, c: &Container, anonymous: &[String]) -> Result<()>
     state::remove(store, c)?;
     for v in anonymous {
         if let Err(e) = super::volume::remove(store, v) {
-            if !matches!(e, ContainerError::NotFound(_)) {
+            if !matches!(e, ContainerError::NoVolume(_)) {
                 eprintln!("strata: warning: volume {v}: {e}");
             }
         }
@@ -366,10 +366,14 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
         .name
         .clone()
         .unwrap_or_else(|| format!("strata-{}", &id.as_str()[..8]));
-    let hostname = request
-        .hostname
-        .clone()
-        .unwrap_or_else(|| id.short().into());
+    // docker's: the short id, or with the host's network the host's name.
+    let hostname = request.hostname.clone().unwrap_or_else(|| {
+        let host = (request.network == Network::Host)
+            .then(|| nix::unistd::gethostname().ok())
+            .flatten()
+            .and_then(|h| h.into_string().ok());
+        host.unwrap_or_else(|| id.short().into())
+    });
     let container = state::create(
         store,
         State {

@@ -196,6 +196,10 @@ pub(super) fn start(
     spec.tty = console
         .as_ref()
         .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
+    // docker's: a terminal of its own says what it is, unless the image or -e did.
+    if spec.tty.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {
+        spec.env.push("TERM=xterm".into());
+    }
     spec.security = c.state.security.clone();
     let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
         Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,

@@ -42,7 +42,7 @@ pub fn is_name(s: &str) -> bool {
 /// The volume `name`, if it exists.
 pub fn get(store: &Store, name: &str) -> Result<Info> {
     let p = root(store).join(name).join("volume.json");
-    let data = std::fs::read(&p).map_err(|_| ContainerError::NotFound(format!("volume {name}")))?;
+    let data = std::fs::read(&p).map_err(|_| ContainerError::NoVolume(name.to_string()))?;
     serde_json::from_slice(&data)
         .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))
 }

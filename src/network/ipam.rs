@@ -212,7 +212,7 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
             .map_err(|e| ContainerError::Setup(format!("{}: {e}", file.display())));
     }
     if name != "bridge" {
-        return Err(ContainerError::NotFound(format!("network {name}")));
+        return Err(ContainerError::NoNetwork(name.to_string()));
     }
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     // STRATA_BRIDGE_SUBNET chooses it (docker's "bip"); else the first free candidate.
