@@ -271,7 +271,11 @@ fn host_network_hostname_tty_term_and_missing_objects() {
     let e = env("habit-names");
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(
-        ok(&e, &["run", "--rm", "--network", "host", "box:1", "hostname"]).trim(),
+        ok(
+            &e,
+            &["run", "--rm", "--network", "host", "box:1", "hostname"]
+        )
+        .trim(),
         host
     );
     // A terminal of its own, through script(1)'s pty.
@@ -290,10 +294,73 @@ fn host_network_hostname_tty_term_and_missing_objects() {
     };
     assert!(term("").contains("TERM=xterm\n"), "{}", term(""));
     assert!(term("-e TERM=vt100").contains("TERM=vt100\n"));
-    let o = strata(&e, &["run", "--rm", "--network", "nosuchnet", "box:1", "true"]);
+    let o = strata(
+        &e,
+        &["run", "--rm", "--network", "nosuchnet", "box:1", "true"],
+    );
     assert_eq!(o.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&o.stderr).contains("network nosuchnet not found"));
     let o = strata(&e, &["volume", "rm", "nosuchvol"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such volume: nosuchvol"));
+    no_leftovers(&e);
+}
+
+/// `run -it`: a resize of the caller's terminal reaches the container's (the relay waits
+/// for SIGWINCH; no other thread of strata may take it).
+#[test]
+fn a_resized_terminal_is_resized_in_the_container() {
+    use std::os::fd::AsRawFd;
+    let e = crate::containers::env_with(
+        "habit-winch",
+        &[crate::archives::E::Sym("bin/stty", "busybox")],
+    );
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave_path =
+        std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd())).unwrap();
+    let io = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut child = Command::new("setsid")
+        .args([
+            "-c",
+            strata_bin(),
+            "run",
+            "--rm",
+            "-it",
+            "box:1",
+            "sh",
+            "-c",
+        ])
+        .arg("stty size; sleep 2; stty size")
+        .env("STRATA_ROOT", &e.store)
+        .stdin(io())
+        .stdout(io())
+        .stderr(io())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let st = Command::new("stty")
+        .args(["-F"])
+        .arg(&slave_path)
+        .args(["rows", "40", "cols", "100"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    drop(pty.slave);
+    // Read until EIO: every end of the slave is closed now.
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::fs::File::from(pty.master), &mut raw);
+    let shown = String::from_utf8_lossy(&raw).replace('\r', "");
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("24 80\n"), "{shown}");
+    assert!(
+        shown.contains("40 100\n"),
+        "the resize never reached the container: {shown}"
+    );
     no_leftovers(&e);
 }

@@ -176,8 +176,9 @@ enum First {
 
 /// Sorts the first argument `first` of `args` (which starts with it). Asks clap's own
 /// table, so a new verb never falls through to `mount`; a word that clap doesn't know is
-/// a mount call only in mount.fuse3's form: exactly two other words and an `-o` whose
-/// options name a `lowerdir=` (which every union mount has, and `save IMG -o FILE` not).
+/// a mount call only in mount.fuse3's form: exactly two other words and an `-o` that
+/// looks like mount options (a `key=value` or a mount flag such as `rw` or `remount`;
+/// `save IMG -o FILE` has neither).
 fn first_word(first: &str, args: &[OsString]) -> First {
     if first.starts_with("-o") {
         return First::MountCall;
@@ -192,7 +193,11 @@ fn first_word(first: &str, args: &[OsString]) -> First {
         return First::Verb;
     }
     let (mut words, mut has_o, mut skip) = (0, false, false);
-    let names_lower = |o: &str| o.split(',').any(|x| x.starts_with("lowerdir="));
+    const FLAGS: &[&str] = &[
+        "ro", "rw", "remount", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime",
+        "noatime", "relatime", "sync", "async", "defaults", "nofail", "_netdev",
+    ];
+    let names_lower = |o: &str| o.split(',').any(|x| x.contains('=') || FLAGS.contains(&x));
     for a in args.iter().map(|a| a.to_string_lossy()) {
         if skip {
             has_o |= names_lower(&a);
@@ -248,7 +253,11 @@ mod tests {
             sort(&["overlay", "/m", "-orw,lowerdir=/l"]),
             First::MountCall
         );
-        assert_eq!(sort(&["overlay", "/m", "-o", "rw"]), First::Unknown);
+        assert_eq!(
+            sort(&["overlay", "/m", "-o", "remount,ro"]),
+            First::MountCall
+        );
+        assert_eq!(sort(&["img", "x", "-o", "out.tar"]), First::Unknown);
         assert_eq!(sort(&["run", "box", "true"]), First::Verb);
         assert_eq!(sort(&["--help"]), First::Verb);
         assert_eq!(sort(&["rnu", "box", "true"]), First::Unknown);

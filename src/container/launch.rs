@@ -214,8 +214,10 @@ fn waiter(
     if !matches!(ch.recv::<ToContainer>(), Ok(Some(ToContainer::Start))) {
         return EXIT_STRATA;
     }
-    // The launcher blocks the signals it forwards; the container gets them delivered.
-    if let Err(e) = crate::sys::process::unblock_signals(super::start::FORWARDED) {
+    // The launcher blocks the signals it forwards (and a terminal's resizes, which its
+    // relay passes on); the container gets them delivered.
+    let theirs = [super::start::FORWARDED, &[libc::SIGWINCH]].concat();
+    if let Err(e) = crate::sys::process::unblock_signals(&theirs) {
         return report(EXIT_STRATA, format!("unblocking signals: {e}"));
     }
     // First the namespaces the launcher acts on from outside: the user namespace (maps)

@@ -209,6 +209,12 @@ pub(super) fn start(
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
+    // A terminal's resizes are the relay's (tty.rs): blocked before any thread exists, so
+    // none but the one waiting for them takes them.
+    if req.tty {
+        crate::sys::process::block_signals(&[libc::SIGWINCH])
+            .map_err(io_ctx("blocking signals"))?;
+    }
     let mut net = None;
     let mut wired = None;
     let launched = {

@@ -2,7 +2,9 @@
 //! own terminal in raw mode and relays bytes both ways, and passes window size changes on.
 //!
 //! Threads are started only after the container was forked (the launcher forks
-//! single-threaded), and SIGWINCH is blocked only then, so the container never inherits it.
+//! single-threaded), and SIGWINCH is blocked only then, so the container never inherits it;
+//! it is blocked before the first relay thread, so every thread inherits the block and the
+//! one waiting for it gets each resize.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -86,6 +88,9 @@ pub fn relay(master: OwnedFd, interactive: bool) -> Relay {
         None
     };
     let master = std::sync::Arc::new(master);
+    // Blocked before any thread starts: a thread made earlier would keep it unblocked and
+    // take (and drop) the resizes the waiting thread below is there for.
+    let winch = crate::sys::process::block_signals(&[libc::SIGWINCH]).is_ok();
     if interactive {
         let m = master.clone();
         std::thread::spawn(move || {
@@ -103,7 +108,7 @@ pub fn relay(master: OwnedFd, interactive: bool) -> Relay {
         });
     }
     let m = master.clone();
-    if crate::sys::process::block_signals(&[libc::SIGWINCH]).is_ok() {
+    if winch {
         std::thread::spawn(move || {
             while crate::sys::process::wait_signal(&[libc::SIGWINCH]).is_ok() {
                 let _ = copy_winsize(std::io::stdin().as_fd(), m.as_fd());
