@@ -266,8 +266,7 @@ impl Who {
             .map(|d| d.flatten().filter(|e| e.file_name() != "by-name").count())
             .unwrap_or(0);
         assert_eq!(left, 0, "a container directory is left");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(store.to_str().unwrap()), "a mount is left");
+        assert!(!crate::containers::mounted_below(&store), "a mount is left");
         if let Some((uid, _)) = self.user {
             // Processes end asynchronously after their container: wait a bounded while.
             let mut procs = String::new();

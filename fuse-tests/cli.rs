@@ -50,10 +50,11 @@ fn walkdir(p: &Path) -> Vec<String> {
 
 /// How many mounts are stacked at `p`.
 fn mounts_at(p: &Path) -> usize {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = p.display().to_string();
-    info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    use std::os::unix::ffi::OsStrExt;
+    let want = p.as_os_str().as_bytes();
+    strata::sys::mount::mount_points()
+        .iter()
+        .filter(|mp| mp.as_slice() == want)
         .count()
 }
 
@@ -321,4 +322,31 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
         }
         assert!(!err.contains("lowerdir"), "mount's errors: {err}");
     }
+}
+
+/// Regression: the mount table was read as UTF-8 text, so one mount point with a byte
+/// like 0xff (another test's store) made every lookup in it fail: `is_mountpoint` said
+/// no to everything, and the leftover checks of other tests panicked.
+#[test]
+fn a_mount_point_with_odd_bytes_hides_no_other_mount() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let odd = t.path().join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
+    dir(&odd);
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&odd)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _m = Mounted { path: odd.clone() };
+    assert!(strata::sys::mount::is_mountpoint(&odd));
+    assert!(strata::sys::mount::is_mountpoint(std::path::Path::new(
+        "/proc"
+    )));
+    assert_eq!(
+        strata::sys::mount::mounts_below(t.path()),
+        vec![odd.clone()]
+    );
+    assert_eq!(mounts_at(&odd), 1);
 }

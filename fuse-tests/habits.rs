@@ -320,9 +320,7 @@ fn a_view_left_mounted_by_a_killed_command_is_detached_not_emptied() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Any command that opens the store reclaims dead staging dirs.
     assert!(strata(&e, &["ps", "-a"]).status.success());
-    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(view.to_str().unwrap()));
+    assert!(!crate::containers::mounted_below(&view));
     assert_eq!(
         out(&strata(&e, &["diff", "s"])),
         "",
