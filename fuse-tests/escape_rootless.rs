@@ -21,9 +21,15 @@ fn arm(w: &Who) {
     use std::os::unix::fs::PermissionsExt;
     let ctx = w.home.join("attack");
     std::fs::create_dir_all(&ctx).unwrap();
+    // Links into the host (a directory of the user's) and climbing out of the root.
+    let host = w.home.join("host-target");
     std::fs::write(
         ctx.join("Containerfile"),
-        "FROM box:1\nCOPY attacker /bin/attacker\nCOPY evil /evil\n",
+        format!(
+            "FROM box:1\nCOPY attacker /bin/attacker\nCOPY evil /evil\n\
+             RUN /bin/busybox ln -s {} /anon && /bin/busybox ln -s ../../../../../.. /rel\n",
+            host.display()
+        ),
     )
     .unwrap();
     std::fs::write(ctx.join("attacker"), attacker()).unwrap();
@@ -65,6 +71,44 @@ fn rootless_attacks_get_nothing_of_the_host() {
     let (init, exec) = exe_attack(&cmd);
     assert_exe_safe(&init, &exec);
     assert!(std::fs::read(&bin).unwrap() == before, "the binary changed");
+    // Mount targets through the image's links stay in the root.
+    let host = w.home.join("host-target");
+    std::fs::create_dir(&host).unwrap();
+    if let Some((uid, gid)) = w.user {
+        std::os::unix::fs::chown(&host, Some(uid), Some(gid)).unwrap();
+    }
+    let src = format!("{}:/anon/y", w.home.join("attack").display());
+    for args in [
+        &["--tmpfs", "/anon/x"][..],
+        &["--device", "/dev/null:/anon/nul"][..],
+        &["-v", &src][..],
+    ] {
+        let mut v = vec!["run", "--rm"];
+        v.extend_from_slice(args);
+        v.extend(["box:1", "true"]);
+        let o = w.strata(&v);
+        assert_eq!(
+            o.status.code(),
+            Some(125),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            std::fs::read_dir(&host).unwrap().next().is_none(),
+            "{args:?} reached the host"
+        );
+    }
+    let o = w.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/rel/tmp/x",
+        "box:1",
+        "sh",
+        "-c",
+        "grep -c ' /tmp/x tmpfs' /proc/mounts",
+    ]);
+    assert_eq!(o, "1\n");
     w.no_leftovers();
 }
 
