@@ -178,7 +178,7 @@ fn mount_flag_and_anonymous_volumes() {
         2,
         "rm without -v keeps it"
     );
-    ok(&e, &["volume", "prune"]);
+    ok(&e, &["volume", "prune", "-f"]);
     no_leftovers(&e);
 }
 

@@ -77,7 +77,7 @@ fn named_volumes_are_seeded_kept_and_guarded() {
     assert_eq!(ok(&["volume", "create", "spare"]), "spare\n");
     let ls = ok(&["volume", "ls", "-q"]);
     assert_eq!(ls, "data\nother\nspare\n");
-    let pruned = ok(&["volume", "prune"]);
+    let pruned = ok(&["volume", "prune", "-a", "-f"]);
     assert!(
         pruned.contains("spare") && pruned.contains("other") && !pruned.contains("data"),
         "{pruned}"
@@ -90,4 +90,63 @@ fn named_volumes_are_seeded_kept_and_guarded() {
         Some(1)
     );
     no_leftovers(&e);
+}
+
+/// docker 23's prunes: `volume prune` asks first (no answer, or anything but y, keeps
+/// everything) and takes only anonymous volumes unless -a; `system prune -a --volumes`
+/// goes through an image with two tags (it stopped at the second with "no such image"
+/// and never reached the volumes).
+#[test]
+fn prunes_ask_first_and_take_anonymous_volumes_unless_all() {
+    use std::io::Write;
+    let e = crate::containers::env("volumes-prune");
+    let ok = |args: &[&str]| crate::containers::ok(&e, args);
+    ok(&["volume", "create", "named"]);
+    ok(&["run", "--name", "a", "-v", "/scratch", "box:1", "true"]);
+    ok(&["rm", "a"]);
+    let anon: Vec<String> = ok(&["volume", "ls", "-q"])
+        .lines()
+        .filter(|n| *n != "named")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(anon.len(), 1, "{anon:?}");
+    let answer = |args: &[&str], input: &str| {
+        let mut c = std::process::Command::new(crate::harness::strata_bin())
+            .env("STRATA_ROOT", &e.store)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for input in ["", "n\n", "whatever\n"] {
+        let said = answer(&["volume", "prune"], input);
+        assert!(
+            said.contains("[y/N]") && !said.contains("Deleted"),
+            "{said}"
+        );
+        assert_eq!(ok(&["volume", "ls", "-q"]).lines().count(), 2);
+    }
+    let said = answer(&["volume", "prune"], "y\n");
+    assert!(said.contains(&format!("Deleted {}", anon[0])), "{said}");
+    assert_eq!(ok(&["volume", "ls", "-q"]), "named\n");
+    // Two names for one image, and a volume to prune after it.
+    ok(&["tag", "box:1", "box:2"]);
+    ok(&["run", "--name", "b", "-v", "/scratch", "box:1", "true"]);
+    ok(&["rm", "b"]);
+    let said = answer(&["system", "prune", "-a", "--volumes"], "y\n");
+    assert!(
+        said.contains("untagged: box:1") && said.contains("untagged: box:2"),
+        "{said}"
+    );
+    assert!(said.contains("Deleted Volumes:"), "{said}");
+    assert_eq!(ok(&["volume", "ls", "-q"]), "named\n");
+    let said = answer(&["volume", "prune", "-a"], "y\n");
+    assert!(said.contains("Deleted named"), "{said}");
+    crate::containers::no_leftovers(&e);
 }

@@ -334,8 +334,16 @@ pub enum VolumeCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Remove every volume no container uses.
-    Prune,
+    /// Remove the anonymous volumes no container uses (with --all every unused one);
+    /// asks first unless --force.
+    Prune {
+        /// Also named volumes, not only anonymous ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Don't ask.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 /// How a registry is reached.

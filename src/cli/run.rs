@@ -146,15 +146,16 @@ pub enum SystemCmd {
     /// unless-stopped ones not stopped by hand); for the host's start (see the README).
     Boot,
     /// Remove stopped containers and the layers and blobs no image references; with --all
-    /// also images no container uses, with --volumes also volumes no container uses.
+    /// also images no container uses, with --volumes also anonymous volumes no container
+    /// uses. Asks first unless --force.
     Prune {
-        /// Accepted for docker's habit (strata doesn't ask).
+        /// Don't ask.
         #[arg(short, long)]
         force: bool,
         /// Also remove images no container uses, not only their unreferenced layers.
         #[arg(short, long)]
         all: bool,
-        /// Also remove volumes no container uses.
+        /// Also remove anonymous volumes no container uses.
         #[arg(long)]
         volumes: bool,
     },

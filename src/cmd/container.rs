@@ -433,8 +433,17 @@ pub fn volume(root: Option<PathBuf>, cmd: crate::cli::VolumeCmd) -> CmdResult {
             }
             return Ok(code);
         }
-        V::Prune => {
-            for n in vol::prune(&store).map_err(container_ctx("volume prune"))? {
+        V::Prune { all, force } => {
+            let which = if all { "all" } else { "anonymous" };
+            let warning = format!(
+                "WARNING! This will remove {which} local volumes not used by at least one container."
+            );
+            drop(out);
+            if !force && !super::confirm(&warning)? {
+                return Ok(0);
+            }
+            let mut out = std::io::stdout().lock();
+            for n in vol::prune(&store, all).map_err(container_ctx("volume prune"))? {
                 writeln!(out, "Deleted {n}")?;
             }
         }

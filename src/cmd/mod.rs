@@ -88,6 +88,21 @@ pub fn report(e: &Error) -> i32 {
     }
 }
 
+/// docker's question before a prune: prints `warning` and `Are you sure you want to
+/// continue? [y/N] ` and reads one line of stdin; only `y` or `yes` (any case) go on.
+pub fn confirm(warning: &str) -> io::Result<bool> {
+    use std::io::{BufRead, Write};
+    let mut out = io::stdout().lock();
+    write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")?;
+    out.flush()?;
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 /// Prints the standard error line and returns exit status 1 (for the commands that
 /// report each of several objects and go on).
 pub fn fail(msg: impl std::fmt::Display) -> i32 {

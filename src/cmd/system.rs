@@ -19,11 +19,35 @@ pub fn run(root: Option<PathBuf>, cmd: SystemCmd) -> CmdResult {
         SystemCmd::Df => df(&store),
         SystemCmd::Boot => boot(&store),
         SystemCmd::Prune {
-            force: _,
+            force,
             all,
             volumes,
-        } => prune(&store, all, volumes),
+        } => {
+            if !force && !super::confirm(&prune_warning(all, volumes))? {
+                return Ok(0);
+            }
+            prune(&store, all, volumes)
+        }
     }
+}
+
+/// What `system prune` says it will remove, as docker does.
+fn prune_warning(all: bool, volumes: bool) -> String {
+    let mut v = vec!["all stopped containers"];
+    if volumes {
+        v.push("all anonymous volumes not used by at least one container");
+    }
+    v.push(if all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    });
+    let mut s = String::from("WARNING! This will remove:");
+    for x in v {
+        s.push_str("\n  - ");
+        s.push_str(x);
+    }
+    s
 }
 
 fn share(part: u64, total: u64) -> String {
@@ -133,16 +157,25 @@ fn prune(store: &Store, all: bool, volumes: bool) -> CmdResult {
     let in_use = store.images_in_use();
     let before = tree_size(&store.root.join("layers")) + tree_size(&store.root.join("blobs"));
     let mut untagged = Vec::new();
+    // One image under several names (or manifests) is one config: removed once, and a
+    // failure on one image is reported while the others go on.
+    let mut seen = std::collections::HashSet::new();
     for i in store.images().map_err(image_ctx("listing images"))? {
         if all || i.reference.is_none() {
-            let (m, _) = store
-                .manifest(&i.manifest.digest)
-                .map_err(image_ctx("reading an image"))?;
-            if !in_use.contains(&m.config.digest) {
-                untagged.extend(
-                    ops::remove(store, m.config.digest.as_str(), false)
-                        .map_err(image_ctx(format!("removing {}", m.config.digest)))?,
-                );
+            let m = match store.manifest(&i.manifest.digest) {
+                Ok((m, _)) => m,
+                Err(e) => {
+                    code = super::report(&image_ctx("reading an image")(e)).max(1);
+                    continue;
+                }
+            };
+            let id = m.config.digest;
+            if in_use.contains(&id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            match ops::remove(store, id.as_str(), false) {
+                Ok(names) => untagged.extend(names),
+                Err(e) => code = super::report(&image_ctx(format!("removing {id}"))(e)).max(1),
             }
         }
     }
@@ -161,7 +194,7 @@ fn prune(store: &Store, all: bool, volumes: bool) -> CmdResult {
             .into_iter()
             .map(|v| (v.name, tree_size(&v.mountpoint)))
             .collect();
-        let gone = volume::prune(store).map_err(container_ctx("pruning volumes"))?;
+        let gone = volume::prune(store, false).map_err(container_ctx("pruning volumes"))?;
         if !gone.is_empty() {
             writeln!(out, "Deleted Volumes:")?;
         }

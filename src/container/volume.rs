@@ -174,16 +174,26 @@ fn remove_tree(store: &Store, name: &str, dir: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Removes every volume no container names; returns their names.
-pub fn prune(store: &Store) -> Result<Vec<String>> {
+/// Removes the anonymous volumes (with `all` every volume) no container names, as docker
+/// 23 does; returns their names.
+pub fn prune(store: &Store, all: bool) -> Result<Vec<String>> {
     let mut gone = Vec::new();
     for v in list(store)? {
-        if users(store, &v.name)?.is_empty() {
+        if (all || is_anonymous(&v.name)) && users(store, &v.name)?.is_empty() {
             remove(store, &v.name)?;
             gone.push(v.name);
         }
     }
     Ok(gone)
+}
+
+/// Whether a volume was made for an anonymous `-v /path` or an image's VOLUME: those get
+/// a random 64-hex name (`name_anonymous`), as docker's do.
+pub fn is_anonymous(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Gives every anonymous volume a name of its own, as docker does: each `-v /path` entry
