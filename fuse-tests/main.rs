@@ -1,8 +1,6 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
-#![deny(unsafe_code)]
-
 mod archives;
 mod build;
 mod callers;

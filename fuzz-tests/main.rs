@@ -10,8 +10,6 @@
 //! platform choice, and `image import` of layer tars (plain, gzip, zstd), OCI layouts and
 //! docker-save archives.
 
-#![deny(unsafe_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;

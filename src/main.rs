@@ -4,8 +4,6 @@
 //! containers-storage, `PROGRAM SOURCE MOUNTPOINT -o OPTS` by mount.fuse3): any first
 //! argument that is not a subcommand means `mount`.
 
-#![deny(unsafe_code)]
-
 use std::ffi::OsString;
 
 use clap::{CommandFactory, Parser};

@@ -1,5 +1,8 @@
 //! The only place with `unsafe` and raw libc calls: small safe wrappers, real errnos.
 
+// The package denies it everywhere else (Cargo.toml's [lints]).
+#![allow(unsafe_code)]
+
 pub mod bpf;
 pub mod exe;
 pub mod file;
