@@ -172,7 +172,7 @@ pub fn start(
             }
             // Threads only now: `ready` above may fork (a volume's owners given in the
             // user namespace).
-            let relay = (!stdio.is_direct()).then(|| stdio.relay());
+            let relay = stdio.relay();
             let running = Running {
                 waiter: child,
                 pid: pid.unwrap_or(0),
@@ -514,7 +514,7 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError
         }
         Forked::Parent(child) => {
             drop(theirs);
-            let relay = (!stdio.is_direct()).then(|| stdio.relay());
+            let relay = stdio.relay();
             let failed = match ours.recv::<ToLauncher>() {
                 Ok(Some(ToLauncher::Failed { code, message })) => {
                     Some(ContainerError::Exec { code, message })

@@ -79,11 +79,6 @@ impl Stdio {
         })
     }
 
-    /// Whether every descriptor passes as it is (nothing to relay).
-    pub fn is_direct(&self) -> bool {
-        self.slots.iter().all(|s| !matches!(s, Slot::Piped { .. }))
-    }
-
     /// In the child: the container's ends onto 0, 1 and 2 (the pipes are close-on-exec;
     /// the duplicates are not).
     pub fn install(&self) -> std::io::Result<()> {
@@ -95,8 +90,12 @@ impl Stdio {
         Ok(())
     }
 
-    /// In the parent: drops the container's ends and starts copying.
-    pub fn relay(self) -> Relay {
+    /// In the parent: drops the container's ends and starts copying; None when every
+    /// descriptor passed as it is (nothing to copy, no thread).
+    pub fn relay(self) -> Option<Relay> {
+        if self.slots.iter().all(|s| !matches!(s, Slot::Piped { .. })) {
+            return None;
+        }
         let (done_tx, done) = mpsc::channel();
         let mut outputs = 0;
         for (n, s) in self.slots.into_iter().enumerate() {
@@ -123,42 +122,38 @@ impl Stdio {
                 outputs -= 1;
             }
         }
-        Relay { outputs, done }
+        Some(Relay { outputs, done })
     }
 }
 
 /// Our stdin into the container's pipe, until either side ends.
 fn copy_in(pipe: OwnedFd) {
-    let mut out = std::fs::File::from(pipe);
-    let Ok(fd) = dup_std(0) else {
-        return;
-    };
-    let mut input = std::fs::File::from(fd);
-    let mut buf = [0u8; 16384];
-    while let Ok(n) = input.read(&mut buf) {
-        if n == 0 || out.write_all(&buf[..n]).is_err() {
-            break;
-        }
+    if let Ok(fd) = dup_std(0) {
+        pump(std::fs::File::from(fd), std::fs::File::from(pipe));
     }
 }
 
 /// The container's pipe to our descriptor `n` until every writer is gone.
 fn copy_out(pipe: OwnedFd, n: i32) {
-    let mut input = std::fs::File::from(pipe);
-    let Ok(fd) = dup_std(n) else {
-        return;
-    };
-    let mut out = std::fs::File::from(fd);
+    if let Ok(fd) = dup_std(n) {
+        pump(std::fs::File::from(pipe), std::fs::File::from(fd));
+    }
+}
+
+/// Copies `from` to `to` (flushed after each piece) until `from` ends or either fails;
+/// the loop of every relay between a container and the caller (also `tty.rs`'s).
+pub(super) fn pump(mut from: impl Read, mut to: impl Write) {
     let mut buf = [0u8; 16384];
     loop {
-        match input.read(&mut buf) {
+        match from.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => {
-                if out.write_all(&buf[..k]).is_err() {
+                if to.write_all(&buf[..k]).and_then(|_| to.flush()).is_err() {
                     break;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO from a pty master once the container's side is closed.
             Err(_) => break,
         }
     }

@@ -2,11 +2,10 @@
 //! own terminal in raw mode and relays bytes both ways, and passes window size changes on.
 //!
 //! Threads are started only after the container was forked (the launcher forks
-//! single-threaded), and SIGWINCH is blocked only then, so the container never inherits it;
-//! it is blocked before the first relay thread, so every thread inherits the block and the
-//! one waiting for it gets each resize.
+//! single-threaded). SIGWINCH is blocked by the launcher before its first thread
+//! (start.rs), so every thread inherits the block and the one waiting for it gets each
+//! resize; the container's waiter unblocks it for the container (launch.rs).
 
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::thread::JoinHandle;
@@ -88,22 +87,14 @@ pub fn relay(master: OwnedFd, interactive: bool) -> Relay {
         None
     };
     let master = std::sync::Arc::new(master);
-    // Blocked before any thread starts: a thread made earlier would keep it unblocked and
-    // take (and drop) the resizes the waiting thread below is there for.
+    // Already blocked by the launcher before its first thread (start.rs): a thread with
+    // it unblocked would take (and drop) the resizes the waiting thread below is for.
     let winch = crate::sys::process::block_signals(&[libc::SIGWINCH]).is_ok();
     if interactive {
         let m = master.clone();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            let mut input = std::io::stdin();
-            let Ok(fd) = m.as_fd().try_clone_to_owned() else {
-                return;
-            };
-            let mut out = std::fs::File::from(fd);
-            while let Ok(n) = input.read(&mut buf) {
-                if n == 0 || out.write_all(&buf[..n]).is_err() {
-                    break;
-                }
+            if let Ok(fd) = m.as_fd().try_clone_to_owned() {
+                super::stdio::pump(std::io::stdin(), std::fs::File::from(fd));
             }
         });
     }
@@ -116,17 +107,8 @@ pub fn relay(master: OwnedFd, interactive: bool) -> Relay {
         });
     }
     let output = std::thread::spawn(move || {
-        let Ok(fd) = master.as_fd().try_clone_to_owned() else {
-            return;
-        };
-        let mut input = std::fs::File::from(fd);
-        let mut out = std::io::stdout();
-        let mut buf = [0u8; 4096];
-        // EIO once the container's side is closed.
-        while let Ok(n) = input.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
-                break;
-            }
+        if let Ok(fd) = master.as_fd().try_clone_to_owned() {
+            super::stdio::pump(std::fs::File::from(fd), std::io::stdout());
         }
     });
     Relay { saved, output }
