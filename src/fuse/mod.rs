@@ -263,12 +263,16 @@ impl StrataFs {
                 // FUSE_HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID drops
                 // set-id bits here (a chown's are dropped by the upper's own chown).
                 let kill = kill_suidgid && attr.mode.is_none() && attr.size.is_some();
-                let r = core.setattr(ino, fh, attr).and_then(|st| match kill {
-                    true => self
-                        .drop_setid(ino, fh, h, true)
-                        .and_then(|_| core.getattr(ino, fh)),
-                    false => Ok(st),
-                });
+                let setid =
+                    |st: &crate::sys::fs::Stat| st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0;
+                let r = core
+                    .setattr(ino, fh, attr)
+                    .and_then(|st| match kill && setid(&st) {
+                        true => self
+                            .drop_setid(ino, fh, h, true)
+                            .and_then(|_| core.getattr(ino, fh)),
+                        false => Ok(st),
+                    });
                 self.attr("setattr", ino, r, out)
             }
             Op::Readlink => match core.readlink(ino) {

@@ -32,6 +32,16 @@ pub fn setid_to_drop(mode: u32, gid: u32, in_group: &dyn Fn(u32) -> bool) -> u32
     drop
 }
 
+/// Clears mode `bits` of `dir`/`name` where it has any of them.
+fn clear_mode_bits(dir: BorrowedFd<'_>, name: &OsStr, bits: u32) -> FsResult<()> {
+    let st = fs::lstatat(dir, name).ctx(format_args!("stat {name:?}"))?;
+    if st.st_mode & bits == 0 {
+        return Ok(());
+    }
+    fs::fchmodat(dir, name, st.st_mode & 0o7777 & !bits)
+        .ctx(format_args!("clearing set-id bits of {name:?}"))
+}
+
 /// The fields of a setattr request (None = unchanged).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SetAttr {
@@ -276,11 +286,7 @@ impl Overlay {
         let (dir, n, _) = self.locate(&node)?;
         xattr::setxattr(dir.as_fd(), &n, &real, value, flags).ctx("setxattr")?;
         if kill_sgid && name.as_bytes() == b"system.posix_acl_access" {
-            let st = fs::lstatat(dir.as_fd(), &n).ctx(format_args!("stat {n:?}"))?;
-            if st.st_mode & libc::S_ISGID != 0 {
-                fs::fchmodat(dir.as_fd(), &n, st.st_mode & 0o7777 & !libc::S_ISGID)
-                    .ctx(format_args!("clearing setgid of {n:?}"))?;
-            }
+            clear_mode_bits(dir.as_fd(), &n, libc::S_ISGID)?;
         }
         Ok(())
     }
@@ -311,9 +317,7 @@ impl Overlay {
         }
         let node = self.nodes.get(ino)?;
         let (dir, name) = self.attr_target(&node, false)?;
-        let st = fs::lstatat(dir.as_fd(), &name).ctx(format_args!("stat {name:?}"))?;
-        fs::fchmodat(dir.as_fd(), &name, st.st_mode & 0o7777 & !drop)
-            .ctx(format_args!("clearing setuid/setgid of {name:?}"))
+        clear_mode_bits(dir.as_fd(), &name, drop)
     }
 
     /// Removes xattr `name` (copying up first).
