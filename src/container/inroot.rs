@@ -8,9 +8,9 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::sys::file::openat2;
 use crate::sys::fs::{mkdirat, openat};
@@ -132,7 +132,7 @@ pub fn parent(
 
 /// The path through which mount(2) reaches the object `fd` refers to.
 pub fn proc_path(fd: &OwnedFd) -> PathBuf {
-    Path::new("/proc/self/fd").join(fd.as_raw_fd().to_string())
+    crate::sys::fs::proc_fd_path(fd.as_fd())
 }
 
 #[cfg(test)]

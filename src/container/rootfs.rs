@@ -249,6 +249,14 @@ fn target(root: BorrowedFd<'_>, path: &str, make: Make, what: &str) -> Result<Ow
     resolve(root, path, make, Follow::InRoot).map_err(fail(what))
 }
 
+/// `path` inside the root if it is there (masks and read-only paths of what exists only).
+fn existing(root: BorrowedFd<'_>, path: &str, what: &str) -> Result<Option<OwnedFd>, Fail> {
+    match resolve(root, path, Make::Nothing, Follow::InRoot) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        r => r.map(Some).map_err(fail(what)),
+    }
+}
+
 /// Carries out one step below the root `root` (an fd of the rootfs).
 pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
     let none: Option<&str> = None;
@@ -298,9 +306,8 @@ pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
         }
         Step::Mask(m) => {
             let what = format!("masking {m}");
-            let fd = match resolve(root, m, Make::Nothing, Follow::InRoot) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                r => r.map_err(fail(&what))?,
+            let Some(fd) = existing(root, m, &what)? else {
+                return Ok(());
             };
             let is_dir = crate::sys::fs::fstat(fd.as_fd())
                 .map_err(fail(&what))?
@@ -317,9 +324,8 @@ pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
         }
         Step::ReadOnly(m) => {
             let what = format!("making {m} read-only");
-            let fd = match resolve(root, m, Make::Nothing, Follow::InRoot) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                r => r.map_err(fail(&what))?,
+            let Some(fd) = existing(root, m, &what)? else {
+                return Ok(());
             };
             let p = proc_path(&fd);
             mount(Some(&p), &p, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)

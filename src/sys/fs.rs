@@ -247,7 +247,13 @@ pub fn lchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Re
 /// The `/proc/self/fd/N` path of an fd: path-only syscalls reach the object itself through
 /// it (the magic link is followed to the object, never beyond).
 fn fd_path(fd: BorrowedFd<'_>) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+    CString::new(proc_fd_path(fd).into_os_string().into_vec()).unwrap_or_default()
+}
+
+/// `/proc/self/fd/N` of an fd, for the calls that take only a path (mount(2) onto what an
+/// `O_PATH` fd refers to, a file reopened through its fd).
+pub fn proc_fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// `fchmodat(2)` (follows a final symlink, as chmod always does on Linux); an empty name
