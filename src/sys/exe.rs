@@ -119,23 +119,10 @@ pub fn reexec_sealed() -> io::Result<()> {
             CString::new(kv).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
         })
         .collect::<io::Result<_>>()?;
-    let mut argp: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argp.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: null-terminated arrays of valid C strings that outlive the call; the file is
-    // an ELF binary, so its close-on-exec flag doesn't stop the kernel from loading it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            copy.as_raw_fd(),
-            c"".as_ptr(),
-            argp.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(io::Error::last_os_error())
+    // The file is an ELF binary, so its close-on-exec flag doesn't stop the kernel from
+    // loading it (glibc's fexecve is execveat with AT_EMPTY_PATH, which takes an O_PATH fd).
+    let Err(e) = nix::unistd::fexecve(copy.as_raw_fd(), &argv, &env);
+    Err(io::Error::from(e))
 }
 
 /// `PR_SET_DUMPABLE`: a non-dumpable process's /proc files (exe, fds, memory) are closed
