@@ -9,12 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{require_env, strata_bin};
-
-fn kernel_offers_uring() -> bool {
-    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
-        .map(|s| s.trim() == "Y")
-        .unwrap_or(false)
-}
+use crate::uring::kernel_offers_uring;
 
 /// A stack under `base` with a lower file `f`: (mountpoint, mount options).
 fn stack(base: &Path, io_uring: &str) -> (std::path::PathBuf, String) {

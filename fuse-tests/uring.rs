@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::harness::{require_env, Mounted};
 
 /// True when this kernel offers FUSE over io_uring to new connections.
-fn kernel_offers_uring() -> bool {
+pub(crate) fn kernel_offers_uring() -> bool {
     fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
         .map(|s| s.trim() == "Y")
         .unwrap_or(false)
