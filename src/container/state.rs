@@ -468,10 +468,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     }
     // Root's pasta joins the network namespace through a bind (usernet.rs) that a killed
     // launcher leaves behind.
-    let netns = c.dir.join("netns");
-    if crate::sys::mount::is_mountpoint(&netns) {
-        let _ = crate::sys::process::umount(netns.as_os_str(), true);
-    }
+    super::usernet::unbind_netns_in(&c.dir);
     // The state goes first: a writer waiting for the lock then finds the container gone.
     let state = c.dir.join("state.json");
     match std::fs::remove_file(&state) {

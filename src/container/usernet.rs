@@ -128,10 +128,22 @@ impl Drop for UserNet {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.pid_file);
         if let Some(ns) = self.netns.take() {
-            let _ = crate::sys::process::umount(ns.as_os_str(), true);
-            let _ = std::fs::remove_file(&ns);
+            unbind_netns(&ns);
         }
     }
+}
+
+/// Undoes [`bind_netns`] in `scratch` (also what a launcher killed with -9 left).
+pub fn unbind_netns_in(scratch: &Path) {
+    let f = scratch.join("netns");
+    if crate::sys::mount::is_mountpoint(&f) {
+        unbind_netns(&f);
+    }
+}
+
+fn unbind_netns(f: &Path) {
+    let _ = crate::sys::process::umount(f.as_os_str(), true);
+    let _ = std::fs::remove_file(f);
 }
 
 /// For root: the network namespace of `pid` bound on a file in `scratch`. pasta started
@@ -203,8 +215,7 @@ pub fn start(
         Ok(c) => c,
         Err(e) => {
             if let Some(f) = netns {
-                let _ = crate::sys::process::umount(f.as_os_str(), true);
-                let _ = std::fs::remove_file(&f);
+                unbind_netns(&f);
             }
             return Err(ContainerError::Setup(format!("starting pasta: {e}")));
         }
