@@ -320,7 +320,7 @@ fn host_dir(t: &Path) -> PathBuf {
     d
 }
 
-fn assert_untouched(d: &Path) {
+pub(crate) fn assert_untouched(d: &Path) {
     let left: Vec<_> = std::fs::read_dir(d)
         .unwrap()
         .flatten()

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::callers::{with_device_mode, Who};
 use crate::escape::{
-    assert_exe_safe, assert_not_injected, assert_only_stdio, attacker, binary_copy, exe_attack,
-    on_terminal, INJECTED, SELF_EXE_SCRIPT,
+    assert_exe_safe, assert_not_injected, assert_only_stdio, assert_untouched, attacker,
+    binary_copy, exe_attack, on_terminal, INJECTED, SELF_EXE_SCRIPT,
 };
 use crate::harness::strata_bin;
 
@@ -93,10 +93,7 @@ fn rootless_attacks_get_nothing_of_the_host() {
             "{args:?}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert!(
-            std::fs::read_dir(&host).unwrap().next().is_none(),
-            "{args:?} reached the host"
-        );
+        assert_untouched(&host);
     }
     let o = w.ok(&[
         "run",
