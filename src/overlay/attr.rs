@@ -302,18 +302,26 @@ impl Overlay {
         unprivileged: &dyn Fn() -> bool,
         in_group: &dyn Fn(u32) -> bool,
     ) -> FsResult<()> {
-        let shown = self.getattr(ino, fh)?;
-        if shown.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 || !unprivileged() {
-            return Ok(());
-        }
-        let drop = setid_to_drop(shown.st_mode, shown.st_gid, in_group);
-        if drop == 0 {
-            return Ok(());
-        }
+        let to_drop = |mode: u32, gid: u32| match mode & (libc::S_ISUID | libc::S_ISGID) {
+            0 => 0,
+            _ if !unprivileged() => 0,
+            _ => setid_to_drop(mode, gid, in_group),
+        };
+        // Through the handle: the file it writes decides, with one fstat (this runs after
+        // every write of an unprivileged caller).
         if let Some(fd) = fh.and_then(|h| self.writable_fd(h)) {
             let st = fs::fstat(fd.as_fd()).ctx("fstat")?;
+            let drop = to_drop(st.st_mode, self.pres.shown_gid(st.st_gid));
+            if drop == 0 {
+                return Ok(());
+            }
             return fs::fchmod(fd.as_fd(), st.st_mode & 0o7777 & !drop)
                 .ctx("clearing setuid/setgid");
+        }
+        let shown = self.getattr(ino, fh)?;
+        let drop = to_drop(shown.st_mode, shown.st_gid);
+        if drop == 0 {
+            return Ok(());
         }
         let node = self.nodes.get(ino)?;
         let (dir, name) = self.attr_target(&node, false)?;
