@@ -48,6 +48,20 @@ fn walkdir(p: &Path) -> Vec<String> {
     out
 }
 
+/// A tmpfs mounted at `p` (made if missing), unmounted when the guard drops.
+fn mount_tmpfs(p: &Path) -> Mounted {
+    dir(p);
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs at {}", p.display());
+    Mounted {
+        path: p.to_path_buf(),
+    }
+}
+
 /// How many mounts are stacked at `p`.
 fn mounts_at(p: &Path) -> usize {
     use std::os::unix::ffi::OsStrExt;
@@ -126,16 +140,7 @@ fn bad_input_is_refused_cleanly() {
     must_fail(&d, "", "lowerdir");
     // workdir on another filesystem than upperdir
     let tmpfs = b.join("tmpfs");
-    dir(&tmpfs);
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&tmpfs)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let _guard = Mounted {
-        path: tmpfs.clone(),
-    };
+    let _guard = mount_tmpfs(&tmpfs);
     dir(&tmpfs.join("w"));
     must_fail(&d, &stack(&l, &u, &tmpfs.join("w")), "another filesystem");
     // busy mountpoint
@@ -332,14 +337,7 @@ fn a_mount_point_with_odd_bytes_hides_no_other_mount() {
     use std::os::unix::ffi::OsStrExt;
     let t = tempfile::tempdir().unwrap();
     let odd = t.path().join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
-    dir(&odd);
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&odd)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let _m = Mounted { path: odd.clone() };
+    let _m = mount_tmpfs(&odd);
     assert!(strata::sys::mount::is_mountpoint(&odd));
     assert!(strata::sys::mount::is_mountpoint(std::path::Path::new(
         "/proc"
