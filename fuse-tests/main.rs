@@ -14,6 +14,7 @@ mod escape;
 mod escape_rootless;
 mod faults;
 mod habits;
+mod handles;
 mod harness;
 mod images;
 mod killpriv;

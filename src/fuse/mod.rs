@@ -151,6 +151,11 @@ impl StrataFs {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether file handles are served (FUSE_EXPORT_SUPPORT is asked for).
+    pub fn file_handles(&self) -> bool {
+        self.core.file_handles()
+    }
+
     /// True while opens may get passthrough backing files.
     pub fn passthrough(&self) -> bool {
         self.backings.enabled()

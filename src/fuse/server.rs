@@ -229,10 +229,15 @@ fn serve(
         Ok(c) => Arc::new(
             c.with_presentation(opts.presentation.clone())
                 .with_dir_fds(opts.dir_fds)
-                .with_metacopy(opts.metacopy),
+                .with_metacopy(opts.metacopy)
+                .with_file_handles(opts.nfs_export),
         ),
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
+    let saved = saved_handles_path(opts);
+    if let Some(p) = &saved {
+        restore_handles(&core, p);
+    }
     let ttl = Duration::from_secs_f64(opts.timeout_secs);
     // Root of a user namespace mounts by itself too, but passthrough needs the host's root.
     let root = Host::current().root && !opts.namespace_root;
@@ -308,6 +313,43 @@ fn serve(
     let mp = mountpoint.as_os_str().to_os_string();
     let end: session::Fatal =
         Arc::new(move |cause: &str| super::fault::end_session(&mp, direct, cause));
-    session::run(fs, dev, transport, end, ready)
-        .map_err(|e| MountError::Server(format!("serving {}: {e}", mountpoint.display())))
+    let served = session::run(fs, dev, transport, end, ready)
+        .map_err(|e| MountError::Server(format!("serving {}: {e}", mountpoint.display())));
+    if let Some(p) = &saved {
+        if let Err(e) = crate::sys::file::write_atomic(p, &core.saved_file_handles()) {
+            log::warn!("saving file handles to {}: {e}", p.display());
+        }
+    }
+    served
+}
+
+/// Where `nfs_export=on` keeps the file handle table between mounts: in the workdir, beside
+/// the kernel's `work/` and `index/`.
+fn saved_handles_path(opts: &MountOptions) -> Option<PathBuf> {
+    match (&opts.workdir, &opts.upperdir) {
+        (Some(w), Some(_)) if opts.nfs_export => Some(w.join("strata-handles")),
+        _ => None,
+    }
+}
+
+/// Takes back the table the last unmount saved, once: it is removed after reading, so a
+/// server that dies without saving never leaves an outdated one for the next mount.
+fn restore_handles(core: &Overlay, p: &Path) {
+    let data = match std::fs::read(p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            log::warn!("reading file handles from {}: {e}", p.display());
+            return;
+        }
+    };
+    if let Err(e) = core.restore_file_handles(&data) {
+        log::warn!(
+            "{}: {e}; handles from before this mount are stale",
+            p.display()
+        );
+    }
+    if let Err(e) = std::fs::remove_file(p) {
+        log::warn!("removing {}: {e}", p.display());
+    }
 }

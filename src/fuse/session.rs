@@ -80,6 +80,8 @@ enum Asked {
     WithPassthrough,
     /// Where the queues will be registered (`io_uring` on or auto, the kernel offering it).
     WithUring,
+    /// Where file handles are served (`nfs_export` not off).
+    WithExport,
 }
 
 /// A capability strata asks for in INIT, what its grant obliges strata to do, and where
@@ -108,6 +110,7 @@ const CAPABILITIES: &[Capability] = &[
     Capability { flag: init::DONT_MASK, asked: Asked::Always, obligation: "the umask arrives with creates and is applied here", handler: "overlay::dirops::create (Caller.umask)" },
     Capability { flag: init::HANDLE_KILLPRIV_V2, asked: Asked::Always, obligation: "setuid/setgid dropped here: WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID, OPEN_KILL_SUIDGID, chown of a non-directory, and fallocate and copy_file_range by a caller without CAP_FSETID", handler: "file::write, attr::setattr, StrataFs Open, chown (the kernel on the upper, attr::write_override), StrataFs Fallocate/CopyFileRange" },
     Capability { flag: init::SETXATTR_EXT, asked: Asked::Always, obligation: "SETXATTR's struct is 16 bytes; SETXATTR_ACL_KILL_SGID drops setgid", handler: "request::decode, attr::setxattr" },
+    Capability { flag: init::EXPORT_SUPPORT, asked: Asked::WithExport, obligation: "LOOKUP of \".\" by node id finds the object of a file handle even after a forget, with its old generation; \"..\" its parent", handler: "overlay::handles (ghosts in node::ghosts)" },
     Capability { flag: init::PASSTHROUGH, asked: Asked::WithPassthrough, obligation: "one backing file per inode; set-id files never passed through (writes must drop bits)", handler: "fuse::passthrough" },
     Capability { flag: init::OVER_IO_URING, asked: Asked::WithUring, obligation: "queues registered per CPU and answered through their slots", handler: "session::serve_uring" },
 ];
@@ -178,6 +181,7 @@ fn handshake(fs: &StrataFs, dev: &OwnedFd, want_uring: bool) -> io::Result<Negot
                 Asked::Always => true,
                 Asked::WithPassthrough => fs.passthrough(),
                 Asked::WithUring => want_uring,
+                Asked::WithExport => fs.file_handles(),
             })
             .fold(0, |w, c| w | c.flag);
         let granted = want & flags;
@@ -493,6 +497,7 @@ mod tests {
             init::DONT_MASK,
             init::ATOMIC_O_TRUNC,
             init::DO_READDIRPLUS,
+            init::EXPORT_SUPPORT,
         ] {
             assert_ne!(seen & f, 0, "{f:#x} is asked for without an entry");
         }

@@ -314,7 +314,13 @@ impl Overlay {
     }
 
     /// Kernel `lookup`: finds `name` in `parent`, records the node, returns its merged stat.
+    /// "." and ".." come only from a file handle (FUSE_EXPORT_SUPPORT): by node id.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<(u64, Stat)> {
+        match name.as_encoded_bytes() {
+            b"." if self.file_handles() => return self.lookup_by_id(parent),
+            b".." if self.file_handles() => return self.lookup_parent(parent),
+            _ => {}
+        }
         let p = self.nodes.get(parent)?;
         let Some(f) = self.find(&p, name)? else {
             return err(libc::ENOENT);

@@ -13,6 +13,7 @@ pub mod dirops;
 pub mod error;
 pub mod file;
 pub mod format;
+pub mod handles;
 pub mod hardlinks;
 pub mod layers;
 pub mod lookup;

@@ -29,7 +29,9 @@ use super::names::NameIndex;
 use super::readdir::MergedEntry;
 
 mod budget;
+pub mod ghosts;
 pub use budget::FdBudget;
+use ghosts::{Ghost, Ghosts};
 
 /// FUSE node id (and merged `st_ino`) of the root.
 pub const ROOT_INO: u64 = 1;
@@ -195,6 +197,8 @@ pub struct NodeTable {
     fds: FdBudget,
     /// Nodes removed since memory was last given back.
     removed: AtomicU64,
+    /// Where forgotten nodes were, for file handles.
+    pub ghosts: Ghosts,
 }
 
 /// After this many removals, a table at most a quarter full of its capacity shrinks and
@@ -210,6 +214,7 @@ impl NodeTable {
             next_gen: AtomicU64::new(1),
             fds: FdBudget::default(),
             removed: AtomicU64::new(0),
+            ghosts: Ghosts::default(),
         };
         let root = Node::new(ROOT_INO, 0, libc::S_IFDIR, 1, root);
         // The root pins itself, so it is never removed.
@@ -249,7 +254,12 @@ impl NodeTable {
         let node = {
             let entry = self.map.entry(ino).or_insert_with(|| {
                 created = true;
-                let gen = self.next_gen.fetch_add(1, Ordering::Relaxed);
+                // An object back from a forget keeps its generation, so its file handles
+                // still match.
+                let gen = match self.ghosts.take(ino) {
+                    Some(g) if g.kind == kind => g.gen,
+                    _ => self.next_gen.fetch_add(1, Ordering::Relaxed),
+                };
                 Arc::new(Node::new(ino, gen, kind, 0, state.clone()))
             });
             entry.value().lookups.fetch_add(1, Ordering::SeqCst);
@@ -540,6 +550,15 @@ impl NodeTable {
         }
         let (parent, aliases) = {
             let st = n.state().ok()?;
+            if !st.unlinked {
+                let g = Ghost {
+                    gen: n.generation(),
+                    parent: st.parent,
+                    kind: n.kind,
+                    name: st.name.as_os_str().into(),
+                };
+                self.ghosts.record(n.ino, g);
+            }
             (st.parent, st.aliases.clone())
         };
         for a in aliases {

@@ -75,6 +75,11 @@ pub struct MountOptions {
     /// `io_uring=auto|on|off`: serve requests over FUSE io_uring queues where the kernel
     /// offers them (`/sys/module/fuse/parameters/enable_uring`).
     pub io_uring: IoUring,
+    /// `nfs_export=on`: file handles stay valid after the kernel forgot the inode and
+    /// across remounts (the table is saved in the workdir at unmount), as kernel
+    /// overlayfs's `nfs_export=on` with its index. Off by default, as the kernel's: only
+    /// while the kernel holds the inode.
+    pub nfs_export: bool,
     /// `metacopy=on`: chmod, chown, utimes and xattr changes of a lower file copy up its
     /// metadata only; the data follows on the first write (kernel overlayfs's metacopy).
     pub metacopy: bool,
@@ -108,6 +113,7 @@ impl Default for MountOptions {
             passthrough: Passthrough::All,
             dir_fds: None,
             io_uring: IoUring::Auto,
+            nfs_export: false,
             metacopy: false,
             fsname: None,
             remount: false,
@@ -216,14 +222,7 @@ const PASSED_THROUGH: &[&str] = &[
 ];
 
 /// Kernel overlayfs options whose behaviour strata always has (or ignores harmlessly).
-const KERNEL_OPTIONS: &[&str] = &[
-    "index",
-    "redirect_dir",
-    "xino",
-    "nfs_export",
-    "uuid",
-    "verity",
-];
+const KERNEL_OPTIONS: &[&str] = &["index", "redirect_dir", "xino", "uuid", "verity"];
 
 impl MountOptions {
     /// The options for a layer stack given as paths (no string in between, so any byte
@@ -365,6 +364,17 @@ impl MountOptions {
                 }
             }
             "noio_uring" => self.io_uring = IoUring::Off,
+            "nfs_export" => {
+                self.nfs_export = match value {
+                    None | Some("on") => true,
+                    Some("off") => false,
+                    Some(v) => {
+                        return Err(SetupError::Option(format!(
+                            "nfs_export={v}: expected on or off"
+                        )))
+                    }
+                }
+            }
             "fsname" => self.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;
@@ -540,5 +550,18 @@ mod tests {
             IoUring::Off
         );
         assert!(parse("lowerdir=/a,io_uring=maybe").is_err());
+    }
+
+    #[test]
+    fn nfs_export_choices() {
+        let nfs = |s: &str| parse(s).map(|o| o.nfs_export);
+        assert!(!nfs("lowerdir=/a").unwrap());
+        assert!(nfs("lowerdir=/a,nfs_export=on").unwrap());
+        assert!(nfs("lowerdir=/a,nfs_export").unwrap());
+        assert!(!nfs("lowerdir=/a,nfs_export=on,nfs_export=off").unwrap());
+        let e = nfs("lowerdir=/a,nfs_export=sometimes")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nfs_export=sometimes"), "{e}");
     }
 }

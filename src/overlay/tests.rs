@@ -199,3 +199,120 @@ fn read_only_mount_refuses_changes() {
     let fh = ov.open(ino, libc::O_RDONLY, true).unwrap();
     assert_eq!(ov.read(fh, 0, 100).unwrap(), b"lower");
 }
+
+/// Forgets every kernel reference of `ino` (as the kernel does when it drops the inode).
+fn forget_all(ov: &Overlay, ino: u64, lookups: u64) {
+    ov.forget(ino, lookups);
+    assert!(ov.nodes.peek(ino).is_none(), "node {ino} still live");
+}
+
+#[test]
+fn a_file_handle_finds_its_object_after_the_kernel_forgot_it() {
+    let f = Fixture::new();
+    let ov = f.overlay("").with_file_handles(true);
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    let (sub, _) = ov.lookup(dir, OsStr::new("sub")).unwrap();
+    let (b, st) = ov.lookup(sub, OsStr::new("b")).unwrap();
+    let gen = ov.generation(b);
+    let dir_gen = ov.generation(dir);
+    // The kernel forgets the whole chain: the leaf first, then its parents.
+    forget_all(&ov, b, 1);
+    forget_all(&ov, sub, 1);
+    forget_all(&ov, dir, 1);
+    // LOOKUP "." of the handle's node id climbs the ghosts and comes back down.
+    let (again, st2) = ov.lookup(b, OsStr::new(".")).unwrap();
+    assert_eq!((again, st2.st_ino, st2.st_size), (b, b, st.st_size));
+    assert_eq!(
+        ov.generation(b),
+        gen,
+        "the handle's generation still matches"
+    );
+    // The parents made again on the way are pinned by the child, not held by the kernel.
+    ov.forget(b, 1);
+    assert!(ov.nodes.peek(sub).is_none() && ov.nodes.peek(dir).is_none());
+    // ".." of a directory is its parent.
+    let (d2, _) = ov.lookup(sub, OsStr::new(".")).unwrap();
+    assert_eq!(d2, sub);
+    let (p, _) = ov.lookup(sub, OsStr::new("..")).unwrap();
+    assert_eq!(p, dir);
+    assert_eq!(ov.generation(dir), dir_gen);
+    let (r, _) = ov.lookup(ROOT_INO, OsStr::new("..")).unwrap();
+    assert_eq!(r, ROOT_INO);
+}
+
+#[test]
+fn a_handle_of_a_removed_or_replaced_object_is_stale() {
+    let f = Fixture::new();
+    let ov = f.overlay("").with_file_handles(true);
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    let (a, _) = ov.lookup(dir, OsStr::new("a")).unwrap();
+    forget_all(&ov, a, 1);
+    // Removal looks the name up first (the kernel does), so the ghost goes with the name.
+    ov.lookup(dir, OsStr::new("a")).unwrap();
+    ov.unlink(dir, OsStr::new("a")).unwrap();
+    ov.forget(a, 1);
+    assert_eq!(
+        ov.lookup(a, OsStr::new(".")).unwrap_err().errno,
+        libc::ESTALE
+    );
+    // A ghost whose name now holds another object is stale too.
+    let (sub, _) = ov.lookup(dir, OsStr::new("sub")).unwrap();
+    forget_all(&ov, sub, 1);
+    ov.forget(dir, 1);
+    std::fs::rename(
+        f.base.join("lower/dir/sub"),
+        f.base.join("lower/dir/elsewhere"),
+    )
+    .unwrap();
+    std::fs::create_dir(f.base.join("lower/dir/sub")).unwrap();
+    assert_eq!(
+        ov.lookup(sub, OsStr::new(".")).unwrap_err().errno,
+        libc::ESTALE
+    );
+    // Without file handles nothing is kept: the kernel's handle is stale once forgotten.
+    let f2 = Fixture::new();
+    let ov2 = f2.overlay("");
+    let (file, _) = ov2.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    forget_all(&ov2, file, 1);
+    assert_eq!(
+        ov2.lookup(file, OsStr::new(".")).unwrap_err().errno,
+        libc::ESTALE
+    );
+}
+
+#[test]
+fn the_handle_table_saved_at_unmount_serves_the_next_mount() {
+    let f = Fixture::new();
+    let ov = f.overlay("").with_file_handles(true);
+    let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
+    let (a, _) = ov.lookup(dir, OsStr::new("a")).unwrap();
+    // A copied-up file keeps its inode number across the remount too.
+    let (file, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
+    let fh = ov
+        .open(file, libc::O_WRONLY | libc::O_APPEND, false)
+        .unwrap();
+    ov.write(fh, 0, b"+").unwrap();
+    ov.release(fh);
+    let (gen_a, gen_file) = (ov.generation(a), ov.generation(file));
+    let saved = ov.saved_file_handles();
+    drop(ov);
+    let ov = f.overlay("").with_file_handles(true);
+    ov.restore_file_handles(&saved).unwrap();
+    let (again, _) = ov.lookup(a, OsStr::new(".")).unwrap();
+    assert_eq!((again, ov.generation(a)), (a, gen_a));
+    let (again, st) = ov.lookup(file, OsStr::new(".")).unwrap();
+    assert_eq!(
+        (again, st.st_ino, ov.generation(file)),
+        (file, file, gen_file)
+    );
+    // New objects never reuse a saved generation.
+    let (new, _, _) = ov
+        .create(
+            ROOT_INO,
+            OsStr::new("n"),
+            me(),
+            NewObject::Dir { mode: 0o755 },
+        )
+        .unwrap();
+    assert!(ov.generation(new) > gen_a.max(gen_file));
+}

@@ -8,6 +8,7 @@ pub mod exe;
 pub mod file;
 pub mod fs;
 pub mod fuse_dev;
+pub mod handle;
 pub mod mman;
 pub mod mount;
 pub mod net;
