@@ -223,7 +223,9 @@ impl Overlay {
         {
             let mut s = node.state_mut()?;
             s.upper = true;
-            s.upper_fd = Some(ufd.clone());
+            if let Some(d) = s.as_dir_mut() {
+                d.upper_fd = Some(ufd.clone());
+            }
         }
         self.nodes.track_fds(node);
         // A copied-up directory is now merged: its st_nlink changes to 1.
@@ -251,14 +253,14 @@ impl Overlay {
         }
         {
             let st = node.state()?;
-            if st.upper && (!st.metacopy || need == Need::Metadata) {
+            if st.upper && (!st.metacopy() || need == Need::Metadata) {
                 return Ok(());
             }
         }
         let _guard = node.copyup.lock().map_err(lock_err)?;
         let (pino, name) = {
             let st = node.state()?;
-            if st.upper && st.metacopy && need != Need::Metadata {
+            if st.upper && st.metacopy() && need != Need::Metadata {
                 drop(st);
                 return self.complete_metacopy(node, need == Need::Data);
             }
@@ -299,7 +301,9 @@ impl Overlay {
         {
             let mut s = node.state_mut()?;
             s.upper = true;
-            s.metacopy = meta_only;
+            if let Some(f) = s.as_file_mut() {
+                f.metacopy = meta_only;
+            }
         }
         self.name_changed(pino, &name, NameChange::CopiedUp);
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -338,7 +342,9 @@ impl Overlay {
                 Err(e) => return Err(FsError::from(e).ctx(ctx())),
             }
         }
-        node.state_mut()?.metacopy = false;
+        if let Some(f) = node.state_mut()?.as_file_mut() {
+            f.metacopy = false;
+        }
         Ok(())
     }
 

@@ -10,12 +10,12 @@
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{err, FsResult, IoCtx};
 use super::layers::Lay;
-use super::node::{Node, NodeState, ROOT_INO};
+use super::node::{Node, ROOT_INO};
 use super::Overlay;
 use crate::sys::fs;
 
@@ -28,24 +28,24 @@ pub struct DirFds {
     pub lowers: Vec<Arc<OwnedFd>>,
 }
 
-/// True when `st` holds every fd its layers need.
-fn complete(st: &NodeState) -> bool {
-    st.upper == st.upper_fd.is_some() && st.lower_fds.len() == st.lowers.len()
-}
-
 impl Overlay {
     /// The layer dir fds of directory `node`, reopened if the budget closed them.
     pub fn dir_fds(&self, node: &Node) -> FsResult<DirFds> {
         node.touch();
-        let (upper, lowers, paths) = {
+        let (upper, lowers) = {
             let st = node.state()?;
-            if complete(&st) {
+            let Some(d) = st.as_dir() else {
+                return err(libc::ENOTDIR);
+            };
+            if d.fds_complete(st.upper) {
                 return Ok(DirFds {
-                    upper: st.upper_fd.clone(),
-                    lowers: st.lower_fds.clone(),
+                    upper: d.upper_fd.clone(),
+                    lowers: d.lower_fds(),
                 });
             }
-            (st.upper, st.lowers.clone(), st.lower_paths.clone())
+            let lowers: Vec<(Lay, Arc<Path>)> =
+                d.lowers.iter().map(|l| (l.lay, l.path.clone())).collect();
+            (st.upper, lowers)
         };
         let upper_fd = if upper {
             let root = match &self.layers.upper {
@@ -60,7 +60,7 @@ impl Overlay {
             None
         };
         let mut lower_fds = Vec::with_capacity(lowers.len());
-        for (lay, path) in lowers.iter().zip(&paths) {
+        for (lay, path) in &lowers {
             let Lay::Lower(i) = *lay else { continue };
             let Some(layer) = self.layers.lowers.get(i as usize) else {
                 return err(libc::EIO);
@@ -71,13 +71,22 @@ impl Overlay {
         }
         let fds = {
             let mut st = node.state_mut()?;
-            if !complete(&st) && st.upper == upper && st.lowers == lowers {
-                st.upper_fd = upper_fd;
-                st.lower_fds = lower_fds;
+            let upper_now = st.upper;
+            let Some(d) = st.as_dir_mut() else {
+                return err(libc::ENOTDIR);
+            };
+            let same = upper_now == upper
+                && d.lowers.len() == lowers.len()
+                && d.lowers.iter().zip(&lowers).all(|(a, b)| a.lay == b.0);
+            if !d.fds_complete(upper_now) && same {
+                d.upper_fd = upper_fd;
+                for (l, fd) in d.lowers.iter_mut().zip(lower_fds) {
+                    l.fd = Some(fd);
+                }
             }
             DirFds {
-                upper: st.upper_fd.clone(),
-                lowers: st.lower_fds.clone(),
+                upper: d.upper_fd.clone(),
+                lowers: d.lower_fds(),
             }
         };
         self.nodes.track_fds(node);

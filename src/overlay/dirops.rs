@@ -13,7 +13,7 @@ use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
 use super::names::NameChange;
-use super::node::{Node, NodeState};
+use super::node::{DirState, FileState, Node, NodeState};
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -122,7 +122,8 @@ impl Overlay {
         let pfd = self.ensure_upper_dir(&pnode)?;
         let (xwh, merged) = {
             let ps = pnode.state()?;
-            (ps.xwhiteouts & 1 != 0, !ps.lowers.is_empty())
+            let xwh = ps.as_dir().is_some_and(|d| d.xwhiteouts & 1 != 0);
+            (xwh, ps.lower_count() > 0)
         };
         let ust = match fs::lstatat(pfd.as_fd(), name) {
             Ok(s) => Some(s),
@@ -236,16 +237,27 @@ impl Overlay {
         } else {
             None
         };
-        let lower_path = pnode.state()?.lower_path.join(name);
+        let name = name.to_os_string();
+        let state = match upper_fd {
+            Some(upper_fd) => {
+                let lower_path = match pnode.state()?.as_dir() {
+                    Some(d) => d.lower_path.join(&name),
+                    None => return err(libc::ENOTDIR),
+                };
+                let d = DirState {
+                    upper_fd: Some(upper_fd),
+                    lower_path,
+                    opaque,
+                    ..DirState::default()
+                };
+                NodeState::dir(pnode.ino, name, true, d)
+            }
+            None => NodeState::file(pnode.ino, name, true, FileState::default()),
+        };
         Ok(Found {
             ino: self.upper_ino(st.st_ino),
             kind,
-            state: NodeState {
-                upper_fd,
-                lower_path,
-                opaque,
-                ..NodeState::new(pnode.ino, name.to_os_string(), true)
-            },
+            state,
             stat: st,
         })
     }
@@ -311,10 +323,14 @@ impl Overlay {
     pub(super) fn name_in_lowers(&self, parent: &Node, name: &OsStr) -> FsResult<bool> {
         let fds = self.dir_fds(parent)?;
         let mut ps = parent.state()?.clone();
-        ps.upper_fd = None;
         ps.upper = false;
-        ps.names = None;
-        ps.lower_fds = fds.lowers;
+        if let Some(d) = ps.as_dir_mut() {
+            d.upper_fd = None;
+            d.names = None;
+            for (l, fd) in d.lowers.iter_mut().zip(fds.lowers) {
+                l.fd = Some(fd);
+            }
+        }
         let tmp = Node::detached(parent.ino, libc::S_IFDIR, ps);
         Ok(self.find(&tmp, name)?.is_some())
     }
@@ -421,7 +437,7 @@ impl Overlay {
         let whiteout = if !f.state.upper {
             true
         } else {
-            !pnode.state()?.lowers.is_empty() && self.name_in_lowers(&pnode, name)?
+            pnode.state()?.lower_count() > 0 && self.name_in_lowers(&pnode, name)?
         };
         let what = format_args!("remove {name:?}");
         if f.state.upper {

@@ -200,7 +200,7 @@ impl Overlay {
             if let Some(node) = self.nodes.peek(h.ino) {
                 let data_up = {
                     let st = node.state()?;
-                    st.upper && !st.metacopy
+                    st.upper && !st.metacopy()
                 };
                 if data_up {
                     let (dir, name, _) = self.locate(&node)?;
@@ -263,7 +263,7 @@ impl Overlay {
             return false;
         }
         node.state()
-            .map(|s| !s.upper || s.metacopy)
+            .map(|s| !s.upper || s.metacopy())
             .unwrap_or(false)
     }
 

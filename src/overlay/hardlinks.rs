@@ -86,7 +86,7 @@ impl Overlay {
         pfd: &OwnedFd,
         name: &OsStr,
     ) -> FsResult<()> {
-        let aliases = node.state()?.aliases.clone();
+        let aliases = node.state()?.aliases().to_vec();
         for a in aliases {
             if let Some(parent) = self.nodes.peek(a.parent) {
                 self.link_name(node, &parent, &a.name, pfd, name)?;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{err, FsResult, IoCtx};
 use super::format::{is_wh_marker, read_dir_meta, whiteout_at, WhiteoutAt};
 use super::layers::Lay;
-use super::node::{Node, NodeState};
+use super::node::{DirLayer, DirState, FileState, Node, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -210,10 +210,13 @@ impl Overlay {
         if let Some(answer) = self.find_indexed(parent, &fds, name)? {
             return Ok(answer);
         }
-        let ps = parent.state()?.clone();
-        if ps.unlinked {
-            return Ok(None);
-        }
+        let pd = {
+            let ps = parent.state()?;
+            match ps.as_dir() {
+                Some(d) if !ps.unlinked => d.clone(),
+                _ => return Ok(None),
+            }
+        };
         let mut w = Walk {
             top: None,
             upper: false,
@@ -224,7 +227,7 @@ impl Overlay {
             opaque: false,
             xwhiteouts: 0,
             redirect: None,
-            path: ps.lower_path.join(name),
+            path: pd.lower_path.join(name),
             natural: true,
             metacopy: self.metacopy.clone(),
             data_pending: false,
@@ -232,10 +235,10 @@ impl Overlay {
         };
         let mut stop = false;
         if let Some(ufd) = &fds.upper {
-            let xwh = ps.xwhiteouts & 1 != 0;
+            let xwh = pd.xwhiteouts & 1 != 0;
             let at = Path::new("");
             stop = matches!(
-                w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &ps.lower_path, at)?,
+                w.visit(ufd.as_fd(), name, Lay::Upper, xwh, &pd.lower_path, at)?,
                 Step::Stop
             );
             if !w.upper && stop {
@@ -243,7 +246,7 @@ impl Overlay {
             }
         }
         if !stop {
-            self.walk_lowers(&ps, &fds.lowers, name, &mut w)?;
+            self.walk_lowers(&pd, &fds.lowers, name, &mut w)?;
         }
         let Some(top) = w.top else { return Ok(None) };
         let kind = top.st_mode & libc::S_IFMT;
@@ -252,17 +255,32 @@ impl Overlay {
             (false, Some(&l)) => self.layers.xino(l, top.st_ino),
             (false, None) => return Ok(None),
         };
-        let state = NodeState {
-            lowers: w.lowers,
-            upper_fd: w.upper_fd,
-            lower_fds: w.lower_fds,
-            lower_paths: w.lower_paths,
-            lower_path: w.path,
-            opaque: w.opaque,
-            xwhiteouts: w.xwhiteouts,
-            redirect: w.redirect,
-            metacopy: w.data_found,
-            ..NodeState::new(parent.ino, name.to_os_string(), w.upper)
+        let name = name.to_os_string();
+        let state = if kind == libc::S_IFDIR {
+            let lowers = w.lowers.iter().zip(&w.lower_paths).zip(w.lower_fds);
+            let d = DirState {
+                upper_fd: w.upper_fd,
+                lowers: lowers
+                    .map(|((lay, path), fd)| DirLayer {
+                        lay: *lay,
+                        path: path.clone(),
+                        fd: Some(fd),
+                    })
+                    .collect(),
+                lower_path: w.path,
+                opaque: w.opaque,
+                xwhiteouts: w.xwhiteouts,
+                redirect: w.redirect,
+                ..DirState::default()
+            };
+            NodeState::dir(parent.ino, name, w.upper, d)
+        } else {
+            let f = FileState {
+                lower: w.lowers.first().copied(),
+                aliases: Vec::new(),
+                metacopy: w.data_found,
+            };
+            NodeState::file(parent.ino, name, w.upper, f)
         };
         Ok(Some(Found {
             ino,
@@ -272,26 +290,27 @@ impl Overlay {
         }))
     }
 
-    /// Walks the lower layers below `ps` (whose lower dirs are open as `lower_fds`).
+    /// Walks the lower layers below the directory `pd` (whose lower dirs are open as
+    /// `lower_fds`).
     fn walk_lowers(
         &self,
-        ps: &NodeState,
+        pd: &DirState,
         lower_fds: &[Arc<OwnedFd>],
         name: &OsStr,
         w: &mut Walk,
     ) -> FsResult<()> {
         for i in 0..self.layers.lowers.len() {
             let lay = Lay::Lower(i as u16);
-            let xwh = ps.xwhiteouts & lay_bit(lay) != 0;
+            let xwh = pd.xwhiteouts & lay_bit(lay) != 0;
             let step = if w.natural {
-                let Some(pos) = ps.lowers.iter().position(|l| *l == lay) else {
+                let Some(pos) = pd.lowers.iter().position(|l| l.lay == lay) else {
                     continue;
                 };
-                let (Some(dir), Some(ppath)) = (lower_fds.get(pos), ps.lower_paths.get(pos)) else {
+                let Some(dir) = lower_fds.get(pos) else {
                     continue;
                 };
-                let at = ppath.join(name);
-                w.visit(dir.as_fd(), name, lay, xwh, &ps.lower_path, &at)?
+                let at = pd.lowers[pos].path.join(name);
+                w.visit(dir.as_fd(), name, lay, xwh, &pd.lower_path, &at)?
             } else {
                 let (parent_path, leaf) = match (w.path.parent(), w.path.file_name()) {
                     (Some(p), Some(l)) => (p.to_path_buf(), l.to_os_string()),
@@ -393,7 +412,7 @@ impl Overlay {
             if let Some(u) = fds.upper {
                 return Ok((u, OsString::new(), Lay::Upper));
             }
-            let first = node.state()?.lowers.first().copied();
+            let first = node.state()?.first_lower();
             return match (fds.lowers.into_iter().next(), first) {
                 (Some(fd), Some(l)) => Ok((fd, OsString::new(), l)),
                 _ => err(libc::ENOENT),
@@ -405,7 +424,7 @@ impl Overlay {
     /// Where a non-directory's data is: its lower copy while its upper copy holds metadata
     /// only (metacopy), else where [`Overlay::locate`] says.
     pub fn locate_data(&self, node: &Node) -> FsResult<(Arc<OwnedFd>, OsString, Lay)> {
-        let metacopy = !node.is_dir() && node.state()?.metacopy;
+        let metacopy = node.state()?.metacopy();
         if metacopy {
             self.locate_file(node, false)
         } else {
@@ -428,7 +447,7 @@ impl Overlay {
             st.parent,
             st.name.clone(),
             st.upper && upper_first,
-            st.lowers.first().copied(),
+            st.first_lower(),
         );
         drop(st);
         let parent = self.nodes.get(pino)?;
@@ -442,7 +461,7 @@ impl Overlay {
         let Some(lay) = lower else {
             return err(libc::ENOENT);
         };
-        let pos = parent.state()?.lowers.iter().position(|l| *l == lay);
+        let pos = parent.state()?.lower_pos(lay);
         match pos.and_then(|i| fds.lowers.get(i)) {
             Some(fd) => Ok((fd.clone(), name, lay)),
             None => err(libc::ENOENT),

@@ -40,7 +40,7 @@ pub use error::{FsError, FsResult};
 use file::OpenFile;
 use format::read_dir_meta;
 use layers::{Lay, Layers};
-use node::{NodeState, NodeTable, ROOT_INO};
+use node::{DirLayer, DirState, NodeState, NodeTable, ROOT_INO};
 use readdir::DirHandle;
 
 use crate::sys::fs::{self, Stat};
@@ -246,7 +246,8 @@ impl Overlay {
     ) -> Stat {
         st.st_ino = ino;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            let merged = (state.upper && !state.lowers.is_empty()) || state.lowers.len() > 1;
+            let n = state.lower_count();
+            let merged = (state.upper && n > 0) || n > 1;
             if merged {
                 st.st_nlink = 1;
             }
@@ -327,37 +328,41 @@ fn fd_budget(layers: &Layers, fds: Option<usize>) -> node::FdBudget {
 }
 
 fn root_state(layers: &Layers) -> FsResult<NodeState> {
-    let mut st = NodeState::new(ROOT_INO, OsString::new(), layers.upper.is_some());
+    let mut d = DirState::default();
+    let state = |d| NodeState::dir(ROOT_INO, OsString::new(), layers.upper.is_some(), d);
     if let Some(u) = &layers.upper {
         let meta = read_dir_meta(u.root.as_fd(), OsStr::new("")).ctx("reading upperdir root")?;
-        st.upper_fd = Some(Arc::new(dup(&u.root)?));
+        d.upper_fd = Some(Arc::new(dup(&u.root)?));
         if meta.xwhiteouts {
-            st.xwhiteouts |= 1;
+            d.xwhiteouts |= 1;
         }
         if meta.opaque {
-            return Ok(st);
+            return Ok(state(d));
         }
     }
     for (i, l) in layers.lowers.iter().enumerate() {
         let meta = read_dir_meta(l.root.as_fd(), OsStr::new("")).ctx("reading lowerdir root")?;
-        st.lowers.push(Lay::Lower(i as u16));
-        st.lower_fds.push(Arc::new(dup(&l.root)?));
-        st.lower_paths.push(Arc::from(Path::new("")));
+        let lay = Lay::Lower(i as u16);
+        d.lowers.push(DirLayer {
+            lay,
+            path: Arc::from(Path::new("")),
+            fd: Some(Arc::new(dup(&l.root)?)),
+        });
         if meta.xwhiteouts {
-            st.xwhiteouts |= lay_bit(Lay::Lower(i as u16));
+            d.xwhiteouts |= lay_bit(lay);
         }
         if meta.opaque {
             break;
         }
     }
-    Ok(st)
+    Ok(state(d))
 }
 
 fn dup(fd: &OwnedFd) -> FsResult<OwnedFd> {
     fd.try_clone().ctx("dup")
 }
 
-/// Bit for `lay` in `NodeState::xwhiteouts` (layers past 62 never use xattr whiteouts).
+/// Bit for `lay` in `DirState::xwhiteouts` (layers past 62 never use xattr whiteouts).
 pub fn lay_bit(lay: Lay) -> u64 {
     match lay {
         Lay::Upper => 1,

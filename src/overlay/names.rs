@@ -24,7 +24,7 @@ use super::dirfds::DirFds;
 use super::error::FsResult;
 use super::layers::Lay;
 use super::lookup::Found;
-use super::node::{Node, NodeState};
+use super::node::{DirState, FileState, Node, NodeState};
 use super::readdir::MergedEntry;
 use super::Overlay;
 use crate::sys::fs;
@@ -55,10 +55,10 @@ impl NameIndex {
 }
 
 /// Makes the index of a listed directory if it has none yet.
-fn index_listing(st: &mut NodeState) {
-    if st.names.is_none() {
-        if let Some(list) = &st.listing {
-            st.names = Some(Arc::new(NameIndex::of(list)));
+fn index_listing(d: &mut DirState) {
+    if d.names.is_none() {
+        if let Some(list) = &d.listing {
+            d.names = Some(Arc::new(NameIndex::of(list)));
         }
     }
 }
@@ -82,13 +82,14 @@ impl Overlay {
             return;
         };
         let Ok(mut st) = n.state_mut() else { return };
+        let Some(d) = st.as_dir_mut() else { return };
         // A listing being built right now may predate the change: it must not be cached.
-        st.dir_gen = st.dir_gen.wrapping_add(1);
-        index_listing(&mut st);
+        d.gen = d.gen.wrapping_add(1);
+        index_listing(d);
         if change != NameChange::CopiedUp {
-            st.listing = None;
+            d.listing = None;
         }
-        let Some(idx) = st.names.as_mut() else { return };
+        let Some(idx) = d.names.as_mut() else { return };
         let idx = Arc::make_mut(idx);
         match change {
             NameChange::Removed => {
@@ -108,7 +109,10 @@ impl Overlay {
     /// Whether `name` is visible in `parent` as its name index says (None: no index).
     pub(super) fn indexed_visible(&self, parent: &Node, name: &OsStr) -> Option<bool> {
         let st = parent.state().ok()?;
-        st.names.as_ref().map(|idx| idx.get(name).is_some())
+        st.as_dir()?
+            .names
+            .as_ref()
+            .map(|idx| idx.get(name).is_some())
     }
 
     /// Answers a lookup of `name` in `parent` from its name index, if it has one and the
@@ -120,17 +124,20 @@ impl Overlay {
         fds: &DirFds,
         name: &OsStr,
     ) -> FsResult<Option<Option<Found>>> {
-        let merged = |st: &NodeState| st.upper || st.lowers.len() > 1;
         let unindexed = {
             let st = parent.state()?;
-            st.names.is_none() && st.listing.is_some() && merged(&st)
+            let merged = st.upper || st.lower_count() > 1;
+            st.as_dir()
+                .is_some_and(|d| d.names.is_none() && d.listing.is_some() && merged)
         };
         if unindexed {
-            index_listing(&mut *parent.state_mut()?);
+            if let Some(d) = parent.state_mut()?.as_dir_mut() {
+                index_listing(d);
+            }
         }
-        let (lay, pos, lower_path) = {
+        let (lay, pos) = {
             let st = parent.state()?;
-            let Some(idx) = &st.names else {
+            let Some(idx) = st.as_dir().and_then(|d| d.names.as_ref()) else {
                 return Ok(None);
             };
             let lay = match idx.get(name) {
@@ -138,10 +145,10 @@ impl Overlay {
                 Some(Source::Other) => return Ok(None),
                 Some(Source::Lower(l)) => l,
             };
-            let Some(pos) = st.lowers.iter().position(|l| *l == lay) else {
+            let Some(pos) = st.lower_pos(lay) else {
                 return Ok(None);
             };
-            (lay, pos, st.lower_path.join(name))
+            (lay, pos)
         };
         let Some(dir) = fds.lowers.get(pos) else {
             return Ok(None);
@@ -153,11 +160,11 @@ impl Overlay {
         if kind == libc::S_IFDIR {
             return Ok(None);
         }
-        let state = NodeState {
-            lowers: vec![lay],
-            lower_path,
-            ..NodeState::new(parent.ino, name.to_os_string(), false)
+        let f = FileState {
+            lower: Some(lay),
+            ..FileState::default()
         };
+        let state = NodeState::file(parent.ino, name.to_os_string(), false, f);
         Ok(Some(Some(Found {
             ino: self.layers.xino(lay, stat.st_ino),
             kind,

@@ -15,8 +15,7 @@
 //! root (id 1) is never removed.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,14 +23,13 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use dashmap::DashMap;
 
 use super::error::{err, FsError, FsResult};
-use super::layers::Lay;
-use super::names::NameIndex;
-use super::readdir::MergedEntry;
 
 mod budget;
 pub mod ghosts;
+mod state;
 pub use budget::FdBudget;
 use ghosts::{Ghost, Ghosts};
+pub use state::{DirLayer, DirState, FileState, Holds, NodeState};
 
 /// FUSE node id (and merged `st_ino`) of the root.
 pub const ROOT_INO: u64 = 1;
@@ -43,78 +41,6 @@ pub struct Alias {
     pub parent: u64,
     /// Name in the parent.
     pub name: OsString,
-}
-
-/// Where a node's merged object currently lives.
-#[derive(Clone, Debug)]
-pub struct NodeState {
-    /// Parent node id (the root is its own parent).
-    pub parent: u64,
-    /// Name in the parent (empty for the root).
-    pub name: OsString,
-    /// The object exists in the upper dir (at the parent's upper dir + name).
-    pub upper: bool,
-    /// Lower layers holding the object: for a non-dir only the topmost; for a directory
-    /// every layer that merges into it, top first.
-    pub lowers: Vec<Lay>,
-    /// Directories only: `O_PATH` fd of the upper dir, while cached (see `dirfds`).
-    pub upper_fd: Option<Arc<OwnedFd>>,
-    /// Directories only: `O_PATH` fds of the lower dirs, parallel to `lowers`, while cached
-    /// (all or none).
-    pub lower_fds: Vec<Arc<OwnedFd>>,
-    /// Directories only: where each lower dir lives (relative to its layer root), parallel
-    /// to `lowers`, to reopen it.
-    pub lower_paths: Vec<Arc<Path>>,
-    /// Directories only: the path (relative to each layer root) where the lower dirs live;
-    /// differs from the merged path after a redirect.
-    pub lower_path: PathBuf,
-    /// Directories only: upper dir is opaque.
-    pub opaque: bool,
-    /// Directories only: bit i set when layer i (0 = upper, i+1 = lower i) may hold
-    /// xattr whiteouts (`overlay.opaque=x`).
-    pub xwhiteouts: u64,
-    /// Directories only: `overlay.redirect` on the upper dir.
-    pub redirect: Option<OsString>,
-    /// Non-directories: the other names known for the object (hard links), besides
-    /// `parent`/`name`. Each pins its parent.
-    pub aliases: Vec<Alias>,
-    /// The name was removed; only open handles still reach the object.
-    pub unlinked: bool,
-    /// Directories only: merged listing, dropped on any change in the directory.
-    pub listing: Option<Arc<Vec<MergedEntry>>>,
-    /// Directories only: the visible names once listed, kept up to date (`names.rs`).
-    pub names: Option<Arc<NameIndex>>,
-    /// Directories only: bumped on every change, so a listing built concurrently with a
-    /// change is never cached.
-    pub dir_gen: u64,
-    /// A regular file whose upper copy holds its metadata only: the data is still in
-    /// `lowers[0]` (kernel metacopy; the upper carries `overlay.metacopy`).
-    pub metacopy: bool,
-}
-
-impl NodeState {
-    /// The state of `parent`/`name`, in the upper layer or not, in no lower layer yet.
-    pub fn new(parent: u64, name: OsString, upper: bool) -> Self {
-        NodeState {
-            parent,
-            name,
-            upper,
-            lowers: Vec::new(),
-            upper_fd: None,
-            lower_fds: Vec::new(),
-            lower_paths: Vec::new(),
-            lower_path: PathBuf::new(),
-            opaque: false,
-            xwhiteouts: 0,
-            redirect: None,
-            aliases: Vec::new(),
-            unlinked: false,
-            listing: None,
-            names: None,
-            dir_gen: 0,
-            metacopy: false,
-        }
-    }
 }
 
 /// One merged object the kernel holds a reference to.
@@ -285,7 +211,7 @@ impl NodeTable {
     fn renew(&self, old: Arc<Node>, kind: u32, state: NodeState) -> FsResult<Arc<Node>> {
         let (old_parent, old_aliases) = {
             let st = old.state()?;
-            (st.parent, st.aliases.clone())
+            (st.parent, st.aliases().to_vec())
         };
         let new_parent = state.parent;
         let gen = self.next_gen.fetch_add(1, Ordering::Relaxed);
@@ -320,24 +246,13 @@ impl NodeTable {
             if node.is_dir() || same_name || st.unlinked {
                 // A lower-only alias (hard link) must not replace a copied-up location.
                 let keep_upper = st.upper && !state.upper && !st.unlinked;
-                let changed = !same_name
-                    || st.unlinked
-                    || st.upper != state.upper
-                    || st.lowers != state.lowers
-                    || st.opaque != state.opaque
-                    || st.redirect != state.redirect;
+                let changed = !same_name || st.unlinked || !st.same_layers(&state);
                 if !keep_upper && changed {
                     if st.parent != state.parent {
                         pin = Some(state.parent);
                         unpin = Some(st.parent);
                     }
-                    let gen = st.dir_gen.wrapping_add(1);
-                    let aliases = std::mem::take(&mut st.aliases);
-                    *st = state;
-                    st.dir_gen = gen;
-                    if !node.is_dir() {
-                        st.aliases = aliases;
-                    }
+                    st.replace_with(state);
                 }
             } else {
                 // Another name of a non-directory: remember it, and prefer a name that
@@ -346,20 +261,24 @@ impl NodeTable {
                     parent: state.parent,
                     name: state.name.clone(),
                 };
-                if !st.aliases.contains(&alias) {
-                    st.aliases.push(alias.clone());
-                    pin = Some(alias.parent);
+                if let Some(aliases) = st.aliases_mut() {
+                    if !aliases.contains(&alias) {
+                        aliases.push(alias.clone());
+                        pin = Some(alias.parent);
+                    }
                 }
                 if state.upper && !st.upper {
-                    st.aliases.retain(|a| *a != alias);
                     let old = Alias {
                         parent: st.parent,
                         name: st.name.clone(),
                     };
-                    let aliases = std::mem::take(&mut st.aliases);
-                    *st = state;
-                    st.aliases = aliases;
-                    st.aliases.push(old);
+                    if let Some(aliases) = st.aliases_mut() {
+                        aliases.retain(|a| *a != alias);
+                    }
+                    st.replace_with(state);
+                    if let Some(aliases) = st.aliases_mut() {
+                        aliases.push(old);
+                    }
                 }
             }
         }
@@ -385,10 +304,12 @@ impl NodeTable {
                 parent,
                 name: name.to_os_string(),
             };
-            if let Some(i) = st.aliases.iter().position(|a| *a == alias) {
-                st.aliases.swap_remove(i);
-            } else {
-                pin = Some(parent);
+            let known = st.aliases().iter().position(|a| *a == alias);
+            match (known, st.aliases_mut()) {
+                (Some(i), Some(aliases)) => {
+                    aliases.swap_remove(i);
+                }
+                _ => pin = Some(parent),
             }
             let old = Alias {
                 parent: st.parent,
@@ -396,7 +317,9 @@ impl NodeTable {
             };
             st.parent = parent;
             if !st.unlinked {
-                st.aliases.push(old);
+                if let Some(aliases) = st.aliases_mut() {
+                    aliases.push(old);
+                }
             } else {
                 st.unlinked = false;
                 unpin = Some(old.parent);
@@ -422,26 +345,31 @@ impl NodeTable {
             if st.unlinked {
                 return Ok(None);
             }
-            if let Some(i) = st
-                .aliases
+            let known = st
+                .aliases()
                 .iter()
-                .position(|a| a.parent == parent && a.name == name)
-            {
-                st.aliases.remove(i);
+                .position(|a| a.parent == parent && a.name == name);
+            if let (Some(i), Some(aliases)) = (known, st.aliases_mut()) {
+                aliases.remove(i);
                 unpin = Some(parent);
                 None
             } else if st.parent == parent && st.name == name {
-                if st.aliases.is_empty() {
-                    st.unlinked = true;
-                    st.listing = None;
-                    st.names = None;
-                    None
-                } else {
-                    let a = st.aliases.remove(0);
-                    unpin = Some(st.parent);
-                    st.parent = a.parent;
-                    st.name = a.name.clone();
-                    Some(a)
+                let next = st
+                    .aliases_mut()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| a.remove(0));
+                match next {
+                    None => {
+                        st.unlinked = true;
+                        st.drop_listing();
+                        None
+                    }
+                    Some(a) => {
+                        unpin = Some(st.parent);
+                        st.parent = a.parent;
+                        st.name = a.name.clone();
+                        Some(a)
+                    }
                 }
             } else {
                 None
@@ -458,12 +386,7 @@ impl NodeTable {
     ///
     /// [`drop_name`]: NodeTable::drop_name
     pub fn relocated_primary(&self, node: &Node, found: NodeState) -> FsResult<()> {
-        let mut st = node.state_mut()?;
-        let aliases = std::mem::take(&mut st.aliases);
-        let gen = st.dir_gen.wrapping_add(1);
-        *st = found;
-        st.aliases = aliases;
-        st.dir_gen = gen;
+        node.state_mut()?.replace_with(found);
         Ok(())
     }
 
@@ -559,7 +482,7 @@ impl NodeTable {
                 };
                 self.ghosts.record(n.ino, g);
             }
-            (st.parent, st.aliases.clone())
+            (st.parent, st.aliases().to_vec())
         };
         for a in aliases {
             self.unpin(a.parent);

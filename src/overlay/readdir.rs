@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::hash::BuildHasher;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +19,7 @@ use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_chardev_whiteout, is_xattr_whiteout, OPAQUE_MARKER, WH_PREFIX};
 use super::layers::Lay;
 use super::names::Source;
-use super::node::{Node, NodeState};
+use super::node::Node;
 use super::{lay_bit, Overlay};
 use crate::sys::fs;
 
@@ -70,37 +70,45 @@ impl Overlay {
             return err(libc::ENOTDIR);
         }
         let fds = self.dir_fds(node)?;
-        let (mut snapshot, gen) = {
+        let (walk, gen, xwhiteouts) = {
             let st = node.state()?;
-            if let Some(l) = &st.listing {
+            let Some(d) = st.as_dir() else {
+                return err(libc::ENOTDIR);
+            };
+            if let Some(l) = &d.listing {
                 return Ok(l.clone());
             }
-            (st.clone(), st.dir_gen)
+            let mut layers: Vec<(Lay, Arc<OwnedFd>)> = Vec::new();
+            if let Some(u) = fds.upper {
+                layers.push((Lay::Upper, u));
+            }
+            if !(st.upper && d.opaque) {
+                for (l, fd) in d.lowers.iter().zip(fds.lowers) {
+                    layers.push((l.lay, fd));
+                }
+            }
+            (layers, d.gen, d.xwhiteouts)
         };
-        snapshot.upper_fd = fds.upper;
-        snapshot.lower_fds = fds.lowers;
-        let list = Arc::new(self.build_listing(&snapshot)?);
+        let list = Arc::new(self.build_listing(&walk, xwhiteouts)?);
         let mut st = node.state_mut()?;
-        if st.dir_gen == gen {
-            st.listing = Some(list.clone());
+        if let Some(d) = st.as_dir_mut().filter(|d| d.gen == gen) {
+            d.listing = Some(list.clone());
         }
         Ok(list)
     }
 
-    fn build_listing(&self, st: &NodeState) -> FsResult<Vec<MergedEntry>> {
+    /// Merges the entries of `layers` (top first); `xwhiteouts` has bit i set for a layer i
+    /// that may hold xattr whiteouts.
+    fn build_listing(
+        &self,
+        layers: &[(Lay, Arc<OwnedFd>)],
+        xwhiteouts: u64,
+    ) -> FsResult<Vec<MergedEntry>> {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
-        let mut layers: Vec<(Lay, &std::os::fd::OwnedFd)> = Vec::new();
-        if let Some(u) = &st.upper_fd {
-            layers.push((Lay::Upper, u));
-        }
-        if !(st.upper && st.opaque) {
-            for (l, fd) in st.lowers.iter().zip(&st.lower_fds) {
-                layers.push((*l, fd));
-            }
-        }
         for (lay, dir) in layers {
-            let xwh = st.xwhiteouts & lay_bit(lay) != 0;
+            let (lay, dir) = (*lay, dir.as_ref());
+            let xwh = xwhiteouts & lay_bit(lay) != 0;
             let entries = fs::read_dir(dir.as_fd()).ctx(format_args!("readdir {lay:?}"))?;
             // A `.wh.` marker hides its name in the layers below, not in its own layer
             // (where lookup finds the name first), so it takes effect after this layer.
@@ -170,9 +178,8 @@ impl Overlay {
     pub fn invalidate_listing(&self, ino: u64) {
         if let Some(n) = self.nodes.peek(ino) {
             if let Ok(mut st) = n.state_mut() {
-                st.listing = None;
-                st.names = None;
-                st.dir_gen = st.dir_gen.wrapping_add(1);
+                st.drop_listing();
+                st.bump();
             }
         }
     }

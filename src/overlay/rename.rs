@@ -65,15 +65,15 @@ impl Overlay {
         let fds = self.dir_fds(n)?;
         let (ufd, lowers, redirect, lower_path, opaque) = {
             let st = n.state()?;
-            let Some(u) = fds.upper else {
+            let (Some(u), Some(d)) = (fds.upper, st.as_dir()) else {
                 return err(libc::EIO);
             };
             (
                 u,
-                !st.lowers.is_empty(),
-                st.redirect.clone(),
-                st.lower_path.clone(),
-                st.opaque,
+                !d.lowers.is_empty(),
+                d.redirect.clone(),
+                d.lower_path.clone(),
+                d.opaque,
             )
         };
         if lowers {
@@ -92,12 +92,16 @@ impl Overlay {
             let x = self.layers.format.ns.name("redirect");
             xattr::setxattr(ufd.as_fd(), OsStr::new(""), &x, value.as_bytes(), 0)
                 .ctx("set redirect")?;
-            n.state_mut()?.redirect = Some(value);
+            if let Some(d) = n.state_mut()?.as_dir_mut() {
+                d.redirect = Some(value);
+            }
             self.set_impure(&nfd)?;
-        } else if !opaque && !newparent.state()?.lowers.is_empty() {
+        } else if !opaque && newparent.state()?.lower_count() > 0 {
             let x = self.layers.format.ns.name("opaque");
             xattr::setxattr(ufd.as_fd(), OsStr::new(""), &x, b"y", 0).ctx("set opaque")?;
-            n.state_mut()?.opaque = true;
+            if let Some(d) = n.state_mut()?.as_dir_mut() {
+                d.opaque = true;
+            }
         }
         Ok(())
     }
@@ -197,7 +201,7 @@ impl Overlay {
             if let (Some(t), Some(d)) = (&target, &dst) {
                 if t.st_mode & libc::S_IFMT == libc::S_IFDIR && d.state.upper {
                     // Merged-empty, but it may still hold whiteouts of lower entries.
-                    if let Some(fd) = &d.state.upper_fd {
+                    if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
                         remove_contents(fd.as_fd()).ctx("clearing replaced directory")?;
                     }
                 }
@@ -239,7 +243,7 @@ impl Overlay {
             }
             if let Some(d) = &dst {
                 if d.state.upper {
-                    if let Some(fd) = &d.state.upper_fd {
+                    if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
                         if let Ok(s) = fs::fstat(fd.as_fd()) {
                             self.origins.remove(&s.st_ino);
                         }

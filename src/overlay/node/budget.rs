@@ -91,8 +91,9 @@ impl NodeTable {
                 q.push_back(ino);
                 continue;
             };
-            st.upper_fd = None;
-            st.lower_fds.clear();
+            if let Some(d) = st.as_dir_mut() {
+                d.close_fds();
+            }
             drop(st);
             n.fds_counted.store(false, Ordering::Release);
             self.fds.held.fetch_sub(1, Ordering::AcqRel);
