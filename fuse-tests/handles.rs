@@ -184,3 +184,62 @@ fn with_nfs_export_on_handles_survive_a_remount() {
         "without nfs_export=on no handle outlives the mount: {off:#?}"
     );
 }
+
+/// A handle of a file whose known name went while another link in the same directory
+/// remains, and of a file unlinked while open (xfstests generic/426 -u, 467 -k).
+fn links_and_open_unlinked(imp: Impl, base: &Path, extra: &str) -> Vec<String> {
+    let lowers = lower(&base.join(format!("{imp:?}{extra}")));
+    let tag = format!("{imp:?}{extra}-links");
+    let m = mount_stack(imp, base, &lowers, &tag, extra);
+    let root = File::open(&m.path).unwrap();
+    std::fs::write(m.path.join("linked"), "linked").unwrap();
+    std::fs::hard_link(m.path.join("linked"), m.path.join("other")).unwrap();
+    std::fs::write(m.path.join("open"), "open").unwrap();
+    let names = ["linked", "open", "a"];
+    let hs: Vec<FileHandle> = names
+        .iter()
+        .map(|n| name_to_handle_at(root.as_fd(), Path::new(n)).unwrap().0)
+        .collect();
+    let kept = File::open(m.path.join("open")).unwrap();
+    forget_inodes();
+    std::fs::remove_file(m.path.join("linked")).unwrap();
+    std::fs::remove_file(m.path.join("open")).unwrap();
+    // "a" is a lower file whose only name is removed: a whiteout now, its handle stale.
+    std::fs::remove_file(m.path.join("a")).unwrap();
+    forget_inodes();
+    let log = names
+        .iter()
+        .zip(&hs)
+        .map(
+            |(n, h)| match open_by_handle_at(root.as_fd(), h, libc::O_RDONLY) {
+                Ok(fd) => {
+                    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    format!("{n}: {}", std::fs::read_to_string(path).unwrap())
+                }
+                Err(e) => format!("{n}: errno {}", e.raw_os_error().unwrap_or(0)),
+            },
+        )
+        .collect();
+    drop(kept);
+    log
+}
+
+#[test]
+fn handles_follow_other_links_and_reach_files_unlinked_while_open() {
+    require_env();
+    let base = tempfile::tempdir().unwrap();
+    let want = links_and_open_unlinked(Impl::Kernel, base.path(), "");
+    assert_eq!(
+        want,
+        [
+            "linked: linked",
+            "open: open",
+            &format!("a: errno {}", libc::ESTALE)
+        ],
+        "kernel overlayfs"
+    );
+    for imp in [Impl::Strata, Impl::StrataWh] {
+        let got = links_and_open_unlinked(imp, base.path(), ",nfs_export=on");
+        assert_eq!(got, want, "{imp:?} against kernel overlayfs");
+    }
+}

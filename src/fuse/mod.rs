@@ -26,7 +26,7 @@ use std::time::Duration;
 use log::debug;
 
 use crate::overlay::dirops::NewObject;
-use crate::overlay::{Caller, FsError, FsResult, Overlay};
+use crate::overlay::{Caller, Fh, FsError, FsResult, NodeId, Overlay};
 use crate::sys::fs::Stat;
 use abi::{fopen, InHeader, WRITE_KILL_SUIDGID};
 pub use passthrough::Policy;
@@ -169,7 +169,7 @@ impl StrataFs {
     /// FUSE_HANDLE_KILLPRIV_V2's obligation after a change of `ino` by the caller of `h`:
     /// `flagged` when the kernel said the caller lacks CAP_FSETID, else that is looked up
     /// (fallocate and copy_file_range carry no flag).
-    fn drop_setid(&self, ino: u64, fh: Option<u64>, h: &InHeader, flagged: bool) -> FsResult<()> {
+    fn drop_setid(&self, ino: NodeId, fh: Option<Fh>, h: &InHeader, flagged: bool) -> FsResult<()> {
         let unprivileged = || flagged || !may_fsetid(h);
         self.core
             .drop_setid(ino, fh, &unprivileged, &|gid| in_group(h, gid))
@@ -187,7 +187,7 @@ impl StrataFs {
         Answer::Err(errno(e))
     }
 
-    fn entry(&self, op: &str, r: FsResult<(u64, Stat)>, out: &mut Vec<u8>) -> Answer {
+    fn entry(&self, op: &str, r: FsResult<(NodeId, Stat)>, out: &mut Vec<u8>) -> Answer {
         match r {
             Ok((ino, st)) => {
                 let gen = self.core.generation(ino);
@@ -198,7 +198,7 @@ impl StrataFs {
         }
     }
 
-    fn attr(&self, op: &str, ino: u64, r: FsResult<Stat>, out: &mut Vec<u8>) -> Answer {
+    fn attr(&self, op: &str, ino: NodeId, r: FsResult<Stat>, out: &mut Vec<u8>) -> Answer {
         match r {
             Ok(st) => {
                 reply::attr(out, &st, self.attr_ttl(ino));
@@ -217,11 +217,15 @@ impl StrataFs {
             Op::Open { flags, .. } => {
                 let writes =
                     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-                writes && self.core.may_copy_data(h.nodeid, false)
+                writes && self.core.may_copy_data(NodeId(h.nodeid), false)
             }
-            Op::Setattr { attr, .. } => self.core.may_copy_data(h.nodeid, attr.size.is_none()),
-            Op::Setxattr { .. } | Op::Removexattr { .. } => self.core.may_copy_data(h.nodeid, true),
-            Op::Link { oldnodeid, .. } => self.core.may_copy_data(*oldnodeid, false),
+            Op::Setattr { attr, .. } => self
+                .core
+                .may_copy_data(NodeId(h.nodeid), attr.size.is_none()),
+            Op::Setxattr { .. } | Op::Removexattr { .. } => {
+                self.core.may_copy_data(NodeId(h.nodeid), true)
+            }
+            Op::Link { oldnodeid, .. } => self.core.may_copy_data(NodeId(*oldnodeid), false),
             _ => false,
         }
     }
@@ -229,7 +233,7 @@ impl StrataFs {
     /// Serves one request (all but INIT, which the session negotiates): the reply body goes
     /// to `out`.
     pub fn handle(&self, h: &InHeader, op: Op<'_>, out: &mut Vec<u8>) -> Answer {
-        let ino = h.nodeid;
+        let ino = NodeId(h.nodeid);
         let core = &self.core;
         match op {
             Op::Lookup { name } if fault::trips(&Op::Lookup { name }, fault::Injected::Panic) => {
@@ -245,31 +249,32 @@ impl StrataFs {
                 r => self.entry("lookup", r, out),
             },
             Op::Forget { nlookup } => {
-                self.backings.forget(ino);
+                self.backings.forget(ino.0);
                 core.forget(ino, nlookup);
                 Answer::Silent
             }
             Op::BatchForget { nodes } => {
                 for (node, n) in nodes {
                     self.backings.forget(node);
-                    core.forget(node, n);
+                    core.forget(NodeId(node), n);
                 }
                 Answer::Silent
             }
-            Op::Getattr { fh } => self.attr("getattr", ino, core.getattr(ino, fh), out),
+            Op::Getattr { fh } => self.attr("getattr", ino, core.getattr(ino, fh.map(Fh)), out),
             Op::Setattr {
                 fh,
                 attr,
                 kill_suidgid,
             } => {
                 if attr.size.is_some() {
-                    self.backings.data_changed(ino);
+                    self.backings.data_changed(ino.0);
                 }
                 // FUSE_HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID drops
                 // set-id bits here (a chown's are dropped by the upper's own chown).
                 let kill = kill_suidgid && attr.mode.is_none() && attr.size.is_some();
                 let setid =
                     |st: &crate::sys::fs::Stat| st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0;
+                let fh = fh.map(Fh);
                 let r = core
                     .setattr(ino, fh, attr)
                     .and_then(|st| match kill && setid(&st) {
@@ -319,9 +324,12 @@ impl StrataFs {
                 newdir,
                 newname,
                 flags,
-            } => self.done("rename", core.rename(ino, name, newdir, newname, flags)),
+            } => self.done(
+                "rename",
+                core.rename(ino, name, NodeId(newdir), newname, flags),
+            ),
             Op::Link { oldnodeid, name } => {
-                self.entry("link", core.link(oldnodeid, ino, name), out)
+                self.entry("link", core.link(NodeId(oldnodeid), ino, name), out)
             }
             Op::Open {
                 flags,
@@ -357,7 +365,7 @@ impl StrataFs {
                     Err(e) => self.fail("create", &e),
                 }
             }
-            Op::Read { fh, offset, size } => match core.read(fh, offset, size) {
+            Op::Read { fh, offset, size } => match core.read(Fh(fh), offset, size) {
                 Ok(buf) => {
                     out.extend_from_slice(&buf);
                     Answer::Ok
@@ -372,8 +380,8 @@ impl StrataFs {
             } => {
                 // FUSE_HANDLE_KILLPRIV_V2: dropping setuid/setgid on unprivileged writes is ours.
                 let kill = write_flags & WRITE_KILL_SUIDGID != 0;
-                let r = core.write(fh, offset, data).and_then(|n| match kill {
-                    true => self.drop_setid(ino, Some(fh), h, true).map(|_| n),
+                let r = core.write(Fh(fh), offset, data).and_then(|n| match kill {
+                    true => self.drop_setid(ino, Some(Fh(fh)), h, true).map(|_| n),
                     false => Ok(n),
                 });
                 match r {
@@ -387,19 +395,19 @@ impl StrataFs {
             Op::Flush | Op::Access | Op::Destroy => Answer::Ok,
             Op::Release { fh } => {
                 let wrote = self.backings.release(fh);
-                core.release(fh);
+                core.release(Fh(fh));
                 if let Some(ino) = wrote {
                     // Writes through a shared mapping changed times the kernel may have cached.
-                    core.invalidate_attrs(ino);
+                    core.invalidate_attrs(NodeId(ino));
                 }
                 Answer::Ok
             }
-            Op::Fsync { fh, datasync } => self.done("fsync", core.fsync(fh, datasync)),
+            Op::Fsync { fh, datasync } => self.done("fsync", core.fsync(Fh(fh), datasync)),
             Op::Opendir => match core.opendir(ino) {
                 Ok(fh) => {
                     // Offsets mean the same in every snapshot (readdir.rs), so the kernel may
                     // keep the entries it read until the directory changes through this mount.
-                    reply::open(out, fh, fopen::CACHE_DIR | fopen::KEEP_CACHE, None);
+                    reply::open(out, fh.0, fopen::CACHE_DIR | fopen::KEEP_CACHE, None);
                     Answer::Ok
                 }
                 Err(e) => self.fail("opendir", &e),
@@ -411,7 +419,7 @@ impl StrataFs {
                 plus,
             } => self.readdir(ino, fh, offset, size, plus, out),
             Op::Releasedir { fh } => {
-                core.releasedir(fh);
+                core.releasedir(Fh(fh));
                 Answer::Ok
             }
             Op::Fsyncdir => self.done("fsyncdir", core.sync_upper()),
@@ -447,13 +455,13 @@ impl StrataFs {
                 mode,
             } => {
                 // No flag says who asks: a caller without CAP_FSETID drops set-id bits.
-                let r = core.fallocate(fh, mode, offset, length);
+                let r = core.fallocate(Fh(fh), mode, offset, length);
                 self.done(
                     "fallocate",
-                    r.and_then(|_| self.drop_setid(ino, Some(fh), h, false)),
+                    r.and_then(|_| self.drop_setid(ino, Some(Fh(fh)), h, false)),
                 )
             }
-            Op::Lseek { fh, offset, whence } => match core.lseek(fh, offset, whence) {
+            Op::Lseek { fh, offset, whence } => match core.lseek(Fh(fh), offset, whence) {
                 Ok(o) => {
                     abi::Put::u64(out, o as u64);
                     Answer::Ok
@@ -467,10 +475,11 @@ impl StrataFs {
                 off_out,
                 len,
             } => match core
-                .copy_file_range(fh_in, off_in, fh_out, off_out, len.min(1 << 30))
+                .copy_file_range(Fh(fh_in), off_in, Fh(fh_out), off_out, len.min(1 << 30))
                 .and_then(|n| {
-                    let out_ino = core.handle_ino(fh_out)?;
-                    self.drop_setid(out_ino, Some(fh_out), h, false).map(|_| n)
+                    let out_ino = core.handle_ino(Fh(fh_out))?;
+                    self.drop_setid(out_ino, Some(Fh(fh_out)), h, false)
+                        .map(|_| n)
                 }) {
                 Ok(n) => {
                     reply::written(out, n as u32);
@@ -485,8 +494,8 @@ impl StrataFs {
 
     fn open(
         &self,
-        ino: u64,
-        fh: u64,
+        ino: NodeId,
+        fh: Fh,
         writable: bool,
         new_mode: Option<u32>,
         out: &mut Vec<u8>,
@@ -495,7 +504,7 @@ impl StrataFs {
         let answer = OpenAnswer {
             dev: &self.dev,
             out,
-            fh,
+            fh: fh.0,
             refused: &mut refused,
         };
         self.answer_open(ino, fh, writable, new_mode, answer);
@@ -507,14 +516,14 @@ impl StrataFs {
 
     fn readdir(
         &self,
-        ino: u64,
+        ino: NodeId,
         fh: u64,
         offset: u64,
         size: u32,
         plus: bool,
         out: &mut Vec<u8>,
     ) -> Answer {
-        let (entries, start) = match self.core.readdir(fh, offset) {
+        let (entries, start) = match self.core.readdir(Fh(fh), offset) {
             Ok(r) => r,
             Err(e) => return self.fail("readdir", &e),
         };

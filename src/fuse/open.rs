@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use super::passthrough::OpenReply;
 use super::StrataFs;
+use crate::overlay::{Fh, NodeId};
 
 impl StrataFs {
     /// Answers an open or create; `new_mode` is the mode of a file just created, whose
     /// handle (opened read-write) then serves as its backing file.
     pub(super) fn answer_open<R: OpenReply>(
         &self,
-        ino: u64,
-        fh: u64,
+        ino: NodeId,
+        fh: Fh,
         writable: bool,
         new_mode: Option<u32>,
         reply: R,
@@ -44,8 +45,8 @@ impl StrataFs {
             }
         };
         let accepted = self.backings.answer(
-            ino,
-            fh,
+            ino.0,
+            fh.0,
             upper,
             writable,
             allow_backing,
@@ -59,8 +60,8 @@ impl StrataFs {
     }
 
     /// How long the kernel may cache `ino`'s attributes.
-    pub(super) fn attr_ttl(&self, ino: u64) -> Duration {
-        if self.backings.attrs_volatile(ino) {
+    pub(super) fn attr_ttl(&self, ino: NodeId) -> Duration {
+        if self.backings.attrs_volatile(ino.0) {
             Duration::ZERO
         } else {
             self.ttl

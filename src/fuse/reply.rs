@@ -158,10 +158,10 @@ impl<'a> DirBuf<'a> {
 pub struct KernelInvalidator(pub Arc<OwnedFd>);
 
 impl crate::overlay::Invalidate for KernelInvalidator {
-    fn attrs(&self, ino: u64) {
+    fn attrs(&self, ino: crate::overlay::NodeId) {
         // Offset -1: attributes only, the page cache stays.
         let mut msg = out_header(16 + 24, NOTIFY_INVAL_INODE, 0).to_vec();
-        msg.u64(ino).u64(-1i64 as u64).u64(0);
+        msg.u64(ino.0).u64(-1i64 as u64).u64(0);
         match nix::unistd::write(self.0.as_fd(), &msg) {
             Ok(_) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => debug!("inval_inode {ino}: {e}"),

@@ -11,8 +11,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::error::{err, FsResult, IoCtx};
-use super::node::Node;
+use super::node::{Node, NodeId};
 use super::present::{is_override_name, override_value, parse_override, OverrideXattr};
+use super::Fh;
 use super::Overlay;
 use crate::sys::fs::{self, Stat, TimeSpec};
 use crate::sys::xattr;
@@ -61,7 +62,7 @@ pub struct SetAttr {
 
 impl Overlay {
     /// Merged stat of `ino`; through the open file when `fh` is given (fstat).
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Stat> {
+    pub fn getattr(&self, ino: NodeId, fh: Option<Fh>) -> FsResult<Stat> {
         let node = self.nodes.get(ino)?;
         // A handle still on a lower file (opened before a copy-up, or reading the data of
         // a metadata-only copy) has stale metadata: the upper copy answers then.
@@ -111,7 +112,7 @@ impl Overlay {
     }
 
     /// Applies `a` (copying up first) and returns the new merged stat.
-    pub fn setattr(&self, ino: u64, fh: Option<u64>, a: SetAttr) -> FsResult<Stat> {
+    pub fn setattr(&self, ino: NodeId, fh: Option<Fh>, a: SetAttr) -> FsResult<Stat> {
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
         if let Some(size) = a.size {
@@ -211,7 +212,7 @@ impl Overlay {
     }
 
     /// Target of a symlink.
-    pub fn readlink(&self, ino: u64) -> FsResult<OsString> {
+    pub fn readlink(&self, ino: NodeId) -> FsResult<OsString> {
         let node = self.nodes.get(ino)?;
         if node.kind != libc::S_IFLNK {
             return err(libc::EINVAL);
@@ -237,7 +238,7 @@ impl Overlay {
     }
 
     /// Value of xattr `name`.
-    pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+    pub fn getxattr(&self, ino: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
         self.xattr_allowed(Some(name), libc::ENODATA)?;
         let node = self.nodes.get(ino)?;
         let real = self.layers.format.to_disk(name);
@@ -249,7 +250,7 @@ impl Overlay {
     }
 
     /// NUL-terminated names of the visible xattrs.
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn listxattr(&self, ino: NodeId) -> FsResult<Vec<u8>> {
         self.xattr_allowed(None, libc::ENODATA)?;
         let node = self.nodes.get(ino)?;
         let (dir, n, _) = self.locate(&node)?;
@@ -272,7 +273,7 @@ impl Overlay {
     /// drops it for a local setfacl.
     pub fn setxattr(
         &self,
-        ino: u64,
+        ino: NodeId,
         name: &OsStr,
         value: &[u8],
         flags: i32,
@@ -297,8 +298,8 @@ impl Overlay {
     /// the node's upper copy.
     pub fn drop_setid(
         &self,
-        ino: u64,
-        fh: Option<u64>,
+        ino: NodeId,
+        fh: Option<Fh>,
         unprivileged: &dyn Fn() -> bool,
         in_group: &dyn Fn(u32) -> bool,
     ) -> FsResult<()> {
@@ -329,7 +330,7 @@ impl Overlay {
     }
 
     /// Removes xattr `name` (copying up first).
-    pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+    pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> FsResult<()> {
         self.xattr_allowed(Some(name), libc::ENODATA)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;

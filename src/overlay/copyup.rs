@@ -219,7 +219,7 @@ impl Overlay {
         // merged st_ino is not its upper inode.
         self.set_impure(&pfd)?;
         let real = fs::fstat(ufd.as_fd()).ctx("stat copied-up dir")?;
-        self.origins.insert(real.st_ino, node.ino);
+        self.origins.insert(real.st_ino, node.ino.0);
         {
             let mut s = node.state_mut()?;
             s.upper = true;
@@ -297,7 +297,7 @@ impl Overlay {
             return Err(FsError::from(e).ctx(format_args!("copy-up of {name:?}")));
         }
         let real = fs::lstatat(pfd.as_fd(), &name).ctx("stat copied-up file")?;
-        self.origins.insert(real.st_ino, node.ino);
+        self.origins.insert(real.st_ino, node.ino.0);
         {
             let mut s = node.state_mut()?;
             s.upper = true;

@@ -13,7 +13,7 @@ use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
 use super::names::NameChange;
-use super::node::{DirState, FileState, Node, NodeState};
+use super::node::{DirState, FileState, Node, NodeId, NodeState};
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -109,11 +109,11 @@ impl Overlay {
     /// the open fd for a new regular file.
     pub fn create(
         &self,
-        parent: u64,
+        parent: NodeId,
         name: &OsStr,
         caller: Caller,
         obj: NewObject<'_>,
-    ) -> FsResult<(u64, Stat, Option<OwnedFd>)> {
+    ) -> FsResult<(NodeId, Stat, Option<OwnedFd>)> {
         self.check_writable()?;
         if is_wh_marker(name) {
             return err(libc::EINVAL);
@@ -255,7 +255,7 @@ impl Overlay {
             None => NodeState::file(pnode.ino, name, true, FileState::default()),
         };
         Ok(Found {
-            ino: self.upper_ino(st.st_ino),
+            ino: NodeId(self.upper_ino(st.st_ino)),
             kind,
             state,
             stat: st,
@@ -299,7 +299,12 @@ impl Overlay {
     }
 
     /// Hard link: copies the object up once, then links the upper object.
-    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<(u64, Stat)> {
+    pub fn link(
+        &self,
+        ino: NodeId,
+        newparent: NodeId,
+        newname: &OsStr,
+    ) -> FsResult<(NodeId, Stat)> {
         let node = self.nodes.get(ino)?;
         if node.is_dir() {
             return err(libc::EPERM);
@@ -394,16 +399,16 @@ impl Overlay {
     }
 
     /// unlink(2) in the merged view.
-    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+    pub fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
         self.remove(parent, name, false)
     }
 
     /// rmdir(2) in the merged view.
-    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+    pub fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
         self.remove(parent, name, true)
     }
 
-    fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> FsResult<()> {
+    fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> FsResult<()> {
         self.check_writable()?;
         let pnode = self.nodes.get(parent)?;
         let Some(mut f) = self.find(&pnode, name)? else {
@@ -440,11 +445,13 @@ impl Overlay {
             pnode.state()?.lower_count() > 0 && self.name_in_lowers(&pnode, name)?
         };
         let what = format_args!("remove {name:?}");
+        let mut other_links = false;
         if f.state.upper {
             let ust = fs::lstatat(pfd.as_fd(), name).ctx(what)?;
             if is_dir || ust.st_nlink <= 1 {
                 self.origins.remove(&ust.st_ino);
             }
+            other_links = !is_dir && ust.st_nlink > 1;
             self.remove_upper(pfd.as_fd(), name, is_dir, whiteout)
                 .ctx(what)?;
         } else {
@@ -452,13 +459,38 @@ impl Overlay {
         }
         self.name_changed(parent, name, NameChange::Removed);
         self.mark_unlinked(f.ino, parent, name)?;
+        if other_links && self.file_handles() {
+            self.adopt_other_link(f.ino, &pnode)?;
+        }
+        Ok(())
+    }
+
+    /// A hard-linked object lost the only name its node knew while other names remain: a
+    /// name of it in the same directory, if any, becomes the node's, so a file handle still
+    /// finds the object after the kernel forgot it (kernel overlayfs finds it through its
+    /// index; names in other directories are not searched).
+    fn adopt_other_link(&self, ino: NodeId, pnode: &Node) -> FsResult<()> {
+        let Some(n) = self.nodes.peek(ino) else {
+            return Ok(());
+        };
+        if !n.state()?.unlinked {
+            return Ok(());
+        }
+        for e in self.listing(pnode)?.iter() {
+            if e.ino != ino.0 || e.kind == libc::S_IFDIR {
+                continue;
+            }
+            if let Some(found) = self.find(pnode, &e.name)?.filter(|f| f.ino == ino) {
+                return self.nodes.relocated_primary(&n, found.state);
+            }
+        }
         Ok(())
     }
 
     /// Records that `parent`/`name` no longer names the object with merged inode `ino`:
     /// it stays reachable through another known name (hard link), else only through its
     /// open handles.
-    pub(super) fn mark_unlinked(&self, ino: u64, parent: u64, name: &OsStr) -> FsResult<()> {
+    pub(super) fn mark_unlinked(&self, ino: NodeId, parent: NodeId, name: &OsStr) -> FsResult<()> {
         let Some(n) = self.nodes.peek(ino) else {
             return Ok(());
         };

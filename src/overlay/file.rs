@@ -14,13 +14,14 @@ use std::sync::{Arc, RwLock};
 
 use super::dirops::NewObject;
 use super::error::{err, FsError, FsResult, IoCtx};
-use super::{Caller, Overlay};
+use super::node::NodeId;
+use super::{Caller, Fh, Overlay};
 use crate::sys::fs::{self, Stat};
 
 /// An open regular file.
 #[derive(Debug)]
 pub struct OpenFile {
-    ino: u64,
+    ino: NodeId,
     fd: RwLock<RealFd>,
     on_upper: AtomicBool,
     writable: bool,
@@ -72,7 +73,7 @@ impl OpenFile {
 }
 
 impl Overlay {
-    fn insert_file(&self, ino: u64, fd: RealFd, on_upper: bool, writable: bool) -> u64 {
+    fn insert_file(&self, ino: NodeId, fd: RealFd, on_upper: bool, writable: bool) -> Fh {
         let fh = self.handle_id();
         self.files.insert(
             fh,
@@ -86,7 +87,7 @@ impl Overlay {
         fh
     }
 
-    fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+    fn handle(&self, fh: Fh) -> FsResult<Arc<OpenFile>> {
         match self.files.get(&fh) {
             Some(h) => Ok(h.clone()),
             None => err(libc::EBADF),
@@ -94,12 +95,12 @@ impl Overlay {
     }
 
     /// The current fd of handle `fh`, if it exists.
-    pub fn file_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+    pub fn file_fd(&self, fh: Fh) -> Option<Arc<OwnedFd>> {
         self.handle(fh).ok().and_then(|h| h.fd().ok())
     }
 
     /// True if handle `fh` reads and writes the upper copy.
-    pub fn handle_on_upper(&self, fh: u64) -> bool {
+    pub fn handle_on_upper(&self, fh: Fh) -> bool {
         self.handle(fh)
             .map(|h| h.on_upper.load(Ordering::Acquire))
             .unwrap_or(false)
@@ -108,7 +109,7 @@ impl Overlay {
     /// Opens the real file of `ino` to serve as its passthrough backing file: read-write on
     /// the upper layer (shared by readers and writers), read-only on a lower one (also
     /// while the upper copy holds metadata only).
-    pub fn backing_file(&self, ino: u64) -> FsResult<OwnedFd> {
+    pub fn backing_file(&self, ino: NodeId) -> FsResult<OwnedFd> {
         let node = self.nodes.get(ino)?;
         let (dir, name, lay) = self.locate_data(&node)?;
         let flags = if lay == super::layers::Lay::Upper {
@@ -120,7 +121,7 @@ impl Overlay {
     }
 
     /// Any open fd of inode `ino` (for an unlinked file only its handles reach it).
-    pub(super) fn open_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+    pub(super) fn open_fd_of(&self, ino: NodeId) -> Option<Arc<OwnedFd>> {
         self.files
             .iter()
             .find(|h| h.ino == ino)
@@ -128,15 +129,40 @@ impl Overlay {
     }
 
     /// An open fd of inode `ino` on its upper copy.
-    pub(super) fn upper_fd_of(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+    pub(super) fn upper_fd_of(&self, ino: NodeId) -> Option<Arc<OwnedFd>> {
         self.files
             .iter()
             .find(|h| h.ino == ino && h.on_upper.load(Ordering::Acquire))
             .and_then(|h| h.fd().ok())
     }
 
+    /// Opens a file whose every name is gone through one of its open handles (a file
+    /// handle, `open_by_handle_at`, reaches it while the kernel holds the inode). Writing
+    /// needs a handle on the upper copy: an unlinked lower file can't be copied up.
+    fn reopen_unlinked(&self, ino: NodeId, flags: i32, writes: bool) -> FsResult<Fh> {
+        if writes {
+            self.check_writable()?;
+        }
+        let held = self
+            .files
+            .iter()
+            .filter(|h| h.ino == ino)
+            .map(|h| (h.on_upper.load(Ordering::Acquire), h.fd()))
+            .max_by_key(|(up, _)| *up);
+        let (on_upper, fd) = match held {
+            Some((up, Ok(fd))) if up || !writes => (up, fd),
+            Some((_, Err(e))) => return Err(e),
+            _ => return err(libc::ENOENT),
+        };
+        // Through /proc/self/fd, which is a (magic) link: no O_NOFOLLOW.
+        let flags = flags & PASSED_FLAGS;
+        let fd = fs::reopen_at(fd.as_fd(), OsStr::new(""), flags).ctx("reopen unlinked file")?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        Ok(self.insert_file(ino, RealFd::Open(Arc::new(fd)), on_upper, writable))
+    }
+
     /// The fd of handle `fh` if it was opened for writing.
-    pub(super) fn writable_fd(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+    pub(super) fn writable_fd(&self, fh: Fh) -> Option<Arc<OwnedFd>> {
         let h = self.handle(fh).ok()?;
         if h.writable {
             h.fd().ok()
@@ -148,13 +174,16 @@ impl Overlay {
     /// Opens `ino`; writing or O_TRUNC copies it up first (O_TRUNC without its data).
     /// `defer`: the kernel will likely read a lower file through a backing file, so a
     /// read-only handle on one opens its real file only if a request needs it.
-    pub fn open(&self, ino: u64, flags: i32, defer: bool) -> FsResult<u64> {
+    pub fn open(&self, ino: NodeId, flags: i32, defer: bool) -> FsResult<Fh> {
         let node = self.nodes.get(ino)?;
         if node.is_dir() {
             return err(libc::EISDIR);
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = flags & libc::O_TRUNC != 0;
+        if node.state()?.unlinked {
+            return self.reopen_unlinked(ino, flags, writable || trunc);
+        }
         if writable || trunc {
             self.check_writable()?;
             self.copy_up(&node, !trunc)?;
@@ -175,12 +204,12 @@ impl Overlay {
     /// Creates and opens a regular file: (ino, stat, handle).
     pub fn create_open(
         &self,
-        parent: u64,
+        parent: NodeId,
         name: &OsStr,
         caller: Caller,
         mode: u32,
         flags: i32,
-    ) -> FsResult<(u64, Stat, u64)> {
+    ) -> FsResult<(NodeId, Stat, Fh)> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         // Read-write whatever the caller asked (the kernel enforces its access mode), so the
         // handle can also serve as the new file's passthrough backing file.
@@ -218,7 +247,7 @@ impl Overlay {
     }
 
     /// Reads up to `size` bytes at `offset`.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         let fd = self.read_fd(&h)?;
         let mut buf = vec![0u8; size as usize];
@@ -228,7 +257,7 @@ impl Overlay {
     }
 
     /// Writes `data` at `offset` (appends on an O_APPEND handle).
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<usize> {
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<usize> {
         let h = self.handle(fh)?;
         if !h.writable {
             return err(libc::EBADF);
@@ -238,13 +267,13 @@ impl Overlay {
     }
 
     /// The node an open handle is of.
-    pub fn handle_ino(&self, fh: u64) -> FsResult<u64> {
+    pub fn handle_ino(&self, fh: Fh) -> FsResult<NodeId> {
         Ok(self.handle(fh)?.ino)
     }
 
     /// True if `ino` is setuid or setgid: writes to it must come through the daemon, which
     /// clears those bits for unprivileged writers.
-    pub fn is_setid(&self, ino: u64) -> bool {
+    pub fn is_setid(&self, ino: NodeId) -> bool {
         self.nodes
             .get(ino)
             .and_then(|n| self.stat_node(&n))
@@ -255,7 +284,7 @@ impl Overlay {
     /// True when changing `ino` may copy file data up (a regular file whose data is still
     /// in a lower layer); `meta_only` changes copy no data under `metacopy=on`. Such requests
     /// may take milliseconds (the copy is synced), so transports keep them off shared paths.
-    pub fn may_copy_data(&self, ino: u64, meta_only: bool) -> bool {
+    pub fn may_copy_data(&self, ino: NodeId, meta_only: bool) -> bool {
         let Ok(node) = self.nodes.get(ino) else {
             return false;
         };
@@ -268,18 +297,18 @@ impl Overlay {
     }
 
     /// Closes a file handle.
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: Fh) {
         self.files.remove(&fh);
     }
 
     /// fsync/fdatasync of an open file.
-    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+    pub fn fsync(&self, fh: Fh, datasync: bool) -> FsResult<()> {
         let fd = self.handle(fh)?.fd()?;
         fs::fsync(fd.as_fd(), datasync).ctx("fsync")
     }
 
     /// fallocate(2) on an open file.
-    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> FsResult<()> {
+    pub fn fallocate(&self, fh: Fh, mode: i32, offset: u64, len: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
         if !h.writable {
             return err(libc::EBADF);
@@ -288,7 +317,7 @@ impl Overlay {
     }
 
     /// lseek(2) for SEEK_DATA/SEEK_HOLE (plain seeks are handled by the kernel).
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> FsResult<i64> {
+    pub fn lseek(&self, fh: Fh, offset: i64, whence: i32) -> FsResult<i64> {
         let h = self.handle(fh)?;
         let fd = self.read_fd(&h)?;
         fs::lseek(fd.as_fd(), offset, whence).ctx("lseek")
@@ -297,9 +326,9 @@ impl Overlay {
     /// copy_file_range(2) between two open files of this mount.
     pub fn copy_file_range(
         &self,
-        fh_in: u64,
+        fh_in: Fh,
         off_in: u64,
-        fh_out: u64,
+        fh_out: Fh,
         off_out: u64,
         len: u64,
     ) -> FsResult<usize> {

@@ -10,7 +10,7 @@
 use std::io;
 
 use super::error::{err, FsResult};
-use super::node::{ghosts, ROOT_INO};
+use super::node::{ghosts, NodeId, ROOT_INO};
 use super::Overlay;
 use crate::sys::fs::Stat;
 
@@ -32,7 +32,7 @@ impl Overlay {
     }
 
     /// LOOKUP of "." in `ino`: the object a file handle names, with one kernel reference.
-    pub fn lookup_by_id(&self, ino: u64) -> FsResult<(u64, Stat)> {
+    pub fn lookup_by_id(&self, ino: NodeId) -> FsResult<(NodeId, Stat)> {
         if let Ok(n) = self.nodes.hold(ino) {
             let unlinked = n.state().map_or(true, |s| s.unlinked);
             let r = match unlinked {
@@ -89,7 +89,7 @@ impl Overlay {
     }
 
     /// LOOKUP of ".." in the directory `ino`: its parent, with one kernel reference.
-    pub fn lookup_parent(&self, ino: u64) -> FsResult<(u64, Stat)> {
+    pub fn lookup_parent(&self, ino: NodeId) -> FsResult<(NodeId, Stat)> {
         let parent = match self.nodes.peek(ino) {
             _ if ino == ROOT_INO => ROOT_INO,
             Some(n) => {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{FsError, FsResult, IoCtx};
 use super::layers::Lay;
-use super::node::{Node, ROOT_INO};
+use super::node::{Node, NodeId, ROOT_INO};
 use super::Overlay;
 use crate::sys::fs;
 
@@ -117,7 +117,7 @@ impl Overlay {
             return Ok(());
         };
         let mut held = Vec::new();
-        let walked = (|| -> FsResult<Option<u64>> {
+        let walked = (|| -> FsResult<Option<NodeId>> {
             let mut cur = ROOT_INO;
             for c in dirs {
                 match self.lookup(cur, c) {

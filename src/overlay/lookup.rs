@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{err, FsResult, IoCtx};
 use super::format::{is_wh_marker, read_dir_meta, whiteout_at, WhiteoutAt};
 use super::layers::Lay;
-use super::node::{DirLayer, DirState, FileState, Node, NodeState};
+use super::node::{DirLayer, DirState, FileState, Node, NodeId, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -22,7 +22,7 @@ use crate::sys::xattr;
 #[derive(Debug)]
 pub struct Found {
     /// Merged inode.
-    pub ino: u64,
+    pub ino: NodeId,
     /// `S_IFMT` bits.
     pub kind: u32,
     /// Location and layers.
@@ -250,11 +250,11 @@ impl Overlay {
         }
         let Some(top) = w.top else { return Ok(None) };
         let kind = top.st_mode & libc::S_IFMT;
-        let ino = match (w.upper, w.lowers.first()) {
+        let ino = NodeId(match (w.upper, w.lowers.first()) {
             (true, _) => self.upper_ino(top.st_ino),
             (false, Some(&l)) => self.layers.xino(l, top.st_ino),
             (false, None) => return Ok(None),
-        };
+        });
         let name = name.to_os_string();
         let state = if kind == libc::S_IFDIR {
             let lowers = w.lowers.iter().zip(&w.lower_paths).zip(w.lower_fds);
@@ -334,7 +334,7 @@ impl Overlay {
 
     /// Kernel `lookup`: finds `name` in `parent`, records the node, returns its merged stat.
     /// "." and ".." come only from a file handle (FUSE_EXPORT_SUPPORT): by node id.
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<(u64, Stat)> {
+    pub fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<(NodeId, Stat)> {
         match name.as_encoded_bytes() {
             b"." if self.file_handles() => return self.lookup_by_id(parent),
             b".." if self.file_handles() => return self.lookup_parent(parent),
@@ -349,7 +349,7 @@ impl Overlay {
 
     /// Puts a found object in the node table (one kernel reference); returns its node id
     /// and merged stat.
-    pub fn remember(&self, f: Found) -> FsResult<(u64, Stat)> {
+    pub fn remember(&self, f: Found) -> FsResult<(NodeId, Stat)> {
         let stat = if self.pres.override_xattr.is_some() {
             let at = self
                 .locate(&Node::detached(f.ino, f.kind, f.state.clone()))
@@ -395,12 +395,12 @@ impl Overlay {
                 Lay::Upper => self.upper_ino(s.st_ino),
                 l => self.layers.xino(l, s.st_ino),
             };
-            ino == n.ino
+            ino == n.ino.0
         })
     }
 
     /// The FUSE generation of node `ino` (0 when unknown).
-    pub fn generation(&self, ino: u64) -> u64 {
+    pub fn generation(&self, ino: NodeId) -> u64 {
         self.nodes.peek(ino).map_or(0, |n| n.generation())
     }
 

@@ -40,6 +40,7 @@ pub use error::{FsError, FsResult};
 use file::OpenFile;
 use format::read_dir_meta;
 use layers::{Lay, Layers};
+pub use node::NodeId;
 use node::{DirLayer, DirState, NodeState, NodeTable, ROOT_INO};
 use readdir::DirHandle;
 
@@ -57,9 +58,9 @@ pub struct Overlay {
     /// `st_ino` survives copy-up.
     origins: DashMap<u64, u64>,
     /// Open files by handle.
-    files: DashMap<u64, Arc<OpenFile>>,
+    files: DashMap<Fh, Arc<OpenFile>>,
     /// Open directories by handle.
-    dirs: DashMap<u64, Arc<DirHandle>>,
+    dirs: DashMap<Fh, Arc<DirHandle>>,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
     /// Key of the directory offset hash (`readdir`), new with each mount.
@@ -84,11 +85,15 @@ pub struct Overlay {
     whiteouts: whiteout::SharedWhiteout,
 }
 
+/// An open file's or directory's handle (FUSE `fh`), as `open`/`opendir` gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
 /// How the core tells the kernel that cached attributes of an inode are stale (for changes
 /// the kernel did not ask for, such as a directory becoming merged by copy-up).
 pub trait Invalidate: Send + Sync + std::fmt::Debug {
     /// Drop cached attributes of `ino`.
-    fn attrs(&self, ino: u64);
+    fn attrs(&self, ino: NodeId);
 }
 
 /// Who is asking: the caller's credentials for new objects.
@@ -194,14 +199,14 @@ impl Overlay {
     }
 
     /// Tells the kernel to drop its cached attributes of `ino`.
-    pub fn invalidate_attrs(&self, ino: u64) {
+    pub fn invalidate_attrs(&self, ino: NodeId) {
         if let Some(inv) = self.invalidator.get() {
             inv.attrs(ino);
         }
     }
 
-    fn handle_id(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    fn handle_id(&self) -> Fh {
+        Fh(self.next_handle.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A fresh name for preparing an object in `<workdir>/work`.
@@ -239,12 +244,12 @@ impl Overlay {
     /// and mode overrides read from the object at `at`, static nlink).
     fn merged_stat(
         &self,
-        ino: u64,
+        ino: NodeId,
         mut st: Stat,
         state: &NodeState,
         at: Option<(BorrowedFd<'_>, &OsStr)>,
     ) -> Stat {
-        st.st_ino = ino;
+        st.st_ino = ino.0;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             let n = state.lower_count();
             let merged = (state.upper && n > 0) || n > 1;
@@ -310,7 +315,7 @@ impl Overlay {
     }
 
     /// Drops kernel references to a node.
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: NodeId, n: u64) {
         self.nodes.forget(ino, n);
     }
 }

@@ -24,7 +24,7 @@ use super::dirfds::DirFds;
 use super::error::FsResult;
 use super::layers::Lay;
 use super::lookup::Found;
-use super::node::{DirState, FileState, Node, NodeState};
+use super::node::{DirState, FileState, Node, NodeId, NodeState};
 use super::readdir::MergedEntry;
 use super::Overlay;
 use crate::sys::fs;
@@ -77,7 +77,7 @@ pub enum NameChange {
 impl Overlay {
     /// Records a change to `name` in directory `parent`: the cached listing goes (unless only
     /// the layer changed) and the name index follows the change.
-    pub fn name_changed(&self, parent: u64, name: &OsStr, change: NameChange) {
+    pub fn name_changed(&self, parent: NodeId, name: &OsStr, change: NameChange) {
         let Some(n) = self.nodes.peek(parent) else {
             return;
         };
@@ -166,7 +166,7 @@ impl Overlay {
         };
         let state = NodeState::file(parent.ino, name.to_os_string(), false, f);
         Ok(Some(Some(Found {
-            ino: self.layers.xino(lay, stat.st_ino),
+            ino: NodeId(self.layers.xino(lay, stat.st_ino)),
             kind,
             state,
             stat,

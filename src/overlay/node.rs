@@ -32,13 +32,23 @@ use ghosts::{Ghost, Ghosts};
 pub use state::{DirLayer, DirState, FileState, Holds, NodeState};
 
 /// FUSE node id (and merged `st_ino`) of the root.
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: NodeId = NodeId(1);
+
+/// A node's FUSE id: the merged object's inode number (`st_ino`), as the kernel knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Another name of a non-directory (a hard link the kernel looked up or made).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alias {
     /// Parent node id.
-    pub parent: u64,
+    pub parent: NodeId,
     /// Name in the parent.
     pub name: OsString,
 }
@@ -47,7 +57,7 @@ pub struct Alias {
 #[derive(Debug)]
 pub struct Node {
     /// Merged inode number (`st_ino`) = FUSE node id.
-    pub ino: u64,
+    pub ino: NodeId,
     /// FUSE generation: changes when `ino` is reused for another object.
     gen: AtomicU64,
     /// `S_IFMT` bits of the object (fixed for the node's life).
@@ -65,7 +75,7 @@ pub struct Node {
 
 impl Node {
     /// A node of `kind` for `ino` at generation `gen`, with `lookups` kernel references.
-    fn new(ino: u64, gen: u64, kind: u32, lookups: u64, state: NodeState) -> Node {
+    fn new(ino: NodeId, gen: u64, kind: u32, lookups: u64, state: NodeState) -> Node {
         Node {
             ino,
             gen: AtomicU64::new(gen),
@@ -95,7 +105,7 @@ impl Node {
 
     /// A node of type `kind` (`S_IFMT` bits) outside the table, for probing a state
     /// (emptiness, lower layers, where the object is) without exposing it to the kernel.
-    pub fn detached(ino: u64, kind: u32, state: NodeState) -> Node {
+    pub fn detached(ino: NodeId, kind: u32, state: NodeState) -> Node {
         Node::new(ino, 0, kind, 0, state)
     }
 
@@ -118,7 +128,7 @@ impl Node {
 /// All live nodes.
 #[derive(Debug, Default)]
 pub struct NodeTable {
-    map: DashMap<u64, Arc<Node>>,
+    map: DashMap<NodeId, Arc<Node>>,
     next_gen: AtomicU64,
     fds: FdBudget,
     /// Nodes removed since memory was last given back.
@@ -150,7 +160,7 @@ impl NodeTable {
     }
 
     /// The node for `ino`; ESTALE if the kernel asks for one we dropped.
-    pub fn get(&self, ino: u64) -> FsResult<Arc<Node>> {
+    pub fn get(&self, ino: NodeId) -> FsResult<Arc<Node>> {
         match self.map.get(&ino) {
             Some(n) => Ok(n.clone()),
             None => err(libc::ESTALE),
@@ -158,7 +168,7 @@ impl NodeTable {
     }
 
     /// The node for `ino` if it is live.
-    pub fn peek(&self, ino: u64) -> Option<Arc<Node>> {
+    pub fn peek(&self, ino: NodeId) -> Option<Arc<Node>> {
         self.map.get(&ino).map(|n| n.clone())
     }
 
@@ -170,7 +180,7 @@ impl NodeTable {
     /// `same_object` runs without any table lock held.
     pub fn remember(
         &self,
-        ino: u64,
+        ino: NodeId,
         kind: u32,
         state: NodeState,
         same_object: impl Fn(&Node, &NodeState) -> bool,
@@ -293,7 +303,7 @@ impl NodeTable {
 
     /// Makes `parent`/`name` the node's primary name (the one copy-up and every path-based
     /// operation use), keeping the old one as an alias.
-    pub fn make_primary(&self, node: &Node, parent: u64, name: &OsStr) -> FsResult<()> {
+    pub fn make_primary(&self, node: &Node, parent: NodeId, name: &OsStr) -> FsResult<()> {
         let (mut pin, mut unpin) = (None, None);
         {
             let mut st = node.state_mut()?;
@@ -338,7 +348,7 @@ impl NodeTable {
     /// others remain, the first of them becomes primary and is returned so the caller can
     /// find where its object lives; when it was the last, the node is unlinked (only open
     /// handles reach it).
-    pub fn drop_name(&self, node: &Node, parent: u64, name: &OsStr) -> FsResult<Option<Alias>> {
+    pub fn drop_name(&self, node: &Node, parent: NodeId, name: &OsStr) -> FsResult<Option<Alias>> {
         let mut unpin = None;
         let next = {
             let mut st = node.state_mut()?;
@@ -395,9 +405,9 @@ impl NodeTable {
     pub fn relocate(
         &self,
         node: &Node,
-        from_parent: u64,
+        from_parent: NodeId,
         from: &OsStr,
-        parent: u64,
+        parent: NodeId,
         name: OsString,
     ) -> FsResult<()> {
         self.make_primary(node, from_parent, from)?;
@@ -417,13 +427,13 @@ impl NodeTable {
         Ok(())
     }
 
-    fn pin(&self, ino: u64) {
+    fn pin(&self, ino: NodeId) {
         if let Some(n) = self.map.get(&ino) {
             n.pins.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    fn unpin(&self, ino: u64) {
+    fn unpin(&self, ino: NodeId) {
         let mut next = Some(ino);
         while let Some(i) = next.take() {
             let Some(n) = self.peek(i) else { return };
@@ -433,7 +443,7 @@ impl NodeTable {
     }
 
     /// Drops `n` kernel references; removes the node when nothing holds it.
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: NodeId, n: u64) {
         if ino == ROOT_INO {
             return;
         }
@@ -458,7 +468,7 @@ impl NodeTable {
 
     /// Removes `node` if unreferenced; returns its first parent to unpin (and unpins the
     /// parents of its other names).
-    fn try_remove(&self, node: &Node) -> Option<u64> {
+    fn try_remove(&self, node: &Node) -> Option<NodeId> {
         if node.ino == ROOT_INO {
             return None;
         }

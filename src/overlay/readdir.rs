@@ -19,8 +19,8 @@ use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_chardev_whiteout, is_xattr_whiteout, OPAQUE_MARKER, WH_PREFIX};
 use super::layers::Lay;
 use super::names::Source;
-use super::node::Node;
-use super::{lay_bit, Overlay};
+use super::node::{Node, NodeId};
+use super::{lay_bit, Fh, Overlay};
 use crate::sys::fs;
 
 /// One visible entry of a merged directory.
@@ -46,7 +46,7 @@ const DOTDOT_OFF: u64 = 2;
 #[derive(Debug)]
 pub struct DirHandle {
     /// Directory node.
-    pub ino: u64,
+    pub ino: NodeId,
     entries: Mutex<Arc<Vec<MergedEntry>>>,
 }
 
@@ -175,7 +175,7 @@ impl Overlay {
     }
 
     /// Drops a directory's cached listing after a change inside it.
-    pub fn invalidate_listing(&self, ino: u64) {
+    pub fn invalidate_listing(&self, ino: NodeId) {
         if let Some(n) = self.nodes.peek(ino) {
             if let Ok(mut st) = n.state_mut() {
                 st.drop_listing();
@@ -195,14 +195,14 @@ impl Overlay {
         let mut v = Vec::with_capacity(list.len() + 2);
         v.push(MergedEntry {
             name: ".".into(),
-            ino: node.ino,
+            ino: node.ino.0,
             kind: libc::S_IFDIR,
             src: Source::Other,
             off: DOT_OFF,
         });
         v.push(MergedEntry {
             name: "..".into(),
-            ino: parent,
+            ino: parent.0,
             kind: libc::S_IFDIR,
             src: Source::Other,
             off: DOTDOT_OFF,
@@ -212,7 +212,7 @@ impl Overlay {
     }
 
     /// Opens a directory: returns a handle whose offsets index a fixed snapshot.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: NodeId) -> FsResult<Fh> {
         let node = self.nodes.get(ino)?;
         let snap = self.snapshot(&node)?;
         let fh = self.handle_id();
@@ -228,7 +228,7 @@ impl Overlay {
 
     /// Entries of handle `fh` and the index of the first after `offset` (an entry's
     /// cookie); offset 0 re-reads the directory, like rewinddir.
-    pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<(Arc<Vec<MergedEntry>>, usize)> {
+    pub fn readdir(&self, fh: Fh, offset: u64) -> FsResult<(Arc<Vec<MergedEntry>>, usize)> {
         let h = match self.dirs.get(&fh) {
             Some(h) => h.clone(),
             None => return err(libc::EBADF),
@@ -246,7 +246,7 @@ impl Overlay {
     }
 
     /// Closes a directory handle.
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.dirs.remove(&fh);
     }
 }

@@ -14,7 +14,7 @@ use super::error::{err, FsError, FsResult, IoCtx};
 use super::format::{is_chardev_whiteout, is_wh_marker, wh_name};
 use super::layers::remove_contents;
 use super::lookup::Found;
-use super::node::Node;
+use super::node::{Node, NodeId};
 use super::Overlay;
 use crate::sys::fs;
 use crate::sys::xattr;
@@ -110,9 +110,9 @@ impl Overlay {
     /// as on kernel overlayfs: a user-visible 0/0 device can't be stored in an upper dir.
     pub fn rename(
         &self,
-        parent: u64,
+        parent: NodeId,
         name: &OsStr,
-        newparent: u64,
+        newparent: NodeId,
         newname: &OsStr,
         flags: u32,
     ) -> FsResult<()> {

@@ -8,7 +8,7 @@ use super::dirops::NewObject;
 use super::layers::Layers;
 use super::node::ROOT_INO;
 use super::options::MountOptions;
-use super::{Caller, Overlay};
+use super::{Caller, NodeId, Overlay};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -54,7 +54,7 @@ fn me() -> Caller {
     }
 }
 
-fn names(ov: &Overlay, ino: u64) -> Vec<String> {
+fn names(ov: &Overlay, ino: NodeId) -> Vec<String> {
     let node = ov.nodes.get(ino).unwrap();
     let mut v: Vec<String> = ov
         .listing(&node)
@@ -73,7 +73,7 @@ fn readdir_and_lookup_agree_on_inodes() {
     let root = ov.nodes.get(ROOT_INO).unwrap();
     for e in ov.listing(&root).unwrap().iter() {
         let (ino, st) = ov.lookup(ROOT_INO, &e.name).unwrap();
-        assert_eq!(ino, e.ino, "{:?}", e.name);
+        assert_eq!(ino.0, e.ino, "{:?}", e.name);
         assert_eq!(st.st_ino, e.ino);
     }
     assert_eq!(names(&ov, ROOT_INO), ["dir", "file", "hidden"]);
@@ -100,10 +100,10 @@ fn copy_up_keeps_st_ino_and_never_touches_lower() {
     ov.forget(ino, 1);
     let (again, st) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     assert_eq!(again, ino);
-    assert_eq!(st.st_ino, ino);
+    assert_eq!(st.st_ino, ino.0);
     let upper_ino = std::fs::metadata(f.base.join("upper/file")).unwrap().ino();
     assert_ne!(
-        upper_ino, ino,
+        upper_ino, ino.0,
         "merged ino must stay the lower one after copy-up"
     );
 }
@@ -201,7 +201,7 @@ fn read_only_mount_refuses_changes() {
 }
 
 /// Forgets every kernel reference of `ino` (as the kernel does when it drops the inode).
-fn forget_all(ov: &Overlay, ino: u64, lookups: u64) {
+fn forget_all(ov: &Overlay, ino: NodeId, lookups: u64) {
     ov.forget(ino, lookups);
     assert!(ov.nodes.peek(ino).is_none(), "node {ino} still live");
 }
@@ -221,7 +221,7 @@ fn a_file_handle_finds_its_object_after_the_kernel_forgot_it() {
     forget_all(&ov, dir, 1);
     // LOOKUP "." of the handle's node id climbs the ghosts and comes back down.
     let (again, st2) = ov.lookup(b, OsStr::new(".")).unwrap();
-    assert_eq!((again, st2.st_ino, st2.st_size), (b, b, st.st_size));
+    assert_eq!((again, st2.st_ino, st2.st_size), (b, b.0, st.st_size));
     assert_eq!(
         ov.generation(b),
         gen,
@@ -303,7 +303,7 @@ fn the_handle_table_saved_at_unmount_serves_the_next_mount() {
     let (again, st) = ov.lookup(file, OsStr::new(".")).unwrap();
     assert_eq!(
         (again, st.st_ino, ov.generation(file)),
-        (file, file, gen_file)
+        (file, file.0, gen_file)
     );
     // New objects never reuse a saved generation.
     let (new, _, _) = ov

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{Node, NodeTable, ROOT_INO};
+use super::{Node, NodeId, NodeTable, ROOT_INO};
 
 /// How many directory nodes may keep their layer fds open at once; past it the least
 /// recently used close theirs (a clock sweep) and reopen them when next needed.
@@ -15,7 +15,7 @@ use super::{Node, NodeTable, ROOT_INO};
 pub struct FdBudget {
     cap: usize,
     held: AtomicUsize,
-    queue: Mutex<VecDeque<u64>>,
+    queue: Mutex<VecDeque<NodeId>>,
 }
 
 impl Default for FdBudget {
@@ -73,7 +73,7 @@ impl NodeTable {
 
     /// Clock sweep: closes the fds of nodes not used since the last sweep until the budget
     /// is 90% full; a node whose state is busy right now is passed over.
-    fn evict(&self, q: &mut VecDeque<u64>) {
+    fn evict(&self, q: &mut VecDeque<NodeId>) {
         let target = self.fds.cap - self.fds.cap / 10;
         let mut steps = q.len() * 2;
         while self.fds.held.load(Ordering::Acquire) > target && steps > 0 {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use super::{Node, NodeTable, ROOT_INO};
+use super::{Node, NodeId, NodeTable, ROOT_INO};
 use crate::overlay::error::{FsError, FsResult};
 
 /// Ghosts per generation by default (two generations are kept): about 100 bytes each.
@@ -32,7 +32,7 @@ pub struct Ghost {
     /// Its FUSE generation.
     pub gen: u64,
     /// Parent node id when it was forgotten.
-    pub parent: u64,
+    pub parent: NodeId,
     /// `S_IFMT` bits.
     pub kind: u32,
     /// Its name in the parent.
@@ -45,7 +45,7 @@ pub struct Ghosts {
     on: AtomicBool,
     cap: usize,
     /// [newer, older].
-    maps: Mutex<[HashMap<u64, Ghost>; 2]>,
+    maps: Mutex<[HashMap<NodeId, Ghost>; 2]>,
 }
 
 impl Default for Ghosts {
@@ -75,7 +75,7 @@ impl Ghosts {
     }
 
     /// Records that node `ino` left the table as `g`.
-    pub fn record(&self, ino: u64, g: Ghost) {
+    pub fn record(&self, ino: NodeId, g: Ghost) {
         if !self.enabled() {
             return;
         }
@@ -91,7 +91,7 @@ impl Ghosts {
     }
 
     /// Takes the ghost of `ino` (its node is back in the table).
-    pub fn take(&self, ino: u64) -> Option<Ghost> {
+    pub fn take(&self, ino: NodeId) -> Option<Ghost> {
         if !self.enabled() {
             return None;
         }
@@ -102,13 +102,13 @@ impl Ghosts {
     }
 
     /// The ghost of `ino`, if any.
-    pub fn get(&self, ino: u64) -> Option<Ghost> {
+    pub fn get(&self, ino: NodeId) -> Option<Ghost> {
         let maps = self.maps.lock().ok()?;
         maps[0].get(&ino).or_else(|| maps[1].get(&ino)).cloned()
     }
 
     /// Every ghost, older first.
-    pub fn all(&self) -> Vec<(u64, Ghost)> {
+    pub fn all(&self) -> Vec<(NodeId, Ghost)> {
         let Ok(maps) = self.maps.lock() else {
             return Vec::new();
         };
@@ -122,7 +122,7 @@ impl Ghosts {
 
 impl NodeTable {
     /// Adds one kernel reference to the live node `ino` (a LOOKUP answered by node id).
-    pub fn hold(&self, ino: u64) -> FsResult<Arc<Node>> {
+    pub fn hold(&self, ino: NodeId) -> FsResult<Arc<Node>> {
         // The shard guard is held while counting, so a concurrent removal (which checks
         // the count under the shard's write lock) sees it.
         let n = self
@@ -135,7 +135,7 @@ impl NodeTable {
 
     /// Every named object the table knows, live or forgotten, as ghosts (to save them),
     /// and the next generation it would hand out.
-    pub fn handle_table(&self) -> (u64, Vec<(u64, Ghost)>) {
+    pub fn handle_table(&self) -> (u64, Vec<(NodeId, Ghost)>) {
         let mut all = self.ghosts.all();
         for e in self.map.iter() {
             let n = e.value();
@@ -158,7 +158,7 @@ impl NodeTable {
 
     /// Takes back a saved table (a mount before this one): its objects become ghosts, and
     /// new generations start past the saved ones.
-    pub fn load_handle_table(&self, next_gen: u64, ghosts: Vec<(u64, Ghost)>) {
+    pub fn load_handle_table(&self, next_gen: u64, ghosts: Vec<(NodeId, Ghost)>) {
         let top = ghosts.iter().map(|(_, g)| g.gen + 1).max().unwrap_or(0);
         self.next_gen
             .fetch_max(next_gen.max(top), Ordering::Relaxed);
@@ -181,7 +181,7 @@ pub struct Saved {
     /// Upper real inode -> merged inode of objects copied up (their `st_ino` stays).
     pub origins: Vec<(u64, u64)>,
     /// Every named object.
-    pub ghosts: Vec<(u64, Ghost)>,
+    pub ghosts: Vec<(NodeId, Ghost)>,
 }
 
 /// Serialises `t` (see [`decode`]).
@@ -195,9 +195,9 @@ pub fn encode(t: &Saved) -> Vec<u8> {
         v.extend_from_slice(&merged.to_le_bytes());
     }
     for (ino, g) in &t.ghosts {
-        v.extend_from_slice(&ino.to_le_bytes());
+        v.extend_from_slice(&ino.0.to_le_bytes());
         v.extend_from_slice(&g.gen.to_le_bytes());
-        v.extend_from_slice(&g.parent.to_le_bytes());
+        v.extend_from_slice(&g.parent.0.to_le_bytes());
         v.extend_from_slice(&g.kind.to_le_bytes());
         let name = g.name.as_bytes();
         v.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -218,10 +218,10 @@ fn read_u32(r: &mut &[u8]) -> io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
-fn read_ghost(r: &mut &[u8]) -> io::Result<(u64, Ghost)> {
-    let ino = read_u64(r)?;
+fn read_ghost(r: &mut &[u8]) -> io::Result<(NodeId, Ghost)> {
+    let ino = NodeId(read_u64(r)?);
     let gen = read_u64(r)?;
-    let parent = read_u64(r)?;
+    let parent = NodeId(read_u64(r)?);
     let kind = read_u32(r)?;
     let len = read_u32(r)? as usize;
     if len == 0 || len > r.len() || len > 4096 {
@@ -277,7 +277,7 @@ mod tests {
     fn g(gen: u64, name: &str) -> Ghost {
         Ghost {
             gen,
-            parent: 1,
+            parent: NodeId(1),
             kind: libc::S_IFREG,
             name: OsStr::new(name).into(),
         }
@@ -286,18 +286,18 @@ mod tests {
     #[test]
     fn ghosts_are_kept_only_when_enabled_and_bounded_by_two_generations() {
         let gs = Ghosts::with_cap(2);
-        gs.record(10, g(1, "a"));
-        assert_eq!(gs.get(10), None, "off: nothing kept");
+        gs.record(NodeId(10), g(1, "a"));
+        assert_eq!(gs.get(NodeId(10)), None, "off: nothing kept");
         gs.enable();
         for i in 0..5 {
-            gs.record(10 + i, g(i, "x"));
+            gs.record(NodeId(10 + i), g(i, "x"));
         }
         // Newer holds 14, older 12 and 13; 10 and 11 went with the generation dropped.
-        assert_eq!(gs.get(10), None);
-        assert_eq!(gs.get(11), None);
-        assert_eq!(gs.get(12).map(|g| g.gen), Some(2));
-        assert_eq!(gs.take(14).map(|g| g.gen), Some(4));
-        assert_eq!(gs.get(14), None, "taken once");
+        assert_eq!(gs.get(NodeId(10)), None);
+        assert_eq!(gs.get(NodeId(11)), None);
+        assert_eq!(gs.get(NodeId(12)).map(|g| g.gen), Some(2));
+        assert_eq!(gs.take(NodeId(14)).map(|g| g.gen), Some(4));
+        assert_eq!(gs.get(NodeId(14)), None, "taken once");
         assert_eq!(gs.all().len(), 2);
     }
 
@@ -305,11 +305,11 @@ mod tests {
     fn a_ghost_recorded_again_replaces_the_older_one() {
         let gs = Ghosts::with_cap(1);
         gs.enable();
-        gs.record(7, g(1, "a"));
-        gs.record(8, g(2, "b"));
-        gs.record(7, g(3, "c"));
-        assert_eq!(gs.take(7).map(|g| g.gen), Some(3));
-        assert_eq!(gs.get(7), None, "no older copy left behind");
+        gs.record(NodeId(7), g(1, "a"));
+        gs.record(NodeId(8), g(2, "b"));
+        gs.record(NodeId(7), g(3, "c"));
+        assert_eq!(gs.take(NodeId(7)).map(|g| g.gen), Some(3));
+        assert_eq!(gs.get(NodeId(7)), None, "no older copy left behind");
     }
 
     #[test]
@@ -317,7 +317,7 @@ mod tests {
         let t = Saved {
             next_gen: 42,
             origins: vec![(100, 7)],
-            ghosts: vec![(5, g(9, "file")), (6, g(10, "dir"))],
+            ghosts: vec![(NodeId(5), g(9, "file")), (NodeId(6), g(10, "dir"))],
         };
         let data = encode(&t);
         assert_eq!(decode(&data).unwrap(), t);

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use super::super::layers::Lay;
 use super::super::names::NameIndex;
 use super::super::readdir::MergedEntry;
-use super::Alias;
+use super::{Alias, NodeId};
 
 /// Where a node's merged object currently lives.
 #[derive(Clone, Debug)]
 pub struct NodeState {
     /// Parent node (the root is its own parent).
-    pub parent: u64,
+    pub parent: NodeId,
     /// Name in the parent (empty for the root).
     pub name: OsString,
     /// The object exists in the upper dir (at the parent's upper dir + name).
@@ -87,7 +87,7 @@ pub struct FileState {
 
 impl NodeState {
     /// A directory at `parent`/`name`.
-    pub fn dir(parent: u64, name: OsString, upper: bool, d: DirState) -> Self {
+    pub fn dir(parent: NodeId, name: OsString, upper: bool, d: DirState) -> Self {
         NodeState {
             parent,
             name,
@@ -98,7 +98,7 @@ impl NodeState {
     }
 
     /// A non-directory at `parent`/`name`.
-    pub fn file(parent: u64, name: OsString, upper: bool, f: FileState) -> Self {
+    pub fn file(parent: NodeId, name: OsString, upper: bool, f: FileState) -> Self {
         NodeState {
             parent,
             name,
