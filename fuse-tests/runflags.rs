@@ -342,7 +342,30 @@ fn a_resized_terminal_is_resized_in_the_container() {
         .stderr(io())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // Everything the container writes, read as it comes (until EIO: every end of the
+    // slave closed); the resize waits until the first size was printed.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut master, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&raw).contains("24 80") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => raw.extend(chunk),
+            Err(_) => panic!(
+                "no first size within 60 s: {}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
     let st = Command::new("stty")
         .args(["-F"])
         .arg(&slave_path)
@@ -352,9 +375,8 @@ fn a_resized_terminal_is_resized_in_the_container() {
     assert!(st.success());
     let status = child.wait().unwrap();
     drop(pty.slave);
-    // Read until EIO: every end of the slave is closed now.
-    let mut raw = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::fs::File::from(pty.master), &mut raw);
+    reader.join().unwrap();
+    raw.extend(rx.try_iter().flatten());
     let shown = String::from_utf8_lossy(&raw).replace('\r', "");
     assert!(status.success(), "{shown}");
     assert!(shown.contains("24 80\n"), "{shown}");
