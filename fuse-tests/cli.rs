@@ -78,7 +78,7 @@ fn strata(args: &[&str]) -> Output {
 
 /// `lowerdir=L,upperdir=U,workdir=W` as strata formats it.
 fn stack(l: &Path, u: &Path, w: &Path) -> String {
-    strata::overlay::options::stack_option(&[l.to_path_buf()], Some((u, w)))
+    strata::fuse::options::stack_option(&[l.to_path_buf()], Some((u, w)))
 }
 
 fn opts(b: &Path) -> String {

@@ -120,7 +120,7 @@ pub fn stack(
     for d in [&u, &w, &m] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let o = strata::overlay::options::stack_option(lowers, Some((&u, &w)));
+    let o = strata::fuse::options::stack_option(lowers, Some((&u, &w)));
     (u, m, format!("{o}{extra}"))
 }
 

@@ -178,7 +178,7 @@ impl Instance {
             std::fs::create_dir_all(d)
                 .map_err(|e| BenchError::Setup(format!("{}: {e}", d.display())))?;
         }
-        let opts = crate::overlay::options::stack_option(&[lower.to_path_buf()], Some((&up, &wk)));
+        let opts = crate::fuse::options::stack_option(&[lower.to_path_buf()], Some((&up, &wk)));
         let mut inst = Instance {
             root: mnt.clone(),
             mountpoint: Some(mnt.clone()),

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use super::fail;
 use crate::cli::{MountArgs, UmountArgs};
+use crate::fuse::options::MountOptions;
 use crate::fuse::server;
-use crate::overlay::options::MountOptions;
 use crate::sys::mount::is_mountpoint;
 
 /// Runs `strata mount`; returns the exit status.
@@ -27,8 +27,8 @@ pub fn run(args: MountArgs) -> i32 {
     }
     // `mount -t fuse.strata SOURCE MNT` passes SOURCE first: it names the mount, as the
     // kernel's and fuse-overlayfs's sources do, unless fsname= says otherwise.
-    if opts.fsname.is_none() && args.paths.len() == 2 {
-        opts.fsname = Some(args.paths[0].to_string_lossy().into_owned());
+    if opts.session.fsname.is_none() && args.paths.len() == 2 {
+        opts.session.fsname = Some(args.paths[0].to_string_lossy().into_owned());
     }
     for w in &opts.warnings {
         eprintln!("strata: warning: {w}");
@@ -64,7 +64,7 @@ fn remount(mountpoint: &Path, opts: &MountOptions) -> i32 {
         return fail(format_args!("remount {}: not a mount point", mp.display()));
     }
     let mut flags = MsFlags::MS_REMOUNT;
-    if opts.read_only {
+    if opts.session.read_only {
         flags |= MsFlags::MS_RDONLY;
     }
     let none: Option<&str> = None;

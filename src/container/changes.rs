@@ -203,11 +203,12 @@ pub fn layer_of(store: &Store, c: &Container) -> Result<(crate::image::store::St
     std::fs::create_dir(&view).map_err(io_ctx(view.display()))?;
     let mut all = vec![c.upper()];
     all.extend(lowers);
-    let mut opts = crate::overlay::options::MountOptions::for_stack(all, None);
+    let mut opts = crate::fuse::options::MountOptions::for_stack(all, None);
     // A rootless store keeps owners in override xattrs, and its files belong to the user,
     // who is the container's root.
     let root_ids = (!store.root_user).then(|| {
-        opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
+        opts.stack.presentation.override_xattr =
+            Some(crate::overlay::present::OverrideXattr::Containers);
         (
             nix::unistd::geteuid().as_raw(),
             nix::unistd::getegid().as_raw(),

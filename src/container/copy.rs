@@ -100,9 +100,10 @@ fn view_with(store: &Store, c: &Container, writable: bool, owners_shown: bool) -
     }
     stack.retain(|l| l.is_dir());
     let rw = writable.then_some((upper, work));
-    let mut opts = crate::overlay::options::MountOptions::for_stack(stack, rw);
+    let mut opts = crate::fuse::options::MountOptions::for_stack(stack, rw);
     if !store.root_user && owners_shown {
-        opts.presentation.override_xattr = Some(crate::overlay::present::OverrideXattr::Containers);
+        opts.stack.presentation.override_xattr =
+            Some(crate::overlay::present::OverrideXattr::Containers);
     }
     crate::fuse::server::mount(&opts, &view)
         .map_err(|e| ContainerError::Setup(format!("mounting {}'s files: {e}", c.state.name)))?;

@@ -23,7 +23,7 @@ use super::handshake::{Channel, ToContainer, ToLauncher};
 use super::spec::RunSpec;
 use super::stdio::{Relay, Stdio};
 use super::userns::UserNs;
-use crate::overlay::options::MountOptions;
+use crate::fuse::options::MountOptions;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
 
 /// Exit status for a failure of strata itself (not of the command).

@@ -16,7 +16,7 @@ use super::lifecycle::{Created, Network};
 use super::spec::build;
 use super::state::Container;
 use super::userns::UserNs;
-use crate::overlay::options::MountOptions;
+use crate::fuse::options::MountOptions;
 use crate::overlay::present::OverrideXattr;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -43,16 +43,16 @@ fn stack_options(
     work: PathBuf,
 ) -> MountOptions {
     let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
-    opts.read_only = created.request.read_only;
+    opts.session.read_only = created.request.read_only;
     match &created.userns {
         Some(u) if u.server_inside => {
-            opts.namespace_root = true;
-            opts.allow_other = Some(true);
-            opts.presentation.override_xattr = Some(OverrideXattr::Containers);
+            opts.session.namespace_root = true;
+            opts.session.allow_other = Some(true);
+            opts.stack.presentation.override_xattr = Some(OverrideXattr::Containers);
         }
         Some(u) => {
-            opts.presentation.uids = UserNs::shifted(&u.uids);
-            opts.presentation.gids = UserNs::shifted(&u.gids);
+            opts.stack.presentation.uids = UserNs::shifted(&u.uids);
+            opts.stack.presentation.gids = UserNs::shifted(&u.gids);
         }
         None => {}
     }

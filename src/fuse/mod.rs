@@ -9,6 +9,7 @@ pub mod abi;
 mod fault;
 mod mount;
 mod open;
+pub mod options;
 pub mod passthrough;
 #[cfg(test)]
 mod protocol_tests;

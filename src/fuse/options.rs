@@ -1,4 +1,6 @@
-//! Mount option parsing: the kernel overlayfs / fuse-overlayfs `-o` syntax.
+//! Mount option parsing: the kernel overlayfs / fuse-overlayfs `-o` syntax, into what the
+//! union filesystem's core needs ([`StackOptions`]) and what the FUSE session needs
+//! ([`SessionOptions`]).
 //!
 //! Options are split on unescaped commas; `lowerdir` is split on unescaped colons (top layer
 //! first); a backslash escapes the next character. Relative paths are resolved from the
@@ -7,19 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::SetupError;
-use super::present::{parse_ranges, OverrideXattr, Presentation};
-
-/// How deletions are recorded in the upper dir.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WhiteoutStyle {
-    /// Probe at mount: a 0/0 character device if mknod is permitted, else `.wh.` files.
-    Auto,
-    /// Kernel format: character device 0/0.
-    Chardev,
-    /// OCI/AUFS format: an empty `.wh.<name>` file.
-    WhFile,
-}
+use crate::overlay::error::SetupError;
+use crate::overlay::options::{StackOptions, WhiteoutStyle};
+use crate::overlay::present::{parse_ranges, OverrideXattr};
 
 /// Which files FUSE passthrough may serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,21 +37,9 @@ pub enum IoUring {
     Off,
 }
 
-/// Everything `strata mount -o` understood.
+/// What the FUSE session needs: how the mount is made and served.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MountOptions {
-    /// Lower layers, top first.
-    pub lowerdirs: Vec<PathBuf>,
-    /// Writable layer; `None` makes a read-only mount.
-    pub upperdir: Option<PathBuf>,
-    /// Scratch dir on the upper's filesystem.
-    pub workdir: Option<PathBuf>,
-    /// Whiteout format to write.
-    pub whiteout: WhiteoutStyle,
-    /// Force `user.overlay.*` xattrs (kernel `userxattr`).
-    pub userxattr: bool,
-    /// Skip fsync of copied-up data (kernel `volatile`).
-    pub volatile: bool,
+pub struct SessionOptions {
     /// Mount read-only even with an upper dir.
     pub read_only: bool,
     /// Let other users access the mount (defaults to on for root).
@@ -70,58 +50,43 @@ pub struct MountOptions {
     pub threads: usize,
     /// FUSE passthrough for file data (root only): off, upper files only, or all files.
     pub passthrough: Passthrough,
-    /// `dirfds=N`: how many directory fds the server keeps open at most.
-    pub dir_fds: Option<usize>,
     /// `io_uring=auto|on|off`: serve requests over FUSE io_uring queues where the kernel
     /// offers them (`/sys/module/fuse/parameters/enable_uring`).
     pub io_uring: IoUring,
-    /// `nfs_export=on`: file handles stay valid after the kernel forgot the inode and
-    /// across remounts (the table is saved in the workdir at unmount), as kernel
-    /// overlayfs's `nfs_export=on` with its index. Off by default, as the kernel's: only
-    /// while the kernel holds the inode.
-    pub nfs_export: bool,
-    /// `metacopy=on`: chmod, chown, utimes and xattr changes of a lower file copy up its
-    /// metadata only; the data follows on the first write (kernel overlayfs's metacopy).
-    pub metacopy: bool,
     /// `fsname=`: the mount's source as /proc/mounts shows it.
     pub fsname: Option<String>,
-    /// `remount`: change the flags of the existing mount instead of mounting.
-    pub remount: bool,
-    /// Id mapping, squashing, static nlink, xattr options.
-    pub presentation: Presentation,
-    /// Options that were ignored, with the reason, for a warning line each.
-    pub warnings: Vec<String>,
     /// The caller is root of a user namespace of its own (a rootless container's server):
     /// it mounts /dev/fuse itself there, like root, but without passthrough. Not an option
     /// string: only the container launcher sets it.
     pub namespace_root: bool,
 }
 
-impl Default for MountOptions {
+impl Default for SessionOptions {
     fn default() -> Self {
-        MountOptions {
-            lowerdirs: Vec::new(),
-            upperdir: None,
-            workdir: None,
-            whiteout: WhiteoutStyle::Auto,
-            userxattr: false,
-            volatile: false,
+        SessionOptions {
             read_only: false,
             allow_other: None,
             timeout_secs: 60.0,
             threads: 0,
             passthrough: Passthrough::All,
-            dir_fds: None,
             io_uring: IoUring::Auto,
-            nfs_export: false,
-            metacopy: false,
             fsname: None,
-            remount: false,
-            presentation: Presentation::default(),
-            warnings: Vec::new(),
             namespace_root: false,
         }
     }
+}
+
+/// Everything `strata mount -o` understood.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MountOptions {
+    /// The layer stack, its on-disk format and how it is shown: the core's part.
+    pub stack: StackOptions,
+    /// How it is mounted and served: the session's part.
+    pub session: SessionOptions,
+    /// `remount`: change the flags of the existing mount instead of mounting.
+    pub remount: bool,
+    /// Options that were ignored, with the reason, for a warning line each.
+    pub warnings: Vec<String>,
 }
 
 /// Splits `s` on unescaped `sep`, keeping backslash escapes in the pieces.
@@ -228,11 +193,8 @@ impl MountOptions {
     /// The options for a layer stack given as paths (no string in between, so any byte
     /// of a path is kept): `lowers` top first, then the writable layer and its workdir.
     pub fn for_stack(lowers: Vec<PathBuf>, upper: Option<(PathBuf, PathBuf)>) -> Self {
-        let (upperdir, workdir) = upper.map_or((None, None), |(u, w)| (Some(u), Some(w)));
         MountOptions {
-            lowerdirs: lowers,
-            upperdir,
-            workdir,
+            stack: StackOptions::for_stack(lowers, upper),
             ..MountOptions::default()
         }
     }
@@ -251,7 +213,7 @@ impl MountOptions {
             }
         }
         // squash_to_uid= and squash_to_gid= take precedence over squash_to_root.
-        let p = &mut o.presentation;
+        let p = &mut o.stack.presentation;
         if squash_root {
             p.squash_uid = p.squash_uid.or(Some(0));
             p.squash_gid = p.squash_gid.or(Some(0));
@@ -259,15 +221,15 @@ impl MountOptions {
         if o.remount {
             return Ok(o);
         }
-        if o.lowerdirs.is_empty() {
+        if o.stack.lowerdirs.is_empty() {
             return Err(SetupError::Option("no lowerdir= given".into()));
         }
-        match (&o.upperdir, &o.workdir) {
+        match (&o.stack.upperdir, &o.stack.workdir) {
             (Some(_), None) => return Err(SetupError::Option("upperdir= needs workdir=".into())),
             (None, Some(_)) => {
                 o.warnings
                     .push("workdir= without upperdir= is ignored".into());
-                o.workdir = None;
+                o.stack.workdir = None;
             }
             _ => {}
         }
@@ -297,13 +259,13 @@ impl MountOptions {
                             "lowerdir={v}: empty layer path"
                         )));
                     }
-                    self.lowerdirs.push(absolute(&unescape(&part), cwd));
+                    self.stack.lowerdirs.push(absolute(&unescape(&part), cwd));
                 }
             }
-            "upperdir" => self.upperdir = Some(absolute(&unescape(&need(value)?), cwd)),
-            "workdir" => self.workdir = Some(absolute(&unescape(&need(value)?), cwd)),
+            "upperdir" => self.stack.upperdir = Some(absolute(&unescape(&need(value)?), cwd)),
+            "workdir" => self.stack.workdir = Some(absolute(&unescape(&need(value)?), cwd)),
             "whiteout" => {
-                self.whiteout = match need(value)?.as_str() {
+                self.stack.whiteout = match need(value)?.as_str() {
                     "chardev" => WhiteoutStyle::Chardev,
                     "wh" => WhiteoutStyle::WhFile,
                     "auto" => WhiteoutStyle::Auto,
@@ -314,14 +276,14 @@ impl MountOptions {
                     }
                 }
             }
-            "userxattr" => self.userxattr = true,
-            "volatile" | "fsync=0" => self.volatile = true,
-            "ro" => self.read_only = true,
-            "allow_other" => self.allow_other = Some(true),
-            "noallow_other" => self.allow_other = Some(false),
+            "userxattr" => self.stack.userxattr = true,
+            "volatile" | "fsync=0" => self.stack.volatile = true,
+            "ro" => self.session.read_only = true,
+            "allow_other" => self.session.allow_other = Some(true),
+            "noallow_other" => self.session.allow_other = Some(false),
             "timeout" => {
                 let v = need(value)?;
-                self.timeout_secs = v
+                self.session.timeout_secs = v
                     .parse::<f64>()
                     .ok()
                     .filter(|t| t.is_finite() && *t >= 0.0)
@@ -329,17 +291,17 @@ impl MountOptions {
             }
             "threads" => {
                 let v = need(value)?;
-                self.threads = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n <= 256)
-                    .ok_or_else(|| {
-                        SetupError::Option(format!("threads={v}: expected a number up to 256"))
-                    })?;
+                self.session.threads =
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 256)
+                        .ok_or_else(|| {
+                            SetupError::Option(format!("threads={v}: expected a number up to 256"))
+                        })?;
             }
-            "fsync" if value == Some("1") => self.volatile = false,
+            "fsync" if value == Some("1") => self.stack.volatile = false,
             "passthrough" => {
-                self.passthrough = match value {
+                self.session.passthrough = match value {
                     None | Some("on") | Some("auto") | Some("all") => Passthrough::All,
                     Some("upper") => Passthrough::Upper,
                     Some("off") => Passthrough::Off,
@@ -350,9 +312,9 @@ impl MountOptions {
                     }
                 }
             }
-            "nopassthrough" => self.passthrough = Passthrough::Off,
+            "nopassthrough" => self.session.passthrough = Passthrough::Off,
             "io_uring" => {
-                self.io_uring = match value {
+                self.session.io_uring = match value {
                     None | Some("on") => IoUring::On,
                     Some("auto") => IoUring::Auto,
                     Some("off") => IoUring::Off,
@@ -363,9 +325,9 @@ impl MountOptions {
                     }
                 }
             }
-            "noio_uring" => self.io_uring = IoUring::Off,
+            "noio_uring" => self.session.io_uring = IoUring::Off,
             "nfs_export" => {
-                self.nfs_export = match value {
+                self.stack.nfs_export = match value {
                     None | Some("on") => true,
                     Some("off") => false,
                     Some(v) => {
@@ -375,20 +337,23 @@ impl MountOptions {
                     }
                 }
             }
-            "fsname" => self.fsname = Some(unescape(&need(value)?)),
+            "fsname" => self.session.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;
-                self.dir_fds = Some(v.parse::<usize>().ok().filter(|n| *n >= 16).ok_or_else(
-                    || {
-                        SetupError::Option(format!(
-                            "dirfds={v}: expected a number of fds, at least 16"
-                        ))
-                    },
-                )?);
+                self.stack.dir_fds = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n >= 16)
+                        .ok_or_else(|| {
+                            SetupError::Option(format!(
+                                "dirfds={v}: expected a number of fds, at least 16"
+                            ))
+                        })?,
+                );
             }
             "remount" => self.remount = true,
             "metacopy" => {
-                self.metacopy = match value {
+                self.stack.metacopy = match value {
                     None | Some("on") => true,
                     Some("off") => false,
                     Some(v) => {
@@ -398,22 +363,22 @@ impl MountOptions {
                     }
                 }
             }
-            "uidmapping" => self.presentation.uids = parse_ranges(key, &need(value)?)?,
-            "gidmapping" => self.presentation.gids = parse_ranges(key, &need(value)?)?,
+            "uidmapping" => self.stack.presentation.uids = parse_ranges(key, &need(value)?)?,
+            "gidmapping" => self.stack.presentation.gids = parse_ranges(key, &need(value)?)?,
             "squash_to_uid" | "squash_to_gid" => {
                 let v = need(value)?;
                 let id = v
                     .parse::<u32>()
                     .map_err(|_| SetupError::Option(format!("{key}={v}: expected a number")))?;
                 if key == "squash_to_uid" {
-                    self.presentation.squash_uid = Some(id);
+                    self.stack.presentation.squash_uid = Some(id);
                 } else {
-                    self.presentation.squash_gid = Some(id);
+                    self.stack.presentation.squash_gid = Some(id);
                 }
             }
-            "static_nlink" => self.presentation.static_nlink = true,
+            "static_nlink" => self.stack.presentation.static_nlink = true,
             "noxattrs" => {
-                self.presentation.noxattrs = match value {
+                self.stack.presentation.noxattrs = match value {
                     None | Some("1") => true,
                     Some("0") => false,
                     Some(v) => {
@@ -422,7 +387,7 @@ impl MountOptions {
                 }
             }
             "xattr_permissions" => {
-                self.presentation.override_xattr = match value {
+                self.stack.presentation.override_xattr = match value {
                     Some("0") => None,
                     Some("1") => Some(OverrideXattr::Privileged),
                     Some("2") => Some(OverrideXattr::Containers),
@@ -460,23 +425,23 @@ mod tests {
     fn lowerdir_top_first_with_escapes() {
         let o = parse(r"lowerdir=/a:b\:c:/d\,e,upperdir=u,workdir=/w").unwrap();
         assert_eq!(
-            o.lowerdirs,
+            o.stack.lowerdirs,
             vec![
                 PathBuf::from("/a"),
                 PathBuf::from("/cwd/b:c"),
                 PathBuf::from("/d,e")
             ]
         );
-        assert_eq!(o.upperdir, Some(PathBuf::from("/cwd/u")));
-        assert_eq!(o.workdir, Some(PathBuf::from("/w")));
+        assert_eq!(o.stack.upperdir, Some(PathBuf::from("/cwd/u")));
+        assert_eq!(o.stack.workdir, Some(PathBuf::from("/w")));
     }
 
     #[test]
     fn unknown_and_empty_options_warn_not_fail() {
         let o = parse("lowerdir=/l,,context=\"system_u:object_r\",volatile,rw,foo").unwrap();
-        assert!(o.volatile);
+        assert!(o.stack.volatile);
         assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
-        assert!(o.upperdir.is_none());
+        assert!(o.stack.upperdir.is_none());
     }
 
     #[test]
@@ -498,9 +463,9 @@ mod tests {
         ];
         let (u, w) = (Path::new("/u,1"), Path::new("/w:2"));
         let o = parse(&stack_option(&lowers, Some((u, w)))).unwrap();
-        assert_eq!(o.lowerdirs, lowers);
-        assert_eq!(o.upperdir.as_deref(), Some(u));
-        assert_eq!(o.workdir.as_deref(), Some(w));
+        assert_eq!(o.stack.lowerdirs, lowers);
+        assert_eq!(o.stack.upperdir.as_deref(), Some(u));
+        assert_eq!(o.stack.workdir.as_deref(), Some(w));
         assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     }
 
@@ -511,8 +476,8 @@ mod tests {
              squash_to_root,squash_to_gid=7,static_nlink,noxattrs=1,xattr_permissions=2",
         )
         .unwrap();
-        assert_eq!(o.fsname.as_deref(), Some("ov,x"));
-        let p = &o.presentation;
+        assert_eq!(o.session.fsname.as_deref(), Some("ov,x"));
+        let p = &o.stack.presentation;
         assert_eq!(p.uids.len(), 2);
         assert_eq!((p.squash_uid, p.squash_gid), (Some(0), Some(7)));
         assert!(p.static_nlink && p.noxattrs);
@@ -532,21 +497,27 @@ mod tests {
     #[test]
     fn whiteout_and_timeout() {
         let o = parse("lowerdir=/a,whiteout=wh,timeout=0.5,threads=4").unwrap();
-        assert_eq!(o.whiteout, WhiteoutStyle::WhFile);
-        assert_eq!(o.timeout_secs, 0.5);
-        assert_eq!(o.threads, 4);
+        assert_eq!(o.stack.whiteout, WhiteoutStyle::WhFile);
+        assert_eq!(o.session.timeout_secs, 0.5);
+        assert_eq!(o.session.threads, 4);
     }
 
     #[test]
     fn io_uring_choices() {
-        assert_eq!(parse("lowerdir=/a").unwrap().io_uring, IoUring::Auto);
-        assert_eq!(parse("lowerdir=/a,io_uring").unwrap().io_uring, IoUring::On);
         assert_eq!(
-            parse("lowerdir=/a,io_uring=off").unwrap().io_uring,
+            parse("lowerdir=/a").unwrap().session.io_uring,
+            IoUring::Auto
+        );
+        assert_eq!(
+            parse("lowerdir=/a,io_uring").unwrap().session.io_uring,
+            IoUring::On
+        );
+        assert_eq!(
+            parse("lowerdir=/a,io_uring=off").unwrap().session.io_uring,
             IoUring::Off
         );
         assert_eq!(
-            parse("lowerdir=/a,noio_uring").unwrap().io_uring,
+            parse("lowerdir=/a,noio_uring").unwrap().session.io_uring,
             IoUring::Off
         );
         assert!(parse("lowerdir=/a,io_uring=maybe").is_err());
@@ -554,7 +525,7 @@ mod tests {
 
     #[test]
     fn nfs_export_choices() {
-        let nfs = |s: &str| parse(s).map(|o| o.nfs_export);
+        let nfs = |s: &str| parse(s).map(|o| o.stack.nfs_export);
         assert!(!nfs("lowerdir=/a").unwrap());
         assert!(nfs("lowerdir=/a,nfs_export=on").unwrap());
         assert!(nfs("lowerdir=/a,nfs_export").unwrap());

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::mount::{self, MountSpec};
+use super::options::{IoUring, MountOptions, Passthrough};
 use super::session::{self, Transport};
 use super::{KernelInvalidator, Policy, StrataFs};
 use crate::host::Host;
 use crate::overlay::error::SetupError;
 use crate::overlay::layers::Layers;
-use crate::overlay::options::{IoUring, MountOptions, Passthrough};
 use crate::overlay::Overlay;
 use crate::sys::mount::is_mountpoint;
 use crate::sys::process::{self, exit_now, Forked};
@@ -51,7 +51,7 @@ pub enum MountError {
 /// live. The calling process must be single-threaded.
 pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(opts, Host::current())?;
+    let layers = Layers::open(&opts.stack, Host::current())?;
     let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
     match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
         Forked::Parent(child) => {
@@ -88,7 +88,7 @@ pub fn mount_child(
     not_inherited: &[std::os::fd::RawFd],
 ) -> Result<i32, MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(opts, Host::current())?;
+    let layers = Layers::open(&opts.stack, Host::current())?;
     let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
     let parent = nix::unistd::getpid();
     match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
@@ -134,7 +134,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(opts, Host::current())?;
+    let layers = Layers::open(&opts.stack, Host::current())?;
     serve(layers, opts, &mp, &mut None)
 }
 
@@ -188,7 +188,10 @@ fn check_mountpoint(p: &Path) -> Result<PathBuf, MountError> {
 
 /// The mount's source as /proc/mounts shows it.
 fn fsname(opts: &MountOptions) -> String {
-    opts.fsname.clone().unwrap_or_else(|| "strata".into())
+    opts.session
+        .fsname
+        .clone()
+        .unwrap_or_else(|| "strata".into())
 }
 
 /// Request threads: twice the CPUs, at least 4 (measured: 1 thread halves `ls -l` speed).
@@ -196,8 +199,8 @@ fn request_threads(opts: &MountOptions) -> usize {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    if opts.threads > 0 {
-        opts.threads
+    if opts.session.threads > 0 {
+        opts.session.threads
     } else {
         (cpus * 2).clamp(4, 16)
     }
@@ -225,12 +228,12 @@ fn serve(
             ".wh. files"
         }
     );
-    let core = match Overlay::new(layers, opts.volatile) {
+    let core = match Overlay::new(layers, opts.stack.volatile) {
         Ok(c) => Arc::new(
-            c.with_presentation(opts.presentation.clone())
-                .with_dir_fds(opts.dir_fds)
-                .with_metacopy(opts.metacopy)
-                .with_file_handles(opts.nfs_export),
+            c.with_presentation(opts.stack.presentation.clone())
+                .with_dir_fds(opts.stack.dir_fds)
+                .with_metacopy(opts.stack.metacopy)
+                .with_file_handles(opts.stack.nfs_export),
         ),
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
@@ -238,11 +241,11 @@ fn serve(
     if let Some(p) = &saved {
         restore_handles(&core, p);
     }
-    let ttl = Duration::from_secs_f64(opts.timeout_secs);
+    let ttl = Duration::from_secs_f64(opts.session.timeout_secs);
     // Root of a user namespace mounts by itself too, but passthrough needs the host's root.
-    let root = Host::current().root && !opts.namespace_root;
-    let direct = root || opts.namespace_root;
-    let policy = match opts.passthrough {
+    let root = Host::current().root && !opts.session.namespace_root;
+    let direct = root || opts.session.namespace_root;
+    let policy = match opts.session.passthrough {
         _ if !root => Policy::Off,
         Passthrough::Off => Policy::Off,
         Passthrough::Upper => Policy::Upper,
@@ -251,8 +254,8 @@ fn serve(
     let name = fsname(opts);
     let spec = MountSpec {
         fsname: &name,
-        read_only: opts.read_only || opts.upperdir.is_none(),
-        allow_other: opts.allow_other.unwrap_or(root),
+        read_only: opts.session.read_only || opts.stack.upperdir.is_none(),
+        allow_other: opts.session.allow_other.unwrap_or(root),
     };
     // As root strata mounts by itself, so the type is fuse.strata and an unmount from
     // outside ends the server quietly; a user mounts through fusermount3.
@@ -295,7 +298,7 @@ fn serve(
     let yields = process::can_leave_sched_idle(root);
     let transport = Transport {
         threads: request_threads(opts),
-        uring: match opts.io_uring {
+        uring: match opts.session.io_uring {
             IoUring::Off => false,
             IoUring::On => true,
             IoUring::Auto => yields,
@@ -326,8 +329,8 @@ fn serve(
 /// Where `nfs_export=on` keeps the file handle table between mounts: in the workdir, beside
 /// the kernel's `work/` and `index/`.
 fn saved_handles_path(opts: &MountOptions) -> Option<PathBuf> {
-    match (&opts.workdir, &opts.upperdir) {
-        (Some(w), Some(_)) if opts.nfs_export => Some(w.join("strata-handles")),
+    match (&opts.stack.workdir, &opts.stack.upperdir) {
+        (Some(w), Some(_)) if opts.stack.nfs_export => Some(w.join("strata-handles")),
         _ => None,
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::SetupError;
 use super::format::{Format, XattrNs};
-use super::options::{MountOptions, WhiteoutStyle};
+use super::options::{StackOptions, WhiteoutStyle};
 use crate::host::Host;
 use crate::sys::fs;
 use crate::sys::xattr;
@@ -102,7 +102,7 @@ fn own_dir_open(parent: BorrowedFd<'_>, name: &OsStr, st: &fs::Stat) -> std::io:
 
 impl Layers {
     /// Opens and validates every layer named in `opts`. Errors name the offending path.
-    pub fn open(opts: &MountOptions, host: &Host) -> Result<Layers, SetupError> {
+    pub fn open(opts: &StackOptions, host: &Host) -> Result<Layers, SetupError> {
         let mut lowers = Vec::new();
         let mut lower_canon = Vec::new();
         for p in &opts.lowerdirs {
@@ -241,7 +241,7 @@ impl Layers {
 }
 
 /// Chooses the xattr namespace and whiteout form by trying them in the workdir.
-fn probe_format(opts: &MountOptions, host: &Host, work: Option<BorrowedFd<'_>>) -> Format {
+fn probe_format(opts: &StackOptions, host: &Host, work: Option<BorrowedFd<'_>>) -> Format {
     let Some(work) = work else {
         let ns = if host.root && !opts.userxattr {
             XattrNs::Trusted

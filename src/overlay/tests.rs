@@ -2,12 +2,12 @@
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::dirops::NewObject;
 use super::layers::Layers;
 use super::node::ROOT_INO;
-use super::options::MountOptions;
+use super::options::{StackOptions, WhiteoutStyle};
 use super::{Caller, NodeId, Overlay};
 
 struct Fixture {
@@ -30,14 +30,12 @@ impl Fixture {
         Fixture { _dir: dir, base }
     }
 
-    fn overlay(&self, extra: &str) -> Overlay {
-        let o = format!(
-            "lowerdir={},upperdir={},workdir={}{extra}",
-            self.base.join("lower").display(),
-            self.base.join("upper").display(),
-            self.base.join("work").display()
-        );
-        let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
+    fn overlay(&self, whiteout: WhiteoutStyle) -> Overlay {
+        let upper = Some((self.base.join("upper"), self.base.join("work")));
+        let opts = StackOptions {
+            whiteout,
+            ..StackOptions::for_stack(vec![self.base.join("lower")], upper)
+        };
         Overlay::new(
             Layers::open(&opts, crate::host::Host::current()).unwrap(),
             true,
@@ -69,7 +67,7 @@ fn names(ov: &Overlay, ino: NodeId) -> Vec<String> {
 #[test]
 fn readdir_and_lookup_agree_on_inodes() {
     let f = Fixture::new();
-    let ov = f.overlay("");
+    let ov = f.overlay(WhiteoutStyle::Auto);
     let root = ov.nodes.get(ROOT_INO).unwrap();
     for e in ov.listing(&root).unwrap().iter() {
         let (ino, st) = ov.lookup(ROOT_INO, &e.name).unwrap();
@@ -82,7 +80,7 @@ fn readdir_and_lookup_agree_on_inodes() {
 #[test]
 fn copy_up_keeps_st_ino_and_never_touches_lower() {
     let f = Fixture::new();
-    let ov = f.overlay("");
+    let ov = f.overlay(WhiteoutStyle::Auto);
     let (ino, _) = ov.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     let fh = ov
         .open(ino, libc::O_WRONLY | libc::O_APPEND, false)
@@ -111,7 +109,7 @@ fn copy_up_keeps_st_ino_and_never_touches_lower() {
 #[test]
 fn unlink_and_rmdir_leave_whiteouts() {
     let f = Fixture::new();
-    let ov = f.overlay(",whiteout=wh");
+    let ov = f.overlay(WhiteoutStyle::WhFile);
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     assert_eq!(
         ov.rmdir(ROOT_INO, OsStr::new("dir")).unwrap_err().errno,
@@ -129,7 +127,7 @@ fn unlink_and_rmdir_leave_whiteouts() {
 #[test]
 fn renamed_lower_dir_keeps_its_contents() {
     let f = Fixture::new();
-    let ov = f.overlay("");
+    let ov = f.overlay(WhiteoutStyle::Auto);
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (new, _, _) = ov
         .create(
@@ -155,7 +153,7 @@ fn renamed_lower_dir_keeps_its_contents() {
 #[test]
 fn forget_releases_nodes_but_keeps_parents_of_live_children() {
     let f = Fixture::new();
-    let ov = f.overlay("");
+    let ov = f.overlay(WhiteoutStyle::Auto);
     let start = ov.node_count();
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (sub, _) = ov.lookup(dir, OsStr::new("sub")).unwrap();
@@ -180,8 +178,7 @@ fn forget_releases_nodes_but_keeps_parents_of_live_children() {
 #[test]
 fn read_only_mount_refuses_changes() {
     let f = Fixture::new();
-    let o = format!("lowerdir={}", f.base.join("lower").display());
-    let opts = MountOptions::parse(&[o], Path::new("/")).unwrap();
+    let opts = StackOptions::for_stack(vec![f.base.join("lower")], None);
     let ov = Overlay::new(
         Layers::open(&opts, crate::host::Host::current()).unwrap(),
         true,
@@ -209,7 +206,7 @@ fn forget_all(ov: &Overlay, ino: NodeId, lookups: u64) {
 #[test]
 fn a_file_handle_finds_its_object_after_the_kernel_forgot_it() {
     let f = Fixture::new();
-    let ov = f.overlay("").with_file_handles(true);
+    let ov = f.overlay(WhiteoutStyle::Auto).with_file_handles(true);
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (sub, _) = ov.lookup(dir, OsStr::new("sub")).unwrap();
     let (b, st) = ov.lookup(sub, OsStr::new("b")).unwrap();
@@ -243,7 +240,7 @@ fn a_file_handle_finds_its_object_after_the_kernel_forgot_it() {
 #[test]
 fn a_handle_of_a_removed_or_replaced_object_is_stale() {
     let f = Fixture::new();
-    let ov = f.overlay("").with_file_handles(true);
+    let ov = f.overlay(WhiteoutStyle::Auto).with_file_handles(true);
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (a, _) = ov.lookup(dir, OsStr::new("a")).unwrap();
     forget_all(&ov, a, 1);
@@ -271,7 +268,7 @@ fn a_handle_of_a_removed_or_replaced_object_is_stale() {
     );
     // Without file handles nothing is kept: the kernel's handle is stale once forgotten.
     let f2 = Fixture::new();
-    let ov2 = f2.overlay("");
+    let ov2 = f2.overlay(WhiteoutStyle::Auto);
     let (file, _) = ov2.lookup(ROOT_INO, OsStr::new("file")).unwrap();
     forget_all(&ov2, file, 1);
     assert_eq!(
@@ -283,7 +280,7 @@ fn a_handle_of_a_removed_or_replaced_object_is_stale() {
 #[test]
 fn the_handle_table_saved_at_unmount_serves_the_next_mount() {
     let f = Fixture::new();
-    let ov = f.overlay("").with_file_handles(true);
+    let ov = f.overlay(WhiteoutStyle::Auto).with_file_handles(true);
     let (dir, _) = ov.lookup(ROOT_INO, OsStr::new("dir")).unwrap();
     let (a, _) = ov.lookup(dir, OsStr::new("a")).unwrap();
     // A copied-up file keeps its inode number across the remount too.
@@ -296,7 +293,7 @@ fn the_handle_table_saved_at_unmount_serves_the_next_mount() {
     let (gen_a, gen_file) = (ov.generation(a), ov.generation(file));
     let saved = ov.saved_file_handles();
     drop(ov);
-    let ov = f.overlay("").with_file_handles(true);
+    let ov = f.overlay(WhiteoutStyle::Auto).with_file_handles(true);
     ov.restore_file_handles(&saved).unwrap();
     let (again, _) = ov.lookup(a, OsStr::new(".")).unwrap();
     assert_eq!((again, ov.generation(a)), (a, gen_a));
