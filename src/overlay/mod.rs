@@ -7,22 +7,22 @@
 //! copy-up lock while that node is copied up.
 
 pub mod attr;
-pub mod copyup;
-pub mod dirfds;
+pub(crate) mod copyup;
+pub(crate) mod dirfds;
 pub mod dirops;
 pub mod error;
 pub mod file;
 pub mod format;
-pub mod handles;
-pub mod hardlinks;
+pub(crate) mod handles;
+pub(crate) mod hardlinks;
 pub mod layers;
-pub mod lookup;
-pub mod names;
-pub mod node;
+pub(crate) mod lookup;
+pub(crate) mod names;
+pub(crate) mod node;
 pub mod options;
 pub mod present;
-pub mod readdir;
-pub mod rename;
+pub(crate) mod readdir;
+pub(crate) mod rename;
 #[cfg(test)]
 mod tests;
 mod whiteout;
@@ -53,7 +53,7 @@ pub struct Overlay {
     /// The layer stack.
     pub layers: Layers,
     /// Live nodes.
-    pub nodes: NodeTable,
+    pub(crate) nodes: NodeTable,
     /// Upper real inode -> merged inode, for objects copied up during this mount, so
     /// `st_ino` survives copy-up.
     origins: DashMap<u64, u64>,

@@ -29,7 +29,7 @@ pub mod ghosts;
 mod state;
 pub use budget::FdBudget;
 use ghosts::{Ghost, Ghosts};
-pub use state::{DirLayer, DirState, FileState, Holds, NodeState};
+pub use state::{DirLayer, DirState, FileState, NodeState};
 
 /// FUSE node id (and merged `st_ino`) of the root.
 pub const ROOT_INO: NodeId = NodeId(1);
@@ -503,10 +503,5 @@ impl NodeTable {
     /// Number of live nodes (for tests and memory accounting).
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Always false: the root is never removed.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }

@@ -41,11 +41,6 @@ impl NodeTable {
         self.fds = b;
     }
 
-    /// Directory nodes holding open layer fds now.
-    pub fn fds_held(&self) -> usize {
-        self.fds.held.load(Ordering::Relaxed)
-    }
-
     /// Counts a table node whose layer fds were just opened (or reopened) in the budget,
     /// closing those of the least recently used nodes when it is exceeded. Call with no
     /// node lock held.
