@@ -491,3 +491,82 @@ fn acls_and_permissions_as_another_user() {
         ]
     });
 }
+
+/// What new objects inherit from their directory (umask or default ACL, setgid group) is
+/// learnt at the first create and must follow every later change of the directory; and a
+/// name whose removal left a whiteout is created again right after the LOOKUP found it
+/// missing (strata skips the second walk then).
+#[test]
+fn new_objects_follow_changes_of_their_directory() {
+    let setup = |base: &Path| {
+        let l = lowers(base);
+        file(&l[0].join("dir/gone"), "g");
+        file(&l[0].join("dir/gone2"), "g");
+        std::fs::create_dir_all(l[0].join("dir/gonedir")).unwrap();
+        chmod(&l[0].join("dir"), 0o755);
+        l
+    };
+    scenario("inherit", &setup, &|m| {
+        let d = |n: &str| j(m, &format!("dir/{n}"));
+        let made = |n: &str| {
+            std::fs::metadata(d(n))
+                .map(|s| {
+                    use std::os::unix::fs::MetadataExt;
+                    format!(
+                        "{n}: mode {:o} gid {} acl {}",
+                        s.mode(),
+                        s.gid(),
+                        acl(&d(n))
+                    )
+                })
+                .unwrap_or_else(|e| format!("{n}: {e}"))
+        };
+        let mut log = vec![step("create a", std::fs::write(d("a"), "a")), made("a")];
+        let setgid = std::process::Command::new("chgrp")
+            .arg("1234")
+            .arg(j(m, "dir"))
+            .status()
+            .map(|s| s.success());
+        log.push(format!("chgrp: {setgid:?}"));
+        log.push(step(
+            "chmod g+s",
+            std::fs::set_permissions(
+                j(m, "dir"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o2755),
+            ),
+        ));
+        log.push(step("create b", std::fs::write(d("b"), "b")));
+        log.push(made("b"));
+        log.push(step("mkdir c", std::fs::create_dir(d("c"))));
+        log.push(made("c"));
+        let default = std::process::Command::new("setfacl")
+            .args(["-d", "-m", "u:1234:rwx"])
+            .arg(j(m, "dir"))
+            .status()
+            .map(|s| s.success());
+        log.push(format!("default acl: {default:?}"));
+        log.push(step("create e", std::fs::write(d("e"), "e")));
+        log.push(made("e"));
+        log.push(step("rm gone2", std::fs::remove_file(d("gone2"))));
+        log.push(step("create gone2 again", std::fs::write(d("gone2"), "n")));
+        log.push(made("gone2"));
+        let removed = std::process::Command::new("setfacl")
+            .arg("-k")
+            .arg(j(m, "dir"))
+            .status()
+            .map(|s| s.success());
+        log.push(format!("default acl removed: {removed:?}"));
+        log.push(step("create f", std::fs::write(d("f"), "f")));
+        log.push(made("f"));
+        log.push(step("rm gone", std::fs::remove_file(d("gone"))));
+        log.push(step("create gone again", std::fs::write(d("gone"), "new")));
+        log.push(made("gone"));
+        log.push(step("rmdir gonedir", std::fs::remove_dir(d("gonedir"))));
+        log.push(step(
+            "mkdir gonedir again",
+            std::fs::create_dir(d("gonedir")),
+        ));
+        log.push(made("gonedir"));
+        log
+    });
+}

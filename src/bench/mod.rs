@@ -14,6 +14,7 @@ pub mod podman;
 pub mod pull;
 pub mod report;
 pub mod start;
+pub mod syscalls;
 pub mod target;
 pub mod workload;
 

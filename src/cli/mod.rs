@@ -442,6 +442,10 @@ pub struct BenchArgs {
     /// Measure container start latency against runc, crun and bubblewrap instead.
     #[arg(long)]
     pub start: bool,
+    /// Count strata's server system calls per operation (strace) against per-operation
+    /// budgets instead.
+    #[arg(long)]
+    pub syscalls: bool,
     /// Measure pull throughput from a local docker-registry against skopeo copy instead.
     #[arg(long)]
     pub pull: bool,

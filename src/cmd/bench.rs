@@ -40,6 +40,12 @@ pub fn run(a: BenchArgs) -> i32 {
             crate::bench::start::run(&o.work, &o.out, &o.strata, runs),
         );
     }
+    if a.syscalls {
+        return printed(
+            "bench --syscalls",
+            crate::bench::syscalls::run(&o.work, &o.out, &o.strata),
+        );
+    }
     if a.net {
         let runs = (a.runs as usize).max(3);
         return printed(

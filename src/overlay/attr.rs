@@ -115,6 +115,9 @@ impl Overlay {
     pub fn setattr(&self, ino: NodeId, fh: Option<Fh>, a: SetAttr) -> FsResult<Stat> {
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
+        if node.is_dir() {
+            node.state_mut()?.drop_inherit();
+        }
         if let Some(size) = a.size {
             if node.is_dir() {
                 return err(libc::EISDIR);
@@ -282,6 +285,9 @@ impl Overlay {
         self.xattr_allowed(Some(name), libc::EPERM)?;
         self.check_writable()?;
         let node = self.nodes.get(ino)?;
+        if node.is_dir() {
+            node.state_mut()?.drop_inherit();
+        }
         self.copy_up_metadata(&node)?;
         let real = self.layers.format.to_disk(name);
         let (dir, n, _) = self.locate(&node)?;
@@ -343,6 +349,9 @@ impl Overlay {
             {
                 return err(libc::ENODATA);
             }
+        }
+        if node.is_dir() {
+            node.state_mut()?.drop_inherit();
         }
         self.copy_up_metadata(&node)?;
         let (dir, n, _) = self.locate(&node)?;

@@ -13,7 +13,7 @@ use super::format::{is_wh_marker, wh_name, whiteout_at, WhiteoutAt};
 use super::layers::remove_contents;
 use super::lookup::Found;
 use super::names::NameChange;
-use super::node::{DirState, FileState, Node, NodeId, NodeState};
+use super::node::{DirState, FileState, Inherit, Node, NodeId, NodeState};
 use super::{Caller, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -125,45 +125,50 @@ impl Overlay {
             let xwh = ps.as_dir().is_some_and(|d| d.xwhiteouts & 1 != 0);
             (xwh, ps.lower_count() > 0)
         };
-        let ust = match fs::lstatat(pfd.as_fd(), name) {
-            Ok(s) => Some(s),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
-            Err(e) => return Err(e).ctx(format_args!("create {name:?}")),
-        };
-        let wh = whiteout_at(pfd.as_fd(), name, ust.as_ref(), xwh).ctx("whiteout probe")?;
-        let exists = match (&ust, wh) {
-            (Some(_), WhiteoutAt::None) => true,
-            // Nothing in the upper dir and no whiteout: only a lower layer can hold the
-            // name, and the name index (names.rs), where the directory has one, knows
-            // every visible name, so a name it lacks needs no probe of the lowers.
-            (None, WhiteoutAt::None) => {
-                merged
-                    && self.indexed_visible(&pnode, name) != Some(false)
-                    && self.name_in_lowers(&pnode, name)?
+        let (exists, wh) = match self.take_miss(&pnode, name) {
+            // The LOOKUP just before (under the same directory lock) found it missing.
+            Some(wh) => (false, wh),
+            None => {
+                let ust = match fs::lstatat(pfd.as_fd(), name) {
+                    Ok(s) => Some(s),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+                    Err(e) => return Err(e).ctx(format_args!("create {name:?}")),
+                };
+                let wh = whiteout_at(pfd.as_fd(), name, ust.as_ref(), xwh).ctx("whiteout probe")?;
+                let exists = match (&ust, wh) {
+                    (Some(_), WhiteoutAt::None) => true,
+                    // Nothing in the upper dir and no whiteout: only a lower layer can hold
+                    // the name, and the name index (names.rs), where the directory has one,
+                    // knows every visible name, so a name it lacks needs no probe of the
+                    // lowers.
+                    (None, WhiteoutAt::None) => {
+                        merged
+                            && self.indexed_visible(&pnode, name) != Some(false)
+                            && self.name_in_lowers(&pnode, name)?
+                    }
+                    _ => false,
+                };
+                (exists, wh)
             }
-            _ => false,
         };
         if exists {
             return err(libc::EEXIST);
         }
-        let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
+        let inherit = self.inherit_of(&pnode, &pfd)?;
         // As in the VFS: a default ACL on the parent replaces the umask.
-        let default_acl = OsStr::new("system.posix_acl_default");
-        let obj = match xattr::getxattr(pfd.as_fd(), OsStr::new(""), default_acl) {
-            Ok(Some(_)) => obj,
-            _ => obj.masked(caller.umask),
+        let obj = match inherit.default_acl {
+            true => obj,
+            false => obj.masked(caller.umask),
         };
         // Like the kernel: a new directory in a merged parent is made opaque, which spares
         // every later lookup in it a probe of the lower layers.
         let opaque_new = obj.is_dir() && merged;
-        let setgid = pst.st_mode & libc::S_ISGID != 0;
+        let setgid = inherit.setgid_gid.is_some();
         // The caller's ids as stored on disk (uidmapping=/gidmapping=).
         let uid = self.pres.disk_uid(caller.uid);
-        let gid = if setgid {
-            pst.st_gid
-        } else {
-            self.pres.disk_gid(caller.gid)
-        };
+        let gid = inherit
+            .setgid_gid
+            .unwrap_or_else(|| self.pres.disk_gid(caller.gid));
         let obj = match obj {
             NewObject::Dir { mode } if setgid => NewObject::Dir {
                 mode: mode | libc::S_ISGID,
@@ -175,8 +180,8 @@ impl Overlay {
                 let work = self.work()?;
                 let tmp = self.tmp_name();
                 let fd = obj.make(work, &tmp).ctx(format_args!("create {name:?}"))?;
-                let placed = self
-                    .finish_new(&obj, work, &tmp, uid, gid, true)
+                let placed = as_if_made_in(pfd.as_fd(), &obj, inherit, work, &tmp)
+                    .and_then(|_| self.finish_new(&obj, work, &tmp, uid, gid, true))
                     .and_then(|_| {
                         fs::renameat2(work, &tmp, pfd.as_fd(), name, libc::RENAME_EXCHANGE)
                     });
@@ -217,6 +222,27 @@ impl Overlay {
         let found = self.found_new(&pnode, &pfd, name, opaque)?;
         let (ino, st) = self.remember(found)?;
         Ok((ino, st, fd))
+    }
+
+    /// What a new child of `pnode` inherits from its upper dir `pfd`: learnt once (a stat and
+    /// the default ACL), kept until the directory's attributes or xattrs change.
+    fn inherit_of(&self, pnode: &Node, pfd: &OwnedFd) -> FsResult<Inherit> {
+        if let Some(i) = pnode.state()?.as_dir().and_then(|d| d.for_children) {
+            return Ok(i);
+        }
+        let pst = fs::fstat(pfd.as_fd()).ctx("stat parent")?;
+        let default_acl = OsStr::new("system.posix_acl_default");
+        let i = Inherit {
+            setgid_gid: (pst.st_mode & libc::S_ISGID != 0).then_some(pst.st_gid),
+            default_acl: matches!(
+                xattr::getxattr(pfd.as_fd(), OsStr::new(""), default_acl),
+                Ok(Some(_))
+            ),
+        };
+        if let Some(d) = pnode.state_mut()?.as_dir_mut() {
+            d.for_children = Some(i);
+        }
+        Ok(i)
     }
 
     /// The lookup result of an object just made in the upper dir: nothing below it shows
@@ -512,6 +538,43 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// An object made in the workdir (to be renamed over a whiteout) gets what making it in
+/// its parent `pdir` would have given it: the parent's default ACL (the kernel's
+/// `posix_acl_create`, as kernel overlayfs applies it there) and a directory's setgid bit.
+fn as_if_made_in(
+    pdir: BorrowedFd<'_>,
+    obj: &NewObject<'_>,
+    inherit: Inherit,
+    work: BorrowedFd<'_>,
+    tmp: &OsStr,
+) -> io::Result<()> {
+    let (mode, is_dir) = match *obj {
+        NewObject::File { mode, .. } => (libc::S_IFREG | mode, false),
+        NewObject::Dir { mode } => (libc::S_IFDIR | mode, true),
+        NewObject::Special { mode, .. } => (mode, false),
+        _ => return Ok(()),
+    };
+    let mut perm = mode & 0o7777;
+    if inherit.default_acl {
+        let default = OsStr::new("system.posix_acl_default");
+        let inherited = xattr::getxattr(pdir, OsStr::new(""), default)?
+            .and_then(|v| super::acl::inherit(&v, mode, is_dir));
+        if let Some(i) = inherited {
+            if let Some(a) = &i.access {
+                let access = OsStr::new("system.posix_acl_access");
+                xattr::setxattr(work, tmp, access, a, 0)?;
+            }
+            if let Some(d) = &i.default {
+                xattr::setxattr(work, tmp, default, d, 0)?;
+            }
+            perm = (perm & !0o777) | (i.mode & 0o777);
+        }
+    } else if !(is_dir && perm & libc::S_ISGID != 0) {
+        return Ok(());
+    }
+    fs::fchmodat(work, tmp, perm)
 }
 
 /// Removes `dir`/`name` and everything below it.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{err, FsResult, IoCtx};
 use super::format::{is_wh_marker, read_dir_meta, whiteout_at, WhiteoutAt};
 use super::layers::Lay;
-use super::node::{DirLayer, DirState, FileState, Node, NodeId, NodeState};
+use super::node::{DirLayer, DirState, FileState, LastMiss, Node, NodeId, NodeState};
 use super::{lay_bit, Overlay};
 use crate::sys::fs::{self, Stat};
 use crate::sys::xattr;
@@ -74,6 +74,8 @@ struct Walk {
     data_pending: bool,
     /// Its data was found in a lower layer (recorded in `lowers`).
     data_found: bool,
+    /// The whiteout the upper dir holds for the name.
+    upper_wh: WhiteoutAt,
 }
 
 enum Step {
@@ -105,14 +107,22 @@ impl Walk {
         let st = match fs::lstatat(dir, name) {
             Ok(st) => st,
             Err(e) if missing(&e) => {
-                return match whiteout_at(dir, name, None, xwh).ctx("whiteout probe")? {
+                let wh = whiteout_at(dir, name, None, xwh).ctx("whiteout probe")?;
+                if lay == Lay::Upper {
+                    self.upper_wh = wh;
+                }
+                return match wh {
                     WhiteoutAt::None => Ok(Step::Continue),
                     _ => Ok(Step::Stop),
                 };
             }
             Err(e) => return Err(e).ctx(format_args!("lookup {name:?}")),
         };
-        if whiteout_at(dir, name, Some(&st), xwh).ctx("whiteout probe")? != WhiteoutAt::None {
+        let wh = whiteout_at(dir, name, Some(&st), xwh).ctx("whiteout probe")?;
+        if lay == Lay::Upper {
+            self.upper_wh = wh;
+        }
+        if wh != WhiteoutAt::None {
             return Ok(Step::Stop);
         }
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
@@ -232,6 +242,7 @@ impl Overlay {
             metacopy: self.metacopy.clone(),
             data_pending: false,
             data_found: false,
+            upper_wh: WhiteoutAt::None,
         };
         let mut stop = false;
         if let Some(ufd) = &fds.upper {
@@ -242,13 +253,17 @@ impl Overlay {
                 Step::Stop
             );
             if !w.upper && stop {
+                self.note_miss(parent, name, pd.gen, w.upper_wh);
                 return Ok(None);
             }
         }
         if !stop {
             self.walk_lowers(&pd, &fds.lowers, name, &mut w)?;
         }
-        let Some(top) = w.top else { return Ok(None) };
+        let Some(top) = w.top else {
+            self.note_miss(parent, name, pd.gen, w.upper_wh);
+            return Ok(None);
+        };
         let kind = top.st_mode & libc::S_IFMT;
         let ino = NodeId(match (w.upper, w.lowers.first()) {
             (true, _) => self.upper_ino(top.st_ino),
@@ -288,6 +303,31 @@ impl Overlay {
             state,
             stat: top,
         }))
+    }
+
+    /// Remembers that `name` is missing from `parent` as of its change counter `gen`, and
+    /// what whiteout its upper dir holds (see [`Overlay::take_miss`]).
+    fn note_miss(&self, parent: &Node, name: &OsStr, gen: u64, upper_wh: WhiteoutAt) {
+        let Ok(mut st) = parent.state_mut() else {
+            return;
+        };
+        if let Some(d) = st.as_dir_mut().filter(|d| d.gen == gen) {
+            d.last_miss = Some(LastMiss {
+                name: name.to_os_string(),
+                gen,
+                upper_wh,
+            });
+        }
+    }
+
+    /// If the last lookup in `parent` found `name` missing and nothing changed there since
+    /// (the kernel holds the directory's lock from that LOOKUP to the CREATE), what whiteout
+    /// its upper dir holds: a create needs no second walk.
+    pub(super) fn take_miss(&self, parent: &Node, name: &OsStr) -> Option<WhiteoutAt> {
+        let mut st = parent.state_mut().ok()?;
+        let d = st.as_dir_mut()?;
+        let miss = d.last_miss.take()?;
+        (miss.name == name && miss.gen == d.gen).then_some(miss.upper_wh)
     }
 
     /// Walks the lower layers below the directory `pd` (whose lower dirs are open as

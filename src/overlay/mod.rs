@@ -6,6 +6,7 @@
 //! ever written into a lower layer; no lock is held across file I/O except a node's own
 //! copy-up lock while that node is copied up.
 
+pub(crate) mod acl;
 pub mod attr;
 pub(crate) mod copyup;
 pub(crate) mod dirfds;

@@ -29,7 +29,7 @@ pub mod ghosts;
 mod state;
 pub use budget::FdBudget;
 use ghosts::{Ghost, Ghosts};
-pub use state::{DirLayer, DirState, FileState, NodeState};
+pub use state::{DirLayer, DirState, FileState, Inherit, LastMiss, NodeState};
 
 /// FUSE node id (and merged `st_ino`) of the root.
 pub const ROOT_INO: NodeId = NodeId(1);

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::super::format::WhiteoutAt;
 use super::super::layers::Lay;
 use super::super::names::NameIndex;
 use super::super::readdir::MergedEntry;
@@ -70,6 +71,33 @@ pub struct DirState {
     /// Bumped on every change, so a listing built concurrently with a change is never
     /// cached.
     pub gen: u64,
+    /// The last name a lookup found missing here, while nothing changed since: the create
+    /// that usually follows needs no second walk through the layers.
+    pub last_miss: Option<LastMiss>,
+    /// What a new child inherits from the upper dir (its setgid group, whether a default
+    /// ACL replaces the umask), learnt at the first create; dropped when the directory's
+    /// attributes or xattrs change.
+    pub for_children: Option<Inherit>,
+}
+
+/// A name a lookup found missing in a directory, and what its upper dir holds there.
+#[derive(Clone, Debug)]
+pub struct LastMiss {
+    /// The name.
+    pub name: OsString,
+    /// The directory's change counter when it was found missing.
+    pub gen: u64,
+    /// The whiteout the upper dir holds for it.
+    pub upper_wh: WhiteoutAt,
+}
+
+/// What a new object inherits from its upper parent dir.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inherit {
+    /// The parent's group when it is setgid (BSD group semantics), else None.
+    pub setgid_gid: Option<u32>,
+    /// The parent has a default ACL (which then replaces the caller's umask).
+    pub default_acl: bool,
 }
 
 /// A non-directory's state.
@@ -205,6 +233,7 @@ impl NodeState {
         if let Some(d) = self.as_dir_mut() {
             d.listing = None;
             d.names = None;
+            d.last_miss = None;
         }
     }
 
@@ -212,6 +241,13 @@ impl NodeState {
     pub fn bump(&mut self) {
         if let Some(d) = self.as_dir_mut() {
             d.gen = d.gen.wrapping_add(1);
+        }
+    }
+
+    /// Forgets what children inherit (the directory's mode, group or ACLs changed).
+    pub fn drop_inherit(&mut self) {
+        if let Some(d) = self.as_dir_mut() {
+            d.for_children = None;
         }
     }
 }
