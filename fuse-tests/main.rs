@@ -2,6 +2,7 @@
 //! oracle) and strata; see `harness.rs`.
 
 mod archives;
+mod atime;
 mod build;
 mod callers;
 mod churn;

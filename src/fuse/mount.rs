@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use crate::overlay::options::Atime;
 use std::process::{Command, Stdio};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -21,6 +23,8 @@ pub struct MountSpec<'a> {
     pub read_only: bool,
     /// Other users may enter it.
     pub allow_other: bool,
+    /// The atime option shown in /proc/mounts (`noatime`, `strictatime`; else relatime).
+    pub atime: crate::overlay::options::Atime,
 }
 
 /// Mounts /dev/fuse at `mountpoint` as type `fuse.strata` with mount(2) (root, or root of a
@@ -50,6 +54,11 @@ pub fn direct(mountpoint: &Path, spec: &MountSpec<'_>) -> io::Result<OwnedFd> {
     if spec.read_only {
         flags |= MsFlags::MS_RDONLY;
     }
+    flags |= match spec.atime {
+        Atime::Never => MsFlags::MS_NOATIME,
+        Atime::Strict => MsFlags::MS_STRICTATIME,
+        Atime::Relative => MsFlags::empty(),
+    };
     nix::mount::mount(
         Some(spec.fsname),
         mountpoint,
@@ -75,6 +84,11 @@ pub fn fusermount(mountpoint: &Path, spec: &MountSpec<'_>) -> io::Result<OwnedFd
     );
     if spec.read_only {
         opts.push_str(",ro");
+    }
+    match spec.atime {
+        Atime::Never => opts.push_str(",noatime"),
+        Atime::Strict => opts.push_str(",strictatime"),
+        Atime::Relative => {}
     }
     if spec.allow_other {
         opts.push_str(",allow_other");

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::overlay::error::SetupError;
-use crate::overlay::options::{StackOptions, WhiteoutStyle};
+use crate::overlay::options::{Atime, StackOptions, WhiteoutStyle};
 use crate::overlay::present::{parse_ranges, OverrideXattr};
 
 /// Which files FUSE passthrough may serve.
@@ -165,10 +165,6 @@ const PASSED_THROUGH: &[&str] = &[
     "nosuid",
     "exec",
     "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "strictatime",
     "nodiratime",
     "diratime",
     "async",
@@ -197,6 +193,16 @@ impl MountOptions {
             stack: StackOptions::for_stack(lowers, upper),
             ..MountOptions::default()
         }
+    }
+
+    /// What the core is given: the stack options, where a read-only mount never updates
+    /// access times.
+    pub fn core_options(&self) -> StackOptions {
+        let mut s = self.stack.clone();
+        if self.session.read_only {
+            s.atime = Atime::Never;
+        }
+        s
     }
 
     /// Parses one or more `-o` strings; `cwd` resolves relative paths.
@@ -279,6 +285,9 @@ impl MountOptions {
             "userxattr" => self.stack.userxattr = true,
             "volatile" | "fsync=0" => self.stack.volatile = true,
             "ro" => self.session.read_only = true,
+            "noatime" => self.stack.atime = Atime::Never,
+            "relatime" | "atime" => self.stack.atime = Atime::Relative,
+            "strictatime" => self.stack.atime = Atime::Strict,
             "allow_other" => self.session.allow_other = Some(true),
             "noallow_other" => self.session.allow_other = Some(false),
             "timeout" => {

@@ -51,7 +51,7 @@ pub enum MountError {
 /// live. The calling process must be single-threaded.
 pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(&opts.stack, Host::current())?;
+    let layers = Layers::open(&opts.core_options(), Host::current())?;
     let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
     match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
         Forked::Parent(child) => {
@@ -88,7 +88,7 @@ pub fn mount_child(
     not_inherited: &[std::os::fd::RawFd],
 ) -> Result<i32, MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(&opts.stack, Host::current())?;
+    let layers = Layers::open(&opts.core_options(), Host::current())?;
     let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
     let parent = nix::unistd::getpid();
     match process::fork_single_threaded().map_err(|e| MountError::Server(format!("fork: {e}")))? {
@@ -134,7 +134,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
-    let layers = Layers::open(&opts.stack, Host::current())?;
+    let layers = Layers::open(&opts.core_options(), Host::current())?;
     serve(layers, opts, &mp, &mut None)
 }
 
@@ -233,7 +233,8 @@ fn serve(
             c.with_presentation(opts.stack.presentation.clone())
                 .with_dir_fds(opts.stack.dir_fds)
                 .with_metacopy(opts.stack.metacopy)
-                .with_file_handles(opts.stack.nfs_export),
+                .with_file_handles(opts.stack.nfs_export)
+                .with_atime(opts.core_options().atime),
         ),
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
@@ -256,6 +257,7 @@ fn serve(
         fsname: &name,
         read_only: opts.session.read_only || opts.stack.upperdir.is_none(),
         allow_other: opts.session.allow_other.unwrap_or(root),
+        atime: opts.stack.atime,
     };
     // As root strata mounts by itself, so the type is fuse.strata and an unmount from
     // outside ends the server quietly; a user mounts through fusermount3.

@@ -117,7 +117,8 @@ impl Overlay {
         } else {
             libc::O_RDONLY
         };
-        fs::openat(dir.as_fd(), &name, flags | libc::O_NOFOLLOW, 0).ctx("open backing file")
+        let flags = flags | libc::O_NOFOLLOW | self.noatime(lay);
+        fs::openat(dir.as_fd(), &name, flags, 0).ctx("open backing file")
     }
 
     /// Any open fd of inode `ino` (for an unlinked file only its handles reach it).
@@ -190,7 +191,7 @@ impl Overlay {
         }
         let (dir, name, lay) = self.locate_data(&node)?;
         let on_upper = lay == super::layers::Lay::Upper;
-        let flags = (flags & PASSED_FLAGS) | libc::O_NOFOLLOW;
+        let flags = (flags & PASSED_FLAGS) | libc::O_NOFOLLOW | self.noatime(lay);
         let fd = if defer && !on_upper && !writable && !trunc {
             RealFd::Deferred { dir, name, flags }
         } else {
@@ -233,9 +234,10 @@ impl Overlay {
                 };
                 if data_up {
                     let (dir, name, _) = self.locate(&node)?;
+                    let flags =
+                        libc::O_RDONLY | libc::O_NOFOLLOW | self.noatime(super::layers::Lay::Upper);
                     let fd = Arc::new(
-                        fs::openat(dir.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-                            .ctx("reopen after copy-up")?,
+                        fs::openat(dir.as_fd(), &name, flags, 0).ctx("reopen after copy-up")?,
                     );
                     *h.fd.write().map_err(poisoned)? = RealFd::Open(fd.clone());
                     h.on_upper.store(true, Ordering::Release);

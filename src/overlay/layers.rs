@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::SetupError;
 use super::format::{Format, XattrNs};
-use super::options::{StackOptions, WhiteoutStyle};
+use super::options::{Atime, StackOptions, WhiteoutStyle};
 use crate::host::Host;
 use crate::sys::fs;
+use crate::sys::mount::{atime_clone, AtimeAttr};
 use crate::sys::xattr;
 
 /// Where an object lives: the upper dir or lower layer `i` (0 = topmost lower).
@@ -100,6 +101,57 @@ fn own_dir_open(parent: BorrowedFd<'_>, name: &OsStr, st: &fs::Stat) -> std::io:
     Ok(())
 }
 
+/// Whether two fds are the same directory.
+fn same_dir(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (fs::fstat(a.as_fd()), fs::fstat(b.as_fd())) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+/// A lower layer's root reopened through a clone of it with the mount's atime option (see
+/// [`atime_clone`]); None where that can't be done (the layer then follows its
+/// filesystem's own atime option).
+fn lower_through_clone(root: &OwnedFd, atime: AtimeAttr) -> Option<OwnedFd> {
+    let clone = atime_clone(root.as_fd(), atime)
+        .inspect_err(|e| log::debug!("atime clone: {e}"))
+        .ok()?;
+    same_dir(&clone, root).then_some(clone)
+}
+
+/// Reopens the upper dir and `<workdir>/work` through one clone, with the mount's atime
+/// option, of the directory holding both (renames between them must stay on one mount);
+/// leaves them as they are if that can't be done.
+fn reroot_upper(upper: &mut Layer, work: &mut OwnedFd, up: &Path, wd: &Path, atime: AtimeAttr) {
+    let (Ok(uc), Ok(wc)) = (up.canonicalize(), wd.canonicalize()) else {
+        return;
+    };
+    let mut common = uc.as_path();
+    while !wc.starts_with(common) {
+        let Some(p) = common.parent() else { return };
+        common = p;
+    }
+    let (Ok(urel), Ok(wrel)) = (uc.strip_prefix(common), wc.strip_prefix(common)) else {
+        return;
+    };
+    let clone = fs::open_path(common, libc::O_PATH | libc::O_DIRECTORY)
+        .and_then(|base| atime_clone(base.as_fd(), atime));
+    let clone = match clone {
+        Ok(c) => c,
+        Err(e) => return log::debug!("atime clone: {e}"),
+    };
+    let u = fs::open_dir_beneath(clone.as_fd(), urel)
+        .ok()
+        .filter(|u| same_dir(u, &upper.root));
+    let w = fs::open_dir_beneath(clone.as_fd(), &wrel.join("work"))
+        .ok()
+        .filter(|w| same_dir(w, work));
+    if let (Some(u), Some(w)) = (u, w) {
+        upper.root = u;
+        *work = w;
+    }
+}
+
 impl Layers {
     /// Opens and validates every layer named in `opts`. Errors name the offending path.
     pub fn open(opts: &StackOptions, host: &Host) -> Result<Layers, SetupError> {
@@ -180,6 +232,29 @@ impl Layers {
                 fsidx: 0,
             });
             work = Some(wfd);
+        }
+        // As in kernel overlayfs, reads never move a lower file's atime (it is a read-only
+        // layer), and an upper file's follows the mount's option.
+        if host.root {
+            for l in &mut lowers {
+                if let Some(fd) = lower_through_clone(&l.root, AtimeAttr::Never) {
+                    l.root = fd;
+                }
+            }
+            let upper_atime = match opts.atime {
+                Atime::Never => Some(AtimeAttr::Never),
+                Atime::Strict => Some(AtimeAttr::Strict),
+                Atime::Relative => None,
+            };
+            if let (Some(atime), Some(u), Some(w), Some(up), Some(wd)) = (
+                upper_atime,
+                upper.as_mut(),
+                work.as_mut(),
+                &opts.upperdir,
+                &opts.workdir,
+            ) {
+                reroot_upper(u, w, up, wd, atime);
+            }
         }
         let format = probe_format(opts, host, work.as_ref().map(|w| w.as_fd()));
         let mut layers = Layers {

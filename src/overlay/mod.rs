@@ -84,6 +84,8 @@ pub struct Overlay {
     metacopy: Option<OsString>,
     /// The whiteout inode every chardev whiteout of this mount links to.
     whiteouts: whiteout::SharedWhiteout,
+    /// When reads update access times.
+    atime: options::Atime,
 }
 
 /// An open file's or directory's handle (FUSE `fh`), as `open`/`opendir` gave it.
@@ -141,6 +143,7 @@ impl Overlay {
             pres: present::Presentation::default(),
             metacopy: None,
             whiteouts: whiteout::SharedWhiteout::default(),
+            atime: options::Atime::Relative,
         })
     }
 
@@ -150,6 +153,23 @@ impl Overlay {
         let trusted = self.layers.format.ns == format::XattrNs::Trusted;
         self.metacopy = (on && trusted).then(|| self.layers.format.ns.name("metacopy"));
         self
+    }
+
+    /// When reads and listings update access times (`noatime`, `strictatime`).
+    pub fn with_atime(mut self, atime: options::Atime) -> Self {
+        self.atime = atime;
+        self
+    }
+
+    /// `O_NOATIME` where reads must leave the access time of a real file in `lay` alone:
+    /// always in a lower layer (as kernel overlayfs, which never moves a lower file's
+    /// atime), in the upper one under `noatime`. As root the layers' mount clones do the
+    /// same for passthrough reads (`layers.rs`).
+    fn noatime(&self, lay: Lay) -> i32 {
+        match (lay, self.atime) {
+            (Lay::Lower(_), _) | (Lay::Upper, options::Atime::Never) => libc::O_NOATIME,
+            _ => 0,
+        }
     }
 
     /// Lets directory nodes keep at most about `fds` layer fds open (`dirfds=N`).

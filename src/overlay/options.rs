@@ -17,6 +17,21 @@ pub enum WhiteoutStyle {
     WhFile,
 }
 
+/// When reading a file or listing a directory updates its access time (the mount's
+/// `relatime`, `noatime`, `strictatime`). FUSE leaves atime to the server, whose reads of
+/// the real files update them: as root the layers are opened through a private clone of
+/// their mounts carrying the option (so passthrough reads follow it too); as a user,
+/// `noatime` opens the real files `O_NOATIME` and `strictatime` is the layers' own option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Atime {
+    /// As the layers' own filesystems do it (normally relatime): the default.
+    Relative,
+    /// Never (`noatime`, and any read-only mount).
+    Never,
+    /// On every read (`strictatime`).
+    Strict,
+}
+
 /// The layer stack and how the core keeps and shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StackOptions {
@@ -42,6 +57,8 @@ pub struct StackOptions {
     pub nfs_export: bool,
     /// `dirfds=N`: how many directory fds the core keeps open at most.
     pub dir_fds: Option<usize>,
+    /// `noatime`, `relatime`, `strictatime`.
+    pub atime: Atime,
     /// Id mapping, squashing, static nlink, xattr options.
     pub presentation: Presentation,
 }
@@ -58,6 +75,7 @@ impl Default for StackOptions {
             metacopy: false,
             nfs_export: false,
             dir_fds: None,
+            atime: Atime::Relative,
             presentation: Presentation::default(),
         }
     }

@@ -109,7 +109,8 @@ impl Overlay {
         for (lay, dir) in layers {
             let (lay, dir) = (*lay, dir.as_ref());
             let xwh = xwhiteouts & lay_bit(lay) != 0;
-            let entries = fs::read_dir(dir.as_fd()).ctx(format_args!("readdir {lay:?}"))?;
+            let entries = fs::read_dir_with(dir.as_fd(), self.noatime(lay))
+                .ctx(format_args!("readdir {lay:?}"))?;
             // A `.wh.` marker hides its name in the layers below, not in its own layer
             // (where lookup finds the name first), so it takes effect after this layer.
             let mut hidden_below = Vec::new();

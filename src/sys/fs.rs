@@ -45,6 +45,16 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 
 /// `openat(2)`; `O_CLOEXEC` is always added.
 pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    match openat_once(dir, name, flags, mode) {
+        // O_NOATIME is for the file's owner (or CAP_FOWNER): others open without it.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => {
+            openat_once(dir, name, flags & !libc::O_NOATIME, mode)
+        }
+        r => r,
+    }
+}
+
+fn openat_once(dir: BorrowedFd<'_>, name: &OsStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     retry(|| {
         // SAFETY: c is a valid NUL-terminated string; the returned fd is owned by us.
@@ -555,7 +565,17 @@ pub fn getdents(fd: BorrowedFd<'_>, bufsize: usize) -> io::Result<Vec<DirEntry>>
 
 /// Reads a whole directory with `getdents64`, skipping `.` and `..`.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<DirEntry>> {
-    let fd = openat(dir, OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    read_dir_with(dir, 0)
+}
+
+/// [`read_dir`] with extra open flags for the directory (`O_NOATIME`).
+pub fn read_dir_with(dir: BorrowedFd<'_>, flags: i32) -> io::Result<Vec<DirEntry>> {
+    let fd = openat(
+        dir,
+        OsStr::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY | flags,
+        0,
+    )?;
     let mut out = Vec::new();
     loop {
         let batch = getdents(fd.as_fd(), 64 * 1024)?;
