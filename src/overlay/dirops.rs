@@ -437,7 +437,11 @@ impl Overlay {
     fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> FsResult<()> {
         self.check_writable()?;
         let pnode = self.nodes.get(parent)?;
-        let Some(mut f) = self.find(&pnode, name)? else {
+        let found = match self.take_hit(&pnode, name)? {
+            Some(f) => Some(f),
+            None => self.find(&pnode, name)?,
+        };
+        let Some(mut f) = found else {
             return err(libc::ENOENT);
         };
         if f.kind != libc::S_IFDIR && !f.state.upper && f.stat.st_nlink > 1 {
@@ -473,7 +477,8 @@ impl Overlay {
         let what = format_args!("remove {name:?}");
         let mut other_links = false;
         if f.state.upper {
-            let ust = fs::lstatat(pfd.as_fd(), name).ctx(what)?;
+            // The stat the lookup just made is the upper object's (the top layer's).
+            let ust = f.stat;
             if is_dir || ust.st_nlink <= 1 {
                 self.origins.remove(&ust.st_ino);
             }

@@ -381,10 +381,57 @@ impl Overlay {
             _ => {}
         }
         let p = self.nodes.get(parent)?;
+        let gen = p.state()?.as_dir().map(|d| d.gen);
         let Some(f) = self.find(&p, name)? else {
             return err(libc::ENOENT);
         };
-        self.remember(f)
+        let (ino, st) = self.remember(f)?;
+        if let Some(gen) = gen {
+            self.note_hit(&p, name, gen, ino);
+        }
+        Ok((ino, st))
+    }
+
+    /// Remembers that a lookup of `name` in `parent` found node `ino`, as of the
+    /// directory's change counter `gen` (see [`Overlay::take_hit`]).
+    fn note_hit(&self, parent: &Node, name: &OsStr, gen: u64, ino: NodeId) {
+        let Ok(mut st) = parent.state_mut() else {
+            return;
+        };
+        if let Some(d) = st.as_dir_mut().filter(|d| d.gen == gen) {
+            d.last_hit = Some((name.to_os_string(), gen, ino));
+        }
+    }
+
+    /// What the last lookup of `name` in `parent` found, if nothing changed there since
+    /// (the kernel holds the directory's lock from that LOOKUP to the UNLINK): the node's
+    /// state and a stat of its object, without a second walk through the layers.
+    pub(super) fn take_hit(&self, parent: &Node, name: &OsStr) -> FsResult<Option<Found>> {
+        let hit = {
+            let mut st = parent.state_mut()?;
+            let Some(d) = st.as_dir_mut() else {
+                return Ok(None);
+            };
+            match d.last_hit.take() {
+                Some((n, gen, ino)) if n == name && gen == d.gen => ino,
+                _ => return Ok(None),
+            }
+        };
+        let Some(node) = self.nodes.peek(hit) else {
+            return Ok(None);
+        };
+        let state = node.state()?.clone();
+        if state.unlinked || state.parent != parent.ino || state.name != name {
+            return Ok(None);
+        }
+        let (dir, real, _) = self.locate(&node)?;
+        let stat = fs::lstatat(dir.as_fd(), &real).ctx(format_args!("stat {name:?}"))?;
+        Ok(Some(Found {
+            ino: node.ino,
+            kind: node.kind,
+            state,
+            stat,
+        }))
     }
 
     /// Puts a found object in the node table (one kernel reference); returns its node id

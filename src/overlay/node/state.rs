@@ -74,6 +74,9 @@ pub struct DirState {
     /// The last name a lookup found missing here, while nothing changed since: the create
     /// that usually follows needs no second walk through the layers.
     pub last_miss: Option<LastMiss>,
+    /// The last name a lookup found here (with the directory's change counter then, and
+    /// the node it found): the unlink that often follows needs no second walk.
+    pub last_hit: Option<(OsString, u64, NodeId)>,
     /// What a new child inherits from the upper dir (its setgid group, whether a default
     /// ACL replaces the umask), learnt at the first create; dropped when the directory's
     /// attributes or xattrs change.
@@ -234,6 +237,7 @@ impl NodeState {
             d.listing = None;
             d.names = None;
             d.last_miss = None;
+            d.last_hit = None;
         }
     }
 
