@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::target::which;
 use super::{io_ctx, BenchError};
+use crate::container::timing::Steps;
 
 /// Makes the command for start number `i` of one launcher.
 type Launch = Box<dyn Fn(usize) -> Command>;
@@ -100,12 +101,14 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     let (store, rootfs, bundle) = prepare(&work, strata)?;
     let mut launchers: Vec<(String, Launch)> = Vec::new();
     let mut skipped = Vec::new();
+    let steps_file = work.join("start-steps.txt");
     {
-        let (s, st) = (strata.to_path_buf(), store.clone());
+        let (s, st, sf) = (strata.to_path_buf(), store.clone(), steps_file.clone());
         launchers.push((
             "strata".into(),
             Box::new(move |_| {
                 let mut c = Command::new(&s);
+                c.env(crate::container::timing::ENV, &sf);
                 c.arg("--root").arg(&st).args([
                     "run",
                     "--rm",
@@ -178,6 +181,8 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             }
         }
     });
+    // Only the measured starts' steps: the trial start above wrote some too.
+    let _ = std::fs::remove_file(&steps_file);
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); launchers.len()];
     for i in 0..runs {
         for (j, (_, make)) in launchers.iter().enumerate() {
@@ -197,6 +202,10 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     let med = |v: &mut Vec<f64>| -> Option<f64> {
         v.sort_by(|a, b| a.total_cmp(b));
         v.get(v.len() / 2).copied()
+    };
+    let strata_totals = match launchers.first() {
+        Some((n, _)) if n == "strata" => times[0].clone(),
+        _ => Vec::new(),
     };
     let medians: Vec<Option<f64>> = times.iter_mut().map(med).collect();
     let runc = launchers
@@ -236,6 +245,65 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         _ => "unknown: runc or strata was not measured".into(),
     };
     let _ = writeln!(md, "\nTarget: {verdict}");
+    let steps = std::fs::read_to_string(&steps_file).unwrap_or_default();
+    let (launcher, child) = crate::container::timing::parse(&steps);
+    md.push_str(&steps_table(&strata_totals, &launcher, &child));
     std::fs::write(out.join("start.md"), &md).map_err(io_ctx("start.md"))?;
     Ok(md)
+}
+
+/// Where strata's start goes: the median of each step over the runs (`STRATA_START_TIMES`,
+/// see `container::timing`), and the rest of each run's wall time (process start and the
+/// sealed re-exec, until `run`'s first line; exit) as one more row; then the launch step
+/// broken down by the container's first process (its clock goes on from the cgroups step).
+fn steps_table(totals: &[f64], runs: &[Steps], child: &[Steps]) -> String {
+    let mut md = String::new();
+    if runs.is_empty() || runs.len() != totals.len() {
+        return md;
+    }
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let names: Vec<String> = runs[0].iter().map(|(n, _)| n.clone()).collect();
+    let total = median(totals.to_vec());
+    let _ = writeln!(
+        md,
+        "\n## Where strata's start goes\n\nMedian of each step over the {} runs \
+         (`STRATA_START_TIMES`).\n\n| step | median | share |\n|---|---|---|",
+        runs.len()
+    );
+    let rest: Vec<f64> = totals
+        .iter()
+        .zip(runs)
+        .map(|(t, r)| t - r.iter().map(|(_, ms)| ms).sum::<f64>())
+        .collect();
+    let row = |md: &mut String, name: &str, ms: f64| {
+        let share = if total > 0.0 { ms / total * 100.0 } else { 0.0 };
+        let _ = writeln!(md, "| {name} | {ms:.2} ms | {share:.0}% |");
+    };
+    row(&mut md, "process start, sealed re-exec, exit", median(rest));
+    for n in &names {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.iter().find(|(k, _)| k == n).map(|(_, ms)| *ms))
+            .collect();
+        row(&mut md, n, median(v));
+    }
+    let _ = writeln!(md, "| total (median of the runs) | {total:.2} ms | 100% |");
+    if let Some(first) = child.first() {
+        let _ = writeln!(
+            md,
+            "\nThe launch step, as the container's first process saw it:\n\n| step | median |\n|---|---|"
+        );
+        // Its clock went on from the fork: the steps before it are the launcher's above.
+        for (n, _) in first.iter().filter(|(n, _)| !names.contains(n)) {
+            let v: Vec<f64> = child
+                .iter()
+                .filter_map(|r| r.iter().find(|(k, _)| k == n).map(|(_, ms)| *ms))
+                .collect();
+            let _ = writeln!(md, "| {n} | {:.2} ms |", median(v));
+        }
+    }
+    md
 }

@@ -132,6 +132,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
 
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
+    crate::container::timing::begin();
     let restart: crate::container::restart::RestartPolicy =
         a.restart.parse().map_err(Error::Run)?;
     if restart != Default::default() && (a.rm || !a.detach) {
@@ -151,16 +152,20 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     }
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
     pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
+    crate::container::timing::step("store, image");
     let detach = a.detach;
     let host = Host::current();
     let req = request(a, host).map_err(Error::Run)?;
     let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
+    crate::container::timing::step("host probe, create record");
     if detach {
         let id = crate::container::monitor::run_detached(&store, created).map_err(Error::Run)?;
         writeln!(std::io::stdout(), "{id}")?;
         return Ok(0);
     }
-    lifecycle::run_attached(&store, created).map_err(Error::Run)
+    let r = lifecycle::run_attached(&store, created).map_err(Error::Run);
+    crate::container::timing::finish();
+    r
 }
 
 /// `--label KEY=VALUE` (`KEY` alone: an empty value), as docker takes them.

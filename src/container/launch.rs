@@ -245,12 +245,14 @@ fn waiter(
     if let Err(e) = unshare(first) {
         return report(EXIT_STRATA, format!("creating namespaces: {e}"));
     }
+    super::timing::step("fork, user and network namespaces");
     let go_on = ch
         .send(&ToLauncher::Namespaces)
         .and_then(|_| ch.recv::<ToContainer>());
     if !matches!(go_on, Ok(Some(ToContainer::Proceed))) {
         return EXIT_STRATA;
     }
+    super::timing::step("the launcher's maps and network");
     // Everything that opens our /proc files from outside (map writers, pasta, the bridge)
     // is done: init is forked not dumpable, so it never is while in the pid namespace.
     if let Err(m) = undumpable() {
@@ -279,6 +281,7 @@ fn waiter(
         end_server(server);
         return report(EXIT_STRATA, format!("creating namespaces: {e}"));
     }
+    super::timing::step("uts, ipc, pid, cgroup namespaces");
     let code = match fork_single_threaded() {
         Ok(Forked::Child) => {
             let (code, message) = match init(spec, rootfs) {
@@ -325,16 +328,20 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     // root of every process in the namespace, and the waiter must still reach the rootfs
     // (a rootless server's mount) once init is gone.
     unshare(CloneFlags::CLONE_NEWNS).map_err(fail("creating the mount namespace"))?;
+    super::timing::step("fork init, mount namespace");
     super::rootfs::prepare(spec, rootfs)?;
+    super::timing::step("rootfs (mounts, pivot_root)");
     for l in &spec.rlimits {
         nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
             .map_err(fail(format_args!("setrlimit {:?}", l.resource)))?;
     }
     confine(spec)?;
+    super::timing::step("rlimits, confine (capabilities, seccomp)");
     enter_workdir(spec)?;
     if spec.init {
         return under_init(spec);
     }
+    super::timing::finish_child();
     exec(spec)
 }
 

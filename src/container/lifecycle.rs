@@ -459,6 +459,7 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
                     created.container.state.name
                 );
             }
+            super::timing::step("remove (--rm)");
         }
         Ok(_) => {}
     }

@@ -32,6 +32,7 @@ pub mod spec;
 pub mod start;
 pub mod state;
 pub mod stdio;
+pub mod timing;
 pub mod tty;
 pub mod usage;
 pub mod usernet;

@@ -280,6 +280,25 @@ impl Profile {
         Ok(f)
     }
 
+    /// Compiles the filter for a container holding `caps` to the BPF program the kernel
+    /// loads.
+    pub fn compile(&self, caps: &CapsHashSet) -> Result<Vec<u8>, SeccompError> {
+        use std::io::{Read, Seek};
+        let f = self.build(caps)?;
+        let io = |e: std::io::Error| SeccompError::Invalid {
+            what: "exporting the filter".into(),
+            cause: e.to_string(),
+        };
+        let mut out = tempfile::tempfile().map_err(io)?;
+        f.export_bpf(&out)
+            .map_err(invalid("exporting the filter"))?;
+        let mut bpf = Vec::new();
+        out.rewind()
+            .and_then(|_| out.read_to_end(&mut bpf))
+            .map_err(io)?;
+        Ok(bpf)
+    }
+
     /// Compiles and loads the filter into the calling process.
     pub fn load(&self, caps: &CapsHashSet) -> Result<(), SeccompError> {
         self.build(caps)?.load().map_err(invalid("loading"))

@@ -121,6 +121,7 @@ pub(super) fn start(
     )?;
     let mut stack = vec![init];
     stack.extend(created.lowers.iter().cloned());
+    super::timing::step("init layer, /etc, lease");
     let opts = stack_options(created, stack.clone(), upper.clone(), work);
     let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
     let mut mounted = RootfsMount(None);
@@ -129,6 +130,7 @@ pub(super) fn start(
             .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
         mounted.0 = Some(rootfs.clone());
     }
+    super::timing::step("mount rootfs (FUSE server)");
     let mut layers = vec![upper];
     layers.extend(stack);
     // Named volumes: made on first use and then seeded from the image, like docker.
@@ -201,11 +203,14 @@ pub(super) fn start(
         spec.env.push("TERM=xterm".into());
     }
     spec.security = c.state.security.clone();
+    spec.security.precompile(&store.root.join("seccomp"));
+    super::timing::step("volumes, spec, seccomp filter");
     let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
         Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
         None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
     };
     spec.cgroup_mounts = cg.mounts();
+    super::timing::step("cgroups");
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
@@ -265,6 +270,7 @@ pub(super) fn start(
             return Err(e);
         }
     };
+    super::timing::step("launch (fork, namespaces, rootfs, confine, exec)");
     let relay = match console {
         Some(con) => {
             drop(con.theirs);
@@ -291,6 +297,7 @@ pub(super) fn start(
     started(&c);
     forward_signals(running.pid, req.sig_proxy);
     let code = running.wait();
+    super::timing::step("the command runs");
     drop(net);
     drop(wired);
     if let Some(r) = relay {
@@ -316,6 +323,7 @@ pub(super) fn start(
         s.paused = false;
         s.ip = None;
     });
+    super::timing::step("teardown (unmount, cgroups, record)");
     Ok(code)
 }
 

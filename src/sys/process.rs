@@ -364,6 +364,40 @@ pub fn set_sched_idle(idle: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Loads a compiled seccomp filter (classic BPF, 8-byte `sock_filter` instructions, as
+/// libseccomp exports it) into the calling thread: `prctl(PR_SET_SECCOMP,
+/// SECCOMP_MODE_FILTER)`. Needs no_new_privs or CAP_SYS_ADMIN, as any filter does.
+pub fn load_seccomp_filter(bpf: &[u8]) -> io::Result<()> {
+    if bpf.is_empty() || !bpf.len().is_multiple_of(8) || bpf.len() / 8 > u16::MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let filter: Vec<libc::sock_filter> = bpf
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, which lives across the call; the kernel copies it.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
