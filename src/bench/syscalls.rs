@@ -114,8 +114,8 @@ const OPS: &[Op] = &[
     },
     Op {
         name: "rename, upper file",
-        budget: 7.0,
-        why: "both lookups (1 + 2), the parent's GETATTR, rename, removing a stale `.wh.` twin, the invalidation of the moved inode",
+        budget: 9.0,
+        why: "both lookups (1 + 2), the parent's GETATTR, a stat of the source, a stat of the target name in the upper dir (a whiteout there is replaced), rename, removing a stale `.wh.` twin, the invalidation of the moved inode",
         run: |m, i| std::fs::rename(m.join(format!("u/f{i}")), m.join(format!("u/g{i}"))),
     },
     Op {

@@ -326,8 +326,10 @@ impl Overlay {
     pub(super) fn take_miss(&self, parent: &Node, name: &OsStr) -> Option<WhiteoutAt> {
         let mut st = parent.state_mut().ok()?;
         let d = st.as_dir_mut()?;
-        let miss = d.last_miss.take()?;
-        (miss.name == name && miss.gen == d.gen).then_some(miss.upper_wh)
+        let miss = d.last_miss.as_ref()?;
+        let wh = (miss.name == name && miss.gen == d.gen).then_some(miss.upper_wh)?;
+        d.last_miss = None;
+        Some(wh)
     }
 
     /// Walks the lower layers below the directory `pd` (whose lower dirs are open as
@@ -412,8 +414,12 @@ impl Overlay {
             let Some(d) = st.as_dir_mut() else {
                 return Ok(None);
             };
-            match d.last_hit.take() {
-                Some((n, gen, ino)) if n == name && gen == d.gen => ino,
+            match &d.last_hit {
+                Some((n, gen, ino)) if n == name && *gen == d.gen => {
+                    let ino = *ino;
+                    d.last_hit = None;
+                    ino
+                }
                 _ => return Ok(None),
             }
         };

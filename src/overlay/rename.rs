@@ -132,10 +132,20 @@ impl Overlay {
             .map_err(|_| FsError::errno(libc::EIO).ctx("rename lock poisoned"))?;
         let pnode = self.nodes.get(parent)?;
         let npnode = self.nodes.get(newparent)?;
-        let Some(src) = self.find(&pnode, name)? else {
+        // The kernel looked both names up under the locks it holds until now: what those
+        // lookups found needs no second walk (see `take_hit`, `take_miss`).
+        let src = match self.take_hit(&pnode, name)? {
+            Some(f) => Some(f),
+            None => self.find(&pnode, name)?,
+        };
+        let Some(src) = src else {
             return err(libc::ENOENT);
         };
-        let dst = self.find(&npnode, newname)?;
+        let dst = match self.take_hit(&npnode, newname)? {
+            Some(f) => Some(f),
+            None if self.take_miss(&npnode, newname).is_some() => None,
+            None => self.find(&npnode, newname)?,
+        };
         let src_dir = src.kind == libc::S_IFDIR;
         match &dst {
             None if exchange => return err(libc::ENOENT),
