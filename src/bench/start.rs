@@ -199,6 +199,19 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             }
         }
     }
+    // The steps of the interleaved starts only: the runs below write theirs too.
+    let steps = std::fs::read_to_string(&steps_file).unwrap_or_default();
+    let detached = match launchers.first() {
+        Some((n, _)) if n == "strata" => detached_starts(strata, &store, runs),
+        _ => Vec::new(),
+    };
+    let bursts: Vec<(String, Vec<f64>, f64)> = launchers
+        .iter()
+        .map(|(name, make)| {
+            let (each, all) = burst(make, runs, BURST);
+            (name.clone(), each, all)
+        })
+        .collect();
     let med = |v: &mut Vec<f64>| -> Option<f64> {
         v.sort_by(|a, b| a.total_cmp(b));
         v.get(v.len() / 2).copied()
@@ -245,9 +258,9 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         _ => "unknown: runc or strata was not measured".into(),
     };
     let _ = writeln!(md, "\nTarget: {verdict}");
-    let steps = std::fs::read_to_string(&steps_file).unwrap_or_default();
     let (launcher, child) = crate::container::timing::parse(&steps);
     md.push_str(&steps_table(&strata_totals, &launcher, &child));
+    md.push_str(&more_table(&detached, &bursts));
     std::fs::write(out.join("start.md"), &md).map_err(io_ctx("start.md"))?;
     Ok(md)
 }
@@ -304,6 +317,116 @@ fn steps_table(totals: &[f64], runs: &[Steps], child: &[Steps]) -> String {
                 .collect();
             let _ = writeln!(md, "| {n} | {:.2} ms |", median(v));
         }
+    }
+    md
+}
+
+/// How many starts [`burst`] makes at once.
+const BURST: usize = 50;
+
+/// `run -d --rm`: until strata returns, the container running in the background; sorted.
+/// Waits for each container to be gone before the next (at most 30 s).
+fn detached_starts(strata: &Path, store: &Path, runs: usize) -> Vec<f64> {
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let ok = Command::new(strata)
+            .arg("--root")
+            .arg(store)
+            .args([
+                "run",
+                "-d",
+                "--rm",
+                "--network",
+                "none",
+                "bench-start:1",
+                "/bin/true",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        for _ in 0..300 {
+            let left = Command::new(strata)
+                .arg("--root")
+                .arg(store)
+                .args(["ps", "-aq"])
+                .output()
+                .map(|o| o.stdout.is_empty())
+                .unwrap_or(true);
+            if left {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// `n` starts of one launcher at once (names from `first` on): each start's time, sorted,
+/// and the time until the last ended.
+fn burst(make: &Launch, first: usize, n: usize) -> (Vec<f64>, f64) {
+    let t = Instant::now();
+    let children: Vec<_> = (first..first + n)
+        .filter_map(|i| {
+            make(i)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()
+        })
+        .collect();
+    let mut each: Vec<f64> = children
+        .into_iter()
+        .filter_map(|mut c| {
+            let ok = c.wait().is_ok_and(|s| s.success());
+            ok.then(|| t.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect();
+    each.sort_by(|a, b| a.total_cmp(b));
+    (each, t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The `run -d` and burst results as Markdown.
+fn more_table(detached: &[f64], bursts: &[(String, Vec<f64>, f64)]) -> String {
+    let mut md = String::new();
+    let pick = |v: &[f64], q: f64| -> f64 {
+        match v.len() {
+            0 => 0.0,
+            n => v[((n as f64 * q) as usize).min(n - 1)],
+        }
+    };
+    if !detached.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## `run -d --rm`\n\nUntil strata returns with the container running in the \
+             background: median {:.1} ms, min {:.1} ms, max {:.1} ms ({} runs).",
+            pick(detached, 0.5),
+            pick(detached, 0.0),
+            pick(detached, 1.0),
+            detached.len()
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## {BURST} starts at once\n\nEach start's time from the burst's beginning; a \
+         failed start is not counted.\n\n| launcher | started | p50 | p99 | all done |\n\
+         |---|---|---|---|---|"
+    );
+    for (name, each, all) in bursts {
+        let _ = writeln!(
+            md,
+            "| {name} | {}/{BURST} | {:.0} ms | {:.0} ms | {all:.0} ms |",
+            each.len(),
+            pick(each, 0.5),
+            pick(each, 0.99)
+        );
     }
     md
 }
