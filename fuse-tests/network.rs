@@ -166,10 +166,19 @@ fn bridge_addresses_published_ports_and_cleanup() {
             "web",
             "sh",
             "-c",
-            "ip -4 addr show eth0; ip route; cat /etc/hosts",
+            "ip -4 addr show eth0; ip route; cat /etc/hosts; \
+             cat /sys/class/net/eth0/address /proc/sys/net/ipv4/conf/eth0/arp_notify",
         ],
     );
     assert!(inside.contains(&format!("inet {ip}/")), "{inside}");
+    // docker's MAC (02:42 and the address, so a reused address keeps its MAC), and a
+    // gratuitous ARP when eth0 came up.
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    let mac = format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}\n1\n",
+        octets[0], octets[1], octets[2], octets[3]
+    );
+    assert!(inside.ends_with(&mac), "{inside}");
     assert!(
         inside.contains(&format!("default via {gateway} dev eth0")),
         "{inside}"

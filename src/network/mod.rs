@@ -86,7 +86,11 @@ impl<'a> Lease<'a> {
         let (ip, prefix, gw) = (l.ip, l.network.prefix, l.network.gateway);
         inside(pid, move || {
             let nl = Netlink::new()?;
-            nl.configure(&peer, "eth0", ip, prefix)?;
+            nl.configure(&peer, "eth0", mac_of(ip), ip, prefix)?;
+            // A gratuitous ARP when eth0 comes up: neighbours that knew this address
+            // (a container before this one) learn its owner at once.
+            std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1")?;
+            nl.up(&["eth0", "lo"])?;
             nl.default_route(gw)
         })?;
         firewall::publish(&l.network, &l.id, l.ip, ports)?;
@@ -95,6 +99,14 @@ impl<'a> Lease<'a> {
         att.published = !ports.is_empty();
         Ok(att)
     }
+}
+
+/// The hardware address of the container with `ip`, as docker derives it (02:42 and the
+/// address): a container given an address an earlier one had also gets its MAC, so
+/// neighbours' ARP entries stay right.
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
 /// A container wired to a bridge network; unwired when dropped (its lease given back).
@@ -214,5 +226,16 @@ fn inside(pid: i32, f: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
                 ))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_mac_is_docker_s_from_its_address() {
+        let ip = Ipv4Addr::new(172, 17, 0, 2);
+        assert_eq!(mac_of(ip), [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
     }
 }

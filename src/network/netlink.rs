@@ -125,37 +125,44 @@ impl Netlink {
             .map_err(err)
     }
 
-    /// Renames link `from` to `to`, gives it `addr`/`prefix` and brings it and `lo` up.
+    /// Renames link `from` to `to` and gives it the hardware address `mac` and
+    /// `addr`/`prefix` (still down: see [`Netlink::up`]).
     pub fn configure(
         &self,
         from: &str,
         to: &str,
+        mac: [u8; 6],
         addr: Ipv4Addr,
         prefix: u8,
     ) -> std::io::Result<()> {
         let i = self.index_of(from)?;
-        let lo = self.index_of("lo")?;
         let h = self.handle.clone();
         self.rt
             .block_on(async move {
-                h.link()
-                    .set(LinkUnspec::new_with_index(i).name(to.to_string()).build())
-                    .execute()
-                    .await?;
-                h.address()
-                    .add(i, IpAddr::V4(addr), prefix)
-                    .execute()
-                    .await?;
-                h.link()
-                    .set(LinkUnspec::new_with_index(i).up().build())
-                    .execute()
-                    .await?;
-                h.link()
-                    .set(LinkUnspec::new_with_index(lo).up().build())
-                    .execute()
-                    .await
+                let link = LinkUnspec::new_with_index(i)
+                    .name(to.to_string())
+                    .address(mac.to_vec());
+                h.link().set(link.build()).execute().await?;
+                h.address().add(i, IpAddr::V4(addr), prefix).execute().await
             })
             .map_err(err)
+    }
+
+    /// Brings the links `names` up, in order.
+    pub fn up(&self, names: &[&str]) -> std::io::Result<()> {
+        for n in names {
+            let i = self.index_of(n)?;
+            let h = self.handle.clone();
+            self.rt
+                .block_on(async move {
+                    h.link()
+                        .set(LinkUnspec::new_with_index(i).up().build())
+                        .execute()
+                        .await
+                })
+                .map_err(err)?;
+        }
+        Ok(())
     }
 
     /// Gives link `name` the address `addr`/`prefix` unless it has it.
