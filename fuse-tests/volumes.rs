@@ -73,6 +73,26 @@ fn named_volumes_are_seeded_kept_and_guarded() {
         seeded,
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"
     );
+    // A volume made with `volume create` is seeded on first use while still empty, as
+    // docker does; one that already holds files is left as it is.
+    assert_eq!(ok(&["volume", "create", "pre"]), "pre\n");
+    let read = [
+        "sh",
+        "-c",
+        "ls /srv; cat /srv/conf/app.ini 2>/dev/null || true",
+    ];
+    let o = ok(&[&["run", "--rm", "-v", "pre:/srv", "box:1"][..], &read[..]].concat());
+    assert_eq!(o, "conf\nhostetc\nfrom-image\n");
+    assert_eq!(ok(&["volume", "create", "full"]), "full\n");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["volume", "inspect", "full"])).unwrap();
+    std::fs::write(
+        std::path::Path::new(v[0]["Mountpoint"].as_str().unwrap()).join("own"),
+        "mine",
+    )
+    .unwrap();
+    let o = ok(&[&["run", "--rm", "-v", "full:/srv", "box:1"][..], &read[..]].concat());
+    assert_eq!(o, "own\n");
+    ok(&["volume", "rm", "pre", "full"]);
     // create / ls / prune.
     assert_eq!(ok(&["volume", "create", "spare"]), "spare\n");
     let ls = ok(&["volume", "ls", "-q"]);

@@ -335,7 +335,10 @@ pub fn resolve(store: &Store, volumes: &[String]) -> Result<Resolved> {
         }
         let (info, made) = create(store, Some(src), BTreeMap::new())?;
         let target = rest.split(':').next().unwrap_or("").to_string();
-        if made {
+        // As docker: a volume still empty (made now, or with `volume create` and never
+        // filled) takes what the image has at its path.
+        let empty = || std::fs::read_dir(&info.mountpoint).is_ok_and(|mut d| d.next().is_none());
+        if made || empty() {
             fresh.push(Seed {
                 data: info.mountpoint.clone(),
                 target,
