@@ -335,7 +335,10 @@ fn a_resized_terminal_is_resized_in_the_container() {
             "sh",
             "-c",
         ])
-        .arg("stty size; sleep 2; stty size")
+        // The first size is asked until the terminal answers: once in a while (about 1
+        // in 10 runs under load) busybox's first `stty size` fails ("stty: standard
+        // input"), a cause not found yet; the resize is what this test is about.
+        .arg("i=0; until stty size || [ $i = 20 ]; do i=$((i+1)); sleep 0.1; done; sleep 2; stty size")
         .env("STRATA_ROOT", &e.store)
         .stdin(io())
         .stdout(io())
