@@ -542,8 +542,10 @@ fn rm_refuses_an_image_a_container_uses() {
     let o = strata(&store, &["image", "rm", "used:1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("used by a container"));
+    // With another name, a name is only untagged, as docker does; the last one is
+    // refused again, unless -f.
     ok(&strata(&store, &["tag", "used:1", "other:2"]));
-    ok(&strata(&store, &["image", "rm", "-f", "used:1"]));
+    ok(&strata(&store, &["image", "rm", "used:1"]));
     assert!(ok(&strata(&store, &["images"])).contains("other"));
     assert_eq!(
         strata(&store, &["image", "inspect", "used:1"])
@@ -551,6 +553,11 @@ fn rm_refuses_an_image_a_container_uses() {
             .code(),
         Some(1)
     );
+    let o = strata(&store, &["image", "rm", "other:2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("used by a container"));
+    ok(&strata(&store, &["image", "rm", "-f", "other:2"]));
+    assert!(!ok(&strata(&store, &["images"])).contains("other"));
 }
 
 /// An archive whose layer does not match its descriptor or its diff_id is refused even when

@@ -288,20 +288,29 @@ pub fn tag(store: &Store, src: &str, dst: &str) -> Result<(), ImageError> {
     store.add_ref(&img.manifest, Some(&dst))
 }
 
-/// Removes a name (or, by id, every name of that image). Refuses an image a container
-/// uses unless `force`. Layers stay until `prune`.
+/// Removes a name (or, by id, every name of that image). An image a container uses is
+/// refused unless `force`, but a name of it is untagged while another name remains, as
+/// docker does. Layers stay until `prune`.
 pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, ImageError> {
     let found = store.resolve(r)?;
     let (img, id) = (found.image, found.id);
-    if !force && store.images_in_use().contains(&id) {
-        return Err(ImageError::InUse(format!(
-            "image {r} is used by a container (use -f to remove it anyway)"
-        )));
-    }
     let _lock = store.lock()?;
     let mut idx = store.load_index()?;
     let asked = Reference::parse(r).ok();
     let by_name = asked.is_some() && img.reference == asked;
+    let other_name = by_name
+        && idx.manifests.iter().any(|m| {
+            let name = m
+                .annotations
+                .get(ANNOTATION_REF)
+                .and_then(|n| Reference::parse(n).ok());
+            m.digest == img.manifest.digest && name.is_some() && name != asked
+        });
+    if !force && !other_name && store.images_in_use().contains(&id) {
+        return Err(ImageError::InUse(format!(
+            "image {r} is used by a container (use -f to remove it anyway)"
+        )));
+    }
     let mut removed = Vec::new();
     idx.manifests.retain(|m| {
         let name = m
