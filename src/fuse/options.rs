@@ -89,6 +89,15 @@ pub struct MountOptions {
     pub warnings: Vec<String>,
 }
 
+/// `KEY`, `KEY=on` (true) or `KEY=off` (false).
+fn on_off(key: &str, value: Option<&str>) -> Result<bool, SetupError> {
+    match value {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(SetupError::Option(format!("{key}={v}: expected on or off"))),
+    }
+}
+
 /// Splits `s` on unescaped `sep`, keeping backslash escapes in the pieces.
 fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
@@ -335,17 +344,7 @@ impl MountOptions {
                 }
             }
             "noio_uring" => self.session.io_uring = IoUring::Off,
-            "nfs_export" => {
-                self.stack.nfs_export = match value {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(v) => {
-                        return Err(SetupError::Option(format!(
-                            "nfs_export={v}: expected on or off"
-                        )))
-                    }
-                }
-            }
+            "nfs_export" => self.stack.nfs_export = on_off(key, value)?,
             "fsname" => self.session.fsname = Some(unescape(&need(value)?)),
             "dirfds" => {
                 let v = need(value)?;
@@ -361,17 +360,7 @@ impl MountOptions {
                 );
             }
             "remount" => self.remount = true,
-            "metacopy" => {
-                self.stack.metacopy = match value {
-                    None | Some("on") => true,
-                    Some("off") => false,
-                    Some(v) => {
-                        return Err(SetupError::Option(format!(
-                            "metacopy={v}: expected on or off"
-                        )))
-                    }
-                }
-            }
+            "metacopy" => self.stack.metacopy = on_off(key, value)?,
             "uidmapping" => self.stack.presentation.uids = parse_ranges(key, &need(value)?)?,
             "gidmapping" => self.stack.presentation.gids = parse_ranges(key, &need(value)?)?,
             "squash_to_uid" | "squash_to_gid" => {
