@@ -214,7 +214,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         .collect();
     let med = |v: &mut Vec<f64>| -> Option<f64> {
         v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied()
+        quantile(v, 0.5)
     };
     let strata_totals = match launchers.first() {
         Some((n, _)) if n == "strata" => times[0].clone(),
@@ -276,7 +276,7 @@ fn steps_table(totals: &[f64], runs: &[Steps], child: &[Steps]) -> String {
     }
     let median = |mut v: Vec<f64>| -> f64 {
         v.sort_by(|a, b| a.total_cmp(b));
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        quantile(&v, 0.5).unwrap_or(0.0)
     };
     let names: Vec<String> = runs[0].iter().map(|(n, _)| n.clone()).collect();
     let total = median(totals.to_vec());
@@ -396,12 +396,7 @@ fn burst(make: &Launch, first: usize, n: usize) -> (Vec<f64>, f64) {
 /// The `run -d` and burst results as Markdown.
 fn more_table(detached: &[f64], bursts: &[(String, Vec<f64>, f64)]) -> String {
     let mut md = String::new();
-    let pick = |v: &[f64], q: f64| -> f64 {
-        match v.len() {
-            0 => 0.0,
-            n => v[((n as f64 * q) as usize).min(n - 1)],
-        }
-    };
+    let pick = |v: &[f64], q: f64| quantile(v, q).unwrap_or(0.0);
     if !detached.is_empty() {
         let _ = writeln!(
             md,
@@ -429,4 +424,10 @@ fn more_table(detached: &[f64], bursts: &[(String, Vec<f64>, f64)]) -> String {
         );
     }
     md
+}
+
+/// The `q` quantile (0 to 1) of the sorted samples `v`; None without samples.
+fn quantile(v: &[f64], q: f64) -> Option<f64> {
+    let n = v.len();
+    (n > 0).then(|| v[((n as f64 * q) as usize).min(n - 1)])
 }
