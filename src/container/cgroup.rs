@@ -73,7 +73,7 @@ pub const ROOT: &str = "/sys/fs/cgroup";
 
 /// One cgroup hierarchy as a container sees it at /sys/fs/cgroup: mounted from inside its
 /// cgroup namespace, whose root is the container's own cgroup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CgroupMount {
     /// cgroup v2, at /sys/fs/cgroup itself.
     Unified,

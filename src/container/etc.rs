@@ -115,12 +115,13 @@ pub fn prepare(
         }
         let source: PathBuf = dir.join(name);
         // Readable by every user of the container (a resolver in any process needs them).
-        crate::sys::file::write_atomic_mode(&source, text.as_bytes(), 0o644)
+        // Made again on every start: replaced atomically, never synced.
+        crate::sys::file::replace_unsynced(&source, text.as_bytes(), 0o644)
             .map_err(io_ctx(source.display()))?;
         // What a user-defined network adds to /etc/hosts goes after this.
         if name == "hosts" {
             let base = dir.join("hosts.base");
-            crate::sys::file::write_atomic(&base, text.as_bytes())
+            crate::sys::file::replace_unsynced(&base, text.as_bytes(), 0o600)
                 .map_err(io_ctx(base.display()))?;
         }
         let stub = etc.join(name);

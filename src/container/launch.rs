@@ -2,14 +2,17 @@
 //! network) namespaces, pivot_root into the union mount, /proc of the new pid namespace, a
 //! minimal /dev, read-only /sys, the host name, then the command as PID 1.
 //!
-//! Sequence (the messages are in `handshake`): the launcher forks a waiter and moves it
-//! into the cgroups before letting it go on; the waiter unshares the namespaces and forks
+//! Sequence (the messages are in `handshake`): the launcher forks a waiter ([`fork_waiter`])
+//! before it mounts the rootfs; the waiter moves itself into the cgroups meanwhile and
+//! waits for the spec ([`Waiter::launch`]); then it unshares the namespaces and forks
 //! the container's init, which becomes PID 1 of the new pid namespace; the waiter reports
 //! its host pid and waits for it, passing its status on (128+signal when killed). A failure
 //! before exec comes back as a message with docker's code: 125, 126 (not executable) or
 //! 127 (not found).
 
 use std::ffi::CString;
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,8 +83,8 @@ impl Running {
     }
 }
 
-/// In a child that leads into a container: its stdio onto the pipes, and a session of its
-/// own (no controlling terminal, so no TIOCSTI into the caller's).
+/// In `exec`'s child: its stdio onto the pipes, and a session of its own (no controlling
+/// terminal, so no TIOCSTI into the caller's).
 fn detach_from_caller(stdio: &Stdio) -> Result<(), String> {
     stdio
         .install()
@@ -105,95 +108,216 @@ fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
 pub struct Namespaces<'a> {
     /// A user namespace of the container's own, and its maps.
     pub userns: Option<&'a UserNs>,
-    /// The rootfs mount the waiter makes inside the user namespace (rootless): the server
-    /// is its child, in the container's user and mount namespaces, and ends with it.
-    pub inner_mount: Option<&'a MountOptions>,
     /// Called with the waiter's pid once its user and network namespaces exist and the
     /// maps are written, before anything runs in them (user-mode networking starts here).
     pub ready: &'a mut dyn FnMut(i32) -> Result<(), ContainerError>,
 }
 
-/// Starts `spec` in `rootfs`; returns once the command was exec'ed (or failed, with
-/// docker's code for it). The launcher must be single-threaded.
-pub fn start(
-    spec: &RunSpec,
+/// The spec as it crosses to the waiter: the seccomp program the launcher compiled goes
+/// with it (the container's state never holds it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Handoff {
+    spec: RunSpec,
+    seccomp: Option<Vec<u8>>,
+}
+
+/// The container's first process, forked before the launcher mounts the rootfs: it moves
+/// itself into the container's cgroups meanwhile (on a cgroup v1 host the kernel waits an
+/// RCU grace period for the first migration, 5-15 ms here, which used to be on the start's
+/// path), then waits for [`Waiter::launch`]. Dropped without being launched, it is killed
+/// and reaped (so the cgroups it was in can be removed).
+#[derive(Debug)]
+pub struct Waiter {
+    pid: Pid,
+    ch: Channel,
+    /// The spec goes here, length first.
+    spec: Option<std::fs::File>,
+    launched: bool,
+}
+
+/// Forks the [`Waiter`] of a container about to start in `rootfs` (the mount may come
+/// later) with cgroups `cg`: in a user namespace of its own when `userns`, mounting the
+/// rootfs itself from inside it when `inner_mount`. The caller must be single-threaded.
+pub fn fork_waiter(
     rootfs: &Path,
     cg: &Cgroup,
-    ns: Namespaces<'_>,
-) -> Result<Running, ContainerError> {
+    userns: Option<&UserNs>,
+    inner_mount: Option<&MountOptions>,
+) -> Result<Waiter, ContainerError> {
     let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
-    // With a terminal of its own (-t) the container reads it, not our stdin.
-    let stdio = Stdio::plan(spec.tty.is_none()).map_err(setup_err("container stdio"))?;
+    let (spec_rx, spec_tx) = crate::sys::process::pipe().map_err(setup_err("pipe"))?;
     match fork_single_threaded().map_err(setup_err("fork"))? {
         Forked::Child => {
             drop(ours);
-            if let Err(m) = detach_from_caller(&stdio) {
-                let _ = theirs.send(&ToLauncher::Failed {
-                    code: EXIT_STRATA,
-                    message: m,
-                });
-                exit_now(EXIT_STRATA)
-            }
-            drop(stdio);
-            let code = waiter(spec, rootfs, theirs, ns.userns, ns.inner_mount);
+            drop(spec_tx);
+            let code = early(cg, spec_rx, rootfs, theirs, userns, inner_mount);
             exit_now(code)
         }
-        Forked::Parent(child) => {
-            drop(theirs);
-            let child = Pid::from_raw(child);
-            let abandon = |e: ContainerError| {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
-                let _ = waitpid(child, None);
-                e
-            };
-            cg.add(child.as_raw()).map_err(abandon)?;
-            ours.send(&ToContainer::Start)
-                .map_err(setup_err("starting the container"))
-                .map_err(abandon)?;
-            let (mut pid, mut failed) = (None, None);
-            loop {
-                match ours.recv::<ToLauncher>() {
-                    Ok(Some(ToLauncher::Namespaces)) => {
-                        if let Some(u) = ns.userns {
-                            super::userns::write_maps(u, child.as_raw()).map_err(abandon)?;
-                        }
-                        (ns.ready)(child.as_raw()).map_err(abandon)?;
-                        ours.send(&ToContainer::Proceed)
-                            .map_err(setup_err("starting the container"))
-                            .map_err(abandon)?
+        Forked::Parent(child) => Ok(Waiter {
+            pid: Pid::from_raw(child),
+            ch: ours,
+            spec: Some(std::fs::File::from(spec_tx)),
+            launched: false,
+        }),
+    }
+}
+
+impl Waiter {
+    /// Descriptors a process the launcher forks before the launch (a filesystem server)
+    /// must close, so the waiter still sees the launcher's end when the launcher dies.
+    pub fn not_inherited(&self) -> Vec<std::os::fd::RawFd> {
+        let mut v = vec![self.ch.raw_fd()];
+        v.extend(self.spec.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
+        v
+    }
+
+    /// Starts `spec` (its rootfs mounted by now, unless the waiter mounts it): hands the
+    /// waiter its stdio, the pty socket (`tty`) and the spec; returns once the command was
+    /// exec'ed (or failed, with docker's code for it). The launcher must be
+    /// single-threaded.
+    pub fn launch(
+        mut self,
+        spec: &RunSpec,
+        tty: Option<std::os::fd::BorrowedFd<'_>>,
+        ns: Namespaces<'_>,
+    ) -> Result<Running, ContainerError> {
+        // With a terminal of its own (-t) the container reads it, not our stdin.
+        let stdio = Stdio::plan(tty.is_none()).map_err(setup_err("container stdio"))?;
+        let handed = stdio.handed();
+        let mut fds: Vec<_> = handed.iter().map(|(_, fd)| *fd).collect();
+        fds.extend(tty);
+        let start = ToContainer::Start {
+            stdio: handed.iter().map(|(n, _)| *n).collect(),
+            tty: tty.is_some(),
+        };
+        let handoff = Handoff {
+            spec: spec.clone(),
+            seccomp: spec.security.compiled.as_ref().map(|p| p.to_vec()),
+        };
+        let data = serde_json::to_vec(&handoff)
+            .map_err(|e| ContainerError::Setup(format!("the container's spec: {e}")))?;
+        // A waiter that failed already said why on the channel: read below.
+        let sent = self.ch.send_with_fds(&start, &fds).and_then(|_| {
+            let mut f = self
+                .spec
+                .take()
+                .ok_or_else(|| std::io::Error::other("sent"))?;
+            f.write_all(&(data.len() as u64).to_le_bytes())?;
+            f.write_all(&data)
+        });
+        drop(fds);
+        let (mut pid, mut failed) = (None, None);
+        loop {
+            match self.ch.recv::<ToLauncher>() {
+                Ok(Some(ToLauncher::Namespaces)) => {
+                    if let Some(u) = ns.userns {
+                        super::userns::write_maps(u, self.pid.as_raw())?;
                     }
-                    Ok(Some(ToLauncher::Init { pid: p })) => pid = Some(p),
-                    Ok(Some(ToLauncher::Failed { code, message })) => {
-                        failed.get_or_insert(ContainerError::Exec { code, message });
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(abandon(setup_err("container handshake")(e))),
+                    (ns.ready)(self.pid.as_raw())?;
+                    self.ch
+                        .send(&ToContainer::Proceed)
+                        .map_err(setup_err("starting the container"))?
                 }
+                Ok(Some(ToLauncher::Init { pid: p })) => pid = Some(p),
+                Ok(Some(ToLauncher::Failed { code, message })) => {
+                    failed.get_or_insert(ContainerError::Exec { code, message });
+                }
+                Ok(None) => break,
+                Err(e) => return Err(setup_err("container handshake")(e)),
             }
-            // Threads only now: `ready` above may fork (a volume's owners given in the
-            // user namespace).
-            let relay = stdio.relay();
-            let running = Running {
-                waiter: child,
-                pid: pid.unwrap_or(0),
-                relay,
-            };
-            match (failed, pid) {
-                (Some(e), _) => {
-                    running.wait();
-                    Err(e)
-                }
-                (None, Some(_)) => Ok(running),
-                (None, None) => {
-                    let code = running.wait();
-                    Err(ContainerError::Exec {
-                        code: EXIT_STRATA,
-                        message: format!("the container's first process ended ({code}) before it started the command"),
-                    })
-                }
+        }
+        // Threads only now: `ready` above may fork (a volume's owners given in the
+        // user namespace).
+        let relay = stdio.relay();
+        self.launched = true;
+        let running = Running {
+            waiter: self.pid,
+            pid: pid.unwrap_or(0),
+            relay,
+        };
+        match (failed, pid, sent) {
+            (Some(e), _, _) => {
+                running.wait();
+                Err(e)
+            }
+            (None, Some(_), _) => Ok(running),
+            (None, None, Err(e)) => {
+                running.wait();
+                Err(setup_err("starting the container")(e))
+            }
+            (None, None, Ok(())) => {
+                let code = running.wait();
+                Err(ContainerError::Exec {
+                    code: EXIT_STRATA,
+                    message: format!("the container's first process ended ({code}) before it started the command"),
+                })
             }
         }
     }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.launched {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+        }
+    }
+}
+
+/// The waiter until the launcher hands it the spec: a session of its own (no controlling
+/// terminal, so no TIOCSTI into the caller's), the container's cgroups, then its stdio and
+/// the spec; then [`waiter`].
+fn early(
+    cg: &Cgroup,
+    spec_rx: std::os::fd::OwnedFd,
+    rootfs: &Path,
+    ch: Channel,
+    userns: Option<&UserNs>,
+    inner_mount: Option<&MountOptions>,
+) -> i32 {
+    let report = |message: String| {
+        let _ = ch.send(&ToLauncher::Failed {
+            code: EXIT_STRATA,
+            message,
+        });
+        EXIT_STRATA
+    };
+    if let Err(e) = crate::sys::process::setsid() {
+        return report(format!("setsid: {e}"));
+    }
+    if let Err(e) = cg.add(std::process::id() as i32) {
+        return report(format!("moving into the container's cgroups: {e}"));
+    }
+    super::timing::step("fork, into the cgroups (meanwhile: mount, spec)");
+    let Ok(Some((ToContainer::Start { stdio, tty }, fds))) = ch.recv_with_fds::<ToContainer>()
+    else {
+        return EXIT_STRATA;
+    };
+    let mut spec_rx = std::fs::File::from(spec_rx);
+    let mut len = [0u8; 8];
+    let mut data = Vec::new();
+    let read = spec_rx.read_exact(&mut len).and_then(|_| {
+        data.resize(u64::from_le_bytes(len) as usize, 0);
+        spec_rx.read_exact(&mut data)
+    });
+    let handoff: Handoff = match read.map(|_| serde_json::from_slice(&data)) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return report(format!("the container's spec: {e}")),
+        Err(e) => return report(format!("reading the container's spec: {e}")),
+    };
+    drop(spec_rx);
+    let mut spec = handoff.spec;
+    spec.security.compiled = handoff.seccomp.map(std::sync::Arc::new);
+    for (n, fd) in stdio.iter().zip(&fds) {
+        if let Err(e) = crate::sys::process::dup_onto(fd.as_fd(), *n) {
+            return report(format!("container stdio: {e}"));
+        }
+    }
+    spec.tty = tty.then(|| fds.last().map(|f| f.as_raw_fd())).flatten();
+    let code = waiter(&spec, rootfs, ch, userns, inner_mount);
+    drop(fds);
+    code
 }
 
 /// The intermediate child: enters the namespaces, forks init, waits for it. With a user
@@ -211,9 +335,6 @@ fn waiter(
         let _ = ch.send(&ToLauncher::Failed { code, message });
         code
     };
-    if !matches!(ch.recv::<ToContainer>(), Ok(Some(ToContainer::Start))) {
-        return EXIT_STRATA;
-    }
     // The launcher blocks the signals it forwards (and a terminal's resizes, which its
     // relay passes on); the container gets them delivered.
     let theirs = [super::start::FORWARDED, &[libc::SIGWINCH]].concat();

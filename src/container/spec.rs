@@ -13,7 +13,7 @@ use crate::image::oci::ImageConfig;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything the launcher needs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RunSpec {
     /// argv; argv[0] is looked up in PATH inside the container when it has no '/'.
     pub argv: Vec<String>,
@@ -85,9 +85,10 @@ impl Default for RunSpec {
 }
 
 /// One resource limit for the container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rlimit {
-    /// Which resource.
+    /// Which resource (by its `--ulimit` name when serialized).
+    #[serde(with = "resource_name")]
     pub resource: nix::sys::resource::Resource,
     /// Soft limit.
     pub soft: u64,
@@ -95,33 +96,71 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// A path as its bytes in a serialized spec (JSON strings are UTF-8; paths need not be).
+mod path_bytes {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(p.as_os_str().as_bytes())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        let b = Vec::<u8>::deserialize(d)?;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(b)))
+    }
+}
+
+/// The `--ulimit` names of the resources, and a resource as its name in a serialized spec.
+mod resource_name {
+    use nix::sys::resource::Resource as R;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const NAMES: [(&str, R); 12] = [
+        ("nofile", R::RLIMIT_NOFILE),
+        ("nproc", R::RLIMIT_NPROC),
+        ("core", R::RLIMIT_CORE),
+        ("stack", R::RLIMIT_STACK),
+        ("memlock", R::RLIMIT_MEMLOCK),
+        ("fsize", R::RLIMIT_FSIZE),
+        ("cpu", R::RLIMIT_CPU),
+        ("as", R::RLIMIT_AS),
+        ("data", R::RLIMIT_DATA),
+        ("locks", R::RLIMIT_LOCKS),
+        ("msgqueue", R::RLIMIT_MSGQUEUE),
+        ("sigpending", R::RLIMIT_SIGPENDING),
+    ];
+
+    /// The resource `--ulimit` calls `name`.
+    pub(super) fn of(name: &str) -> Option<R> {
+        NAMES.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+    }
+
+    pub(super) fn serialize<S: Serializer>(r: &R, s: S) -> Result<S::Ok, S::Error> {
+        match NAMES.iter().find(|(_, x)| x == r) {
+            Some((n, _)) => s.serialize_str(n),
+            None => Err(serde::ser::Error::custom(format!("resource {r:?}"))),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<R, D::Error> {
+        let n = String::deserialize(d)?;
+        of(&n).ok_or_else(|| serde::de::Error::custom(format!("unknown limit {n}")))
+    }
+}
+
 /// Parses `--ulimit NAME=SOFT[:HARD]` (`unlimited` allowed) and clamps it to the caller's
 /// own hard limit, which an unprivileged caller — or root without CAP_SYS_RESOURCE, as on
 /// this kind of host — cannot exceed. Returns the limit and a warning when it was clamped.
 pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), ContainerError> {
-    use nix::sys::resource::{getrlimit, Resource as R};
+    use nix::sys::resource::getrlimit;
     let (name, val) = u.split_once('=').ok_or_else(|| {
         ContainerError::BadSpec(format!("--ulimit {u}: expected NAME=SOFT[:HARD]"))
     })?;
-    let resource = match name {
-        "nofile" => R::RLIMIT_NOFILE,
-        "nproc" => R::RLIMIT_NPROC,
-        "core" => R::RLIMIT_CORE,
-        "stack" => R::RLIMIT_STACK,
-        "memlock" => R::RLIMIT_MEMLOCK,
-        "fsize" => R::RLIMIT_FSIZE,
-        "cpu" => R::RLIMIT_CPU,
-        "as" => R::RLIMIT_AS,
-        "data" => R::RLIMIT_DATA,
-        "locks" => R::RLIMIT_LOCKS,
-        "msgqueue" => R::RLIMIT_MSGQUEUE,
-        "sigpending" => R::RLIMIT_SIGPENDING,
-        other => {
-            return Err(ContainerError::BadSpec(format!(
-                "--ulimit {u}: unknown limit {other}"
-            )))
-        }
-    };
+    let resource = resource_name::of(name)
+        .ok_or_else(|| ContainerError::BadSpec(format!("--ulimit {u}: unknown limit {name}")))?;
     let num = |s: &str| -> Result<u64, ContainerError> {
         if s == "unlimited" || s == "-1" {
             return Ok(libc::RLIM_INFINITY);
@@ -155,9 +194,11 @@ pub fn parse_ulimit(u: &str) -> Result<(Rlimit, Option<String>), ContainerError>
 }
 
 /// A `-v HOST:CONTAINER[:ro]` bind mount.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Absolute host path (must exist).
+    /// (Its bytes when serialized: a store path need not be UTF-8.)
+    #[serde(with = "path_bytes")]
     pub host: std::path::PathBuf,
     /// Absolute path in the container.
     pub target: String,
@@ -232,7 +273,7 @@ pub struct Overrides {
 pub const DEFAULT_SHM: u64 = 64 << 20;
 
 /// A tmpfs mounted in the container (`--tmpfs`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tmpfs {
     /// Where (absolute).
     pub target: String,
@@ -473,6 +514,29 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::image::oci::RunConfig;
+
+    #[test]
+    fn a_spec_crosses_to_the_waiter_whole() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut spec = RunSpec {
+            argv: vec!["sh".into()],
+            ..RunSpec::default()
+        };
+        spec.volumes.push(Volume {
+            host: std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/st\xffore/hosts")),
+            target: "/etc/hosts".into(),
+            read_only: false,
+        });
+        spec.rlimits.push(Rlimit {
+            resource: nix::sys::resource::Resource::RLIMIT_NOFILE,
+            soft: 10,
+            hard: 20,
+        });
+        let back: RunSpec = serde_json::from_slice(&serde_json::to_vec(&spec).unwrap()).unwrap();
+        assert_eq!(back.volumes, spec.volumes);
+        assert_eq!(back.rlimits, spec.rlimits);
+        assert_eq!(back.argv, spec.argv);
+    }
 
     #[test]
     fn command_env_and_user_follow_docker() {

@@ -93,6 +93,23 @@ pub(super) fn start(
     Cgroup::existing(c.state.id.as_str()).remove();
     let image_file = c.dir.join("image");
     std::fs::write(&image_file, &c.state.image_id).map_err(io_ctx(image_file.display()))?;
+    // The cgroups, and the container's first process in them, come first: it moves into
+    // them (a wait in the kernel) while the rest is made here (see launch::Waiter).
+    let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
+    let cg = Cgroups(match inside {
+        true => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
+        false => Cgroup::create(c.state.id.as_str(), &req.limits, &c.state.security.devices)?,
+    });
+    let early = match inside {
+        true => None,
+        false => Some(launch::fork_waiter(
+            &rootfs,
+            &cg.0,
+            created.userns.as_ref(),
+            None,
+        )?),
+    };
+    super::timing::step("cgroups, fork");
     // Like docker's init layer: the mount points the container needs exist in a layer of
     // their own between the image and the writable layer, so they never show as changes.
     for d in ["proc", "dev", "sys"] {
@@ -123,10 +140,9 @@ pub(super) fn start(
     stack.extend(created.lowers.iter().cloned());
     super::timing::step("init layer, /etc, lease");
     let opts = stack_options(created, stack.clone(), upper.clone(), work);
-    let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
     let mut mounted = RootfsMount(None);
-    if !inside {
-        crate::fuse::server::mount(&opts, &rootfs)
+    if let Some(w) = &early {
+        crate::fuse::server::mount_closing(&opts, &rootfs, &w.not_inherited())
             .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
         mounted.0 = Some(rootfs.clone());
     }
@@ -205,12 +221,11 @@ pub(super) fn start(
     spec.security = c.state.security.clone();
     spec.security.precompile(&store.root.join("seccomp"));
     super::timing::step("volumes, spec, seccomp filter");
-    let cg = match created.userns.as_ref().filter(|u| u.server_inside) {
-        Some(_) => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
-        None => Cgroup::create(c.state.id.as_str(), &req.limits, &spec.security.devices)?,
+    spec.cgroup_mounts = cg.0.mounts();
+    let waiter = match early {
+        Some(w) => w,
+        None => launch::fork_waiter(&rootfs, &cg.0, created.userns.as_ref(), Some(&opts))?,
     };
-    spec.cgroup_mounts = cg.mounts();
-    super::timing::step("cgroups");
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
@@ -258,18 +273,14 @@ pub(super) fn start(
         };
         let ns = launch::Namespaces {
             userns: created.userns.as_ref(),
-            inner_mount: inside.then_some(&opts),
             ready: &mut ready,
         };
-        launch::start(&spec, &rootfs, &cg, ns)
+        let tty = console
+            .as_ref()
+            .map(|c| std::os::fd::AsFd::as_fd(&c.theirs));
+        waiter.launch(&spec, tty, ns)
     };
-    let running = match launched {
-        Ok(r) => r,
-        Err(e) => {
-            cg.remove();
-            return Err(e);
-        }
-    };
+    let running = launched?;
     super::timing::step("launch (fork, namespaces, rootfs, confine, exec)");
     let relay = match console {
         Some(con) => {
@@ -285,7 +296,9 @@ pub(super) fn start(
         None => None,
     };
     let ip = wired.as_ref().map(|w| w.ip().to_string());
-    c.update(|s| {
+    // A `--rm` container's record goes when it ends: its changes are not synced.
+    let sync = !req.remove;
+    c.update_synced(sync, |s| {
         s.status = Status::Running;
         s.pid = Some(running.pid);
         s.ip = ip;
@@ -303,8 +316,8 @@ pub(super) fn start(
     if let Some(r) = relay {
         r.finish();
     }
-    let oom = cg.oom_killed();
-    cg.remove();
+    let oom = cg.0.oom_killed();
+    drop(cg);
     if oom {
         eprintln!(
             "strata: container {} was killed for exceeding its memory limit ({} MiB)",
@@ -315,7 +328,7 @@ pub(super) fn start(
     // Unmounted before the exit is recorded: a `start` that follows finds the rootfs free.
     drop(mounted);
     // A container removed meanwhile (`rm -f`) has nothing left to record.
-    let _ = c.update(|s| {
+    let _ = c.update_synced(sync, |s| {
         s.status = Status::Exited;
         s.pid = None;
         s.exit_code = Some(code);
@@ -325,6 +338,16 @@ pub(super) fn start(
     });
     super::timing::step("teardown (unmount, cgroups, record)");
     Ok(code)
+}
+
+/// A container's cgroups while it starts and runs: removed when dropped (a start that
+/// failed after they were made, or the container's end).
+struct Cgroups(Cgroup);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
 }
 
 /// The signals sent to the launcher that go on to the container's init.

@@ -187,24 +187,34 @@ impl Container {
         Ok(Some(StateLock { _file: f }))
     }
 
-    fn write(&self) -> Result<()> {
+    fn write(&self, sync: bool) -> Result<()> {
         let j = serde_json::to_vec_pretty(&self.state)
             .map_err(|e| ContainerError::Setup(format!("state of {}: {e}", self.state.id)))?;
         let p = self.dir.join("state.json");
-        crate::sys::file::write_atomic(&p, &j).map_err(io_ctx(p.display()))
+        match sync {
+            true => crate::sys::file::write_atomic(&p, &j),
+            false => crate::sys::file::replace_unsynced(&p, &j, 0o600),
+        }
+        .map_err(io_ctx(p.display()))
     }
 
     /// Changes the recorded state under the lock (re-read first, so nothing another writer
     /// recorded is lost); `self.state` becomes what was written. Returns false, changing
     /// nothing, when the container was removed meanwhile.
     pub fn update(&mut self, f: impl FnOnce(&mut State)) -> Result<bool> {
+        self.update_synced(true, f)
+    }
+
+    /// [`Container::update`], synced to disk only when `sync`: a `run --rm` container's
+    /// record, removed when it ends, is not worth a sync on its start path.
+    pub fn update_synced(&mut self, sync: bool, f: impl FnOnce(&mut State)) -> Result<bool> {
         let Some(_lock) = self.lock()? else {
             return Ok(false);
         };
         let mut fresh = read_state(&self.dir)?;
         f(&mut fresh);
         self.state = fresh;
-        self.write()?;
+        self.write(sync)?;
         Ok(true)
     }
 
@@ -380,7 +390,7 @@ pub fn create(store: &Store, state: State) -> Result<Container> {
     let made = std::fs::create_dir_all(&c.dir)
         .and_then(|_| File::create(&lock))
         .map_err(io_ctx(c.dir.display()))
-        .and_then(|_| c.write());
+        .and_then(|_| c.write(true));
     if let Err(e) = made {
         let _ = std::fs::remove_dir_all(&c.dir);
         release_name(store, &c.state.name, &c.state.id);

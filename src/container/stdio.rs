@@ -6,8 +6,8 @@
 //! /proc with other access. Pipes and sockets pass as they are (a detached container's
 //! logger pipe, a caller's own pipe), and so does /dev/null.
 //!
-//! Order: [`Stdio::plan`] before the fork, [`Stdio::install`] in the child (only dup2, no
-//! allocation that matters), [`Stdio::relay`] in the parent (threads start only then).
+//! Order: [`Stdio::plan`] in the launcher, [`Stdio::handed`] to the waiter (which puts
+//! them onto 0, 1 and 2), [`Stdio::relay`] in the launcher (threads start only then).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -79,15 +79,25 @@ impl Stdio {
         })
     }
 
-    /// In the child: the container's ends onto 0, 1 and 2 (the pipes are close-on-exec;
-    /// the duplicates are not).
+    /// In a child (`exec`'s): the container's ends onto 0, 1 and 2 (the pipes are
+    /// close-on-exec; the duplicates are not).
     pub fn install(&self) -> std::io::Result<()> {
-        for (n, s) in self.slots.iter().enumerate() {
-            if let Slot::Piped { theirs, .. } | Slot::Null(theirs) = s {
-                dup_onto(theirs.as_fd(), n as i32)?;
-            }
+        for (n, fd) in self.handed() {
+            dup_onto(fd, n)?;
         }
         Ok(())
+    }
+
+    /// The container's ends, each with the standard descriptor it becomes (handed to the
+    /// waiter, which puts them onto 0, 1 and 2; the others it has from the fork).
+    pub fn handed(&self) -> Vec<(i32, BorrowedFd<'_>)> {
+        let mut v = Vec::new();
+        for (n, s) in self.slots.iter().enumerate() {
+            if let Slot::Piped { theirs, .. } | Slot::Null(theirs) = s {
+                v.push((n as i32, theirs.as_fd()));
+            }
+        }
+        v
     }
 
     /// In the parent: drops the container's ends and starts copying; None when every

@@ -50,6 +50,16 @@ pub enum MountError {
 /// Mounts `opts` at `mountpoint` and serves it from a daemon; returns once the mount is
 /// live. The calling process must be single-threaded.
 pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
+    mount_closing(opts, mountpoint, &[])
+}
+
+/// [`mount`], the server closing `not_inherited` first (descriptors of the caller's that
+/// must not stay open as long as the mount: a container's handshake with its waiter).
+pub fn mount_closing(
+    opts: &MountOptions,
+    mountpoint: &Path,
+    not_inherited: &[std::os::fd::RawFd],
+) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;
     let layers = Layers::open(&opts.core_options(), Host::current())?;
     let (rd, wr) = process::pipe().map_err(|e| MountError::Server(format!("pipe: {e}")))?;
@@ -62,6 +72,9 @@ pub fn mount(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
         }
         Forked::Child => {
             drop(rd);
+            for fd in not_inherited {
+                let _ = nix::unistd::close(*fd);
+            }
             let mut notify = Some(wr);
             let started = process::setsid()
                 .and_then(|_| process::fork_single_threaded())

@@ -63,45 +63,61 @@ pub fn open_peer(ptmx: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
 
 /// Sends `fd` over the unix socket `sock` (SCM_RIGHTS).
 pub fn send_fd(sock: RawFd, fd: BorrowedFd<'_>) -> io::Result<()> {
+    send_with_fds(sock, b"t", &[fd])
+}
+
+/// Sends one message `data` with `fds` attached (SCM_RIGHTS) over the unix socket `sock`.
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"t")];
-    sendmsg::<()>(
-        sock,
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map(drop)
-    .map_err(io::Error::from)
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [std::io::IoSlice::new(data)];
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Receives one message into `buf` with at most 8 descriptors attached (close-on-exec);
+/// its length (0 once the peer closed) and the descriptors.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.map_err(io::Error::from)?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            // SAFETY: the kernel just installed these fds for us; nothing else owns them.
+            fds.extend(v.into_iter().map(|fd| unsafe {
+                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+            }));
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 /// Receives one fd sent with [`send_fd`]; an error if the peer closed without sending.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this fd for us.
-                return Ok(unsafe {
-                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
-                });
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "no terminal came back from the container",
-    ))
+    let (_, fds) = recv_with_fds(sock, &mut byte)?;
+    fds.into_iter().next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "no terminal came back from the container",
+        )
+    })
 }
