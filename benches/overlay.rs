@@ -19,6 +19,7 @@ fn main() {
             .unwrap_or_else(|| target.join("strata-bench-work")),
         fuse_overlayfs: std::env::var_os("FUSE_OVERLAYFS").map(PathBuf::from),
         drop_caches: false,
+        tmpfs: false,
         strata: PathBuf::from(env!("CARGO_BIN_EXE_strata")),
         command: "cargo bench".into(),
     };

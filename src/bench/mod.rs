@@ -84,6 +84,8 @@ pub struct Options {
     pub fuse_overlayfs: Option<PathBuf>,
     /// Drop the page cache before each measurement (root).
     pub drop_caches: bool,
+    /// Measure on a tmpfs as well (see [`on_tmpfs`]).
+    pub tmpfs: bool,
     /// The strata binary to mount with.
     pub strata: PathBuf,
     /// The command line, for the report.
@@ -138,36 +140,91 @@ pub fn run(o: &Options) -> Result<Report, BenchError> {
     if targets.is_empty() {
         return Err(BenchError::Setup("no filesystem to benchmark".into()));
     }
-    std::fs::create_dir_all(&o.work)
-        .map_err(|e| BenchError::Setup(format!("work dir {}: {e}", o.work.display())))?;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| BenchError::Setup(format!("output dir {}: {e}", o.out.display())))?;
+    let names: Vec<String> = wls.iter().map(|w| w.name.to_string()).collect();
+    let mut r = measure_on(o, &o.work, &targets, &wls)?;
+    r.skipped = skipped;
+    if o.tmpfs {
+        let t = on_tmpfs(&o.work, |dir| measure_on(o, dir, &targets, &wls))?;
+        r.tmpfs = Some(report::Medium {
+            checks: report::checks_tmpfs(&t.summary, &names),
+            cells: t.cells,
+            summary: t.summary,
+        });
+    }
+    write_outputs(&r, &o.out)?;
+    Ok(r)
+}
+
+/// The whole measurement with the lower tree and the mounts in `work`.
+fn measure_on(
+    o: &Options,
+    work: &Path,
+    targets: &[Target],
+    wls: &[&workload::Workload],
+) -> Result<Report, BenchError> {
+    std::fs::create_dir_all(work)
+        .map_err(|e| BenchError::Setup(format!("work dir {}: {e}", work.display())))?;
     eprintln!(
         "strata bench: building the lower tree in {}",
-        o.work.display()
+        work.display()
     );
-    let lower = workload::build_lower(&o.work, &o.sizes)
+    let lower = workload::build_lower(work, &o.sizes)
         .map_err(|e| BenchError::Setup(format!("building lower tree: {e}")))?;
-    let cells = measure(o, &targets, &wls, &lower);
+    let o = Options {
+        work: work.to_path_buf(),
+        ..o.clone()
+    };
+    let cells = measure(&o, targets, wls, &lower);
     let fss: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let names: Vec<String> = wls.iter().map(|w| w.name.to_string()).collect();
     let summary = report::summarize(&cells, &names, &fss);
     let checks = report::checks(&summary, &names, &fss);
-    let r = Report {
+    Ok(Report {
         date: now_utc(),
         command: o.command.clone(),
         transport: report::fuse_transport(),
         sizes: o.sizes,
         runs: o.runs,
         filesystems: fss,
-        skipped,
+        skipped: Vec::new(),
         workloads: names,
         cells,
         summary,
         checks,
-    };
-    write_outputs(&r, &o.out)?;
-    Ok(r)
+        tmpfs: None,
+    })
+}
+
+/// Runs `f` with a directory on a tmpfs mounted for it under `work` (root), unmounted
+/// afterwards whatever `f` returned. The tmpfs may take half the memory: the full-size lower
+/// tree and every filesystem's upper fit.
+fn on_tmpfs<T>(
+    work: &Path,
+    f: impl FnOnce(&Path) -> Result<T, BenchError>,
+) -> Result<T, BenchError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let dir = work.join("tmpfs");
+    std::fs::create_dir_all(&dir).map_err(io_ctx(dir.display()))?;
+    mount(
+        Some("strata-bench"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=50%,mode=755"),
+    )
+    .map_err(|e| {
+        BenchError::Setup(format!(
+            "--tmpfs: mounting a tmpfs on {}: {e} (root only)",
+            dir.display()
+        ))
+    })?;
+    let r = f(&dir);
+    if let Err(e) = umount2(&dir, MntFlags::MNT_DETACH) {
+        eprintln!("strata bench: unmounting {}: {e}", dir.display());
+    }
+    r
 }
 
 fn measure(
@@ -276,7 +333,12 @@ pub fn print(r: &Report) {
     for (fs, why) in &r.skipped {
         println!("skipped {fs}: {why}");
     }
-    for c in &r.checks {
+    if let Some(t) = &r.tmpfs {
+        println!("disk / tmpfs, ratios to kernel overlayfs on each:");
+        println!("{}", report::side_by_side(r, t));
+    }
+    let tmpfs_checks = r.tmpfs.iter().flat_map(|t| &t.checks);
+    for c in r.checks.iter().chain(tmpfs_checks) {
         let mark = match c.met {
             Some(true) => "met   ",
             Some(false) => "MISSED",

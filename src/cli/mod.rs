@@ -439,6 +439,10 @@ pub struct BenchArgs {
     /// Drop the page cache before every measurement (root).
     #[arg(long)]
     pub drop_caches: bool,
+    /// Measure on a tmpfs too (root: mounted under --work for the run), and report the
+    /// disk and tmpfs figures side by side
+    #[arg(long)]
+    pub tmpfs: bool,
     /// Measure container start latency against runc, crun and bubblewrap instead.
     #[arg(long)]
     pub start: bool,

@@ -23,6 +23,7 @@ pub fn run(a: BenchArgs) -> i32 {
         work: a.work.clone(),
         fuse_overlayfs: a.fuse_overlayfs.clone(),
         drop_caches: a.drop_caches,
+        tmpfs: a.tmpfs,
         strata,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
