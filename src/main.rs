@@ -22,6 +22,11 @@ fn main() {
     // A process that enters a container runs from a sealed copy of this binary, never from
     // the host's file (see sys/exe.rs); decided before any thread exists.
     if enters_containers(&cli.command) {
+        // Before the re-exec: the kernel's wait for the container's cgroup migration
+        // begins now, in the background (see cgroup::warm_up).
+        if migrates(&cli.command) && !strata::sys::exe::is_sealed() {
+            strata::container::cgroup::warm_up();
+        }
         if let Err(e) = strata::sys::exe::reexec_sealed() {
             eprintln!("strata: error: running from a sealed copy of /proc/self/exe: {e}");
             std::process::exit(strata::cmd::EXIT_RUN_FAILED);
@@ -157,6 +162,14 @@ fn enters_containers(c: &Command) -> bool {
             | Command::Restart { .. }
             | Command::Exec { .. }
             | Command::Build(_)
+    )
+}
+
+/// Whether the command moves a process into a container's cgroups.
+fn migrates(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Run(_) | Command::Start { .. } | Command::Restart { .. } | Command::Exec { .. }
     )
 }
 
