@@ -217,16 +217,27 @@ fn serve_one(fs: &StrataFs, h: &InHeader, s: &[u8], p: &[u8], out: &mut Vec<u8>)
     }
 }
 
-/// Serves /dev/fuse requests read from `fd` until the mount goes away.
-fn serve_dev(fs: &StrataFs, fd: &OwnedFd) -> io::Result<()> {
+/// How long the /dev/fuse thread of an io_uring session waits after a forget before it
+/// reads again, so the forgets that follow (one per unlinked or evicted inode) arrive as one
+/// BATCH_FORGET instead of waking it once each: on `rm -rf` that wake-up competed for the
+/// CPU with the caller every file. Interrupts, the only other request there, wait no longer.
+const FORGET_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Serves /dev/fuse requests read from `fd` until the mount goes away; `gather` when the
+/// io_uring queues serve everything but forgets and interrupts.
+fn serve_dev(fs: &StrataFs, fd: &OwnedFd, gather: bool) -> io::Result<()> {
     let mut buf = vec![0u8; buf_len()];
     let mut out = Vec::with_capacity(64 * 1024);
     while let Some(n) = read_request(fd, &mut buf)? {
         let Some((h, s, p)) = split(&buf[..n], fs.setxattr_ext()) else {
             continue;
         };
+        let forget = matches!(h.opcode, abi::op::FORGET | abi::op::BATCH_FORGET);
         let answer = serve_one(fs, &h, s, p, &mut out);
         send(fd, h.unique, answer, &out);
+        if gather && forget {
+            std::thread::sleep(FORGET_GATHER);
+        }
     }
     Ok(())
 }
@@ -440,10 +451,11 @@ pub fn run(
     let negotiated = handshake(&fs, &dev, t.uring)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = t.threads.max(1);
+    let mut gather = false;
     if negotiated.uring {
         match start_uring(&fs, &dev, &stop, t.yields, &end) {
             // The kernel still sends forgets and interrupts through /dev/fuse.
-            Ok(()) => threads = 1,
+            Ok(()) => (threads, gather) = (1, true),
             Err(e) => warn!("FUSE over io_uring unavailable ({e}); serving /dev/fuse"),
         }
     } else if t.uring {
@@ -458,7 +470,7 @@ pub fn run(
         let fs = fs.clone();
         let h = std::thread::Builder::new()
             .name(format!("strata-fuse{i}"))
-            .spawn(move || serve_dev(&fs, &fd))?;
+            .spawn(move || serve_dev(&fs, &fd, gather))?;
         handles.push(h);
     }
     ready();
