@@ -13,6 +13,7 @@ mod corners;
 mod data;
 mod escape;
 mod escape_rootless;
+mod exec;
 mod faults;
 mod habits;
 mod handles;

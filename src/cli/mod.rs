@@ -232,6 +232,27 @@ pub enum Command {
     },
     /// Run a command in a running container.
     Exec {
+        /// Keep stdin open: the command reads ours.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal of its own (in the container's devpts).
+        #[arg(short, long)]
+        tty: bool,
+        /// Start the command in the background and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// Run as USER[:GROUP] (names or numbers from the container's /etc/passwd and /etc/group).
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Working directory inside the container.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        /// Set an environment variable (K=V, or K to pass ours on).
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        /// Read environment variables from a file (K=V lines).
+        #[arg(long)]
+        env_file: Vec<std::path::PathBuf>,
         /// Give the command every capability and no seccomp filter.
         #[arg(long)]
         privileged: bool,

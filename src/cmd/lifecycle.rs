@@ -257,17 +257,24 @@ pub fn kill(root: Option<PathBuf>, signal: &str, names: &[String]) -> CmdResult 
     each(root, names, |_, c| lifecycle::kill(c, sig))
 }
 
-/// `strata exec C CMD...`: the command's exit status.
-pub fn exec(
-    root: Option<PathBuf>,
-    name: &str,
-    command: Vec<String>,
-    privileged: bool,
-) -> CmdResult {
+/// `strata exec [-i] [-t] [-d] [-u U] [-w DIR] [-e K=V] C CMD...`: the command's exit
+/// status (0 at once with `-d`).
+pub fn exec(root: Option<PathBuf>, name: &str, args: lifecycle::ExecArgs) -> CmdResult {
     let store = open_store(root)?;
     let ctx = || format!("exec in {name}");
     let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
-    lifecycle::exec(&c, command, privileged).map_err(container_ctx(ctx()))
+    lifecycle::exec(&c, args)
+        .map_err(|e| match e {
+            // A flag exec can't carry out (-u, -w, --env-file) fails it as run's do: 125.
+            e @ (ctr::ContainerError::BadSpec(_) | ctr::ContainerError::Io { .. }) => {
+                ctr::ContainerError::Exec {
+                    code: super::EXIT_RUN_FAILED,
+                    message: e.to_string(),
+                }
+            }
+            e => e,
+        })
+        .map_err(container_ctx(ctx()))
 }
 
 /// `strata inspect NAME|IMAGE...`: a JSON array with one object per container or image

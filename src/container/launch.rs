@@ -41,7 +41,7 @@ fn status_code(s: WaitStatus) -> i32 {
 }
 
 /// Waits until `pid` exits; its exit status (128+signal when killed).
-fn wait_for(pid: Pid) -> nix::Result<i32> {
+pub(super) fn wait_for(pid: Pid) -> nix::Result<i32> {
     loop {
         match waitpid(pid, None) {
             Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
@@ -69,7 +69,7 @@ pub struct Running {
 const RUN_LINGER: Duration = Duration::from_secs(5);
 
 /// The same for an exec'd command, which may leave a background child holding its output.
-const EXEC_LINGER: Duration = Duration::from_secs(1);
+pub(super) const EXEC_LINGER: Duration = Duration::from_secs(1);
 
 impl Running {
     /// Waits for the container to end and for its output to be copied; returns its exit
@@ -83,24 +83,15 @@ impl Running {
     }
 }
 
-/// In `exec`'s child: its stdio onto the pipes, and a session of its own (no controlling
-/// terminal, so no TIOCSTI into the caller's).
-fn detach_from_caller(stdio: &Stdio) -> Result<(), String> {
-    stdio
-        .install()
-        .map_err(|e| format!("container stdio: {e}"))?;
-    crate::sys::process::setsid().map_err(|e| format!("setsid: {e}"))
-}
-
 /// A process that will be in the container's pid namespace is not dumpable until the
 /// container's program replaces it, so nothing in the container opens its /proc files
 /// (its binary, its descriptors, its working directory). The waiter, outside that pid
 /// namespace, becomes so only after pasta and the map writers opened its /proc files.
-fn undumpable() -> Result<(), String> {
+pub(super) fn undumpable() -> Result<(), String> {
     crate::sys::exe::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
 }
 
-fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+pub(super) fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
     move |e| ContainerError::Setup(format!("{what}: {e}"))
 }
 
@@ -512,7 +503,7 @@ fn under_init(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
 /// through a descriptor still open here (`-w /proc/self/fd/N`, runc's CVE-2024-21626)
 /// would leave the process in a host directory. getcwd(3) then fails (the kernel says
 /// "(unreachable)").
-fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
+pub(super) fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
     let what = || format!("working directory {}", spec.cwd);
     chdir(spec.cwd.as_str()).map_err(fail(what()))?;
     match nix::unistd::getcwd() {
@@ -526,13 +517,13 @@ fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
 
 /// Drops to the container's user, capabilities and seccomp filter; leaves it no fd but
 /// stdio across exec (nothing of the launcher's or the filesystem server's).
-fn confine(spec: &RunSpec) -> Result<(), Fail> {
+pub(super) fn confine(spec: &RunSpec) -> Result<(), Fail> {
     crate::sys::process::cloexec_from(3).map_err(fail("closing inherited files"))?;
     super::security::confine(&spec.security, spec.uid, spec.gid)
         .map_err(fail("confining the container"))
 }
 
-fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
+pub(super) fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
     let cs =
         |s: &str| CString::new(s).map_err(|_| (EXIT_STRATA, format!("{s:?}: contains a NUL byte")));
     let argv: Vec<CString> = spec.argv.iter().map(|a| cs(a)).collect::<Result<_, _>>()?;
@@ -571,90 +562,4 @@ fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
         }
     }
     Err(last)
-}
-
-/// Runs `spec` inside the namespaces of the running container whose init is `pid`
-/// (`strata exec`), in its cgroups; returns the command's exit status, or its failure to
-/// start with docker's code.
-pub fn exec_in(pid: i32, spec: &RunSpec, id: &str) -> Result<i32, ContainerError> {
-    let mut ns = Vec::new();
-    // Only the namespaces the container doesn't share with us (a rootless one can't enter
-    // the host's network namespace again); its user namespace first, which gives the
-    // capabilities to join the others (they belong to it).
-    let same = |kind: &str| {
-        use std::os::unix::fs::MetadataExt;
-        let a = std::fs::metadata(format!("/proc/{pid}/ns/{kind}"));
-        let b = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-        matches!((a, b), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
-    };
-    let kinds = ["user", "ipc", "uts", "net", "pid", "cgroup", "mnt"];
-    for kind in kinds.into_iter().filter(|k| !same(k)) {
-        let p = format!("/proc/{pid}/ns/{kind}");
-        ns.push(std::fs::File::open(&p).map_err(super::error::io_ctx(&p))?);
-    }
-    let cg = Cgroup::existing(id);
-    let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
-    let stdio = Stdio::plan(true).map_err(setup_err("container stdio"))?;
-    match fork_single_threaded().map_err(setup_err("fork"))? {
-        Forked::Child => {
-            drop(ours);
-            let report = |code: i32, message: String| -> ! {
-                let _ = theirs.send(&ToLauncher::Failed { code, message });
-                exit_now(code)
-            };
-            if let Err(m) = detach_from_caller(&stdio).and_then(|_| undumpable()) {
-                report(EXIT_STRATA, m)
-            }
-            drop(stdio);
-            // The device rules live in the cgroups: never run outside them.
-            if let Err(e) = cg.add(std::process::id() as i32) {
-                report(EXIT_STRATA, format!("joining the container's cgroups: {e}"));
-            }
-            for f in &ns {
-                if let Err(e) = nix::sched::setns(f, CloneFlags::empty()) {
-                    report(
-                        EXIT_STRATA,
-                        format!("joining the container's namespaces: {e}"),
-                    );
-                }
-            }
-            // The pid namespace applies to children: fork once more.
-            match fork_single_threaded() {
-                Ok(Forked::Child) => {
-                    let r = (|| -> Result<std::convert::Infallible, Fail> {
-                        chdir("/").map_err(fail("chdir /"))?;
-                        confine(spec)?;
-                        enter_workdir(spec)?;
-                        exec(spec)
-                    })();
-                    let (code, message) = match r {
-                        Ok(never) => match never {},
-                        Err(f) => f,
-                    };
-                    report(code, message)
-                }
-                Ok(Forked::Parent(p)) => {
-                    drop(theirs);
-                    exit_now(wait_for(Pid::from_raw(p)).unwrap_or(EXIT_STRATA))
-                }
-                Err(e) => report(EXIT_STRATA, format!("fork: {e}")),
-            }
-        }
-        Forked::Parent(child) => {
-            drop(theirs);
-            let relay = stdio.relay();
-            let failed = match ours.recv::<ToLauncher>() {
-                Ok(Some(ToLauncher::Failed { code, message })) => {
-                    Some(ContainerError::Exec { code, message })
-                }
-                _ => None,
-            };
-            let code = wait_for(Pid::from_raw(child))
-                .map_err(|e| ContainerError::Setup(format!("waiting: {e}")));
-            if let Some(r) = relay {
-                r.finish(EXEC_LINGER);
-            }
-            failed.map_or(code, Err)
-        }
-    }
 }

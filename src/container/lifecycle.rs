@@ -3,7 +3,7 @@
 //! records the exit; the starting itself is in `start`), stop, kill, exec, remove. Every
 //! change of the recorded state goes through `Container::update`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use super::cgroup::Limits;
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
-use super::launch::{self, EXIT_STRATA};
+use super::launch::EXIT_STRATA;
 use super::security::{Flags, Security};
 use super::spec::{Overrides, RunSpec};
 use super::state::{self, Container, State};
@@ -584,13 +584,52 @@ pub fn rm(store: &Store, c: &Container, force: bool, volumes: bool) -> Result<()
     remove_with(store, c, &anonymous)
 }
 
-/// Runs `command` in the running container, as its user, in its working directory, with
-/// its environment, confined as the container is (or with every capability and no seccomp
-/// filter when `privileged`); returns the command's status.
-pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32> {
+/// What `strata exec` was asked to run, and how.
+#[derive(Debug, Default)]
+pub struct ExecArgs {
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// `--privileged`: every capability and no seccomp filter.
+    pub privileged: bool,
+    /// `-u USER[:GROUP]`, resolved in the container's /etc/passwd and /etc/group.
+    pub user: Option<String>,
+    /// `-w DIR`.
+    pub workdir: Option<String>,
+    /// `-e K=V` (or `K`: ours passed on).
+    pub env: Vec<String>,
+    /// `--env-file`.
+    pub env_file: Vec<std::path::PathBuf>,
+    /// `-i`, `-t`, `-d`.
+    pub io: super::exec::ExecIo,
+}
+
+/// The container's environment with `extra` (`K=V`, or `K` for the caller's value; skipped
+/// when the caller has none, as docker does) replacing entries of the same name.
+fn merged_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = base.to_vec();
+    for e in extra {
+        let kv = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            },
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    env
+}
+
+/// Runs a command in the running container, as its user (or `-u`'s), in its working
+/// directory (or `-w`'s), with its environment and `-e`'s, confined as the container is (or
+/// with every capability and no seccomp filter when privileged); returns the command's
+/// status, or 0 once it started with `-d`.
+pub fn exec(c: &Container, a: ExecArgs) -> Result<i32> {
     let pid = c.running_pid()?;
     let s = &c.state;
-    let security = if privileged {
+    let security = if a.privileged {
         Flags {
             privileged: true,
             ..Default::default()
@@ -599,25 +638,62 @@ pub fn exec(c: &Container, command: Vec<String>, privileged: bool) -> Result<i32
     } else {
         s.security.clone()
     };
+    let (uid, gid) = match &a.user {
+        // Resolved in the container's own root, as its init sees it.
+        Some(u) => super::spec::resolve_user(u, Path::new(&format!("/proc/{pid}/root")))?,
+        None => (s.uid, s.gid),
+    };
+    let mut extra = Vec::new();
+    for f in &a.env_file {
+        extra.extend(super::spec::read_env_file(f)?);
+    }
+    // -e wins over --env-file, as with docker.
+    extra.extend(a.env.iter().cloned());
+    let mut env = merged_env(&s.env, &extra);
+    // docker's: a terminal of its own says what it is, unless the container or -e did.
+    if a.io.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = match (&a.workdir, s.cwd.is_empty()) {
+        (Some(w), _) if !w.starts_with('/') => {
+            return Err(ContainerError::BadSpec(format!(
+                "-w {w}: the working directory must be an absolute path"
+            )))
+        }
+        (Some(w), _) => w.clone(),
+        (None, true) => "/".into(),
+        (None, false) => s.cwd.clone(),
+    };
     let spec = RunSpec {
-        argv: command,
-        env: s.env.clone(),
-        cwd: if s.cwd.is_empty() {
-            "/".into()
-        } else {
-            s.cwd.clone()
-        },
-        uid: s.uid,
-        gid: s.gid,
+        argv: a.command,
+        env,
+        cwd,
+        uid,
+        gid,
         security,
         ..RunSpec::default()
     };
-    launch::exec_in(pid, &spec, s.id.as_str())
+    super::exec::exec_in(pid, &spec, s.id.as_str(), a.io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_env_replaces_by_name_and_passes_ours_on() {
+        let base = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        std::env::set_var("STRATA_TEST_EXEC_ENV", "ours");
+        let extra = [
+            "A=2".to_string(),
+            "STRATA_TEST_EXEC_ENV".to_string(),
+            "STRATA_TEST_UNSET_NAME".to_string(),
+        ];
+        assert_eq!(
+            merged_env(&base, &extra),
+            vec!["PATH=/bin", "A=2", "STRATA_TEST_EXEC_ENV=ours"]
+        );
+    }
 
     #[test]
     fn signals_by_name_or_number() {

@@ -15,6 +15,7 @@ pub mod copy_tar;
 pub mod devices;
 pub mod error;
 pub mod etc;
+pub mod exec;
 pub mod handshake;
 pub mod id;
 pub mod inroot;

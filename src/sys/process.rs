@@ -96,6 +96,18 @@ pub fn stdin_from_null() -> io::Result<()> {
     Ok(())
 }
 
+/// Points stdin, stdout and stderr at /dev/null (a command started in the background).
+pub fn stdio_from_null() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for n in 0..3 {
+        dup_onto(std::os::fd::AsFd::as_fd(&null), n)?;
+    }
+    Ok(())
+}
+
 /// A standard descriptor pointed elsewhere for a while; dropping it points the descriptor
 /// back where it was.
 #[derive(Debug)]
