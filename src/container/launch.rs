@@ -280,7 +280,7 @@ fn early(
     if let Err(e) = cg.add(std::process::id() as i32) {
         return report(format!("moving into the container's cgroups: {e}"));
     }
-    super::timing::step("fork, into the cgroups (meanwhile: mount, spec)");
+    super::timing::step("fork, into the cgroups");
     let Ok(Some((ToContainer::Start { stdio, tty }, fds))) = ch.recv_with_fds::<ToContainer>()
     else {
         return EXIT_STRATA;
@@ -306,6 +306,7 @@ fn early(
         }
     }
     spec.tty = tty.then(|| fds.last().map(|f| f.as_raw_fd())).flatten();
+    super::timing::step("waiting for the launcher's mount and spec");
     let code = waiter(&spec, rootfs, ch, userns, inner_mount);
     drop(fds);
     code
@@ -357,7 +358,7 @@ fn waiter(
     if let Err(e) = unshare(first) {
         return report(EXIT_STRATA, format!("creating namespaces: {e}"));
     }
-    super::timing::step("fork, user and network namespaces");
+    super::timing::step("user and network namespaces");
     let go_on = ch
         .send(&ToLauncher::Namespaces)
         .and_then(|_| ch.recv::<ToContainer>());
