@@ -1,5 +1,5 @@
 //! `strata exec` as a docker user types it: `-u`, `-w`, `-e`, `--env-file`, `-i`, `-t`
-//! and `-d`, and their bad input.
+//! and `-d`, and their bad input; supplementary groups (`--group-add`, /etc/group).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -118,5 +118,71 @@ fn exec_takes_user_workdir_env_stdin_terminal_and_detach() {
     );
     assert_eq!(ok(&e, &["exec", "x", "echo", "alive"]), "alive\n");
     assert!(strata(&e, &["rm", "-f", "x"]).status.success());
+    no_leftovers(&e);
+}
+
+/// `--group-add` and the groups of the image's /etc/group that list the user, for the
+/// container's process and for exec'd ones, as docker gives them.
+#[test]
+fn supplementary_groups_from_etc_group_and_group_add() {
+    let e = env("exec-groups");
+    // An image whose /etc/group lists root and nobody as members of other groups.
+    let groups = "root:x:0:\nwheel:x:10:root\naudio:x:29:nobody\nstaff:x:50:\nnogroup:x:65534:\n";
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "--name",
+            "g",
+            "box:1",
+            "sh",
+            "-c",
+            &format!("printf '{}' > /etc/group", groups.replace('\n', "\\n")),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&e, &["commit", "g", "grp:1"]);
+    assert!(strata(&e, &["rm", "g"]).status.success());
+    let ids = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend(["grp:1", "id", "-G"]);
+        ok(&e, &a).trim().to_string()
+    };
+    assert_eq!(ids(&[]), "0 10");
+    assert_eq!(ids(&["-u", "nobody"]), "65534 29");
+    assert_eq!(
+        ids(&["--group-add", "staff", "--group-add", "4242"]),
+        "0 10 50 4242"
+    );
+    let o = strata(
+        &e,
+        &["run", "--rm", "--group-add", "nosuch", "grp:1", "true"],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--group-add nosuch"));
+    // exec: the container's groups, or those of -u's user with the container's --group-add.
+    let o = strata(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "x",
+            "--group-add",
+            "staff",
+            "grp:1",
+            "sleep",
+            "100",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ok(&e, &["exec", "x", "id", "-G"]).trim(), "0 10 50");
+    assert_eq!(
+        ok(&e, &["exec", "-u", "nobody", "x", "id", "-G"]).trim(),
+        "65534 29 50"
+    );
+    assert!(strata(&e, &["rm", "-f", "x"]).status.success());
+    assert!(strata(&e, &["rmi", "grp:1"]).status.success());
     no_leftovers(&e);
 }

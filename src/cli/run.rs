@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// User (name or UID[:GID]).
     #[arg(short = 'u', long)]
     pub user: Option<String>,
+    /// Add a supplementary group (name in the container's /etc/group, or a number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
     /// Host name.
     #[arg(long)]
     pub hostname: Option<String>,

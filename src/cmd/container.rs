@@ -93,6 +93,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             shm_size: a.shm_size,
             workdir: a.workdir,
             user: a.user,
+            group_add: a.group_add,
             volumes,
             ulimits: a.ulimit,
         },

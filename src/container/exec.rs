@@ -108,7 +108,9 @@ pub fn exec_in(pid: i32, spec: &RunSpec, id: &str, io: ExecIo) -> Result<i32, Co
                 let _ = theirs.send(&ToLauncher::Failed { code, message });
                 exit_now(code)
             };
-            if let Err(m) = detach_from_caller(stdio.as_ref(), io.interactive).and_then(|_| undumpable()) {
+            if let Err(m) =
+                detach_from_caller(stdio.as_ref(), io.interactive).and_then(|_| undumpable())
+            {
                 report(EXIT_STRATA, m)
             }
             drop(stdio);

@@ -520,7 +520,7 @@ pub(super) fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
 /// stdio across exec (nothing of the launcher's or the filesystem server's).
 pub(super) fn confine(spec: &RunSpec) -> Result<(), Fail> {
     crate::sys::process::cloexec_from(3).map_err(fail("closing inherited files"))?;
-    super::security::confine(&spec.security, spec.uid, spec.gid)
+    super::security::confine(&spec.security, spec.uid, spec.gid, &spec.groups)
         .map_err(fail("confining the container"))
 }
 

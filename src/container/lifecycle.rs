@@ -3,7 +3,7 @@
 //! records the exit; the starting itself is in `start`), stop, kill, exec, remove. Every
 //! change of the recorded state goes through `Container::update`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -397,6 +397,7 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             env: Vec::new(),
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
             cwd: String::new(),
             security: request.security.clone(),
             hostname,
@@ -638,10 +639,19 @@ pub fn exec(c: &Container, a: ExecArgs) -> Result<i32> {
     } else {
         s.security.clone()
     };
-    let (uid, gid) = match &a.user {
-        // Resolved in the container's own root, as its init sees it.
-        Some(u) => super::spec::resolve_user(u, Path::new(&format!("/proc/{pid}/root")))?,
-        None => (s.uid, s.gid),
+    let (uid, gid, groups) = match &a.user {
+        // Resolved in the container's own root, as its init sees it; the container's
+        // --group-add groups go with any user, as docker's do.
+        Some(u) => {
+            let root = PathBuf::from(format!("/proc/{pid}/root"));
+            let (uid, gid) = super::spec::resolve_user(u, &root)?;
+            let add = request_of(c)
+                .map(|r| r.overrides.group_add)
+                .unwrap_or_default();
+            let groups = super::spec::supplementary_groups(Some(u), uid, &add, &root)?;
+            (uid, gid, groups)
+        }
+        None => (s.uid, s.gid, s.groups.clone()),
     };
     let mut extra = Vec::new();
     for f in &a.env_file {
@@ -670,6 +680,7 @@ pub fn exec(c: &Container, a: ExecArgs) -> Result<i32> {
         cwd,
         uid,
         gid,
+        groups,
         security,
         ..RunSpec::default()
     };

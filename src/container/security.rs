@@ -284,7 +284,7 @@ fn step<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> ConfineEr
 
 /// Drops to the container's user with its capabilities, no_new_privs and seccomp filter.
 /// Runs in the container's process after its mounts, right before exec.
-pub fn confine(s: &Security, uid: u32, gid: u32) -> Result<(), ConfineError> {
+pub fn confine(s: &Security, uid: u32, gid: u32, groups: &[u32]) -> Result<(), ConfineError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     let set = caps_of(&s.caps);
     let early = s.seccomp.as_ref().filter(|_| !s.no_new_privs);
@@ -300,10 +300,11 @@ pub fn confine(s: &Security, uid: u32, gid: u32) -> Result<(), ConfineError> {
     // Keep the permitted set across setuid for a non-root user's added capabilities.
     nix::sys::prctl::set_keepcaps(true).map_err(step("PR_SET_KEEPCAPS"))?;
     // A user namespace whose gid map its owner wrote alone has setgroups denied (and
-    // no supplementary group of the host mapped).
+    // no supplementary group of the host mapped): the process keeps none.
     let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
     if !denied {
-        setgroups(&[]).map_err(step("setgroups"))?;
+        let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        setgroups(&groups).map_err(step("setgroups"))?;
     }
     setgid(Gid::from_raw(gid)).map_err(step("setgid"))?;
     setuid(Uid::from_raw(uid)).map_err(step("setuid"))?;

@@ -305,6 +305,7 @@ pub(super) fn start(
         s.env = spec.env.clone();
         s.uid = spec.uid;
         s.gid = spec.gid;
+        s.groups = spec.groups.clone();
         s.cwd = spec.cwd.clone();
     })?;
     started(&c);

@@ -76,6 +76,9 @@ pub struct State {
     /// Group of the container's process.
     #[serde(default)]
     pub gid: u32,
+    /// Supplementary groups of the container's process (for `exec`).
+    #[serde(default)]
+    pub groups: Vec<u32>,
     /// Working directory of the container's process (for `exec`).
     #[serde(default)]
     pub cwd: String,
