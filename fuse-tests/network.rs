@@ -143,6 +143,19 @@ fn bridge_addresses_published_ports_and_cleanup() {
         "box:1", "sh", "-c",
         "(while true; do echo other | nc -l -p 81; done) & while true; do echo hello | nc -l -p 80; done"]);
     let web = web.trim().to_string();
+    // ps's PORTS, as docker shows them.
+    assert_eq!(
+        ok(
+            &e,
+            &["ps", "--filter", "name=web", "--format", "{{.Ports}}"]
+        )
+        .trim(),
+        format!(
+            "127.0.0.1:{port}->80/tcp, 0.0.0.0:{}->81/tcp, 127.0.0.1:{}->53/udp",
+            port + 1,
+            port + 3
+        )
+    );
     let ip = inspect(&e, "web")["NetworkSettings"]["IPAddress"]
         .as_str()
         .unwrap()

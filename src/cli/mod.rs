@@ -139,8 +139,10 @@ pub enum Command {
         /// label=KEY[=VALUE] (several: all must match).
         #[arg(short, long, action = ArgAction::Append, value_name = "KEY=VALUE")]
         filter: Vec<String>,
-        /// A line per container from a template: {{.ID}} {{.Names}} {{.Image}}
-        /// {{.Command}} {{.CreatedAt}} {{.Status}} (\t for a tab).
+        /// A line per container from a template of {{.ID}} {{.Image}} {{.Command}}
+        /// {{.CreatedAt}} {{.RunningFor}} {{.Ports}} {{.State}} {{.Status}} {{.Names}}
+        /// {{.Labels}} (\t for a tab); `table TEMPLATE` adds headers and aligns the
+        /// columns; `json` prints an object per container.
         #[arg(long)]
         format: Option<String>,
     },

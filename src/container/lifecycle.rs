@@ -305,6 +305,7 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
     let mut c = created.container.clone();
     let _ = c.update(|s| {
         s.status = Status::Exited;
+        s.finished_at = Some(crate::image::rootfs::now_rfc3339());
         s.pid = None;
         s.exit_code = Some(code);
     });
@@ -398,6 +399,8 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             uid: 0,
             gid: 0,
             groups: Vec::new(),
+            started_at: None,
+            finished_at: None,
             cwd: String::new(),
             security: request.security.clone(),
             hostname,

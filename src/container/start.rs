@@ -300,6 +300,7 @@ pub(super) fn start(
     let sync = !req.remove;
     c.update_synced(sync, |s| {
         s.status = Status::Running;
+        s.started_at = Some(crate::image::rootfs::now_rfc3339());
         s.pid = Some(running.pid);
         s.ip = ip;
         s.env = spec.env.clone();
@@ -331,6 +332,7 @@ pub(super) fn start(
     // A container removed meanwhile (`rm -f`) has nothing left to record.
     let _ = c.update_synced(sync, |s| {
         s.status = Status::Exited;
+        s.finished_at = Some(crate::image::rootfs::now_rfc3339());
         s.pid = None;
         s.exit_code = Some(code);
         s.oom_killed = oom;

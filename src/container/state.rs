@@ -76,6 +76,12 @@ pub struct State {
     /// Group of the container's process.
     #[serde(default)]
     pub gid: u32,
+    /// When it last started (RFC 3339), for `ps`'s "Up 5 minutes".
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it last ended (RFC 3339), for `ps`'s "Exited (0) 3 minutes ago".
+    #[serde(default)]
+    pub finished_at: Option<String>,
     /// Supplementary groups of the container's process (for `exec`).
     #[serde(default)]
     pub groups: Vec<u32>,
