@@ -128,6 +128,62 @@ fn killed_launcher_leaves_a_truthful_ps_and_rm_cleans_up() {
     no_leftovers(&e);
 }
 
+/// `kill -9` of a foreground `run`'s launcher alone: the container runs on, and when it
+/// ends its exit is recorded (or, with `--rm`, it is removed) and nothing stays mounted.
+#[test]
+fn a_killed_launchers_run_is_finished_by_its_sentinel() {
+    let e = env("sentinel");
+    let wait_for = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let mut tries = 0;
+        while !done() {
+            tries += 1;
+            assert!(tries < 300, "{what} never happened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    for (name, rm) in [("gone", true), ("kept", false)] {
+        let mut args = vec!["run", "--name", name];
+        if rm {
+            args.push("--rm");
+        }
+        args.extend(["box:1", "sh", "-c", "sleep 1; exit 3"]);
+        let mut launcher = Command::new(strata_bin())
+            .env("STRATA_ROOT", &e.store)
+            .args(&args)
+            .spawn()
+            .unwrap();
+        let ps = |e: &crate::containers::Env| {
+            out(&strata(
+                e,
+                &["ps", "-a", "--format", "{{.Names}} {{.Status}}"],
+            ))
+        };
+        wait_for(
+            "the start",
+            Box::new(|| ps(&e).contains(&format!("{name} Up"))),
+        );
+        launcher.kill().unwrap();
+        let _ = launcher.wait();
+        // The container outlives its launcher...
+        assert!(ps(&e).contains(&format!("{name} Up")), "{}", ps(&e));
+        // ...and its end is seen to.
+        if rm {
+            wait_for("the removal", Box::new(|| !ps(&e).contains(name)));
+        } else {
+            wait_for(
+                "the exit",
+                Box::new(|| ps(&e).contains(&format!("{name} Exited (3)"))),
+            );
+            assert!(
+                !crate::containers::mounted_below(&e.store),
+                "the rootfs stays mounted"
+            );
+            assert!(strata(&e, &["rm", name]).status.success());
+        }
+    }
+    no_leftovers(&e);
+}
+
 #[test]
 fn volumes_bind_host_paths() {
     let e = env("volumes");

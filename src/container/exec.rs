@@ -76,7 +76,7 @@ fn command(
 ) -> Result<std::convert::Infallible, Fail> {
     chdir("/").map_err(fail("chdir /"))?;
     if let Some(sock) = tty {
-        super::tty::attach_in_container(Path::new("/dev/ptmx"), sock)
+        super::tty::attach_in_container(Path::new("/dev/ptmx"), sock, spec.tty_size)
             .map_err(fail("the command's terminal"))?;
     }
     confine(spec)?;

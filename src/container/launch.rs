@@ -127,10 +127,11 @@ pub struct Waiter {
 }
 
 /// Forks the [`Waiter`] of a container about to start in `rootfs` (the mount may come
-/// later) with cgroups `cg`: in a user namespace of its own when `userns`, mounting the
+/// later) with cgroups `cg`, which writes the command's exit status into `record`: in a user namespace of its own when `userns`, mounting the
 /// rootfs itself from inside it when `inner_mount`. The caller must be single-threaded.
 pub fn fork_waiter(
     rootfs: &Path,
+    record: &Path,
     cg: &Cgroup,
     userns: Option<&UserNs>,
     inner_mount: Option<&MountOptions>,
@@ -142,6 +143,8 @@ pub fn fork_waiter(
             drop(ours);
             drop(spec_tx);
             let code = early(cg, spec_rx, rootfs, theirs, userns, inner_mount);
+            // For the sentinel, should the launcher be gone (sentinel.rs).
+            super::sentinel::record_exit(record, code);
             exit_now(code)
         }
         Forked::Parent(child) => Ok(Waiter {
@@ -154,6 +157,11 @@ pub fn fork_waiter(
 }
 
 impl Waiter {
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// Descriptors a process the launcher forks before the launch (a filesystem server)
     /// must close, so the waiter still sees the launcher's end when the launcher dies.
     pub fn not_inherited(&self) -> Vec<std::os::fd::RawFd> {

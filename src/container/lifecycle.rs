@@ -685,6 +685,7 @@ pub fn exec(c: &Container, a: ExecArgs) -> Result<i32> {
         gid,
         groups,
         security,
+        tty_size: a.io.tty.then(super::tty::caller_size).flatten(),
         ..RunSpec::default()
     };
     super::exec::exec_in(pid, &spec, s.id.as_str(), a.io)

@@ -29,6 +29,7 @@ pub mod restart;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;
+pub mod sentinel;
 pub mod spec;
 pub mod start;
 pub mod state;

@@ -83,8 +83,9 @@ pub enum Step {
         /// What it points to.
         target: &'static str,
     },
-    /// The container's terminal, from its own devpts, onto stdio.
-    Terminal(RawFd),
+    /// The container's terminal, from its own devpts, onto stdio (the socket its master
+    /// goes back on, and the caller's window size it starts with).
+    Terminal(RawFd, Option<(u16, u16)>),
     /// Hides a path if it exists: an empty read-only tmpfs over a directory, /dev/null
     /// over a file.
     Mask(&'static str),
@@ -169,7 +170,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     ));
     if let Some(sock) = spec.tty {
-        v.push(Step::Terminal(sock));
+        v.push(Step::Terminal(sock, spec.tty_size));
     }
     v.extend(spec.security.host_devices.iter().cloned().map(device));
     v.push(Step::Tmpfs(crate::container::spec::Tmpfs {
@@ -297,12 +298,13 @@ pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
             let (dir, name) = parent(root, link, Follow::InRoot).map_err(fail(&what))?;
             crate::sys::fs::symlinkat(OsStr::new(t), dir.as_fd(), &name).map_err(fail(&what))
         }
-        Step::Terminal(sock) => {
+        Step::Terminal(sock, size) => {
             // The pty comes from the container's own devpts (a mount of ours), so its
             // name resolves inside.
             let what = "container terminal";
             let ptmx = target(root, "/dev/pts/ptmx", Make::Nothing, what)?;
-            crate::container::tty::attach_in_container(&proc_path(&ptmx), *sock).map_err(fail(what))
+            crate::container::tty::attach_in_container(&proc_path(&ptmx), *sock, *size)
+                .map_err(fail(what))
         }
         Step::Mask(m) => {
             let what = format!("masking {m}");
@@ -539,7 +541,7 @@ mod tests {
             .iter()
             .position(|s| matches!(s, Step::Device(d) if d.path == "/dev/null"));
         assert!(dev < null);
-        assert!(!p.iter().any(|s| matches!(s, Step::Terminal(_))));
+        assert!(!p.iter().any(|s| matches!(s, Step::Terminal(..))));
     }
 
     #[test]
@@ -559,7 +561,7 @@ mod tests {
         assert!(p.iter().any(
             |x| matches!(x, Step::Mount { target: "/sys", flags, .. } if !flags.contains(MsFlags::MS_RDONLY))
         ));
-        assert!(p.contains(&Step::Terminal(7)));
+        assert!(p.contains(&Step::Terminal(7, None)));
         assert_eq!(
             p.last(),
             Some(&Step::Bind {

@@ -53,6 +53,9 @@ pub struct RunSpec {
     /// `-t`: the socket on which the container sends back the master of the pty it
     /// allocates in its own devpts.
     pub tty: Option<std::os::fd::RawFd>,
+    /// The caller's window size (rows, columns), which the pty gets before the command runs.
+    #[serde(default)]
+    pub tty_size: Option<(u16, u16)>,
     /// Capabilities, seccomp, no_new_privs, masks and devices.
     pub security: Security,
     /// The container's own cgroups, mounted at /sys/fs/cgroup (read-only unless
@@ -82,6 +85,7 @@ impl Default for RunSpec {
             shm_size: DEFAULT_SHM,
             rlimits: Vec::new(),
             tty: None,
+            tty_size: None,
             security: Security::default(),
             cgroup_mounts: Vec::new(),
         }
@@ -571,6 +575,7 @@ pub fn build(
         },
         rlimits,
         tty: None,
+        tty_size: None,
         security: Security::default(),
         cgroup_mounts: Vec::new(),
     })

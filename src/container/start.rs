@@ -104,6 +104,7 @@ pub(super) fn start(
         true => None,
         false => Some(launch::fork_waiter(
             &rootfs,
+            &c.dir,
             &cg.0,
             created.userns.as_ref(),
             None,
@@ -214,6 +215,7 @@ pub(super) fn start(
     spec.tty = console
         .as_ref()
         .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
+    spec.tty_size = console.as_ref().and_then(|_| super::tty::caller_size());
     // docker's: a terminal of its own says what it is, unless the image or -e did.
     if spec.tty.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {
         spec.env.push("TERM=xterm".into());
@@ -224,8 +226,12 @@ pub(super) fn start(
     spec.cgroup_mounts = cg.0.mounts();
     let waiter = match early {
         Some(w) => w,
-        None => launch::fork_waiter(&rootfs, &cg.0, created.userns.as_ref(), Some(&opts))?,
+        None => launch::fork_waiter(&rootfs, &c.dir, &cg.0, created.userns.as_ref(), Some(&opts))?,
     };
+    // Whoever ends the run if this launcher is killed (sentinel.rs); told on drop that
+    // this launcher finished it.
+    let _sentinel = super::sentinel::watch(store, c.state.id.as_str(), waiter.pid(), req.remove)
+        .map_err(io_ctx("starting the container's sentinel"))?;
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
     crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;

@@ -470,6 +470,26 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     let Some(lock) = c.lock()? else {
         return Ok(());
     };
+    release(store, c)?;
+    // The state goes first: a writer waiting for the lock then finds the container gone.
+    let state = c.dir.join("state.json");
+    match std::fs::remove_file(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_ctx(format!("removing {}", state.display()))(e)),
+    }
+    release_name(store, &c.state.name, &c.state.id);
+    drop(lock);
+    match std::fs::remove_dir_all(&c.dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_ctx(format!("removing {}", c.dir.display()))(e)),
+    }
+}
+
+/// What a container that no longer runs may still hold: its cgroups, its network rules
+/// and address, its rootfs mount (and with it the filesystem server), root's pasta bind.
+pub fn release(store: &Store, c: &Container) -> Result<()> {
     super::cgroup::Cgroup::existing(c.state.id.as_str()).remove();
     crate::network::forget(store, c.state.id.as_str());
     let root = c.rootfs();
@@ -488,20 +508,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     // Root's pasta joins the network namespace through a bind (usernet.rs) that a killed
     // launcher leaves behind.
     super::usernet::unbind_netns_in(&c.dir);
-    // The state goes first: a writer waiting for the lock then finds the container gone.
-    let state = c.dir.join("state.json");
-    match std::fs::remove_file(&state) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_ctx(format!("removing {}", state.display()))(e)),
-    }
-    release_name(store, &c.state.name, &c.state.id);
-    drop(lock);
-    match std::fs::remove_dir_all(&c.dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_ctx(format!("removing {}", c.dir.display()))(e)),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

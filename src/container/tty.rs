@@ -37,11 +37,13 @@ pub fn console_socket() -> Result<ConsoleSocket, ContainerError> {
     Ok(ConsoleSocket { ours: a, theirs: b })
 }
 
-/// In the container, after its devpts is mounted: opens a pty there, sends the master to
-/// the launcher, and makes the slave the controlling terminal and stdio.
+/// In the container, after its devpts is mounted: opens a pty there sized `size` (rows,
+/// columns), sends the master to the launcher, and makes the slave the controlling
+/// terminal and stdio.
 pub fn attach_in_container(
     ptmx: &std::path::Path,
     sock: std::os::fd::RawFd,
+    size: Option<(u16, u16)>,
 ) -> std::io::Result<()> {
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
@@ -49,11 +51,21 @@ pub fn attach_in_container(
         .custom_flags(libc::O_NOCTTY)
         .open(ptmx)?
         .into();
+    // Sized like the caller's terminal before anything runs: a command that asks first
+    // thing (`stty size`) read 0x0 now and then when only the launcher sized it, later.
+    if let Some((rows, cols)) = size {
+        crate::sys::tty::set_winsize(master.as_fd(), rows, cols)?;
+    }
     let slave = crate::sys::tty::open_peer(master.as_fd())?;
     crate::sys::tty::send_fd(sock, master.as_fd())?;
     nix::unistd::setsid().map_err(std::io::Error::from)?;
     crate::sys::tty::set_controlling(slave.as_raw_fd())?;
     crate::sys::tty::stdio_onto(slave.as_raw_fd())
+}
+
+/// The caller's window size, for the container's terminal (`RunSpec::tty_size`).
+pub fn caller_size() -> Option<(u16, u16)> {
+    crate::sys::tty::winsize(std::io::stdin().as_fd()).ok()
 }
 
 /// The master sent by the container, sized like our terminal.

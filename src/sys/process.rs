@@ -252,6 +252,21 @@ pub fn close_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every fd from 3 up but `keep`.
+pub fn close_all_but(keep: BorrowedFd<'_>) -> io::Result<()> {
+    let k = keep.as_raw_fd() as u32;
+    for (a, b) in [(3, k.saturating_sub(1)), (k + 1, u32::MAX)] {
+        if a > b || (a == 3 && k < 3) {
+            continue;
+        }
+        // SAFETY: plain syscall with integer arguments.
+        if unsafe { libc::syscall(libc::SYS_close_range, a, b, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// `umount2(2)`; `lazy` adds `MNT_DETACH`.
 pub fn umount(path: &OsStr, lazy: bool) -> io::Result<()> {
     let c = cstr(path)?;
@@ -302,6 +317,38 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
 /// Writes one status byte to a pipe (the daemon's "mount is live" handshake).
 pub fn write_byte(fd: BorrowedFd<'_>, b: u8) -> io::Result<()> {
     super::fs::write_all(fd, &[b]).map(drop)
+}
+
+/// Waits until process `pid` (not necessarily a child) has ended: pidfd_open(2) and poll.
+/// Returns at once when it is gone already.
+pub fn wait_until_gone(pid: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(()),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: pidfd_open returned a new descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Checks whether a pid runs: it exists (signal 0) and is not a zombie.

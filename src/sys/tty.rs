@@ -15,16 +15,30 @@ pub fn set_controlling(fd: RawFd) -> io::Result<()> {
 
 /// Copies the window size of terminal `from` to terminal `to`.
 pub fn copy_winsize(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: zeroed winsize is valid; the ioctls read/write our struct.
+    let (rows, cols) = winsize(from)?;
+    set_winsize(to, rows, cols)
+}
+
+/// The window size (rows, columns) of terminal `fd`.
+pub fn winsize(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    // SAFETY: zeroed winsize is valid; the ioctl writes our struct.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    unsafe {
-        if libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
+}
+
+/// Sets the window size of terminal `fd`.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    // SAFETY: zeroed winsize is valid.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    ws.ws_row = rows;
+    ws.ws_col = cols;
+    // SAFETY: the ioctl reads our struct.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
