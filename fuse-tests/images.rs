@@ -661,3 +661,28 @@ fn killed_imports_leave_no_staging_behind() {
     ok(&strata(&store, &["image", "prune"]));
     assert!(!live.exists(), "reclaimed once its import is gone");
 }
+
+/// One image under two manifests (its layer stored plain and gzip, as two registries or two
+/// pushes may hold it): one image id, the config's digest, and `run ID` takes either.
+#[test]
+fn one_config_under_two_manifests_is_one_image() {
+    let t = tmp("one-id");
+    let store = t.path().join("store");
+    let (plain, gz) = (t.path().join("plain"), t.path().join("gz"));
+    let m1 = oci_layout(&plain, &[(busybox_layer(), Z::Plain)], Some("one:1"), None);
+    let m2 = oci_layout(&gz, &[(busybox_layer(), Z::Gzip)], Some("two:1"), None);
+    assert_ne!(m1, m2);
+    for l in [&plain, &gz] {
+        ok(&strata(&store, &["image", "import", l.to_str().unwrap()]));
+    }
+    let id = inspect(&store, "one:1")["Id"].as_str().unwrap().to_string();
+    assert_eq!(inspect(&store, "two:1")["Id"], id.as_str());
+    let short = &id.trim_start_matches("sha256:")[..12];
+    let images = ok(&strata(&store, &["images"]));
+    assert_eq!(images.matches(short).count(), 2, "{images}");
+    for r in [short, id.as_str()] {
+        let o = strata(&store, &["run", "--rm", r, "sh", "-c", "echo ran"]);
+        assert_eq!(ok(&o), "ran\n", "run {r}");
+        assert_eq!(inspect(&store, r)["Id"], id.as_str());
+    }
+}

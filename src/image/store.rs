@@ -354,6 +354,9 @@ impl Store {
             Some(i) => Some(i.clone()),
             None => {
                 let hex = r.strip_prefix("sha256:").unwrap_or(r);
+                // (image id, entry): the id is the config's digest, as docker's; one
+                // image under several manifests (compressed differently, pulled from
+                // two registries) is one image.
                 let mut hits = Vec::new();
                 if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     for i in &images {
@@ -361,16 +364,17 @@ impl Store {
                         if m.config.digest.hex().starts_with(hex)
                             || i.manifest.digest.hex().starts_with(hex)
                         {
-                            hits.push(i.clone());
+                            hits.push((m.config.digest.clone(), i.clone()));
                         }
                     }
                 }
-                let mut seen = std::collections::BTreeSet::new();
-                hits.retain(|h| seen.insert(h.manifest.digest.clone()));
-                if hits.len() > 1 {
+                let ids: std::collections::BTreeSet<_> = hits.iter().map(|(id, _)| id).collect();
+                if ids.len() > 1 {
                     return Err(ImageError::Ambiguous(r.into()));
                 }
-                hits.pop()
+                // A named entry first (what `images` shows for the id).
+                hits.sort_by_key(|(_, i)| i.reference.is_none());
+                hits.into_iter().next().map(|(_, i)| i)
             }
         };
         let Some(img) = found else {
