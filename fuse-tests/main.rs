@@ -28,6 +28,7 @@ mod network;
 mod observe;
 mod ops;
 mod options;
+mod ports;
 mod records;
 mod registry;
 mod registry_faults;

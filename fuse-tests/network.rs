@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::archives::E;
 use crate::containers::{env_with, inspect, no_leftovers, ok, strata, Env};
 
-fn net_env(name: &str) -> Env {
+pub(crate) fn net_env(name: &str) -> Env {
     env_with(
         name,
         &[
@@ -24,7 +24,7 @@ fn net_env(name: &str) -> Env {
     )
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -43,7 +43,7 @@ fn sh(cmd: &str) -> String {
 }
 
 /// Reads what a server sends on connect, retrying while it comes up (bounded: 10 s).
-fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
+pub(crate) fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(s) = connect().filter(|s| !s.is_empty()) {
@@ -63,7 +63,7 @@ fn fetch(connect: &dyn Fn() -> Option<String>) -> String {
     }
 }
 
-fn tcp(addr: &str) -> Option<String> {
+pub(crate) fn tcp(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     // What came before the server closed, or before the timeout (nc may keep the

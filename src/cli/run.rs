@@ -114,6 +114,9 @@ pub struct RunArgs {
     /// (with --network bridge or pasta).
     #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// User namespace: host (root's default) or auto (a namespace of its own with ids
     /// from /etc/subuid; always the case for a user).
     #[arg(long)]

@@ -81,6 +81,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             .iter()
             .map(|p| p.parse())
             .collect::<Result<_, _>>()?,
+        publish_all: a.publish_all,
         userns: a.userns.as_deref().unwrap_or("").parse()?,
         image: a.image,
         name: a.name,

@@ -110,6 +110,10 @@ pub struct Request {
     pub network_aliases: Vec<String>,
     /// `-p`: ports published from the host (with `--network bridge` or `pasta`).
     pub publish: Vec<Publish>,
+    /// `-P`: every port the image exposes, on host ports the kernel picks (added to
+    /// `publish` when the container is made).
+    #[serde(default)]
+    pub publish_all: bool,
     /// `--userns`.
     pub userns: userns::Mode,
     /// cgroup limits.
@@ -311,12 +315,47 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
     });
 }
 
+/// The ports an image exposes (`ExposedPorts`: `80/tcp`, `53/udp`, `8080`), in order.
+fn exposed_ports(
+    cfg: &crate::image::oci::ImageConfig,
+) -> Result<Vec<(u16, super::usernet::Proto)>> {
+    use super::usernet::Proto;
+    let Some(map) = cfg
+        .config
+        .as_ref()
+        .and_then(|c| c.extra.get("ExposedPorts"))
+        .and_then(|v| v.as_object())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut v = Vec::new();
+    for key in map.keys() {
+        let (port, proto) = match key.split_once('/') {
+            Some((p, "tcp")) | Some((p, "")) => (p, Proto::Tcp),
+            Some((p, "udp")) => (p, Proto::Udp),
+            None => (key.as_str(), Proto::Tcp),
+            // sctp and the like: docker publishes them; strata's rules carry tcp and udp.
+            Some((_, other)) => {
+                return Err(ContainerError::BadSpec(format!(
+                    "-P: the image exposes {key}: {other} can't be published (tcp and udp can)"
+                )))
+            }
+        };
+        let port = port.parse::<u16>().map_err(|_| {
+            ContainerError::BadSpec(format!("-P: the image exposes {key}, not a port"))
+        })?;
+        v.push((port, proto));
+    }
+    Ok(v)
+}
+
 /// Resolves the image and records a new container (status `created`) under a free name.
 pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Created> {
-    if !request.publish.is_empty() && !matches!(request.network, Network::Pasta | Network::Bridge) {
+    let publishes = !request.publish.is_empty() || request.publish_all;
+    if publishes && !matches!(request.network, Network::Pasta | Network::Bridge) {
         return Err(ContainerError::BadSpec(
-            "-p publishes ports through a network of the container's own: it needs --network \
-             bridge or pasta"
+            "-p and -P publish ports through a network of the container's own: they need \
+             --network bridge or pasta"
                 .into(),
         ));
     }
@@ -347,6 +386,23 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
     }
     let userns = userns::choose(request.userns, host)?;
     let image = store.resolve(&request.image)?;
+    if request.publish_all {
+        let exposed = exposed_ports(&image.config)?;
+        for (container_port, proto) in exposed {
+            let mapped = request
+                .publish
+                .iter()
+                .any(|p| p.container_port == container_port && p.proto == proto);
+            if !mapped {
+                request.publish.push(Publish {
+                    host_ip: None,
+                    host_port: super::ports::free_port(proto)?,
+                    container_port,
+                    proto,
+                });
+            }
+        }
+    }
     let lowers = store.lowerdirs(&image.config)?;
     let image_volumes: Vec<String> = image
         .config

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
 pub mod observe;
+pub mod ports;
 pub mod restart;
 pub mod rootfs;
 pub mod seccomp;

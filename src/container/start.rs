@@ -116,6 +116,16 @@ pub(super) fn start(
     for d in ["proc", "dev", "sys"] {
         super::etc::init_dir(&init.join(d))?;
     }
+    // The host ports it publishes: refused when another container or a host process has
+    // them, and held while it runs (pasta binds them itself: only checked).
+    let _ports = match req.publish.is_empty() {
+        true => super::ports::Reservation::default(),
+        false => super::ports::reserve(
+            &req.publish,
+            &super::ports::published_by_others(store, c.state.id.as_str()),
+            req.network == Network::Bridge,
+        )?,
+    };
     // A bridge network's address is leased now: /etc/hosts names it.
     let mut lease = match req.network {
         Network::Bridge => {
