@@ -186,6 +186,13 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The digest (hex) of the gzip blob a push made of the uncompressed layer `plain`.
+fn pushed_hex(e: &Env, plain: &str) -> String {
+    let note = e.store().join("compressed").join(format!("{plain}.gzip"));
+    let d = std::fs::read_to_string(&note).unwrap();
+    d.trim().trim_start_matches("sha256:").to_string()
+}
+
 /// The layer digest (hex) of `name` in the store.
 fn layer_hex(e: &Env, name: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", name])).unwrap();
@@ -385,8 +392,9 @@ fn a_corrupted_blob_is_refused_and_an_interrupted_pull_resumes() {
     let reg = Registry::start(e.t.path(), false);
     let a = reg.name("r/box:1");
     e.image(&a);
-    let hex = layer_hex(&e, &a);
     e.ok(&["push", &a]);
+    // The registry holds the layer gzip-compressed (the store has it plain).
+    let hex = pushed_hex(&e, &layer_hex(&e, &a));
     e.forget(&a);
     let stored = reg.blob_file(&hex);
     let good = std::fs::read(&stored).unwrap();
@@ -441,23 +449,107 @@ fn a_large_layer_is_uploaded_in_chunks_and_comes_back_whole() {
     let e = Env::new("chunks");
     let reg = Registry::start(e.t.path(), false);
     let a = reg.name("big/box:1");
-    // 70 MiB: more than two 32 MiB chunks.
-    let big: Vec<u8> = (0..70u32 << 20).map(|i| (i % 251) as u8).collect();
+    // 70 MiB that don't compress: more than two 32 MiB chunks on the wire too.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let big: Vec<u8> = (0..70u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     let entries = [E::Dir("data"), E::File("data/big", &big, 0o644)];
     let f = e.t.path().join("big.tar");
     std::fs::write(&f, layer(&entries)).unwrap();
     e.ok(&["image", "import", f.to_str().unwrap(), "--tag", &a]);
-    let hex = layer_hex(&e, &a);
     e.ok(&["push", "-q", &a]);
+    let hex = pushed_hex(&e, &layer_hex(&e, &a));
+    let sent = std::fs::read(e.store().join("blobs/sha256").join(&hex)).unwrap();
+    assert!(sent.len() > 64 << 20);
     let stored = std::fs::read(reg.blob_file(&hex)).unwrap();
-    assert_eq!(
-        stored,
-        std::fs::read(&f).unwrap(),
-        "the registry holds the layer whole"
-    );
+    assert!(stored == sent, "the registry holds the layer whole");
     e.forget(&a);
     e.ok(&["pull", "-q", &a]);
     let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", &a])).unwrap();
     let dir = PathBuf::from(v["LayerDirs"][0].as_str().unwrap());
     assert!(std::fs::read(dir.join("data/big")).unwrap() == big);
+}
+
+/// Layers stored uncompressed (an imported rootfs tar) go to the registry compressed, gzip
+/// by default or zstd when asked, and a second push sends the same blobs without
+/// compressing again; what comes back runs.
+#[test]
+fn push_compresses_layers_stored_uncompressed() {
+    let e = Env::new("compress");
+    let reg = Registry::start(e.t.path(), false);
+    let a = reg.name("c/box:1");
+    e.image(&a);
+    let stored = &inspect_layers(&e, &a)[0];
+    assert_eq!(
+        stored["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let plain_size = stored["size"].as_u64().unwrap();
+    let remote = |name: &str| -> serde_json::Value {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "skopeo inspect: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let blobs = || {
+        std::fs::read_dir(e.store().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    e.ok(&["push", &a]);
+    let m = remote(&a);
+    let layer = &m["layers"][0];
+    assert_eq!(
+        layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "{m}"
+    );
+    assert!(layer["size"].as_u64().unwrap() < plain_size, "{m}");
+    // Pushed again: the same compressed blob, nothing new made or sent.
+    let made = blobs();
+    let again = e.ok(&["push", &a]);
+    assert!(
+        again.contains("already exists") && !again.contains("Pushed"),
+        "{again}"
+    );
+    assert_eq!(blobs(), made);
+    assert_eq!(remote(&a)["layers"][0]["digest"], layer["digest"]);
+    // zstd, when asked.
+    let z = reg.name("c/box:zstd");
+    e.ok(&["push", "--compression-format", "zstd", &a, &z]);
+    let mz = remote(&z);
+    assert_eq!(
+        mz["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+        "{mz}"
+    );
+    let o = e.strata(&["push", "--compression-format", "lz4", &a]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o));
+    // Both come back as the image that was pushed (one image id) and run.
+    let id = |r: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", r])).unwrap();
+        v["Id"].as_str().unwrap().to_string()
+    };
+    let before = id(&a);
+    e.forget(&a);
+    for r in [&a, &z] {
+        e.ok(&["pull", r]);
+        assert_eq!(id(r), before);
+        assert_eq!(
+            e.ok(&["run", "--rm", r, "cat", "/data/hello"]),
+            "hello from the registry\n"
+        );
+    }
+}
+
+fn inspect_layers(e: &Env, name: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", name])).unwrap();
+    v["Layers"].as_array().unwrap().clone()
 }

@@ -18,7 +18,10 @@ fn main() {
             First::Unknown => std::process::exit(unknown_command(first)),
         }
     }
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => std::process::exit(usage_error(&e, &args)),
+    };
     // A process that enters a container runs from a sealed copy of this binary, never from
     // the host's file (see sys/exe.rs); decided before any thread exists.
     if enters_containers(&cli.command) {
@@ -68,8 +71,16 @@ fn main() {
             image,
             destination,
             registry,
+            compression_format,
             quiet,
-        } => strata::cmd::registry::push(root, &image, destination.as_deref(), &registry, quiet),
+        } => strata::cmd::registry::push(
+            root,
+            &image,
+            destination.as_deref(),
+            &registry,
+            compression_format,
+            quiet,
+        ),
         Command::Login {
             server,
             username,
@@ -252,6 +263,26 @@ fn first_word(first: &str, args: &[OsString]) -> First {
 
 /// docker's answer to a verb it doesn't have: the message, the nearest verb if one is
 /// close, and status 125.
+/// Prints clap's message; the exit status: 0 for --help and --version, 2 for `mount` and
+/// `umount` (the mount helpers' convention), docker's 125 for any other command.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        _ if matches!(
+            args.get(1).and_then(|a| a.to_str()),
+            Some("mount" | "umount")
+        ) =>
+        {
+            2
+        }
+        _ => strata::cmd::EXIT_RUN_FAILED,
+    }
+}
+
 fn unknown_command(word: &str) -> i32 {
     let nearest = Cli::command()
         .get_subcommands()

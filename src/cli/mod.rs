@@ -75,6 +75,9 @@ pub enum Command {
         destination: Option<String>,
         #[command(flatten)]
         registry: RegistryArgs,
+        /// How layers stored uncompressed are compressed for the registry.
+        #[arg(long, value_enum, default_value_t)]
+        compression_format: crate::image::registry::compress::Format,
         /// No progress.
         #[arg(short, long)]
         quiet: bool,

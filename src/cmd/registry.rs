@@ -135,11 +135,12 @@ pub fn push(
     image: &str,
     dest: Option<&str>,
     a: &RegistryArgs,
+    compression: registry::compress::Format,
     quiet: bool,
 ) -> CmdResult {
     let store = open_store(root)?;
     let shown = Shown::new(quiet);
-    let d = registry::push::push(&store, image, dest, &options(a, None), &shown)
+    let d = registry::push::push(&store, image, dest, &options(a, None), compression, &shown)
         .map_err(image_ctx("push"))?;
     if !quiet {
         writeln!(std::io::stdout(), "Digest: {d}")?;

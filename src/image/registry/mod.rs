@@ -9,6 +9,7 @@
 //! plus a CA directory (`--cert-dir`), or no verification at all (`--tls-verify=false`).
 
 pub mod auth;
+pub mod compress;
 pub mod pull;
 pub mod push;
 pub mod sources;

@@ -105,6 +105,7 @@ pub fn push(
     local: &str,
     dest: Option<&str>,
     opts: &Options,
+    compression: super::compress::Format,
     progress: &dyn Progress,
 ) -> Result<Digest, ImageError> {
     let image = store.resolve(local)?;
@@ -112,6 +113,10 @@ pub fn push(
     let what = target.familiar();
     let client = Client::new(&target, opts, true)?;
     let (m, raw) = store.manifest(&image.image.manifest.digest)?;
+    // Layers stored uncompressed go compressed (compress.rs): the manifest sent is then
+    // another one, of the same image (the same config).
+    let media_type = image.image.manifest.media_type.clone();
+    let (m, raw) = super::compress::for_the_wire(store, &media_type, &m, &raw, compression)?;
     let mut blobs: Vec<&Descriptor> = m.layers.iter().collect();
     blobs.push(&m.config);
     let sources = super::sources::load(store);
@@ -147,12 +152,12 @@ pub fn push(
         (Some(t), None) => t.clone(),
         (None, None) => "latest".into(),
     };
-    let mwhat = format!("{what}: manifest {}", image.image.manifest.digest);
+    let mwhat = format!("{what}: manifest {}", Digest::of(&raw));
     let resp = client.send(
         &Request {
             method: "PUT",
             path: format!("manifests/{tag}"),
-            headers: vec![("Content-Type", image.image.manifest.media_type.clone())],
+            headers: vec![("Content-Type", media_type.clone())],
             body: Body::Bytes(&raw),
         },
         &mwhat,
