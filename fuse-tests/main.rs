@@ -32,6 +32,7 @@ mod ports;
 mod records;
 mod registry;
 mod registry_faults;
+mod registry_tls;
 mod reopen;
 mod restart;
 mod rootless;

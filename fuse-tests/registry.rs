@@ -24,7 +24,7 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,7 +32,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn sh(cmd: &str) {
+pub(crate) fn sh(cmd: &str) {
     let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
     assert!(
         o.status.success(),
@@ -102,12 +102,12 @@ impl Registry {
     }
 }
 
-struct Env {
-    t: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) t: tempfile::TempDir,
 }
 
 impl Env {
-    fn new(name: &str) -> Env {
+    pub(crate) fn new(name: &str) -> Env {
         require_env();
         let t = tempfile::Builder::new()
             .prefix(&format!("strata-reg-{name}-"))
@@ -117,11 +117,11 @@ impl Env {
         Env { t }
     }
 
-    fn store(&self) -> PathBuf {
+    pub(crate) fn store(&self) -> PathBuf {
         self.t.path().join("store")
     }
 
-    fn strata(&self, args: &[&str]) -> Output {
+    pub(crate) fn strata(&self, args: &[&str]) -> Output {
         Command::new(strata_bin())
             .env("STRATA_ROOT", self.store())
             .env("HOME", self.t.path().join("home"))
@@ -133,14 +133,14 @@ impl Env {
             .unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.strata(args);
         assert!(o.status.success(), "strata {args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Imports a busybox image (plus a 3 MB file of random bytes) as `name`.
-    fn image(&self, name: &str) {
+    pub(crate) fn image(&self, name: &str) {
         let bb = std::fs::read("/bin/busybox").unwrap();
         let mut big = vec![0u8; 3 << 20];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -178,7 +178,7 @@ impl Env {
     }
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),

@@ -45,6 +45,9 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
+/// An environment variable, for the path rules below (tests give their own).
+type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+
 /// strata's own auth file: `$XDG_CONFIG_HOME/strata/auth.json` (else under ~/.config).
 pub fn strata_auth_file() -> PathBuf {
     let config = std::env::var_os("XDG_CONFIG_HOME")
@@ -55,16 +58,27 @@ pub fn strata_auth_file() -> PathBuf {
 
 /// The files credentials are read from, strata's first.
 fn auth_files() -> Vec<PathBuf> {
+    let uid = nix::unistd::getuid().as_raw();
     let mut v = vec![strata_auth_file()];
-    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+    v.extend(others(&|k| std::env::var_os(k), &home(), uid));
+    v
+}
+
+/// The other tools' files, as containers/image and docker look for them: `$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json` (without it `/run/containers/UID/auth.json`,
+/// where podman run as root keeps its logins), ~/.config/containers/auth.json, docker's
+/// config.json.
+fn others(env: Env<'_>, home: &std::path::Path, uid: u32) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(f) = env("REGISTRY_AUTH_FILE") {
         v.push(f.into());
     }
-    if let Some(r) = std::env::var_os("XDG_RUNTIME_DIR") {
-        v.push(PathBuf::from(r).join("containers/auth.json"));
+    match env("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
+        Some(r) => v.push(PathBuf::from(r).join("containers/auth.json")),
+        None => v.push(PathBuf::from(format!("/run/containers/{uid}/auth.json"))),
     }
-    v.push(home().join(".config/containers/auth.json"));
-    let docker =
-        std::env::var_os("DOCKER_CONFIG").map_or_else(|| home().join(".docker"), PathBuf::from);
+    v.push(home.join(".config/containers/auth.json"));
+    let docker = env("DOCKER_CONFIG").map_or_else(|| home.join(".docker"), PathBuf::from);
     v.push(docker.join("config.json"));
     v
 }
@@ -287,6 +301,31 @@ pub fn login(registry: &str, creds: Credentials, opts: &Options) -> Result<PathB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn podmans_root_logins_are_read_without_xdg_runtime_dir() {
+        let home = std::path::Path::new("/h");
+        let none = |_: &str| None;
+        let v = others(&none, home, 0);
+        assert_eq!(v[0], PathBuf::from("/run/containers/0/auth.json"));
+        assert_eq!(v[2], PathBuf::from("/h/.docker/config.json"));
+        let set = |k: &str| match k {
+            "XDG_RUNTIME_DIR" => Some("/run/user/1000".into()),
+            "REGISTRY_AUTH_FILE" => Some("/a.json".into()),
+            _ => None,
+        };
+        let v = others(&set, home, 1000);
+        assert_eq!(
+            v,
+            [
+                "/a.json",
+                "/run/user/1000/containers/auth.json",
+                "/h/.config/containers/auth.json",
+                "/h/.docker/config.json"
+            ]
+            .map(PathBuf::from)
+        );
+    }
 
     #[test]
     fn challenges() {

@@ -36,7 +36,8 @@ pub const MAX_DOCUMENT: u64 = 4 << 20;
 pub struct Options {
     /// `--tls-verify=false`: accept any certificate.
     pub insecure: bool,
-    /// `--cert-dir`: extra CA certificates (`*.crt`, `*.pem`) for HTTPS.
+    /// `--cert-dir`: the registry's certificate directory (CAs `*.crt`, `*.pem`; a client
+    /// `*.cert` with its `*.key`) instead of certs.d's (tls.rs).
     pub cert_dir: Option<std::path::PathBuf>,
     /// `--platform os/arch[/variant]` for image indexes (default: linux and this host's).
     pub platform: Option<String>,
@@ -125,7 +126,7 @@ impl Client {
     /// A client for `reference`'s repository; `push` asks for push rights.
     pub fn new(reference: &Reference, opts: &Options, push: bool) -> Result<Client, ImageError> {
         let host = api_host(&reference.registry);
-        let tls = tls::config(opts)?;
+        let tls = tls::config(opts, host)?;
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .timeout_connect(Duration::from_secs(15))
