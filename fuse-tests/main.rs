@@ -43,4 +43,5 @@ mod semantics;
 mod snapshot;
 mod stress;
 mod uring;
+mod verbs;
 mod volumes;

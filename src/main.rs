@@ -47,6 +47,16 @@ fn main() {
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::History { image: i } => image::run(root, ImageCmd::History { image: i }),
+        Command::Version => Ok(version()),
+        Command::Completion { shell } => {
+            // Into memory first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map(|_| 0)
+                .map_err(strata::cmd::Error::Output)
+        }
         Command::Info => lifecycle::info(root),
         Command::Port { container: c } => strata::cmd::observe::port(root, &c),
         Command::Pause { containers } => strata::cmd::observe::pause(root, &containers),
@@ -171,7 +181,9 @@ fn main() {
                 },
             },
         ),
-        Command::Inspect { objects } => lifecycle::inspect(root, &objects),
+        Command::Inspect { format, objects } => {
+            lifecycle::inspect(root, format.as_deref(), &objects)
+        }
         Command::Commit {
             container: c,
             image: i,
@@ -263,6 +275,19 @@ fn first_word(first: &str, args: &[OsString]) -> First {
 
 /// docker's answer to a verb it doesn't have: the message, the nearest verb if one is
 /// close, and status 125.
+/// `strata version`: strata's, the kernel's, the platform's.
+fn version() -> i32 {
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "Version:   {}\nKernel:    {kernel}\nOS/Arch:   linux/{}",
+        env!("CARGO_PKG_VERSION"),
+        strata::image::rootfs::host_arch()
+    );
+    0
+}
+
 /// Prints clap's message; the exit status: 0 for --help and --version, 2 for `mount` and
 /// `umount` (the mount helpers' convention), docker's 125 for any other command.
 fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {

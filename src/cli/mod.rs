@@ -269,6 +269,10 @@ pub enum Command {
     },
     /// Show containers or images as JSON (state, pid, exit code, mounts, layer dirs, config).
     Inspect {
+        /// A line per object from a template: {{.State.Status}}, {{json .Config}},
+        /// {{index .Config.Labels "key"}}.
+        #[arg(short, long)]
+        format: Option<String>,
         /// Container names or ids, or images.
         #[arg(required = true)]
         objects: Vec<String>,
@@ -322,6 +326,18 @@ pub enum Command {
     /// Disk use of the store, and removing what nothing uses.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Show how an image was built (as `image history`).
+    History {
+        /// Image name[:tag] or id.
+        image: String,
+    },
+    /// Show strata's version, the kernel's and the platform.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Give an image another name.
     Tag {
         /// Image name[:tag] or id.

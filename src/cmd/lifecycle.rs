@@ -279,7 +279,11 @@ pub fn exec(root: Option<PathBuf>, name: &str, args: lifecycle::ExecArgs) -> Cmd
 
 /// `strata inspect NAME|IMAGE...`: a JSON array with one object per container or image
 /// (a container's name or id wins over an image of the same name, as with docker).
-pub fn inspect(root: Option<PathBuf>, names: &[String]) -> CmdResult {
+pub fn inspect(root: Option<PathBuf>, format: Option<&str>, names: &[String]) -> CmdResult {
+    let template = match format.map(super::template::Template::parse).transpose() {
+        Ok(t) => t,
+        Err(e) => return Ok(super::fail(format_args!("inspect: {e}"))),
+    };
     let store = open_store(root)?;
     let mut all = Vec::new();
     let mut code = 0;
@@ -295,6 +299,13 @@ pub fn inspect(root: Option<PathBuf>, names: &[String]) -> CmdResult {
             },
             Err(e) => code = super::report(&container_ctx(format!("inspecting {n}"))(e)),
         }
+    }
+    if let Some(t) = template {
+        let mut out = std::io::stdout().lock();
+        for v in &all {
+            writeln!(out, "{}", t.render(v))?;
+        }
+        return Ok(code);
     }
     let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
     writeln!(std::io::stdout(), "{text}")?;

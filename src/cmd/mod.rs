@@ -15,6 +15,7 @@ pub mod observe;
 pub mod ps;
 pub mod registry;
 pub mod system;
+pub mod template;
 
 use std::io;
 

@@ -1,0 +1,74 @@
+//! The verbs and flags a docker user reaches for beyond run/ps/exec: `inspect --format`,
+//! `history`, `version`, shell completions.
+
+use crate::containers::{env, no_leftovers, ok, out, strata};
+
+#[test]
+fn inspect_format_history_version_and_completions() {
+    let e = env("verbs");
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "w",
+            "-l",
+            "com.example.tier=db",
+            "box:1",
+            "sleep",
+            "100",
+        ],
+    );
+    let f = |t: &str, obj: &str| ok(&e, &["inspect", "--format", t, obj]);
+    assert_eq!(f("{{.State.Status}} {{.Name}}", "w"), "running w\n");
+    assert_eq!(
+        f(r#"{{index .Config.Labels "com.example.tier"}}"#, "w"),
+        "db\n"
+    );
+    let pid: i64 = f("{{.State.Pid}}", "w").trim().parse().unwrap();
+    assert!(pid > 1);
+    let env_json: serde_json::Value =
+        serde_json::from_str(&f("{{json .Config.Env}}", "w")).unwrap();
+    assert!(env_json.is_array());
+    // Several objects: a line each, containers and images alike.
+    let both = ok(&e, &["inspect", "-f", "{{.Id}}", "w", "box:1"]);
+    assert_eq!(both.lines().count(), 2, "{both}");
+    // A template it can't do is an error naming it, never printed as it is.
+    let o = strata(&e, &["inspect", "--format", "{{range .Mounts}}", "w"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("range .Mounts"));
+    assert_eq!(
+        out(&strata(&e, &["inspect", "-f", "{{.Nope}}", "w"])),
+        "<no value>\n"
+    );
+    // history: as image history.
+    assert_eq!(
+        ok(&e, &["history", "box:1"]),
+        ok(&e, &["image", "history", "box:1"])
+    );
+    // version.
+    let v = ok(&e, &["version"]);
+    assert!(
+        v.starts_with(&format!("Version:   {}\n", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(v.contains("OS/Arch:   linux/"), "{v}");
+    // completions: a script bash can load, which knows the verbs.
+    let script = ok(&e, &["completion", "bash"]);
+    assert!(
+        script.contains("_strata()") && script.contains("exec"),
+        "{}",
+        &script[..200]
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ok(&e, &["completion", "zsh"]).contains("#compdef strata"));
+    assert!(ok(&e, &["completion", "fish"]).contains("complete -c strata"));
+    assert_eq!(strata(&e, &["completion", "tcsh"]).status.code(), Some(125));
+    ok(&e, &["rm", "-f", "w"]);
+    no_leftovers(&e);
+}
