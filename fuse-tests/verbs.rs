@@ -1,5 +1,5 @@
 //! The verbs and flags a docker user reaches for beyond run/ps/exec: `inspect --format`,
-//! `history`, `version`, shell completions.
+//! `history`, `version`, shell completions, `run --dns --dns-search --dns-option`.
 
 use crate::containers::{env, no_leftovers, ok, out, strata};
 
@@ -70,5 +70,48 @@ fn inspect_format_history_version_and_completions() {
     assert!(ok(&e, &["completion", "fish"]).contains("complete -c strata"));
     assert_eq!(strata(&e, &["completion", "tcsh"]).status.code(), Some(125));
     ok(&e, &["rm", "-f", "w"]);
+    no_leftovers(&e);
+}
+
+#[test]
+fn dns_flags_write_the_containers_resolv_conf() {
+    let e = env("verbs-dns");
+    let resolv = |net: &str| {
+        ok(
+            &e,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "--dns",
+                "192.0.2.53",
+                "--dns",
+                "192.0.2.54",
+                "--dns-search",
+                "example.org",
+                "--dns-option",
+                "ndots:2",
+                "box:1",
+                "cat",
+                "/etc/resolv.conf",
+            ],
+        )
+    };
+    for net in ["bridge", "none"] {
+        let r = resolv(net);
+        let servers: Vec<&str> = r.lines().filter(|l| l.starts_with("nameserver")).collect();
+        assert_eq!(
+            servers,
+            ["nameserver 192.0.2.53", "nameserver 192.0.2.54"],
+            "{net}: {r}"
+        );
+        assert!(
+            r.contains("search example.org\n") && r.contains("options ndots:2\n"),
+            "{r}"
+        );
+    }
+    let o = strata(&e, &["run", "--rm", "--dns", "not-an-ip", "box:1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
     no_leftovers(&e);
 }

@@ -49,6 +49,15 @@ pub struct RunArgs {
     /// Host name.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// A name server for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long, action = ArgAction::Append, value_name = "IP")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// A search domain for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long = "dns-search", action = ArgAction::Append, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolver option for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long = "dns-option", action = ArgAction::Append, value_name = "OPTION")]
+    pub dns_option: Vec<String>,
     /// Add NAME:IP to the container's /etc/hosts.
     #[arg(long, action = ArgAction::Append, value_name = "NAME:IP")]
     pub add_host: Vec<String>,

@@ -124,6 +124,11 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             .collect::<Result<_, _>>()?,
         sig_proxy: a.sig_proxy,
         restart: a.restart.parse()?,
+        dns: crate::container::etc::Dns {
+            servers: a.dns.clone(),
+            search: a.dns_search.clone(),
+            options: a.dns_option.clone(),
+        },
         add_hosts: a
             .add_host
             .iter()

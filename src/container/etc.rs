@@ -85,6 +85,7 @@ pub fn prepare(
     network: Network,
     own_ip: Option<std::net::Ipv4Addr>,
     extra: &[HostEntry],
+    dns: &Dns,
     volumes: &[String],
 ) -> Result<Vec<Volume>> {
     let host_hosts = std::fs::read_to_string("/etc/hosts").ok();
@@ -94,13 +95,16 @@ pub fn prepare(
     }
     let mut files: Vec<(&str, String)> =
         vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
-    if matches!(
-        network,
-        Network::Host | Network::Bridge | Network::Container | Network::Pasta
-    ) {
-        if let Some(r) = resolv_conf(network) {
-            files.push(("resolv.conf", r));
+    let base = match network {
+        Network::Host | Network::Bridge | Network::Container | Network::Pasta => {
+            resolv_conf(network)
         }
+        // Asked for (--dns with --network none): docker writes it all the same.
+        _ if !dns.is_empty() => Some(String::new()),
+        _ => None,
+    };
+    if let Some(r) = base {
+        files.push(("resolv.conf", dns.apply(&r)));
     }
     let etc = init.join("etc");
     init_dir(&etc)?;
@@ -150,6 +154,50 @@ pub(super) fn init_dir(path: &Path) -> Result<()> {
 /// The host's resolvers for the container: its /etc/resolv.conf, unless (on a bridge) that
 /// names a stub on the host's loopback, which the container can't reach; then systemd's
 /// list of the real ones, if there is one.
+/// `--dns`, `--dns-search`, `--dns-option`: each replaces the lines of its kind of the
+/// container's /etc/resolv.conf, as docker's do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dns {
+    /// `--dns`: name servers.
+    pub servers: Vec<std::net::IpAddr>,
+    /// `--dns-search`: search domains.
+    pub search: Vec<String>,
+    /// `--dns-option`: resolver options (`ndots:2`).
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty() && self.options.is_empty()
+    }
+
+    /// `base` (the host's resolv.conf, as the container gets it) with these replacing its
+    /// nameserver, search and options lines.
+    pub fn apply(&self, base: &str) -> String {
+        let replaced = |l: &str| {
+            let w = l.split_whitespace().next().unwrap_or("");
+            (w == "nameserver" && !self.servers.is_empty())
+                || ((w == "search" || w == "domain") && !self.search.is_empty())
+                || (w == "options" && !self.options.is_empty())
+        };
+        let mut out: String = base
+            .lines()
+            .filter(|l| !replaced(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for s in &self.servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        if !self.search.is_empty() {
+            out.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
+}
+
 fn resolv_conf(network: Network) -> Option<String> {
     let host = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     let stub = host
@@ -166,6 +214,21 @@ fn resolv_conf(network: Network) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_flags_replace_their_lines() {
+        let host = "# made by hand\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nsearch corp\noptions ndots:1\n";
+        assert_eq!(Dns::default().apply(host), host);
+        let d = Dns {
+            servers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["a.example".into(), "b.example".into()],
+            options: Vec::new(),
+        };
+        assert_eq!(
+            d.apply(host),
+            "# made by hand\noptions ndots:1\nnameserver 192.0.2.53\nsearch a.example b.example\n"
+        );
+    }
 
     #[test]
     fn add_host_forms() {

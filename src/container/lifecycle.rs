@@ -140,6 +140,9 @@ pub struct Request {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub add_hosts: Vec<super::etc::HostEntry>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    #[serde(default)]
+    pub dns: super::etc::Dns,
     /// `-a`: the streams `run` stays attached to (empty: stdout and stderr, and stdin
     /// with `-i`).
     #[serde(default)]

@@ -145,6 +145,7 @@ pub(super) fn start(
         req.network,
         lease.as_ref().map(|l| l.ip),
         &req.add_hosts,
+        &req.dns,
         &req.overrides.volumes,
     )?;
     let mut stack = vec![init];
