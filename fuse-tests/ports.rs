@@ -93,8 +93,14 @@ fn published_ports_are_refused_when_taken_and_held_while_running() {
         ],
     );
     ok(&e, &["rm", "-f", "a"]);
-    // Free again once the container is gone.
-    drop(TcpListener::bind(("0.0.0.0", port)).unwrap());
+    // Free again once the container is gone (its detached launcher, which holds the port,
+    // ends right after it: a few tries at most).
+    let mut tries = 0;
+    while TcpListener::bind(("0.0.0.0", port)).is_err() {
+        tries += 1;
+        assert!(tries < 50, "the port stayed taken after rm -f");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     // -P: the image's EXPOSE on ports the kernel picks; -p's own mapping is kept.
     let ctx = e.store.with_file_name("ctx");
     std::fs::create_dir_all(&ctx).unwrap();

@@ -167,7 +167,7 @@ fn main() {
         } => lifecycle::exec(
             root,
             &c,
-            strata::container::lifecycle::ExecArgs {
+            strata::container::exec::ExecArgs {
                 command,
                 privileged,
                 user,

@@ -259,11 +259,15 @@ pub fn kill(root: Option<PathBuf>, signal: &str, names: &[String]) -> CmdResult 
 
 /// `strata exec [-i] [-t] [-d] [-u U] [-w DIR] [-e K=V] C CMD...`: the command's exit
 /// status (0 at once with `-d`).
-pub fn exec(root: Option<PathBuf>, name: &str, args: lifecycle::ExecArgs) -> CmdResult {
+pub fn exec(
+    root: Option<PathBuf>,
+    name: &str,
+    args: crate::container::exec::ExecArgs,
+) -> CmdResult {
     let store = open_store(root)?;
     let ctx = || format!("exec in {name}");
     let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
-    lifecycle::exec(&c, args)
+    crate::container::exec::run(&c, args)
         .map_err(|e| match e {
             // A flag exec can't carry out (-u, -w, --env-file) fails it as run's do: 125.
             e @ (ctr::ContainerError::BadSpec(_) | ctr::ContainerError::Io { .. }) => {

@@ -75,19 +75,37 @@ pub fn hosts_text(network: Network, host_hosts: Option<&str>, extra: &[HostEntry
     s
 }
 
+/// What the container's /etc files say.
+#[derive(Clone, Copy, Debug)]
+pub struct Names<'a> {
+    /// Its host name.
+    pub hostname: &'a str,
+    /// Its network (the host's network shares the host's files).
+    pub network: Network,
+    /// Its address on a bridge network.
+    pub own_ip: Option<std::net::Ipv4Addr>,
+    /// `--add-host` entries.
+    pub extra: &'a [HostEntry],
+    /// `--dns` and the like.
+    pub dns: &'a Dns,
+}
+
 /// Writes the files into the container's directory `dir`, makes their targets in its init
 /// layer `init` (before the stack is mounted), and returns the binds for them (none over a
 /// path one of the `-v` entries `volumes` mounts).
 pub fn prepare(
     dir: &Path,
     init: &Path,
-    hostname: &str,
-    network: Network,
-    own_ip: Option<std::net::Ipv4Addr>,
-    extra: &[HostEntry],
-    dns: &Dns,
+    names: &Names<'_>,
     volumes: &[String],
 ) -> Result<Vec<Volume>> {
+    let Names {
+        hostname,
+        network,
+        own_ip,
+        extra,
+        dns,
+    } = *names;
     let host_hosts = std::fs::read_to_string("/etc/hosts").ok();
     let mut hosts = hosts_text(network, host_hosts.as_deref(), extra);
     if let Some(ip) = own_ip {

@@ -38,6 +38,7 @@ pub mod stdio;
 pub mod timing;
 pub mod tty;
 pub mod usage;
+pub mod user;
 pub mod usernet;
 pub mod userns;
 pub mod volume;

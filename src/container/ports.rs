@@ -22,6 +22,14 @@ pub struct Reservation {
     _sockets: Vec<OwnedFd>,
 }
 
+impl Reservation {
+    /// The sockets' descriptors: a process forked to outlive the launcher's part (the
+    /// filesystem server) must close them, or the ports stay taken until it ends.
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        self._sockets.iter().map(|s| s.as_raw_fd()).collect()
+    }
+}
+
 fn host_addr(p: &Publish) -> String {
     format!(
         "{}:{}",
@@ -115,6 +123,40 @@ pub fn published_by_others(store: &Store, id: &str) -> Vec<Publish> {
         .filter_map(|c| super::lifecycle::request_of(c).ok())
         .flat_map(|r| r.publish)
         .collect()
+}
+
+/// The ports an image exposes (`ExposedPorts`: `80/tcp`, `53/udp`, `8080`), in order.
+pub fn exposed_ports(
+    cfg: &crate::image::oci::ImageConfig,
+) -> Result<Vec<(u16, super::usernet::Proto)>, ContainerError> {
+    use super::usernet::Proto;
+    let Some(map) = cfg
+        .config
+        .as_ref()
+        .and_then(|c| c.extra.get("ExposedPorts"))
+        .and_then(|v| v.as_object())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut v = Vec::new();
+    for key in map.keys() {
+        let (port, proto) = match key.split_once('/') {
+            Some((p, "tcp")) | Some((p, "")) => (p, Proto::Tcp),
+            Some((p, "udp")) => (p, Proto::Udp),
+            None => (key.as_str(), Proto::Tcp),
+            // sctp and the like: docker publishes them; strata's rules carry tcp and udp.
+            Some((_, other)) => {
+                return Err(ContainerError::BadSpec(format!(
+                    "-P: the image exposes {key}: {other} can't be published (tcp and udp can)"
+                )))
+            }
+        };
+        let port = port.parse::<u16>().map_err(|_| {
+            ContainerError::BadSpec(format!("-P: the image exposes {key}, not a port"))
+        })?;
+        v.push((port, proto));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

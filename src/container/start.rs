@@ -118,7 +118,7 @@ pub(super) fn start(
     }
     // The host ports it publishes: refused when another container or a host process has
     // them, and held while it runs (pasta binds them itself: only checked).
-    let _ports = match req.publish.is_empty() {
+    let ports = match req.publish.is_empty() {
         true => super::ports::Reservation::default(),
         false => super::ports::reserve(
             &req.publish,
@@ -138,23 +138,23 @@ pub(super) fn start(
         }
         _ => None,
     };
-    let etc_binds = super::etc::prepare(
-        &c.dir,
-        &init,
-        &c.state.hostname,
-        req.network,
-        lease.as_ref().map(|l| l.ip),
-        &req.add_hosts,
-        &req.dns,
-        &req.overrides.volumes,
-    )?;
+    let names = super::etc::Names {
+        hostname: &c.state.hostname,
+        network: req.network,
+        own_ip: lease.as_ref().map(|l| l.ip),
+        extra: &req.add_hosts,
+        dns: &req.dns,
+    };
+    let etc_binds = super::etc::prepare(&c.dir, &init, &names, &req.overrides.volumes)?;
     let mut stack = vec![init];
     stack.extend(created.lowers.iter().cloned());
     super::timing::step("init layer, /etc, lease");
     let opts = stack_options(created, stack.clone(), upper.clone(), work);
     let mut mounted = RootfsMount(None);
     if let Some(w) = &early {
-        crate::fuse::server::mount_closing(&opts, &rootfs, &w.not_inherited())
+        let mut not_inherited = w.not_inherited();
+        not_inherited.extend(ports.fds());
+        crate::fuse::server::mount_closing(&opts, &rootfs, &not_inherited)
             .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
         mounted.0 = Some(rootfs.clone());
     }
