@@ -1,5 +1,6 @@
 //! The verbs and flags a docker user reaches for beyond run/ps/exec: `inspect --format`,
-//! `history`, `version`, shell completions, `run --dns --dns-search --dns-option`.
+//! `history`, `version`, shell completions, `run --dns --dns-search --dns-option`, `save`
+//! and `load`.
 
 use crate::containers::{env, no_leftovers, ok, out, strata};
 
@@ -113,5 +114,63 @@ fn dns_flags_write_the_containers_resolv_conf() {
     }
     let o = strata(&e, &["run", "--rm", "--dns", "not-an-ip", "box:1", "true"]);
     assert_eq!(o.status.code(), Some(125));
+    no_leftovers(&e);
+}
+
+/// `save` several images into one archive and `load` them back, from a file or a pipe.
+#[test]
+fn save_and_load_several_images() {
+    let e = env("verbs-save");
+    ok(
+        &e,
+        &[
+            "run",
+            "--name",
+            "m",
+            "box:1",
+            "sh",
+            "-c",
+            "echo made > /made",
+        ],
+    );
+    ok(&e, &["commit", "m", "made:1"]);
+    ok(&e, &["rm", "m"]);
+    let ids = |r: &str| ok(&e, &["inspect", "-f", "{{.Id}}", r]);
+    let (box_id, made_id) = (ids("box:1"), ids("made:1"));
+    let archive = e.store.with_file_name("both.tar");
+    let a = archive.to_str().unwrap();
+    ok(&e, &["save", "-o", a, "box:1", "made:1"]);
+    let o = strata(&e, &["save", "-o", a, "box:1", "nosuch:1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        archive.is_file(),
+        "a failed save leaves the earlier archive as it was"
+    );
+    ok(&e, &["rmi", "made:1"]);
+    let loaded = ok(&e, &["load", "-i", a]);
+    assert!(loaded.contains("Loaded image: made:1"), "{loaded}");
+    assert!(loaded.contains("Loaded image: box:1"), "{loaded}");
+    assert_eq!((ids("box:1"), ids("made:1")), (box_id.clone(), made_id));
+    assert_eq!(ok(&e, &["run", "--rm", "made:1", "cat", "/made"]), "made\n");
+    // Through a pipe: save to stdout, load from stdin.
+    let saved = std::process::Command::new(crate::harness::strata_bin())
+        .env("STRATA_ROOT", &e.store)
+        .args(["save", "made:1"])
+        .output()
+        .unwrap();
+    assert!(saved.status.success());
+    ok(&e, &["rmi", "made:1"]);
+    let mut load = std::process::Command::new(crate::harness::strata_bin())
+        .env("STRATA_ROOT", &e.store)
+        .args(["load", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut load.stdin.take().unwrap(), &saved.stdout).unwrap();
+    let o = load.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(out(&o), "Loaded image: made:1\n");
+    ok(&e, &["rmi", "made:1"]);
     no_leftovers(&e);
 }

@@ -48,6 +48,8 @@ fn main() {
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
         Command::History { image: i } => image::run(root, ImageCmd::History { image: i }),
+        Command::Save { output, images } => image::save(root, &images, output.as_deref()),
+        Command::Load { input, quiet } => image::load(root, input.as_deref(), quiet),
         Command::Version => Ok(version()),
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error (a closed pipe).

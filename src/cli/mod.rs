@@ -326,6 +326,24 @@ pub enum Command {
     /// Disk use of the store, and removing what nothing uses.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Write images (with every layer) as one OCI layout tar, to stdout or -o FILE.
+    Save {
+        /// Output file (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Images (name[:tag] or id).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load the images of an archive (OCI layout or docker save), from stdin or -i FILE.
+    Load {
+        /// Input file (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Only the image names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Show how an image was built (as `image history`).
     History {
         /// Image name[:tag] or id.

@@ -1,6 +1,6 @@
 //! `strata image ...`, `strata images`, `strata tag`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -144,6 +144,75 @@ pub fn run(root: Option<PathBuf>, cmd: ImageCmd) -> CmdResult {
                 )));
             }
             writeln!(out, "ok")?;
+        }
+    }
+    Ok(0)
+}
+
+/// `strata save [-o FILE] IMAGE...`: one OCI layout tar of them all, to stdout by default
+/// (refused onto a terminal, as docker refuses).
+pub fn save(root: Option<PathBuf>, images: &[String], output: Option<&Path>) -> CmdResult {
+    let store = open_store(root)?;
+    let what = format!("saving {}", images.join(" "));
+    match output {
+        Some(p) if images.len() == 1 => {
+            ops::export(&store, &images[0], p).map_err(image_ctx(&what))?
+        }
+        Some(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            ops::write_layout(&store, images, tmp.as_file(), &p.display().to_string())
+                .map_err(image_ctx(&what))?;
+            tmp.persist(p).map_err(|e| e.error)?;
+        }
+        None => {
+            if nix::unistd::isatty(1).unwrap_or(false) {
+                return Ok(super::fail(
+                    "save: the archive would go to the terminal: give -o FILE or redirect",
+                ));
+            }
+            let out = std::io::stdout().lock();
+            ops::write_layout(&store, images, std::io::BufWriter::new(out), "stdout")
+                .map_err(image_ctx(&what))?;
+        }
+    }
+    Ok(0)
+}
+
+/// `strata load [-i FILE] [-q]`: every image of the archive, named as it names them; from
+/// stdin by default (kept in the store's tmp while it is read).
+pub fn load(root: Option<PathBuf>, input: Option<&Path>, quiet: bool) -> CmdResult {
+    let store = open_store(root)?;
+    let staged;
+    let src = match input {
+        Some(p) => p,
+        None => {
+            let mut t = tempfile::NamedTempFile::new_in(store.root.join("tmp"))?;
+            std::io::copy(&mut std::io::stdin().lock(), t.as_file_mut())?;
+            staged = t;
+            staged.path()
+        }
+    };
+    let what = format!(
+        "loading {}",
+        input.map_or("stdin".into(), |p| p.display().to_string())
+    );
+    let imported = crate::image::import::import(&store, src, None).map_err(image_ctx(&what))?;
+    let mut out = std::io::stdout().lock();
+    for i in imported {
+        match (i.reference, quiet) {
+            (Some(n), _) => {
+                // As docker shows names: `box:1`, not docker.io/library/box:1.
+                let shown = crate::image::reference::Reference::parse(&n)
+                    .map(|r| r.familiar())
+                    .unwrap_or(n);
+                writeln!(out, "Loaded image: {shown}")?
+            }
+            (None, false) => writeln!(out, "Loaded image ID: {}", i.id)?,
+            (None, true) => writeln!(out, "{}", i.id)?,
         }
     }
     Ok(0)

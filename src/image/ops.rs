@@ -24,59 +24,86 @@ fn header(size: u64, mode: u32) -> tar::Header {
     h
 }
 
-/// Writes image `r` as an OCI layout tar at `out` (via a temp file and rename), which
-/// `skopeo copy oci-archive:` and `podman load` read.
+/// Writes image `r` as an OCI layout tar into `out` (atomically: a temp file renamed).
 pub fn export(store: &Store, r: &str, out: &Path) -> Result<(), ImageError> {
-    let found = store.resolve(r)?;
-    let (img, m) = (found.image, found.manifest);
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_ctx(out.display()))?;
     let what = out.display().to_string();
-    let mut b = tar::Builder::new(tmp.as_file());
-    let mut add = |name: &str, data: &[u8]| -> Result<(), ImageError> {
+    write_layout(store, &[r.to_string()], tmp.as_file(), &what)?;
+    tmp.as_file().sync_all().map_err(io_ctx(&what))?;
+    tmp.persist(out).map_err(|e| io_ctx(&what)(e.error))?;
+    Ok(())
+}
+
+/// Writes images `refs` as one OCI layout tar (`strata save`): a manifest each in
+/// index.json, named as they are named, every blob once. `what` names the output in errors.
+pub fn write_layout(
+    store: &Store,
+    refs: &[String],
+    out: impl std::io::Write,
+    what: &str,
+) -> Result<(), ImageError> {
+    let mut found = Vec::new();
+    for r in refs {
+        found.push((r, store.resolve(r)?));
+    }
+    let mut b = tar::Builder::new(out);
+    let add = |b: &mut tar::Builder<_>, name: &str, data: &[u8]| -> Result<(), ImageError> {
         b.append_data(&mut header(data.len() as u64, 0o644), name, data)
-            .map_err(io_ctx(&what))
+            .map_err(io_ctx(what))
     };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc = img.manifest.clone();
-    desc.annotations.clear();
-    if let Some(name) = &img.reference {
-        desc.annotations
-            .insert(ANNOTATION_REF.into(), name.to_string());
+    add(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut manifests = Vec::new();
+    let mut blobs = Vec::new();
+    for (r, f) in &found {
+        let mut desc = f.image.manifest.clone();
+        desc.annotations.clear();
+        // The name it was asked by, else the one it has (an id asked for: none).
+        let name = crate::image::reference::Reference::parse(r)
+            .ok()
+            .filter(|n| f.image.reference.as_ref() == Some(n))
+            .or_else(|| f.image.reference.clone());
+        if let Some(name) = name {
+            desc.annotations
+                .insert(ANNOTATION_REF.into(), name.to_string());
+        }
+        manifests.push(desc);
+        blobs.push(f.image.manifest.digest.clone());
+        blobs.push(f.manifest.config.digest.clone());
+        blobs.extend(f.manifest.layers.iter().map(|l| l.digest.clone()));
     }
     let index = Index {
         schema_version: 2,
         media_type: Some(MT_INDEX.into()),
-        manifests: vec![desc],
+        manifests,
     };
     add(
+        &mut b,
         "index.json",
         &serde_json::to_vec(&index).map_err(json_ctx("index.json"))?,
     )?;
-    let mut blobs = vec![img.manifest.digest.clone(), m.config.digest.clone()];
-    blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
     let mut seen = BTreeSet::new();
     for d in blobs {
         if !seen.insert(d.clone()) {
             continue;
         }
         let p = store.blob_path(&d);
-        let mut f = File::open(&p).map_err(io_ctx(format!("blob {d} of {r}")))?;
+        let mut f = File::open(&p).map_err(io_ctx(format!("blob {d}")))?;
         let size = f.metadata().map_err(io_ctx(p.display()))?.len();
         b.append_data(
             &mut header(size, 0o644),
             format!("blobs/sha256/{}", d.hex()),
             &mut f,
         )
-        .map_err(io_ctx(&what))?;
+        .map_err(io_ctx(what))?;
     }
-    b.finish().map_err(io_ctx(&what))?;
-    drop(b);
-    tmp.as_file().sync_all().map_err(io_ctx(&what))?;
-    tmp.persist(out).map_err(|e| io_ctx(&what)(e.error))?;
+    b.into_inner()
+        .map_err(io_ctx(what))?
+        .flush()
+        .map_err(io_ctx(what))?;
     Ok(())
 }
 
