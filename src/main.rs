@@ -353,8 +353,13 @@ mod tests {
         assert_eq!(sort(&["run", "box", "true"]), First::Verb);
         assert_eq!(sort(&["--help"]), First::Verb);
         assert_eq!(sort(&["rnu", "box", "true"]), First::Unknown);
-        assert_eq!(sort(&["version"]), First::Unknown);
+        assert_eq!(sort(&["version"]), First::Verb);
+        assert_eq!(sort(&["attach", "web"]), First::Unknown);
         assert_eq!(sort(&["compose", "up"]), First::Unknown);
-        assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Unknown);
+        assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Verb);
+        assert_eq!(
+            sort(&["events", "--since", "1m", "-o", "x"]),
+            First::Unknown
+        );
     }
 }
