@@ -4,6 +4,7 @@
 mod archives;
 mod atime;
 mod build;
+mod buildflags;
 mod callers;
 mod churn;
 mod cli;

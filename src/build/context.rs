@@ -14,9 +14,13 @@ use super::error::BuildError;
 type Result<T> = std::result::Result<T, BuildError>;
 
 /// One `.dockerignore` line.
+#[derive(Clone)]
 struct Rule {
     matcher: GlobMatcher,
     keep: bool,
+    /// Where the pattern is also read from (`COPY --exclude`: each source directory), besides
+    /// the context's root.
+    bases: Vec<PathBuf>,
 }
 
 /// The context directory and its ignore rules.
@@ -72,10 +76,41 @@ impl Context {
                     what: format!(".dockerignore pattern {l}"),
                     source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
                 })?;
-                rules.push(Rule { matcher, keep });
+                rules.push(Rule {
+                    matcher,
+                    keep,
+                    bases: Vec::new(),
+                });
             }
         }
         Ok(Context { root, rules })
+    }
+
+    /// The context as one COPY with `--exclude` patterns sees it: those left out too, as
+    /// `.dockerignore` lines would, each read from the context's root and from each of the
+    /// COPY's source directories `bases` (`--exclude=*.log` with `COPY dir/ ...` leaves out
+    /// dir/a.log, as BuildKit does).
+    pub fn excluding(&self, patterns: &[&str], bases: &[PathBuf]) -> Result<Context> {
+        let mut rules = self.rules.clone();
+        for pat in patterns {
+            let p = clean(pat).ok_or_else(|| BuildError::Io {
+                what: format!("--exclude={pat}"),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "leaves the context"),
+            })?;
+            let matcher = glob(&p.to_string_lossy()).map_err(|e| BuildError::Io {
+                what: format!("--exclude={pat}"),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            })?;
+            rules.push(Rule {
+                matcher,
+                keep: false,
+                bases: bases.to_vec(),
+            });
+        }
+        Ok(Context {
+            root: self.root.clone(),
+            rules,
+        })
     }
 
     /// The context directory.
@@ -88,11 +123,17 @@ impl Context {
     pub fn ignored(&self, rel: &Path) -> bool {
         let mut out = false;
         for r in &self.rules {
-            if rel
-                .ancestors()
-                .filter(|a| !a.as_os_str().is_empty())
-                .any(|a| r.matcher.is_match(a))
-            {
+            let from_bases = r
+                .bases
+                .iter()
+                .filter_map(|b| rel.strip_prefix(b).ok())
+                .filter(|p| !p.as_os_str().is_empty());
+            let hit = std::iter::once(rel).chain(from_bases).any(|p| {
+                p.ancestors()
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .any(|a| r.matcher.is_match(a))
+            });
+            if hit {
                 out = !r.keep;
             }
         }

@@ -88,6 +88,26 @@ pub(super) fn copy_step(
             "ADD of a URL is not supported (builds have no network)".into(),
         ));
     }
+    // --exclude: left out of the sources and of the directories copied, as .dockerignore.
+    let excludes: Vec<&str> = i
+        .flags
+        .iter()
+        .filter(|(k, _)| k == "exclude")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // Each source directory (a file's parent) is where the patterns are read from too.
+    let mut bases = Vec::new();
+    if !excludes.is_empty() && i.flag("from").is_none() {
+        for w in &words {
+            for rel in run.ctx.sources(w).map_err(&fail)? {
+                match run.ctx.root().join(&rel).is_dir() {
+                    true => bases.push(rel),
+                    false => bases.extend(rel.parent().map(Path::to_path_buf)),
+                }
+            }
+        }
+    }
+    let ctx = run.ctx.excluding(&excludes, &bases)?;
     let tmp = run.store.staging()?;
     // Sources from another stage or image are copied out of a view of it first.
     let from = i.flag("from").map(str::to_string);
@@ -116,8 +136,8 @@ pub(super) fn copy_step(
         }
         None => {
             for w in &words {
-                for rel in run.ctx.sources(w).map_err(&fail)? {
-                    let host = run.ctx.root().join(&rel);
+                for rel in ctx.sources(w).map_err(&fail)? {
+                    let host = ctx.root().join(&rel);
                     let archive = is_add && host.is_file() && archive_kind(&head(&host)).is_some();
                     let base = rel.file_name().map(PathBuf::from);
                     let name = placed(&host, &dest_rel, into_dir || archive, base);
@@ -144,7 +164,7 @@ pub(super) fn copy_step(
         owner: numeric.unwrap_or((0, 0)),
         mode,
     };
-    let mut hash = pack(&run.ctx, &sources, &tar_path, give)?;
+    let mut hash = pack(&ctx, &sources, &tar_path, give)?;
     for s in sources.iter().filter(|s| s.archive) {
         let data = std::fs::read(&s.host).map_err(BuildError::io(s.host.display()))?;
         hash.push_str(&format!(" {}", crate::image::digest::Digest::of(&data)));
@@ -173,7 +193,7 @@ pub(super) fn copy_step(
             };
             if numeric.is_none() {
                 let ids = owner(i.flag("chown"), view.mount_path()).map_err(fail)?;
-                pack(&run.ctx, &sources, &tar_path, Give { owner: ids, mode })?;
+                pack(&ctx, &sources, &tar_path, Give { owner: ids, mode })?;
             }
             let f = std::fs::File::open(&tar_path).map_err(BuildError::io(tar_path.display()))?;
             crate::container::copy_tar::copy_in_tar_as(

@@ -111,8 +111,20 @@ pub fn build(
             .find(|p| p.exists())
             .unwrap_or_else(|| o.context.join("Containerfile")),
     };
-    let text = std::fs::read_to_string(&file).map_err(BuildError::io(file.display()))?;
-    let name = file.display().to_string();
+    // `-f -`: the Containerfile comes on stdin.
+    let text = match file.as_os_str() == "-" {
+        true => {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .map_err(BuildError::io("the Containerfile on stdin"))?;
+            t
+        }
+        false => std::fs::read_to_string(&file).map_err(BuildError::io(file.display()))?,
+    };
+    let name = match file.as_os_str() == "-" {
+        true => "stdin".to_string(),
+        false => file.display().to_string(),
+    };
     let all = parse::parse(&name, &text)?;
     let tags: Vec<Reference> = o
         .tags
@@ -243,6 +255,21 @@ impl Run<'_> {
                     ))
                 }
             };
+            // FROM --platform: this host's only (BUILDPLATFORM and TARGETPLATFORM are it).
+            if let Some(p) = from.flag("platform") {
+                let host = format!("linux/{}", crate::image::rootfs::host_arch());
+                let asked = parse::expand(p, &|v| match v {
+                    "BUILDPLATFORM" | "TARGETPLATFORM" => Some(host.clone()),
+                    _ => global.get(v).cloned(),
+                });
+                if asked != host {
+                    return Err(BuildError::parse(
+                        "FROM",
+                        from.line,
+                        format!("FROM --platform={asked}: strata builds for this host's platform ({host}) only"),
+                    ));
+                }
+            }
             self.say(&format!("Step {}/{} : FROM {spec}", n + 1, self.total))?;
             let image = self.base(&base)?;
             self.say(&format!(" ---> {}", image.short()))?;

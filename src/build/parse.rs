@@ -136,7 +136,53 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Instruction>, BuildError> {
                 }
             }
         }
-        out.push(instruction(name, start, joined.trim())?);
+        let mut ins = instruction(name, start, joined.trim())?;
+        // Heredocs (`RUN <<EOF`, `RUN python3 <<EOF`): the lines up to the terminator.
+        if let Some((word, strip_tabs)) = heredoc(&ins) {
+            let mut body = Vec::new();
+            let mut closed = false;
+            for (_, n) in lines.by_ref() {
+                let line = if strip_tabs {
+                    n.trim_start_matches('\t')
+                } else {
+                    n
+                };
+                if line == word {
+                    closed = true;
+                    break;
+                }
+                body.push(line.to_string());
+            }
+            if !closed {
+                return Err(BuildError::parse(
+                    name,
+                    start,
+                    format!("heredoc <<{word}: no line {word} ends it"),
+                ));
+            }
+            if ins.keyword != "RUN" {
+                return Err(BuildError::parse(
+                    name,
+                    start,
+                    format!(
+                        "{} <<{word}: heredocs are supported on RUN only",
+                        ins.keyword
+                    ),
+                ));
+            }
+            let cmd = match &ins.args {
+                Args::Shell(c) => c.clone(),
+                Args::Exec(_) => String::new(),
+            };
+            let text = body.join("\n");
+            ins.args = Args::Shell(match cmd.trim_start().starts_with("<<") {
+                // The heredoc is the script itself.
+                true => text,
+                // A command reading it: the shell takes the heredoc as written.
+                false => format!("{cmd}\n{text}\n{word}"),
+            });
+        }
+        out.push(ins);
     }
     Ok(out)
 }
@@ -161,6 +207,7 @@ fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildErr
             rest = after.trim_start();
         }
     }
+    check_flags(name, line, &keyword, &flags)?;
     let args = match rest.starts_with('[') {
         true => match serde_json::from_str::<Vec<String>>(rest) {
             Ok(v) => Args::Exec(v),
@@ -174,6 +221,70 @@ fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildErr
         flags,
         args,
     })
+}
+
+/// The terminator of the heredoc a shell-form instruction opens (`<<EOF`, `<<-EOF`,
+/// `<<"EOF"`), and whether leading tabs are stripped (`<<-`).
+fn heredoc(i: &Instruction) -> Option<(String, bool)> {
+    let Args::Shell(s) = &i.args else { return None };
+    let at = s.find("<<")?;
+    let rest = &s[at + 2..];
+    let (strip, rest) = match rest.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let word: String = rest
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!word.is_empty()).then_some((word, strip))
+}
+
+/// The flags strata carries out for each instruction; BuildKit's others are refused
+/// naming what they would have done, and anything else is docker's "unknown flag".
+fn check_flags(
+    name: &str,
+    line: usize,
+    keyword: &str,
+    flags: &[(String, String)],
+) -> Result<(), BuildError> {
+    let known: &[&str] = match keyword {
+        "FROM" => &["platform"],
+        "RUN" => &["network"],
+        "COPY" => &["from", "chown", "chmod", "link", "exclude"],
+        "ADD" => &["chown", "chmod", "link", "exclude"],
+        _ => &[],
+    };
+    for (k, v) in flags {
+        if known.contains(&k.as_str()) {
+            continue;
+        }
+        let why = match (keyword, k.as_str()) {
+            ("RUN", "mount") => format!(
+                "RUN --mount={v}: cache, bind, secret and tmpfs mounts are not supported by \
+                 strata build (a cache's content would be baked into the image)"
+            ),
+            ("RUN", "security") => format!("RUN --security={v}: not supported"),
+            ("ADD", "checksum" | "keep-git-dir") => {
+                format!("ADD --{k}: ADD of URLs and git repositories is not supported")
+            }
+            ("COPY" | "ADD", "parents") => format!("{keyword} --parents: not supported"),
+            _ => format!("unknown flag: --{k}"),
+        };
+        return Err(BuildError::parse(name, line, why));
+    }
+    if keyword == "COPY"
+        && flags.iter().any(|(k, _)| k == "exclude")
+        && flags.iter().any(|(k, _)| k == "from")
+    {
+        return Err(BuildError::parse(
+            name,
+            line,
+            "COPY --exclude with --from: not supported (--exclude applies to the context)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Substitutes `$V`, `${V}`, `${V:-word}` and `${V:+word}` from `lookup`; `\$` is a

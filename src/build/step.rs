@@ -364,6 +364,19 @@ fn run_step(
         return Ok(img);
     }
     let argv = command(&parent.config, &i.args);
+    // RUN --network: this step's network instead of the build's.
+    let network = match i.flag("network") {
+        None | Some("default") => run.o.network,
+        Some("none") => crate::container::lifecycle::Network::None,
+        Some("host") => crate::container::lifecycle::Network::Host,
+        Some(other) => {
+            return Err(BuildError::parse(
+                "RUN",
+                i.line,
+                format!("RUN --network={other}: expected default, none or host"),
+            ))
+        }
+    };
     let request = Request {
         overrides: Overrides {
             command: argv.clone(),
@@ -371,7 +384,7 @@ fn run_step(
             env,
             ..Default::default()
         },
-        network: run.o.network,
+        network,
         ..step_request(&parent.id)?
     };
     let host = crate::host::Host::current();
