@@ -310,9 +310,9 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
     for (args, near) in [
         (&["rnu", "box:1", "true"][..], Some("run")),
         (&["imgaes"][..], Some("images")),
-        (&["version"][..], None),
+        (&["attach", "web"][..], None),
         (&["compose", "up", "-d"][..], None),
-        (&["save", "box:1", "-o", "box.tar"][..], None),
+        (&["events", "--since", "1m", "-o", "x"][..], None),
     ] {
         let o = strata(args);
         let err = String::from_utf8_lossy(&o.stderr);
