@@ -174,3 +174,75 @@ fn save_and_load_several_images() {
     ok(&e, &["rmi", "made:1"]);
     no_leftovers(&e);
 }
+
+/// `update`: a running container's limits change at once and stay for its next start.
+#[test]
+fn update_changes_limits_now_and_for_the_next_start() {
+    let e = env("verbs-update");
+    let id = ok(
+        &e,
+        &[
+            "run", "-d", "--name", "u", "--memory", "64m", "box:1", "sleep", "100",
+        ],
+    )
+    .trim()
+    .to_string();
+    let v1 = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/strata/{id}/{file}"))
+            .map(|s| s.trim().to_string())
+    };
+    // This kind of host has the v1 controllers; a v2 host keeps them in one directory.
+    let unified = std::path::Path::new("/sys/fs/cgroup/strata").join(&id);
+    let read = |ctrl: &str, v1_file: &str, v2_file: &str| match unified.is_dir() {
+        true => std::fs::read_to_string(unified.join(v2_file))
+            .unwrap()
+            .trim()
+            .to_string(),
+        false => v1(ctrl, v1_file).unwrap(),
+    };
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes", "memory.max"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        ok(
+            &e,
+            &[
+                "update",
+                "--memory",
+                "128m",
+                "--pids-limit",
+                "50",
+                "--cpus",
+                "0.5",
+                "u"
+            ]
+        ),
+        "u\n"
+    );
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes", "memory.max"),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(read("pids", "pids.max", "pids.max"), "50");
+    let cpu = read("cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu.starts_with("50000"), "{cpu}");
+    // Kept for the next start.
+    ok(&e, &["stop", "-t", "1", "u"]);
+    ok(&e, &["start", "u"]);
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes", "memory.max"),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(read("pids", "pids.max", "pids.max"), "50");
+    // Bad input names itself; nothing changes.
+    let o = strata(&e, &["update", "--memory", "lots", "u"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(strata(&e, &["update", "u"]).status.code(), Some(1));
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes", "memory.max"),
+        (128u64 << 20).to_string()
+    );
+    ok(&e, &["rm", "-f", "u"]);
+    no_leftovers(&e);
+}

@@ -51,6 +51,18 @@ fn main() {
         Command::Save { output, images } => image::save(root, &images, output.as_deref()),
         Command::Load { input, quiet } => image::load(root, input.as_deref(), quiet),
         Command::Version => Ok(version()),
+        Command::Update {
+            memory,
+            pids_limit,
+            cpus,
+            containers,
+        } => lifecycle::update(
+            root,
+            memory.as_deref(),
+            pids_limit,
+            cpus.as_deref(),
+            &containers,
+        ),
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a write error (a closed pipe).
             let mut script = Vec::new();

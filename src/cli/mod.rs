@@ -344,6 +344,22 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Change the memory, pids or CPU limit of containers (at once while they run, and for
+    /// their next starts).
+    Update {
+        /// Memory limit (64m, 1g).
+        #[arg(short, long)]
+        memory: Option<String>,
+        /// Most processes at once.
+        #[arg(long = "pids-limit")]
+        pids_limit: Option<u64>,
+        /// CPUs (1.5).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Names or ids.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Show how an image was built (as `image history`).
     History {
         /// Image name[:tag] or id.

@@ -281,6 +281,30 @@ pub fn exec(
         .map_err(container_ctx(ctx()))
 }
 
+/// `strata update [--memory M] [--pids-limit N] [--cpus C] CONTAINER...`: prints each name
+/// (as `each` does).
+pub fn update(
+    root: Option<PathBuf>,
+    memory: Option<&str>,
+    pids: Option<u64>,
+    cpus: Option<&str>,
+    names: &[String],
+) -> CmdResult {
+    use crate::container::cgroup::{parse_cpus, parse_memory, Limits};
+    let parsed = (|| -> Result<Limits, ctr::ContainerError> {
+        Ok(Limits {
+            memory: memory.map(parse_memory).transpose()?,
+            pids,
+            cpus: cpus.map(parse_cpus).transpose()?,
+        })
+    })();
+    let limits = parsed.map_err(container_ctx("update"))?;
+    if limits == Limits::default() {
+        return Ok(super::fail("update: give --memory, --pids-limit or --cpus"));
+    }
+    each(root, names, |_, c| lifecycle::update_limits(c, &limits))
+}
+
 /// `strata inspect NAME|IMAGE...`: a JSON array with one object per container or image
 /// (a container's name or id wins over an image of the same name, as with docker).
 pub fn inspect(root: Option<PathBuf>, format: Option<&str>, names: &[String]) -> CmdResult {

@@ -203,7 +203,8 @@ impl Cgroup {
         };
         if accounting {
             // Best effort: a host without one of them still runs containers.
-            for ctrl in ["memory", "pids", "cpuacct", "freezer", "blkio"] {
+            // cpu too: `update --cpus` can then limit a container started without one.
+            for ctrl in ["memory", "pids", "cpu", "cpuacct", "freezer", "blkio"] {
                 let _ = mk(ctrl);
             }
         }
@@ -234,6 +235,64 @@ impl Cgroup {
             }
         }
         Ok(cg)
+    }
+
+    /// Changes the limits `l` sets (`strata update`) in the cgroups the container has; a
+    /// limit whose controller it has no cgroup of (a v1 CPU limit it started without) is an
+    /// error naming the flag.
+    pub fn set_limits(&self, l: &Limits) -> Result<(), ContainerError> {
+        let dir = |ctrl: &str| {
+            self.dirs
+                .iter()
+                .find(|(c, _)| c == ctrl || (self.v2 && c == "unified"))
+                .map(|(_, d)| d.clone())
+        };
+        let missing = |flag: &str| {
+            ContainerError::BadSpec(format!(
+                "{flag}: the container has no cgroup for it (start it with {flag} to change it)"
+            ))
+        };
+        // Every controller asked for is there before anything changes.
+        for (want, ctrl, flag) in [
+            (l.memory.is_some(), "memory", "--memory"),
+            (l.pids.is_some(), "pids", "--pids-limit"),
+            (l.cpus.is_some(), "cpu", "--cpus"),
+        ] {
+            if want && dir(ctrl).is_none() {
+                return Err(missing(flag));
+            }
+        }
+        if let Some(m) = l.memory {
+            let d = dir("memory").ok_or_else(|| missing("--memory"))?;
+            match self.v2 {
+                true => write(&d.join("memory.max"), &m.to_string())?,
+                false => {
+                    // Swap first when it grows (the kernel keeps memsw >= memory).
+                    let sw = d.join("memory.memsw.limit_in_bytes");
+                    let _ = write(&sw, &m.to_string());
+                    write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
+                    if sw.exists() {
+                        write(&sw, &m.to_string())?;
+                    }
+                }
+            }
+        }
+        if let Some(p) = l.pids {
+            let d = dir("pids").ok_or_else(|| missing("--pids-limit"))?;
+            write(&d.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = l.cpus {
+            let d = dir("cpu").ok_or_else(|| missing("--cpus"))?;
+            let quota = (c * 100_000.0) as u64;
+            match self.v2 {
+                true => write(&d.join("cpu.max"), &format!("{quota} 100000"))?,
+                false => {
+                    write(&d.join("cpu.cfs_period_us"), "100000")?;
+                    write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What the container mounts at /sys/fs/cgroup: the hierarchies it has a cgroup of

@@ -244,6 +244,28 @@ fn request_file(c: &Container) -> PathBuf {
     c.dir.join("request.json")
 }
 
+/// `strata update`: the limits `l` gives (others as they were) applied to container `c`'s
+/// cgroups when it runs, and kept in its request for its next starts.
+pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
+    let Some(_lock) = c.lock()? else {
+        return Err(ContainerError::NotFound(c.state.name.clone()));
+    };
+    let mut req = request_of(c)?;
+    if c.observed().status == Status::Running {
+        super::cgroup::Cgroup::existing(c.state.id.as_str()).set_limits(l)?;
+    }
+    let merged = Limits {
+        memory: l.memory.or(req.limits.memory),
+        pids: l.pids.or(req.limits.pids),
+        cpus: l.cpus.or(req.limits.cpus),
+    };
+    req.limits = merged;
+    let data = serde_json::to_vec(&req)
+        .map_err(|e| ContainerError::Setup(format!("recording the request: {e}")))?;
+    crate::sys::file::write_atomic(&request_file(c), &data)
+        .map_err(io_ctx(request_file(c).display()))
+}
+
 /// The request container `c` was made with.
 pub fn request_of(c: &Container) -> Result<Request> {
     let p = request_file(c);
