@@ -142,9 +142,13 @@ pub fn fork_waiter(
         Forked::Child => {
             drop(ours);
             drop(spec_tx);
+            let launcher = nix::unistd::getppid();
             let code = early(cg, spec_rx, rootfs, theirs, userns, inner_mount);
-            // For the sentinel, should the launcher be gone (sentinel.rs).
-            super::sentinel::record_exit(record, code);
+            // For the sentinel when the launcher is gone (sentinel.rs); a live launcher
+            // records the exit itself (and may be removing the directory: rm -f).
+            if nix::unistd::getppid() != launcher {
+                super::sentinel::record_exit(record, code);
+            }
             exit_now(code)
         }
         Forked::Parent(child) => Ok(Waiter {

@@ -480,10 +480,19 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     }
     release_name(store, &c.state.name, &c.state.id);
     drop(lock);
-    match std::fs::remove_dir_all(&c.dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_ctx(format!("removing {}", c.dir.display()))(e)),
+    // A process of the container's that was just ending may still drop a file in (its
+    // exit status for the sentinel): a few tries, never long.
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(&c.dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(io_ctx(format!("removing {}", c.dir.display()))(e)),
+        }
     }
 }
 
