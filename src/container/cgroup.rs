@@ -204,7 +204,7 @@ impl Cgroup {
         if accounting {
             // Best effort: a host without one of them still runs containers.
             // cpu too: `update --cpus` can then limit a container started without one.
-            for ctrl in ["memory", "pids", "cpu", "cpuacct", "freezer", "blkio"] {
+            for ctrl in ["memory", "pids", "cpuacct", "cpu", "freezer", "blkio"] {
                 let _ = mk(ctrl);
             }
         }
@@ -241,10 +241,17 @@ impl Cgroup {
     /// limit whose controller it has no cgroup of (a v1 CPU limit it started without) is an
     /// error naming the flag.
     pub fn set_limits(&self, l: &Limits) -> Result<(), ContainerError> {
+        // By its label, or by the hierarchy it is in (`cpu,cpuacct` holds cpu's files).
+        let in_hierarchy = |d: &Path, ctrl: &str| {
+            d.parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .is_some_and(|h| h.to_string_lossy().split(',').any(|c| c == ctrl))
+        };
         let dir = |ctrl: &str| {
             self.dirs
                 .iter()
-                .find(|(c, _)| c == ctrl || (self.v2 && c == "unified"))
+                .find(|(c, d)| c == ctrl || (self.v2 && c == "unified") || in_hierarchy(d, ctrl))
                 .map(|(_, d)| d.clone())
         };
         let missing = |flag: &str| {
@@ -573,6 +580,24 @@ mod tests {
         let mut ctrls: Vec<&str> = cg.dirs.iter().map(|(c, _)| c.as_str()).collect();
         ctrls.sort();
         assert_eq!(ctrls, ["cpuacct", "freezer", "memory", "pids"]);
+        // update: cpu's files are in the cpu,cpuacct hierarchy it shares.
+        let more = Limits {
+            memory: Some(16 << 20),
+            pids: None,
+            cpus: Some(0.5),
+        };
+        cg.set_limits(&more).unwrap();
+        assert_eq!(
+            read(&root.join("cpu,cpuacct/strata/c4/cpu.cfs_quota_us")),
+            "50000"
+        );
+        assert_eq!(
+            read(&root.join("memory/strata/c4/memory.limit_in_bytes")),
+            (16u64 << 20).to_string()
+        );
+        // A controller it has no cgroup in: refused before anything changes.
+        let bare = Cgroup::create_in(root, "c5", &Limits::default(), &[], false).unwrap();
+        assert!(bare.set_limits(&more).is_err());
     }
 
     #[test]
