@@ -417,6 +417,40 @@ fn an_image_index_gives_the_hosts_platform_or_the_one_asked_for() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("linux/s390x"), "{}", text(&o));
+    // run: this host's image runs without a word; another platform's is named, as docker
+    // names it (this arm64 image holds the host's busybox, so it runs here anyway).
+    let run = |e: &Env, extra: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(extra);
+        a.extend([r.as_str(), "true"]);
+        Command::new(strata_bin())
+            .env("STRATA_ROOT", e.store())
+            .env("HOME", e.t.path())
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    let o = run(&e, &[]);
+    assert!(
+        o.status.success() && !text(&o).contains("WARNING"),
+        "{}",
+        text(&o)
+    );
+    let warning =
+        format!("platform (linux/arm64) does not match the detected host platform (linux/{arch})");
+    let o = run(&e2, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&warning) && text(&o).contains("no specific platform was requested"),
+        "{}",
+        text(&o)
+    );
+    // --platform: the image of that platform is pulled (the host's one here counts as
+    // missing), and named all the same.
+    let o = run(&e, &["--platform", "linux/arm64"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&warning), "{}", text(&o));
+    assert_eq!(inspect_arch(&e, &r), "arm64");
 }
 
 #[test]

@@ -123,6 +123,9 @@ pub struct RunArgs {
     /// (with --network bridge or pasta).
     #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]
     pub publish: Vec<String>,
+    /// The platform (os/arch[/variant]) of the image to pull and run.
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Publish every port the image exposes on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,

@@ -158,7 +158,8 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
         )));
     }
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
-    pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
+    pull_for_platform(&store, &a.image, &a.pull, a.platform.as_deref())
+        .map_err(|e| Error::Run(e.into()))?;
     crate::container::timing::step("store, image");
     let detach = a.detach;
     let host = Host::current();
@@ -213,7 +214,8 @@ fn parse_labels(
 /// `strata create`: records the container (pulling its image if missing); prints its id.
 pub fn create(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
-    pull_for_run(&store, &a.image, &a.pull).map_err(|e| Error::Run(e.into()))?;
+    pull_for_platform(&store, &a.image, &a.pull, a.platform.as_deref())
+        .map_err(|e| Error::Run(e.into()))?;
     let host = Host::current();
     let req = request(a, host).map_err(Error::Run)?;
     let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
@@ -339,11 +341,53 @@ pub(crate) fn pull_for_run(
     image: &str,
     policy: &str,
 ) -> Result<(), crate::image::ImageError> {
+    pull_for_platform(store, image, policy, None)
+}
+
+/// The `os/arch` of a resolved image.
+fn platform_of(r: &crate::image::store::Resolved) -> String {
+    format!("{}/{}", r.config.os, r.config.architecture)
+}
+
+/// [`pull_for_run`] with `--platform`: an image here of another platform counts as missing;
+/// then, as docker, a warning when the image's platform isn't this host's (its programs
+/// run only where binfmt_misc has an emulator for them).
+fn pull_for_platform(
+    store: &Store,
+    image: &str,
+    policy: &str,
+    platform: Option<&str>,
+) -> Result<(), crate::image::ImageError> {
     let missing = match store.resolve(image) {
-        Ok(_) => false,
+        Ok(r) => platform.is_some_and(|p| platform_of(&r) != p),
         Err(crate::image::ImageError::NotFound(_)) => true,
         Err(e) => return Err(e),
     };
+    pull_as(store, image, policy, missing, platform)?;
+    let host = format!("linux/{}", crate::image::rootfs::host_arch());
+    if let Ok(r) = store.resolve(image) {
+        let theirs = platform_of(&r);
+        if theirs != host {
+            eprintln!(
+                "WARNING: The requested image's platform ({theirs}) does not match the detected \
+                 host platform ({host}){}",
+                match platform {
+                    Some(_) => "",
+                    None => " and no specific platform was requested",
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pull_as(
+    store: &Store,
+    image: &str,
+    policy: &str,
+    missing: bool,
+    platform: Option<&str>,
+) -> Result<(), crate::image::ImageError> {
     if policy == "never" || (policy == "missing" && !missing) {
         return Ok(());
     }
@@ -352,6 +396,7 @@ pub(crate) fn pull_for_run(
     }
     let opts = crate::image::registry::Options {
         parallel: super::registry::PARALLEL,
+        platform: platform.map(str::to_string),
         ..Default::default()
     };
     let d = super::registry::pull_into(store, image, &opts, true)?;
