@@ -260,7 +260,12 @@ pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
         cpus: l.cpus.or(req.limits.cpus),
     };
     req.limits = merged;
-    let data = serde_json::to_vec(&req)
+    write_request(c, &req)
+}
+
+/// Records `req` as the request container `c` is run with (synced).
+fn write_request(c: &Container, req: &Request) -> Result<()> {
+    let data = serde_json::to_vec(req)
         .map_err(|e| ContainerError::Setup(format!("recording the request: {e}")))?;
     crate::sys::file::write_atomic(&request_file(c), &data)
         .map_err(io_ctx(request_file(c).display()))
@@ -303,7 +308,7 @@ pub fn reopen(store: &Store, c: Container, host: &Host) -> Result<Created> {
 }
 
 /// Removes the container and, with `volumes`, the anonymous volumes it named.
-fn remove_with(store: &Store, c: &Container, anonymous: &[String]) -> Result<()> {
+pub(super) fn remove_with(store: &Store, c: &Container, anonymous: &[String]) -> Result<()> {
     state::remove(store, c)?;
     for v in anonymous {
         if let Err(e) = super::volume::remove(store, v) {
@@ -332,12 +337,7 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
         _ => EXIT_STRATA,
     };
     let mut c = created.container.clone();
-    let _ = c.update(|s| {
-        s.status = Status::Exited;
-        s.finished_at = Some(crate::image::rootfs::now_rfc3339());
-        s.pid = None;
-        s.exit_code = Some(code);
-    });
+    let _ = c.update(|s| s.exited(code));
 }
 
 /// Resolves the image and records a new container (status `created`) under a free name.
@@ -457,13 +457,7 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             stop_timeout: request.stop_timeout,
         },
     )?;
-    let kept = serde_json::to_vec(&request)
-        .map_err(|e| ContainerError::Setup(format!("recording the request: {e}")))
-        .and_then(|data| {
-            crate::sys::file::write_atomic(&request_file(&container), &data)
-                .map_err(io_ctx(request_file(&container).display()))
-        });
-    if let Err(e) = kept {
+    if let Err(e) = write_request(&container, &request) {
         let _ = state::remove(store, &container);
         return Err(e);
     }

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 
-use super::id::Status;
 use super::launch::EXIT_STRATA;
 use crate::image::Store;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
@@ -111,20 +110,9 @@ fn finish(root: &Path, id: &str, remove: bool) -> Result<(), super::error::Conta
         let anonymous = super::lifecycle::request_of(&c)
             .map(|r| r.anonymous)
             .unwrap_or_default();
-        super::state::remove(&store, &c)?;
-        for v in anonymous {
-            let _ = super::volume::remove(&store, &v);
-        }
-        return Ok(());
+        return super::lifecycle::remove_with(&store, &c, &anonymous);
     }
     super::state::release(&store, &c)?;
-    c.update(|s| {
-        s.status = Status::Exited;
-        s.finished_at = Some(crate::image::rootfs::now_rfc3339());
-        s.pid = None;
-        s.exit_code = Some(code);
-        s.paused = false;
-        s.ip = None;
-    })?;
+    c.update(|s| s.exited(code))?;
     Ok(())
 }

@@ -348,13 +348,8 @@ pub(super) fn start(
     drop(mounted);
     // A container removed meanwhile (`rm -f`) has nothing left to record.
     let _ = c.update_synced(sync, |s| {
-        s.status = Status::Exited;
-        s.finished_at = Some(crate::image::rootfs::now_rfc3339());
-        s.pid = None;
-        s.exit_code = Some(code);
+        s.exited(code);
         s.oom_killed = oom;
-        s.paused = false;
-        s.ip = None;
     });
     super::timing::step("teardown (unmount, cgroups, record)");
     Ok(code)

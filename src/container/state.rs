@@ -127,6 +127,18 @@ fn containers_dir(store: &Store) -> PathBuf {
     store.root.join("containers")
 }
 
+impl State {
+    /// Records the end of a run with status `code`: no process, no address, not paused.
+    pub fn exited(&mut self, code: i32) {
+        self.status = Status::Exited;
+        self.finished_at = Some(crate::image::rootfs::now_rfc3339());
+        self.pid = None;
+        self.exit_code = Some(code);
+        self.paused = false;
+        self.ip = None;
+    }
+}
+
 /// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn valid_name(name: &str) -> bool {
     let mut b = name.bytes();
