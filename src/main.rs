@@ -26,9 +26,9 @@ fn main() {
     // the host's file (see sys/exe.rs); decided before any thread exists.
     if enters_containers(&cli.command) {
         // Before the re-exec: the kernel's wait for the container's cgroup migration
-        // begins now, in the background (see cgroup::warm_up).
+        // begins now, in the background (see cgroup_wait::warm_up).
         if migrates(&cli.command) && !strata::sys::exe::is_sealed() {
-            strata::container::cgroup::warm_up();
+            strata::container::cgroup_wait::warm_up();
         }
         if let Err(e) = strata::sys::exe::reexec_sealed() {
             eprintln!("strata: error: running from a sealed copy of /proc/self/exe: {e}");

@@ -9,6 +9,7 @@
 //! container's first process talk through the typed messages of [`handshake`].
 
 pub mod cgroup;
+pub mod cgroup_wait;
 pub mod changes;
 pub mod copy;
 pub mod copy_tar;
