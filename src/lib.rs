@@ -17,3 +17,4 @@ pub mod image;
 pub mod network;
 pub mod overlay;
 pub mod sys;
+pub mod text;

@@ -111,7 +111,7 @@ fn remove_cni() {
             .filter(|l| l.starts_with("-A ") && l.contains("CNI"))
         {
             let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into()];
-            args.extend(crate::build::parse::words(&line[3..]));
+            args.extend(crate::text::words(&line[3..]));
             let _ = Command::new("iptables").args(&args).output();
         }
         for chain in text

@@ -243,7 +243,7 @@ impl Run<'_> {
                 .position(|i| i.keyword == "FROM")
                 .map_or(all.len(), |p| n + 1 + p);
             let spec = parse::expand(&shell_text(from), &|v| global.get(v).cloned());
-            let words = parse::words(&spec);
+            let words = crate::text::words(&spec);
             let (base, alias) = match words.as_slice() {
                 [b] => (b.clone(), None),
                 [b, as_, a] if as_.eq_ignore_ascii_case("as") => (b.clone(), Some(a.clone())),

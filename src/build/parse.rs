@@ -3,6 +3,7 @@
 //! docker's variable substitution (`$V`, `${V}`, `${V:-word}`, `${V:+word}`).
 
 use super::error::BuildError;
+use crate::text::words;
 
 /// An instruction's arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,44 +352,6 @@ pub fn key_values(s: &str) -> Vec<(String, Option<String>)> {
             None => (w, None),
         })
         .collect()
-}
-
-/// Splits on unquoted whitespace, removing quotes and backslash escapes.
-pub fn words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut any = false;
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        match (quote, c) {
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                any = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (q, '\\') if q != Some('\'') => {
-                if let Some(n) = it.next() {
-                    cur.push(n);
-                    any = true;
-                }
-            }
-            (None, c) if c.is_whitespace() => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ pub(super) fn forget(
 fn arg_words(stage: &Stage, i: &Instruction) -> Vec<String> {
     match &i.args {
         Args::Exec(v) => v.iter().map(|w| stage.expand(w)).collect(),
-        Args::Shell(s) => parse::words(&stage.expand(s)),
+        Args::Shell(s) => crate::text::words(&stage.expand(s)),
     }
 }
 
@@ -254,7 +254,7 @@ fn configure(
         }
         "USER" => rc.user = Some(text(&i.args)),
         "EXPOSE" => {
-            for p in parse::words(&text(&i.args)) {
+            for p in crate::text::words(&text(&i.args)) {
                 let p = if p.contains('/') {
                     p
                 } else {
@@ -266,7 +266,7 @@ fn configure(
         "VOLUME" => {
             let paths = match &i.args {
                 Args::Exec(v) => v.iter().map(|p| stage.expand(p)).collect(),
-                Args::Shell(s) => parse::words(&stage.expand(s)),
+                Args::Shell(s) => crate::text::words(&stage.expand(s)),
             };
             for p in paths {
                 extra_map(rc, "Volumes").insert(p, serde_json::json!({}));

@@ -139,13 +139,7 @@ impl State {
     }
 }
 
-/// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-pub fn valid_name(name: &str) -> bool {
-    let mut b = name.bytes();
-    b.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && b.all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
-        && name.len() <= 255
-}
+use crate::text::valid_name;
 
 impl Container {
     /// The writable layer.
@@ -536,13 +530,4 @@ pub fn release(store: &Store, c: &Container) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_follow_docker_rule() {
-        assert!(valid_name("web"));
-        assert!(valid_name("a.b-c_1"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("-x"));
-        assert!(!valid_name("../x"));
-        assert!(!valid_name("a/b"));
-    }
 }

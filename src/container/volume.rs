@@ -36,7 +36,7 @@ fn root(store: &Store) -> PathBuf {
 
 /// Whether `-v` names a volume (`NAME:/path`) rather than a host path.
 pub fn is_name(s: &str) -> bool {
-    super::state::valid_name(s)
+    crate::text::valid_name(s)
 }
 
 /// The volume `name`, if it exists.

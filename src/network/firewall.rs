@@ -215,7 +215,7 @@ fn delete_matching(chains: &[(&str, &str)], needle: &str) {
             if !format!("{line} ").contains(needle) || !line.starts_with("-A ") {
                 continue;
             }
-            let words = crate::build::parse::words(&line[3..]);
+            let words = crate::text::words(&line[3..]);
             let mut args: Vec<&str> = vec!["-t", table, "-D"];
             args.extend(words.iter().map(String::as_str));
             let _ = iptables(&args);

@@ -143,7 +143,7 @@ fn save(store: &Store, n: &Network) -> Result<()> {
 /// first private subnet neither the host's routes nor another network use.
 pub fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<Network> {
     let bad = |why: String| ContainerError::BadSpec(format!("network {name}: {why}"));
-    if !crate::container::state::valid_name(name) || ["none", "host", "pasta"].contains(&name) {
+    if !crate::text::valid_name(name) || ["none", "host", "pasta"].contains(&name) {
         return Err(bad("not a name a network can have".into()));
     }
     if dir(store, name).join("network.json").exists() || name == "bridge" {
