@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// Where the cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// How the cgroup hierarchy is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupLayout {
@@ -75,10 +78,10 @@ impl Host {
             nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
         )
         .is_ok();
-        let cgroups = cgroup_layout(Path::new(crate::container::cgroup::ROOT));
+        let cgroups = cgroup_layout(Path::new(CGROUP_ROOT));
         let cgroup_delegated = root
             || nix::unistd::access(
-                Path::new(crate::container::cgroup::ROOT),
+                Path::new(CGROUP_ROOT),
                 nix::unistd::AccessFlags::W_OK,
             )
             .is_ok();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::devices::{bpf_program, DeviceRule};
 use super::error::{io_ctx, ContainerError};
+use crate::host::CGROUP_ROOT as ROOT;
 
 /// Limits asked for on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -68,8 +69,6 @@ pub struct Cgroup {
     pub(super) v2: bool,
 }
 
-/// Where the cgroup hierarchies are mounted.
-pub const ROOT: &str = "/sys/fs/cgroup";
 
 /// One cgroup hierarchy as a container sees it at /sys/fs/cgroup: mounted from inside its
 /// cgroup namespace, whose root is the container's own cgroup.

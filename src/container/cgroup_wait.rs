@@ -40,7 +40,7 @@ pub fn warm_up() {
     }
     let Some(file) = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .and_then(|own| own_procs_file(Path::new(super::cgroup::ROOT), &own))
+        .and_then(|own| own_procs_file(Path::new(crate::host::CGROUP_ROOT), &own))
     else {
         return;
     };
