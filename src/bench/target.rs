@@ -254,11 +254,11 @@ impl Drop for Instance {
                 if !is_mountpoint(m) {
                     break;
                 }
-                let _ = crate::sys::process::umount(m.as_os_str(), false);
+                let _ = crate::sys::mount::umount(m.as_os_str(), false);
                 std::thread::sleep(Duration::from_millis(10));
             }
             if is_mountpoint(m) {
-                let _ = crate::sys::process::umount(m.as_os_str(), true);
+                let _ = crate::sys::mount::umount(m.as_os_str(), true);
             }
         }
         if let Some(pid) = self.daemon {

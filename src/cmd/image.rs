@@ -115,7 +115,7 @@ pub fn run(root: Option<PathBuf>, cmd: ImageCmd) -> CmdResult {
         ImageCmd::Rm { force, images } => {
             let mut code = 0;
             for i in images {
-                match ops::remove(&store, &i, force) {
+                match ops::remove(&store, &i, force, &crate::container::images_in_use(&store)) {
                     Ok(names) => {
                         for n in names {
                             writeln!(out, "Untagged: {n}")?;

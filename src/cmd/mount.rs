@@ -83,7 +83,7 @@ pub fn umount(args: UmountArgs) -> i32 {
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| args.mountpoint.clone());
-    match crate::fuse::server::unmount(&mp, args.lazy) {
+    match crate::sys::mount::unmount(&mp, args.lazy) {
         Ok(()) => 0,
         Err(e) => fail(format_args!("unmounting {}: {e}", mp.display())),
     }

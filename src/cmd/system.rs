@@ -58,7 +58,7 @@ fn share(part: u64, total: u64) -> String {
 }
 
 fn df(store: &Store) -> CmdResult {
-    let images = ops::disk_use(store).map_err(image_ctx("reading the images"))?;
+    let images = ops::disk_use(store, &ctr::images_in_use(store)).map_err(image_ctx("reading the images"))?;
     let list = ctr::list(store).map_err(container_ctx("listing containers"))?;
     let (mut c_size, mut c_free, mut running) = (0, 0, 0);
     for c in &list {
@@ -154,7 +154,7 @@ fn prune(store: &Store, all: bool, volumes: bool) -> CmdResult {
         }
     }
     // Unused images: only untagged ones, or with --all every image no container uses.
-    let in_use = store.images_in_use();
+    let in_use = ctr::images_in_use(store);
     let before = tree_size(&store.root.join("layers")) + tree_size(&store.root.join("blobs"));
     let mut untagged = Vec::new();
     // One image under several names (or manifests) is one config: removed once, and a
@@ -173,7 +173,7 @@ fn prune(store: &Store, all: bool, volumes: bool) -> CmdResult {
             if in_use.contains(&id) || !seen.insert(id.clone()) {
                 continue;
             }
-            match ops::remove(store, id.as_str(), false) {
+            match ops::remove(store, id.as_str(), false, &in_use) {
                 Ok(names) => untagged.extend(names),
                 Err(e) => code = super::report(&image_ctx(format!("removing {id}"))(e)).max(1),
             }

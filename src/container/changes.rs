@@ -220,7 +220,7 @@ pub fn layer_of(store: &Store, c: &Container) -> Result<(crate::image::store::St
     let made = std::fs::File::create(&tar_path)
         .map_err(io_ctx(tar_path.display()))
         .and_then(|f| layer_tar(&c.upper(), &view, root_ids, std::io::BufWriter::new(f)));
-    let _ = crate::fuse::server::unmount(&view, false);
+    let _ = crate::sys::mount::unmount(&view, false);
     made?;
     Ok((tmp, tar_path))
 }

@@ -36,8 +36,8 @@ struct View {
 
 impl Drop for View {
     fn drop(&mut self) {
-        if crate::fuse::server::unmount(&self.path, false).is_err() {
-            let _ = crate::fuse::server::unmount(&self.path, true);
+        if crate::sys::mount::unmount(&self.path, false).is_err() {
+            let _ = crate::sys::mount::unmount(&self.path, true);
         }
     }
 }

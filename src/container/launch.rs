@@ -398,7 +398,7 @@ fn waiter(
     }
     let end_server = |server: Option<i32>| {
         if let Some(pid) = server {
-            let _ = crate::sys::process::umount(rootfs.as_os_str(), true);
+            let _ = crate::sys::mount::umount(rootfs.as_os_str(), true);
             let _ = waitpid(Pid::from_raw(pid), None);
         }
     };

@@ -46,4 +46,4 @@ pub mod volume;
 
 pub use error::ContainerError;
 pub use id::{ContainerId, Status};
-pub use state::{find, list, remove, Container, State};
+pub use state::{find, images_in_use, list, remove, Container, State};

@@ -28,7 +28,7 @@ struct RootfsMount(Option<PathBuf>);
 impl Drop for RootfsMount {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = crate::fuse::server::unmount(&p, false);
+            let _ = crate::sys::mount::unmount(&p, false);
         }
     }
 }
@@ -88,7 +88,7 @@ pub(super) fn start(
     }
     // What a launcher killed with the host (or kill -9) left: its rootfs mount and cgroups.
     if crate::sys::mount::is_mountpoint(&rootfs) {
-        let _ = crate::fuse::server::unmount(&rootfs, true);
+        let _ = crate::sys::mount::unmount(&rootfs, true);
     }
     Cgroup::existing(c.state.id.as_str()).remove();
     let image_file = c.dir.join("image");

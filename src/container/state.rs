@@ -17,6 +17,7 @@ use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
 use super::security::Security;
 use crate::image::{ImageError, Store};
+use crate::text::valid_name;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -138,8 +139,6 @@ impl State {
         self.ip = None;
     }
 }
-
-use crate::text::valid_name;
 
 impl Container {
     /// The writable layer.
@@ -513,17 +512,33 @@ pub fn release(store: &Store, c: &Container) -> Result<()> {
         if !mounted() {
             break;
         }
-        let _ = crate::fuse::server::unmount(&root, false);
+        let _ = crate::sys::mount::unmount(&root, false);
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     if mounted() {
-        crate::fuse::server::unmount(&root, true)
+        crate::sys::mount::unmount(&root, true)
             .map_err(io_ctx(format!("unmounting {}", root.display())))?;
     }
     // Root's pasta joins the network namespace through a bind (usernet.rs) that a killed
     // launcher leaves behind.
     super::usernet::unbind_netns_in(&c.dir);
     Ok(())
+}
+
+/// Image ids (config digests) that this store's containers use (each container's
+/// `image` file), for the image store's removals and disk use.
+pub fn images_in_use(store: &Store) -> Vec<crate::image::digest::Digest> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(containers_dir(store)) {
+        for e in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("image")) {
+                if let Ok(d) = crate::image::digest::Digest::parse(s.trim()) {
+                    v.push(d);
+                }
+            }
+        }
+    }
+    v
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ pub fn unbind_netns_in(scratch: &Path) {
 }
 
 fn unbind_netns(f: &Path) {
-    let _ = crate::sys::process::umount(f.as_os_str(), true);
+    let _ = crate::sys::mount::umount(f.as_os_str(), true);
     let _ = std::fs::remove_file(f);
 }
 

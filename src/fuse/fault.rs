@@ -81,8 +81,8 @@ pub fn end_session(mountpoint: &OsStr, direct: bool, cause: &str) -> ! {
         mountpoint.to_string_lossy()
     );
     let _ = match direct {
-        true => crate::sys::process::umount(mountpoint, true),
-        false => super::mount::fusermount_unmount(mountpoint, true),
+        true => crate::sys::mount::umount(mountpoint, true),
+        false => crate::sys::mount::fusermount_unmount(mountpoint, true),
     };
     std::process::exit(1)
 }

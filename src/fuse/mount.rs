@@ -1,7 +1,6 @@
 //! Making the FUSE mount and getting its /dev/fuse fd: mount(2) for root (of the host or
 //! of a user namespace), `fusermount3` for a user, which sends the fd back over a socket.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -119,19 +118,3 @@ pub fn fusermount(mountpoint: &Path, spec: &MountSpec<'_>) -> io::Result<OwnedFd
     }
 }
 
-/// `fusermount3 -u` (`-z` when `lazy`), for mounts made through it.
-pub fn fusermount_unmount(mountpoint: &OsStr, lazy: bool) -> io::Result<()> {
-    let mut cmd = Command::new("fusermount3");
-    cmd.arg("-u").arg("-q");
-    if lazy {
-        cmd.arg("-z");
-    }
-    let out = cmd.arg(mountpoint).stderr(Stdio::piped()).output()?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(io::Error::other(format!(
-        "fusermount3 -u: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
-}

@@ -135,14 +135,6 @@ pub fn mount_child(
     }
 }
 
-/// Unmounts a strata mount: umount(2) as root, `fusermount3 -u` (`-z` when `lazy`) for a
-/// user, who can't call umount(2) on a mount made through fusermount3.
-pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
-    if Host::current().root {
-        return process::umount(mountpoint.as_os_str(), lazy);
-    }
-    mount::fusermount_unmount(mountpoint.as_os_str(), lazy)
-}
 
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
@@ -298,16 +290,16 @@ fn serve(
                 return;
             }
             let done = match direct {
-                false => mount::fusermount_unmount(&mp, false).is_ok(),
-                true => process::umount(&mp, false).is_ok(),
+                false => crate::sys::mount::fusermount_unmount(&mp, false).is_ok(),
+                true => crate::sys::mount::umount(&mp, false).is_ok(),
             };
             if !done {
-                let _ = process::umount(&mp, true);
-                let _ = mount::fusermount_unmount(&mp, true);
+                let _ = crate::sys::mount::umount(&mp, true);
+                let _ = crate::sys::mount::fusermount_unmount(&mp, true);
             }
         });
     if let Err(e) = spawned {
-        let _ = process::umount(mountpoint.as_os_str(), true);
+        let _ = crate::sys::mount::umount(mountpoint.as_os_str(), true);
         return Err(MountError::Server(format!("signal thread: {e}")));
     }
     let yields = process::can_leave_sched_idle(root);

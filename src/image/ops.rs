@@ -162,9 +162,10 @@ pub struct DiskUse {
     pub reclaimable: u64,
 }
 
-/// Sizes of the store's images, counting shared layers once.
-pub fn disk_use(store: &Store) -> Result<DiskUse, ImageError> {
-    let in_use: BTreeSet<Digest> = store.images_in_use().into_iter().collect();
+/// Sizes of the store's images, counting shared layers once; `in_use`: the images
+/// containers use.
+pub fn disk_use(store: &Store, in_use: &[Digest]) -> Result<DiskUse, ImageError> {
+    let in_use: BTreeSet<&Digest> = in_use.iter().collect();
     let loaded = load_all(store)?;
     let mut all = BTreeSet::new();
     let mut used = BTreeSet::new();
@@ -315,10 +316,15 @@ pub fn tag(store: &Store, src: &str, dst: &str) -> Result<(), ImageError> {
     store.add_ref(&img.manifest, Some(&dst))
 }
 
-/// Removes a name (or, by id, every name of that image). An image a container uses is
-/// refused unless `force`, but a name of it is untagged while another name remains, as
+/// Removes a name (or, by id, every name of that image). An image in `in_use` (what
+/// containers use: the engine knows) is refused unless `force`, but a name of it is untagged while another name remains, as
 /// docker does. Layers stay until `prune`.
-pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, ImageError> {
+pub fn remove(
+    store: &Store,
+    r: &str,
+    force: bool,
+    in_use: &[Digest],
+) -> Result<Vec<String>, ImageError> {
     let found = store.resolve(r)?;
     let (img, id) = (found.image, found.id);
     let _lock = store.lock()?;
@@ -333,7 +339,7 @@ pub fn remove(store: &Store, r: &str, force: bool) -> Result<Vec<String>, ImageE
                 .and_then(|n| Reference::parse(n).ok());
             m.digest == img.manifest.digest && name.is_some() && name != asked
         });
-    if !force && !other_name && store.images_in_use().contains(&id) {
+    if !force && !other_name && in_use.contains(&id) {
         return Err(ImageError::InUse(format!(
             "image {r} is used by a container (use -f to remove it anyway)"
         )));

@@ -149,7 +149,7 @@ impl Drop for Staging {
 /// false if one stays.
 fn release_mounts(dir: &Path) -> bool {
     for mp in crate::sys::mount::mounts_below(dir) {
-        let _ = crate::fuse::server::unmount(&mp, true);
+        let _ = crate::sys::mount::unmount(&mp, true);
     }
     crate::sys::mount::mounts_below(dir).is_empty()
 }
@@ -158,7 +158,7 @@ impl Store {
     /// Opens (creating if needed) the store at `root`; removes what killed imports left in
     /// `tmp/`. The unpacker works as `host` allows (ownership and devices as root).
     pub fn open(root: PathBuf, host: &Host) -> Result<Store, ImageError> {
-        for d in ["blobs/sha256", "layers", "tmp", "containers"] {
+        for d in ["blobs/sha256", "layers", "tmp"] {
             std::fs::create_dir_all(root.join(d))
                 .map_err(io_ctx(format!("store {}", root.display())))?;
         }
@@ -421,21 +421,6 @@ impl Store {
             v.push(self.layer_dir(c));
         }
         Ok(v)
-    }
-
-    /// Image ids (config digests) that containers in this store use.
-    pub fn images_in_use(&self) -> Vec<Digest> {
-        let mut v = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(self.root.join("containers")) {
-            for e in rd.flatten() {
-                if let Ok(s) = std::fs::read_to_string(e.path().join("image")) {
-                    if let Ok(d) = Digest::parse(s.trim()) {
-                        v.push(d);
-                    }
-                }
-            }
-        }
-        v
     }
 }
 

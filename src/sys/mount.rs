@@ -1,5 +1,8 @@
-//! Reading the mount table.
+//! The mount table: reading it, and unmounting (`umount2`, or `fusermount3 -u` for a
+//! user's FUSE mount).
 
+use std::ffi::OsStr;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -128,4 +131,43 @@ pub fn atime_clone(
         return Err(std::io::Error::last_os_error());
     }
     Ok(tree)
+}
+
+/// `umount2(2)`; `lazy` adds `MNT_DETACH`.
+pub fn umount(path: &OsStr, lazy: bool) -> io::Result<()> {
+    let c = super::fs::cstr(path)?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmounts `mountpoint` (`lazy`: detached now, gone when unused): `umount2` where we
+/// may, else through `fusermount3 -u` (a user's FUSE mount).
+pub fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    match umount(mountpoint.as_os_str(), lazy) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            fusermount_unmount(mountpoint.as_os_str(), lazy)
+        }
+        r => r,
+    }
+}
+
+/// `fusermount3 -u` (`-z` when `lazy`), for mounts made through it.
+pub fn fusermount_unmount(mountpoint: &OsStr, lazy: bool) -> io::Result<()> {
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(mountpoint).stderr(std::process::Stdio::piped()).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "fusermount3 -u: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }

@@ -3,11 +3,9 @@
 //! `fork` is only called before any thread exists (the daemon forks first, then starts the
 //! FUSE session), which is what makes it sound.
 
-use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::fs::cstr;
 
 /// Which side of a fork we are on.
 pub enum Forked {
@@ -263,17 +261,6 @@ pub fn close_all_but(keep: BorrowedFd<'_>) -> io::Result<()> {
         if unsafe { libc::syscall(libc::SYS_close_range, a, b, 0) } < 0 {
             return Err(io::Error::last_os_error());
         }
-    }
-    Ok(())
-}
-
-/// `umount2(2)`; `lazy` adds `MNT_DETACH`.
-pub fn umount(path: &OsStr, lazy: bool) -> io::Result<()> {
-    let c = cstr(path)?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), flags) } < 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
