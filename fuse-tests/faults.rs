@@ -106,7 +106,7 @@ fn a_failing_queue_ends_the_mount_instead_of_hanging() {
     let Some(status) = status else {
         let _ = server.kill();
         let _ = server.wait();
-        let _ = strata::sys::process::umount(m.as_os_str(), true);
+        let _ = strata::sys::mount::umount(m.as_os_str(), true);
         panic!("the server did not exit");
     };
     let mut err = String::new();

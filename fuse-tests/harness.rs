@@ -44,15 +44,15 @@ pub struct Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = strata::sys::process::umount(self.path.as_os_str(), false);
+        let _ = strata::sys::mount::umount(self.path.as_os_str(), false);
         for _ in 0..100 {
             if !strata::sys::mount::is_mountpoint(&self.path) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-            let _ = strata::sys::process::umount(self.path.as_os_str(), false);
+            let _ = strata::sys::mount::umount(self.path.as_os_str(), false);
         }
-        let _ = strata::sys::process::umount(self.path.as_os_str(), true);
+        let _ = strata::sys::mount::umount(self.path.as_os_str(), true);
     }
 }
 

@@ -492,6 +492,25 @@ fn user_networks_resolve_names_and_are_isolated() {
         ],
     );
     assert_eq!(got, "db-here\ndb-here\n");
+    // A rename reaches the other members' /etc/hosts, as docker's DNS follows it.
+    ok(&e, &["rename", "db", "dbx"]);
+    let hosts = ok(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "app",
+            "box:1",
+            "cat",
+            "/etc/hosts",
+        ],
+    );
+    let line = hosts
+        .lines()
+        .find(|l| l.contains("database"))
+        .unwrap_or_default();
+    assert!(line.contains("dbx") && !line.contains("db "), "{hosts}");
     let v: serde_json::Value =
         serde_json::from_str(&ok(&e, &["network", "inspect", "app"])).unwrap();
     let members = v[0]["Containers"].as_object().unwrap();
@@ -501,7 +520,7 @@ fn user_networks_resolve_names_and_are_isolated() {
         .unwrap()
         .ends_with("/24"));
     // Another network's containers reach neither the name nor the address.
-    let ip = inspect(&e, "db")["NetworkSettings"]["IPAddress"]
+    let ip = inspect(&e, "dbx")["NetworkSettings"]["IPAddress"]
         .as_str()
         .unwrap()
         .to_string();
@@ -526,7 +545,7 @@ fn user_networks_resolve_names_and_are_isolated() {
     assert_eq!(o.status.code(), Some(125));
     // rm refuses a network in use; after the container, it goes with its bridge and rules.
     let o = strata(&e, &["network", "rm", "app"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("used by db"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("used by dbx"));
     let bridges: Vec<String> = ["app", "other"]
         .iter()
         .map(|n| {
@@ -538,7 +557,7 @@ fn user_networks_resolve_names_and_are_isolated() {
                 .to_string()
         })
         .collect();
-    ok(&e, &["rm", "-f", "db"]);
+    ok(&e, &["rm", "-f", "dbx"]);
     ok(&e, &["network", "rm", "app", "other"]);
     assert_eq!(ok(&e, &["network", "ls", "-q"]), "bridge\n");
     let links = sh("ip -br link");

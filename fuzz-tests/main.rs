@@ -180,7 +180,7 @@ fn containerfiles() {
                 let _ = strata::build::parse::expand(&s, &|k| {
                     (k.len() % 2 == 0).then(|| k.to_string())
                 });
-                let _ = strata::build::parse::words(&s);
+                let _ = strata::text::words(&s);
                 let _ = strata::build::parse::key_values(&s);
             })
         },

@@ -80,11 +80,7 @@ impl Host {
         .is_ok();
         let cgroups = cgroup_layout(Path::new(CGROUP_ROOT));
         let cgroup_delegated = root
-            || nix::unistd::access(
-                Path::new(CGROUP_ROOT),
-                nix::unistd::AccessFlags::W_OK,
-            )
-            .is_ok();
+            || nix::unistd::access(Path::new(CGROUP_ROOT), nix::unistd::AccessFlags::W_OK).is_ok();
         Host {
             euid,
             root,

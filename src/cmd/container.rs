@@ -65,9 +65,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             lifecycle::Network::Container,
             Some(n["container:".len()..].to_string()),
         ),
-        Some(n) if crate::text::valid_name(n) => {
-            (lifecycle::Network::Bridge, Some(n.to_string()))
-        }
+        Some(n) if crate::text::valid_name(n) => (lifecycle::Network::Bridge, Some(n.to_string())),
         Some(n) => (n.parse()?, None),
         None => (lifecycle::Network::default_for(host), None),
     };

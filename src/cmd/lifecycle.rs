@@ -392,7 +392,7 @@ pub fn info(root: Option<PathBuf>) -> CmdResult {
     writeln!(
         out,
         "User-mode network (pasta): {}",
-        yes(crate::container::usernet::available())
+        yes(crate::network::usernet::available())
     )?;
     Ok(0)
 }

@@ -14,7 +14,7 @@ pub fn run(root: Option<PathBuf>, cmd: NetworkCmd) -> CmdResult {
         NetworkCmd::Create { subnet, name } => {
             let store = open_store(root)?;
             let n = ipam::create(&store, &name, subnet.as_deref())
-                .map_err(container_ctx(format!("creating network {name}")))?;
+                .map_err(|e| container_ctx(format!("creating network {name}"))(e.into()))?;
             writeln!(std::io::stdout(), "{}", n.name)?;
             Ok(0)
         }
@@ -56,11 +56,15 @@ pub fn run(root: Option<PathBuf>, cmd: NetworkCmd) -> CmdResult {
             let store = open_store(root)?;
             let mut code = 0;
             for name in &names {
-                match crate::network::remove(&store, name) {
+                let users = crate::container::inspect::network_users(&store, name)
+                    .map_err(container_ctx(format!("removing network {name}")))?;
+                match crate::network::remove(&store, name, &users) {
                     Ok(()) => writeln!(std::io::stdout(), "{name}")?,
                     Err(e) => {
-                        code = super::report(&container_ctx(format!("removing network {name}"))(e))
-                            .max(1)
+                        code = super::report(&container_ctx(format!("removing network {name}"))(
+                            e.into(),
+                        ))
+                        .max(1)
                     }
                 }
             }
@@ -71,7 +75,7 @@ pub fn run(root: Option<PathBuf>, cmd: NetworkCmd) -> CmdResult {
             let mut out = Vec::new();
             for name in &names {
                 let n = ipam::network(&store, name)
-                    .map_err(container_ctx(format!("inspecting network {name}")))?;
+                    .map_err(|e| container_ctx(format!("inspecting network {name}"))(e.into()))?;
                 let mut members = serde_json::Map::new();
                 for (ip, id) in ipam::leases(&store, &n) {
                     let cname = crate::container::find(&store, &id)

@@ -58,7 +58,8 @@ fn share(part: u64, total: u64) -> String {
 }
 
 fn df(store: &Store) -> CmdResult {
-    let images = ops::disk_use(store, &ctr::images_in_use(store)).map_err(image_ctx("reading the images"))?;
+    let images = ops::disk_use(store, &ctr::images_in_use(store))
+        .map_err(image_ctx("reading the images"))?;
     let list = ctr::list(store).map_err(container_ctx("listing containers"))?;
     let (mut c_size, mut c_free, mut running) = (0, 0, 0);
     for c in &list {

@@ -69,7 +69,6 @@ pub struct Cgroup {
     pub(super) v2: bool,
 }
 
-
 /// One cgroup hierarchy as a container sees it at /sys/fs/cgroup: mounted from inside its
 /// cgroup namespace, whose root is the container's own cgroup.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

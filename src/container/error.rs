@@ -15,9 +15,6 @@ pub enum ContainerError {
     /// No container has this name, id or id prefix.
     #[error("no such container: {0}")]
     NotFound(String),
-    /// No network has this name (docker's wording).
-    #[error("network {0} not found")]
-    NoNetwork(String),
     /// No volume has this name (docker's wording).
     #[error("no such volume: {0}")]
     NoVolume(String),
@@ -44,6 +41,9 @@ pub enum ContainerError {
     /// The confinement asked for can't be given.
     #[error(transparent)]
     Security(#[from] super::security::SecurityError),
+    /// A network could not be used.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// The image could not be used.
     #[error(transparent)]
     Image(#[from] ImageError),

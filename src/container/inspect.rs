@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::error::ContainerError;
 use super::id::Status;
 use super::state::Container;
 use crate::image::Store;
@@ -121,4 +122,16 @@ fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Va
         "Ports": ports,
         "Networks": {name: {"IPAddress": ip, "Gateway": gateway, "Aliases": aliases}},
     })
+}
+
+/// The names of the containers whose records name user network `name` (`network rm`
+/// refuses while there are any).
+pub fn network_users(store: &Store, name: &str) -> Result<Vec<String>, ContainerError> {
+    Ok(super::state::list(store)?
+        .into_iter()
+        .filter(|c| {
+            super::lifecycle::request_of(c).is_ok_and(|r| r.network_name.as_deref() == Some(name))
+        })
+        .map(|c| c.state.name)
+        .collect())
 }

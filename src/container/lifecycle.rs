@@ -17,11 +17,11 @@ use super::launch::EXIT_STRATA;
 use super::security::Security;
 use super::spec::Overrides;
 use super::state::{self, Container, State};
-use super::usernet::Publish;
 use super::userns::{self, UserNs};
 use crate::host::Host;
 use crate::image::oci::ImageConfig;
 use crate::image::Store;
+use crate::network::usernet::Publish;
 use crate::sys::process::pid_alive;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -58,7 +58,7 @@ impl Network {
         };
         match host.root {
             true if net_admin() && crate::host::which("iptables").is_some() => Network::Bridge,
-            false if super::usernet::available() => Network::Pasta,
+            false if crate::network::usernet::available() => Network::Pasta,
             _ => Network::None,
         }
     }
@@ -72,7 +72,7 @@ impl FromStr for Network {
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
             "bridge" => Ok(Network::Bridge),
-            "pasta" if super::usernet::pasta_installed() => Ok(Network::Pasta),
+            "pasta" if crate::network::usernet::pasta_installed() => Ok(Network::Pasta),
             "pasta" => Err(ContainerError::BadSpec(
                 "--network pasta: pasta is not installed (Debian package passt)".into(),
             )),

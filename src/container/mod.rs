@@ -40,7 +40,6 @@ pub mod timing;
 pub mod tty;
 pub mod usage;
 pub mod user;
-pub mod usernet;
 pub mod userns;
 pub mod volume;
 

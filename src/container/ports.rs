@@ -13,8 +13,8 @@ use nix::sys::socket::{
 };
 
 use super::error::ContainerError;
-use super::usernet::{Proto, Publish};
 use crate::image::Store;
+use crate::network::usernet::{Proto, Publish};
 
 /// Bound sockets that keep a container's published ports its own.
 #[derive(Debug, Default)]
@@ -128,8 +128,8 @@ pub fn published_by_others(store: &Store, id: &str) -> Vec<Publish> {
 /// The ports an image exposes (`ExposedPorts`: `80/tcp`, `53/udp`, `8080`), in order.
 pub fn exposed_ports(
     cfg: &crate::image::oci::ImageConfig,
-) -> Result<Vec<(u16, super::usernet::Proto)>, ContainerError> {
-    use super::usernet::Proto;
+) -> Result<Vec<(u16, crate::network::usernet::Proto)>, ContainerError> {
+    use crate::network::usernet::Proto;
     let Some(map) = cfg
         .config
         .as_ref()

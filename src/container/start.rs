@@ -130,11 +130,15 @@ pub(super) fn start(
     let mut lease = match req.network {
         Network::Bridge => {
             let name = req.network_name.as_deref().unwrap_or("bridge");
-            Some(crate::network::Lease::take(
-                store,
-                name,
-                c.state.id.as_str(),
-            )?)
+            let names: Vec<String> = std::iter::once(c.state.name.clone())
+                .chain(req.network_aliases.iter().cloned())
+                .collect();
+            let member = crate::network::ipam::Member {
+                id: c.state.id.as_str(),
+                dir: &c.dir,
+                names: &names,
+            };
+            Some(crate::network::Lease::take(store, name, &member)?)
         }
         _ => None,
     };
@@ -276,7 +280,7 @@ pub(super) fn start(
                 }
             }
             if req.network == Network::Pasta {
-                net = Some(super::usernet::start(
+                net = Some(crate::network::usernet::start(
                     pid,
                     &req.publish,
                     &dir,

@@ -390,6 +390,7 @@ pub fn rename(store: &Store, c: &mut Container, new: &str) -> Result<()> {
         return Err(e);
     }
     release_name(store, &old, &c.state.id);
+    crate::network::rename(store, c.state.id.as_str(), new);
     Ok(())
 }
 
@@ -521,7 +522,7 @@ pub fn release(store: &Store, c: &Container) -> Result<()> {
     }
     // Root's pasta joins the network namespace through a bind (usernet.rs) that a killed
     // launcher leaves behind.
-    super::usernet::unbind_netns_in(&c.dir);
+    crate::network::usernet::unbind_netns_in(&c.dir);
     Ok(())
 }
 
@@ -539,10 +540,4 @@ pub fn images_in_use(store: &Store) -> Vec<crate::image::digest::Digest> {
         }
     }
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
 }

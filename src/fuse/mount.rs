@@ -117,4 +117,3 @@ pub fn fusermount(mountpoint: &Path, spec: &MountSpec<'_>) -> io::Result<OwnedFd
         ))),
     }
 }
-

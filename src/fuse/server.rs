@@ -135,7 +135,6 @@ pub fn mount_child(
     }
 }
 
-
 /// Mounts and serves in this process until unmounted or signalled.
 pub fn serve_foreground(opts: &MountOptions, mountpoint: &Path) -> Result<(), MountError> {
     let mp = check_mountpoint(mountpoint)?;

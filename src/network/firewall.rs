@@ -7,11 +7,11 @@
 
 use std::process::Command;
 
+use super::error::NetworkError;
 use super::ipam::Network;
-use crate::container::error::ContainerError;
-use crate::container::usernet::Publish;
+use super::usernet::Publish;
 
-type Result<T> = std::result::Result<T, ContainerError>;
+type Result<T> = std::result::Result<T, NetworkError>;
 
 const NAT_POST: &str = "STRATA-POSTROUTING";
 const NAT_DNAT: &str = "STRATA-DNAT";
@@ -23,14 +23,14 @@ fn iptables(args: &[&str]) -> Result<std::process::Output> {
         .arg("-w")
         .args(args)
         .output()
-        .map_err(|e| ContainerError::Setup(format!("iptables (bridge networking needs it): {e}")))
+        .map_err(|e| NetworkError::Setup(format!("iptables (bridge networking needs it): {e}")))
 }
 
 fn run(args: &[&str]) -> Result<()> {
     let o = iptables(args)?;
     match o.status.success() {
         true => Ok(()),
-        false => Err(ContainerError::Setup(format!(
+        false => Err(NetworkError::Setup(format!(
             "iptables {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&o.stderr).trim()
@@ -60,7 +60,7 @@ fn chain(table: &str, name: &str) -> Result<()> {
 }
 
 fn sysctl(path: &str, value: &str) -> Result<()> {
-    std::fs::write(path, value).map_err(|e| ContainerError::Setup(format!("{path}: {e}")))
+    std::fs::write(path, value).map_err(|e| NetworkError::Setup(format!("{path}: {e}")))
 }
 
 /// The rules every container of `n` needs: NAT of its subnet going out, forwarding to and

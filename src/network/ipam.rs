@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::error::{io_ctx, ContainerError};
+use super::error::{io_ctx, NetworkError};
 use crate::image::Store;
 
-type Result<T> = std::result::Result<T, ContainerError>;
+type Result<T> = std::result::Result<T, NetworkError>;
 
 /// A bridge network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +142,7 @@ fn save(store: &Store, n: &Network) -> Result<()> {
 /// `network create [--subnet CIDR] NAME`: a network of its own bridge, on `subnet` or the
 /// first private subnet neither the host's routes nor another network use.
 pub fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<Network> {
-    let bad = |why: String| ContainerError::BadSpec(format!("network {name}: {why}"));
+    let bad = |why: String| NetworkError::Invalid(format!("network {name}: {why}"));
     if !crate::text::valid_name(name) || ["none", "host", "pasta"].contains(&name) {
         return Err(bad("not a name a network can have".into()));
     }
@@ -209,23 +209,23 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
     let file = d.join("network.json");
     if let Ok(data) = std::fs::read(&file) {
         return serde_json::from_slice(&data)
-            .map_err(|e| ContainerError::Setup(format!("{}: {e}", file.display())));
+            .map_err(|e| NetworkError::Setup(format!("{}: {e}", file.display())));
     }
     if name != "bridge" {
-        return Err(ContainerError::NoNetwork(name.to_string()));
+        return Err(NetworkError::NotFound(name.to_string()));
     }
     let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     // STRATA_BRIDGE_SUBNET chooses it (docker's "bip"); else the first free candidate.
     let (subnet, prefix) = match std::env::var("STRATA_BRIDGE_SUBNET") {
         Ok(s) => {
             let c = parse_cidr(&s).ok_or_else(|| {
-                ContainerError::BadSpec(format!("STRATA_BRIDGE_SUBNET={s}: expected A.B.C.D/N"))
+                NetworkError::Invalid(format!("STRATA_BRIDGE_SUBNET={s}: expected A.B.C.D/N"))
             })?;
             let clash = host_routes(&routes).iter().any(|(d, p, dev)| {
                 *p != 0 && dev != "strata0" && overlaps((Ipv4Addr::from(*d), *p), c)
             });
             if clash {
-                return Err(ContainerError::BadSpec(format!(
+                return Err(NetworkError::Invalid(format!(
                     "STRATA_BRIDGE_SUBNET={s} overlaps a route of the host"
                 )));
             }
@@ -238,7 +238,7 @@ pub fn network(store: &Store, name: &str) -> Result<Network> {
             free_subnet(&routes, "strata0", &taken)
         }
         .ok_or_else(|| {
-            ContainerError::Setup(
+            NetworkError::Setup(
                 "every private subnet strata tries is in the host's routes \
                      (choose one with STRATA_BRIDGE_SUBNET)"
                     .into(),
@@ -276,34 +276,67 @@ fn lease_path(store: &Store, n: &Network, ip: Ipv4Addr) -> PathBuf {
     dir(store, &n.name).join("leases").join(ip.to_string())
 }
 
-/// A lease file's holder: the container id, the root of its store, and the pid of the
-/// launcher that took it (it lives as long as the container and gives the lease back).
-struct Holder {
-    id: String,
+/// A lease file's holder: the container id, the root of its store, the pid of the
+/// launcher that took it (it lives as long as the container and gives the lease back),
+/// and what other members' /etc/hosts say of it.
+pub struct Holder {
+    /// The container id.
+    pub id: String,
     root: PathBuf,
     launcher: Option<i32>,
+    /// Its directory, whose `hosts.base` and `hosts` ([`super::names`]) name the others.
+    pub dir: Option<PathBuf>,
+    /// The names it answers to: its name and aliases.
+    pub names: Vec<String>,
 }
 
+/// A lease file: one value per line (id, store root, launcher pid, directory, names
+/// separated by tabs); files of earlier versions end after the pid.
 fn holder(text: &str, store: &Store) -> Holder {
     let mut l = text.lines();
     let id = l.next().unwrap_or_default().trim().to_string();
     let root = l.next().map_or_else(|| store.root.clone(), PathBuf::from);
     let launcher = l.next().and_then(|p| p.trim().parse().ok());
-    Holder { id, root, launcher }
-}
-
-/// A lease is held while its launcher lives (a container being started has no running
-/// state yet, so its state can't tell).
-fn holder_alive(h: &Holder) -> bool {
-    match h.launcher {
-        Some(pid) => crate::sys::process::pid_alive(pid),
-        None => crate::container::state::alive_in(&h.root, &h.id),
+    let dir = l.next().filter(|d| !d.is_empty()).map(PathBuf::from);
+    let names = l
+        .next()
+        .map(|n| {
+            n.split('\t')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Holder {
+        id,
+        root,
+        launcher,
+        dir,
+        names,
     }
 }
 
-/// Leases an address of `n` to container `id`: the lowest free one (a stale lease, whose
+/// A lease is held while its launcher lives (a container being started has no running
+/// state yet, so its state can't tell); a lease without one (an earlier version's) until
+/// its container is removed ([`super::forget`]).
+fn holder_alive(h: &Holder) -> bool {
+    h.launcher.is_none_or(crate::sys::process::pid_alive)
+}
+
+/// Who takes a lease: the container id, its directory and the names it answers to.
+pub struct Member<'a> {
+    /// The container id.
+    pub id: &'a str,
+    /// The container's directory (holding `hosts.base` and `hosts`).
+    pub dir: &'a Path,
+    /// Its name and network aliases.
+    pub names: &'a [String],
+}
+
+/// Leases an address of `n` to container `m`: the lowest free one (a stale lease, whose
 /// container no longer runs, counts as free).
-pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
+pub fn lease(store: &Store, n: &Network, m: &Member<'_>) -> Result<Ipv4Addr> {
+    let id = m.id;
     let _l = lock(store, n)?;
     let first = u32::from(n.subnet) + 2;
     let last = (u32::from(n.subnet) | !n.mask()).saturating_sub(1);
@@ -316,15 +349,47 @@ pub fn lease(store: &Store, n: &Network, id: &str) -> Result<Ipv4Addr> {
                 continue;
             }
         }
-        let text = format!("{id}\n{}\n{}\n", store.root.display(), std::process::id());
+        let text = format!(
+            "{id}\n{}\n{}\n{}\n{}\n",
+            store.root.display(),
+            std::process::id(),
+            m.dir.display(),
+            m.names.join("\t")
+        );
         crate::sys::file::write_atomic(&p, text.as_bytes()).map_err(io_ctx(p.display()))?;
         return Ok(ip);
     }
-    Err(ContainerError::Setup(format!(
+    Err(NetworkError::Setup(format!(
         "network {}: no free address in {}",
         n.name,
         n.cidr()
     )))
+}
+
+/// Renames container `id` in the leases it holds on `n` (its first name); whether it
+/// holds one.
+pub fn rename(store: &Store, n: &Network, id: &str, name: &str) -> bool {
+    let Ok(_l) = lock(store, n) else { return false };
+    let mut held = false;
+    for (ip, h) in all_leases(store, n) {
+        if h.id != id || h.root != store.root {
+            continue;
+        }
+        held = true;
+        let p = lease_path(store, n, ip);
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() < 5 {
+            continue;
+        }
+        let mut names: Vec<&str> = lines[4].split('\t').collect();
+        names[0] = name;
+        lines[4] = names.join("\t");
+        let _ = crate::sys::file::write_atomic(&p, (lines.join("\n") + "\n").as_bytes());
+    }
+    held
 }
 
 /// Gives back `ip` if container `id` holds it.
@@ -363,10 +428,17 @@ pub fn stale(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
 
 /// The leases this store's containers hold: (address, container id).
 pub fn leases(store: &Store, n: &Network) -> Vec<(Ipv4Addr, String)> {
+    holders(store, n)
+        .into_iter()
+        .map(|(ip, h)| (ip, h.id))
+        .collect()
+}
+
+/// The leases this store's containers hold, with their holders.
+pub fn holders(store: &Store, n: &Network) -> Vec<(Ipv4Addr, Holder)> {
     all_leases(store, n)
         .into_iter()
         .filter(|(_, h)| h.root == store.root)
-        .map(|(ip, h)| (ip, h.id))
         .collect()
 }
 

@@ -7,23 +7,25 @@
 //! rules) is collected before the next container attaches.
 
 pub mod engines;
+pub mod error;
 pub mod firewall;
 pub mod ipam;
 pub mod names;
 pub mod netlink;
+pub mod usernet;
 
 use std::net::Ipv4Addr;
 
-use crate::container::error::ContainerError;
-use crate::container::usernet::Publish;
 use crate::image::Store;
+pub use error::NetworkError;
 use ipam::Network;
 use netlink::Netlink;
+use usernet::Publish;
 
-type Result<T> = std::result::Result<T, ContainerError>;
+type Result<T> = std::result::Result<T, NetworkError>;
 
-fn nl_err(what: String) -> impl FnOnce(std::io::Error) -> ContainerError {
-    move |e| ContainerError::Setup(format!("{what}: {e}"))
+fn nl_err(what: String) -> impl FnOnce(std::io::Error) -> NetworkError {
+    move |e| NetworkError::Setup(format!("{what}: {e}"))
 }
 
 /// The host end of container `id`'s veth pair, and its other end before it is renamed.
@@ -49,17 +51,17 @@ impl Drop for Lease<'_> {
 }
 
 impl<'a> Lease<'a> {
-    /// Leases an address of network `name` to container `id`, after collecting what
+    /// Leases an address of network `name` to container `m`, after collecting what
     /// crashed containers left.
-    pub fn take(store: &'a Store, name: &str, id: &str) -> Result<Lease<'a>> {
+    pub fn take(store: &'a Store, name: &str, m: &ipam::Member<'_>) -> Result<Lease<'a>> {
         let network = ipam::network(store, name)?;
         collect(store, &network);
-        let ip = ipam::lease(store, &network, id)?;
+        let ip = ipam::lease(store, &network, m)?;
         Ok(Lease {
             store,
             network,
             ip,
-            id: id.to_string(),
+            id: m.id.to_string(),
         })
     }
 
@@ -152,6 +154,16 @@ pub fn collect(store: &Store, n: &Network) {
     }
 }
 
+/// Container `id` is now called `name`: its leases say so and the other members'
+/// /etc/hosts follow (docker's `rename` updates the network's names).
+pub fn rename(store: &Store, id: &str, name: &str) {
+    for n in ipam::list(store) {
+        if ipam::rename(store, &n, id, name) {
+            names::refresh(store, &n);
+        }
+    }
+}
+
 /// Unwires container `id` now and gives back its leases (`rm`: its launcher may still be
 /// on its way to doing it, and the container's traces must be gone when `rm` returns).
 pub fn forget(store: &Store, id: &str) {
@@ -172,25 +184,17 @@ pub fn forget(store: &Store, id: &str) {
     }
 }
 
-/// `network rm`: removes user network `name` (refused for `bridge` and while a container
-/// record names it): its bridge, its rules, its record.
-pub fn remove(store: &Store, name: &str) -> Result<()> {
+/// `network rm`: removes user network `name` (refused for `bridge` and while `users`, the
+/// containers whose records name it, are not empty): its bridge, its rules, its record.
+pub fn remove(store: &Store, name: &str, users: &[String]) -> Result<()> {
     if name == "bridge" {
-        return Err(ContainerError::BadSpec(
+        return Err(NetworkError::Invalid(
             "bridge is the default network: it stays".into(),
         ));
     }
     let n = ipam::network(store, name)?;
-    let users: Vec<String> = crate::container::state::list(store)?
-        .into_iter()
-        .filter(|c| {
-            crate::container::lifecycle::request_of(c)
-                .is_ok_and(|r| r.network_name.as_deref() == Some(name))
-        })
-        .map(|c| c.state.name)
-        .collect();
     if !users.is_empty() {
-        return Err(ContainerError::BadSpec(format!(
+        return Err(NetworkError::Invalid(format!(
             "network {name} is used by {}",
             users.join(", ")
         )));
@@ -221,7 +225,7 @@ fn inside(pid: i32, f: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
         Forked::Parent(child) => {
             match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-                other => Err(ContainerError::Setup(format!(
+                other => Err(NetworkError::Setup(format!(
                     "configuring the container's eth0: {other:?}"
                 ))),
             }

@@ -9,41 +9,25 @@ use std::io::Write;
 use super::ipam::{self, Network};
 use crate::image::Store;
 
-/// The names container `id` answers to on a network: its name and its aliases.
-fn names_of(store: &Store, id: &str) -> Option<(String, Vec<String>)> {
-    let c = crate::container::state::find(store, id).ok()?;
-    let aliases = crate::container::lifecycle::request_of(&c)
-        .map(|r| r.network_aliases)
-        .unwrap_or_default();
-    Some((c.state.name.clone(), aliases))
-}
-
 /// Rewrites the /etc/hosts of every member of user network `n`.
 pub fn refresh(store: &Store, n: &Network) {
     if n.name == "bridge" {
         return;
     }
-    let members: Vec<(String, String, Vec<String>)> = ipam::leases(store, n)
+    let members: Vec<(String, ipam::Holder)> = ipam::holders(store, n)
         .into_iter()
-        .filter_map(|(ip, id)| {
-            let (name, aliases) = names_of(store, &id)?;
-            Some((
-                ip.to_string(),
-                id,
-                std::iter::once(name).chain(aliases).collect(),
-            ))
-        })
+        .map(|(ip, h)| (ip.to_string(), h))
         .collect();
-    for (_, id, _) in &members {
-        let dir = store.root.join("containers").join(id);
+    for (_, me) in &members {
+        let Some(dir) = &me.dir else { continue };
         let Ok(base) = std::fs::read_to_string(dir.join("hosts.base")) else {
             continue;
         };
         let mut text = base;
         text.push_str(&format!("# strata network {}\n", n.name));
-        for (ip, other, names) in &members {
-            if other != id {
-                text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+        for (ip, other) in &members {
+            if other.id != me.id && !other.names.is_empty() {
+                text.push_str(&format!("{ip}\t{}\n", other.names.join(" ")));
             }
         }
         if let Ok(mut f) = std::fs::OpenOptions::new()

@@ -162,7 +162,10 @@ pub fn fusermount_unmount(mountpoint: &OsStr, lazy: bool) -> io::Result<()> {
     if lazy {
         cmd.arg("-z");
     }
-    let out = cmd.arg(mountpoint).stderr(std::process::Stdio::piped()).output()?;
+    let out = cmd
+        .arg(mountpoint)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
     if out.status.success() {
         return Ok(());
     }

@@ -6,7 +6,6 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-
 /// Which side of a fork we are on.
 pub enum Forked {
     /// In the parent, with the child's pid.

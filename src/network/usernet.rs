@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use super::error::ContainerError;
+use super::error::NetworkError;
 
 /// The transport of a published port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,10 +47,10 @@ pub struct Publish {
 }
 
 impl FromStr for Publish {
-    type Err = ContainerError;
+    type Err = NetworkError;
 
-    fn from_str(s: &str) -> Result<Publish, ContainerError> {
-        let bad = |why: &str| ContainerError::BadSpec(format!("-p {s}: {why}"));
+    fn from_str(s: &str) -> Result<Publish, NetworkError> {
+        let bad = |why: &str| NetworkError::Invalid(format!("-p {s}: {why}"));
         let (spec, proto) = match s.rsplit_once('/') {
             Some((a, "tcp")) => (a, Proto::Tcp),
             Some((a, "udp")) => (a, Proto::Udp),
@@ -150,11 +150,11 @@ fn unbind_netns(f: &Path) {
 /// by root drops to nobody unless told otherwise, and can then open neither /proc/PID/ns
 /// nor join a namespace; as root (`--runas 0:0`, pasta still drops its capabilities and
 /// sandboxes itself) it joins a namespace bound on a file.
-fn bind_netns(pid: i32, scratch: &Path) -> Result<PathBuf, ContainerError> {
+fn bind_netns(pid: i32, scratch: &Path) -> Result<PathBuf, NetworkError> {
     use nix::mount::{mount, MsFlags};
     let file = scratch.join("netns");
     let what = |e: &dyn std::fmt::Display| {
-        ContainerError::Setup(format!(
+        NetworkError::Setup(format!(
             "--network pasta: binding the network namespace: {e}"
         ))
     };
@@ -172,10 +172,10 @@ pub fn start(
     publish: &[Publish],
     scratch: &Path,
     map_gw: bool,
-) -> Result<UserNet, ContainerError> {
+) -> Result<UserNet, NetworkError> {
     use nix::unistd::{access, AccessFlags};
     if let Err(e) = access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK) {
-        return Err(ContainerError::Setup(format!(
+        return Err(NetworkError::Setup(format!(
             "--network pasta: /dev/net/tun: {e} (pasta needs it readable and writable, \
              as Debian makes it, mode 0666); or run with --network none or host"
         )));
@@ -217,7 +217,7 @@ pub fn start(
             if let Some(f) = netns {
                 unbind_netns(&f);
             }
-            return Err(ContainerError::Setup(format!("starting pasta: {e}")));
+            return Err(NetworkError::Setup(format!("starting pasta: {e}")));
         }
     };
     let mut net = UserNet {
@@ -236,14 +236,14 @@ pub fn start(
             if let Some(mut e) = net.child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            return Err(ContainerError::Setup(format!(
+            return Err(NetworkError::Setup(format!(
                 "pasta ({status}): {}",
                 err.trim()
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(ContainerError::Setup(
+    Err(NetworkError::Setup(
         "pasta did not configure the network within 20 s".into(),
     ))
 }
