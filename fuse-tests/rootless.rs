@@ -242,7 +242,7 @@ fn rootless_cgroup_limits_fail_clearly_where_nothing_is_delegated() {
     let w = Who::user(3);
     let delegated = {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        strata::container::cgroup::delegated_parent(Path::new("/sys/fs/cgroup"), &own).is_some()
+        strata::runtime::cgroup::delegated_parent(Path::new("/sys/fs/cgroup"), &own).is_some()
     };
     for flag in [
         ["--memory", "64m"],

@@ -464,8 +464,8 @@ fn device_program_confines_a_cgroup_v2() {
     }
     let _rm = Rm(cg.clone());
     let lo = Loop::new();
-    let rules = strata::container::devices::default_rules();
-    strata::container::cgroup::attach_device_program(&cg, &rules).unwrap();
+    let rules = strata::runtime::devices::default_rules();
+    strata::runtime::cgroup::attach_device_program(&cg, &rules).unwrap();
     let inside = |cmd: &str| {
         Command::new("sh")
             .arg("-c")

@@ -16,5 +16,6 @@ pub mod host;
 pub mod image;
 pub mod network;
 pub mod overlay;
+pub mod runtime;
 pub mod sys;
 pub mod text;

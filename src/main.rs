@@ -28,7 +28,7 @@ fn main() {
         // Before the re-exec: the kernel's wait for the container's cgroup migration
         // begins now, in the background (see cgroup_wait::warm_up).
         if migrates(&cli.command) && !strata::sys::exe::is_sealed() {
-            strata::container::cgroup_wait::warm_up();
+            strata::runtime::cgroup_wait::warm_up();
         }
         if let Err(e) = strata::sys::exe::reexec_sealed() {
             eprintln!("strata: error: running from a sealed copy of /proc/self/exe: {e}");

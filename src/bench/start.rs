@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::target::which;
 use super::{io_ctx, BenchError};
-use crate::container::timing::Steps;
+use crate::runtime::timing::Steps;
 
 /// Makes the command for start number `i` of one launcher.
 type Launch = Box<dyn Fn(usize) -> Command>;
@@ -108,7 +108,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             "strata".into(),
             Box::new(move |_| {
                 let mut c = Command::new(&s);
-                c.env(crate::container::timing::ENV, &sf);
+                c.env(crate::runtime::timing::ENV, &sf);
                 c.arg("--root").arg(&st).args([
                     "run",
                     "--rm",
@@ -258,7 +258,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         _ => "unknown: runc or strata was not measured".into(),
     };
     let _ = writeln!(md, "\nTarget: {verdict}");
-    let (launcher, child) = crate::container::timing::parse(&steps);
+    let (launcher, child) = crate::runtime::timing::parse(&steps);
     md.push_str(&steps_table(&strata_totals, &launcher, &child));
     md.push_str(&more_table(&detached, &bursts));
     std::fs::write(out.join("start.md"), &md).map_err(io_ctx("start.md"))?;

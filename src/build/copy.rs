@@ -43,7 +43,7 @@ fn owner(spec: Option<&str>, image_root: Option<&Path>) -> std::result::Result<(
             let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
             Ok((u.parse().unwrap_or(0), g.parse().unwrap_or(0)))
         }
-        (false, Some(root)) => crate::container::spec::resolve_user(spec, root)
+        (false, Some(root)) => crate::runtime::user::resolve_user(spec, root)
             .map_err(|e| format!("--chown {spec}: {e}")),
         (false, None) => Err(format!("--chown {spec}: no image to look the names up in")),
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::parse::{self, Args, Instruction};
 use super::{BuildError, Image, Run, Stage};
 use crate::container::lifecycle::{self, Request};
-use crate::container::spec::Overrides;
+use crate::container::plan::Overrides;
 use crate::image::commit::derive;
 use crate::image::digest::Digest;
 use crate::image::oci::{Descriptor, ImageConfig, Manifest, RunConfig, MT_CONFIG, MT_MANIFEST};
@@ -100,7 +100,7 @@ fn commit(
 /// The container request of a build step on image `image`: docker's default
 /// confinement, no volumes for the image's VOLUMEs.
 pub(super) fn step_request(image: &Digest) -> Result<Request> {
-    let security = crate::container::security::Flags::default()
+    let security = crate::runtime::security::Flags::default()
         .resolve()
         .map_err(crate::container::ContainerError::from)?;
     Ok(Request {
@@ -396,7 +396,7 @@ fn run_step(
             Ok(code) => code,
             Err(e) => {
                 eprintln!("strata: error: {e}");
-                crate::container::launch::EXIT_STRATA
+                crate::runtime::launch::EXIT_STRATA
             }
         },
         run.store,
@@ -442,12 +442,12 @@ pub(super) fn in_child(f: impl FnOnce(&Store) -> i32, store: &Store) -> i32 {
             match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
                 Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-                _ => crate::container::launch::EXIT_STRATA,
+                _ => crate::runtime::launch::EXIT_STRATA,
             }
         }
         Err(e) => {
             eprintln!("strata: error: fork: {e}");
-            crate::container::launch::EXIT_STRATA
+            crate::runtime::launch::EXIT_STRATA
         }
     }
 }

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 
 use super::{container_ctx, image_ctx, CmdResult, Error};
 use crate::cli::RunArgs;
-use crate::container::cgroup::{parse_cpus, parse_memory, Limits};
 use crate::container::lifecycle::{self, Request};
-use crate::container::security::Flags;
-use crate::container::spec::Overrides;
+use crate::container::plan::Overrides;
 use crate::container::{self as ctr, ContainerError};
 use crate::host::Host;
 use crate::image::store::default_root;
 use crate::image::Store;
+use crate::runtime::cgroup::{parse_cpus, parse_memory, Limits};
+use crate::runtime::security::Flags;
 
 fn store_at(root: Option<PathBuf>) -> Result<Store, crate::image::ImageError> {
     let host = Host::current();
@@ -41,7 +41,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
     .resolve()?;
     let mut env = Vec::new();
     for f in &a.env_file {
-        env.extend(crate::container::spec::read_env_file(f)?);
+        env.extend(crate::container::plan::read_env_file(f)?);
     }
     // -e wins over --env-file, as with docker: later entries replace earlier ones.
     env.extend(a.env);
@@ -137,7 +137,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
 
 /// `strata run`: the container's exit status.
 pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
-    crate::container::timing::begin();
+    crate::runtime::timing::begin();
     let restart: crate::container::restart::RestartPolicy =
         a.restart.parse().map_err(Error::Run)?;
     if restart != Default::default() && (a.rm || !a.detach) {
@@ -158,19 +158,19 @@ pub fn run(root: Option<PathBuf>, a: RunArgs) -> CmdResult {
     let store = store_at(root).map_err(|e| Error::Run(e.into()))?;
     pull_for_platform(&store, &a.image, &a.pull, a.platform.as_deref())
         .map_err(|e| Error::Run(e.into()))?;
-    crate::container::timing::step("store, image");
+    crate::runtime::timing::step("store, image");
     let detach = a.detach;
     let host = Host::current();
     let req = request(a, host).map_err(Error::Run)?;
     let created = lifecycle::create(&store, req, host).map_err(Error::Run)?;
-    crate::container::timing::step("host probe, create record");
+    crate::runtime::timing::step("host probe, create record");
     if detach {
         let id = crate::container::monitor::run_detached(&store, created).map_err(Error::Run)?;
         writeln!(std::io::stdout(), "{id}")?;
         return Ok(0);
     }
     let r = lifecycle::run_attached(&store, created).map_err(Error::Run);
-    crate::container::timing::finish();
+    crate::runtime::timing::finish();
     r
 }
 

@@ -11,6 +11,7 @@ use crate::container::error::io_ctx;
 use crate::container::lifecycle;
 use crate::container::logs::{Record, Stream};
 use crate::container::{self as ctr};
+use crate::runtime::RuntimeError;
 
 /// What `logs` shows of each record.
 #[derive(Debug, Default)]
@@ -270,12 +271,15 @@ pub fn exec(
     crate::container::exec::run(&c, args)
         .map_err(|e| match e {
             // A flag exec can't carry out (-u, -w, --env-file) fails it as run's do: 125.
-            e @ (ctr::ContainerError::BadSpec(_) | ctr::ContainerError::Io { .. }) => {
-                ctr::ContainerError::Exec {
-                    code: super::EXIT_RUN_FAILED,
-                    message: e.to_string(),
-                }
+            e @ (ctr::ContainerError::BadSpec(_)
+            | ctr::ContainerError::Io { .. }
+            | ctr::ContainerError::Runtime(
+                RuntimeError::BadSpec(_) | RuntimeError::Io { .. },
+            )) => RuntimeError::Exec {
+                code: super::EXIT_RUN_FAILED,
+                message: e.to_string(),
             }
+            .into(),
             e => e,
         })
         .map_err(container_ctx(ctx()))
@@ -290,7 +294,7 @@ pub fn update(
     cpus: Option<&str>,
     names: &[String],
 ) -> CmdResult {
-    use crate::container::cgroup::{parse_cpus, parse_memory, Limits};
+    use crate::runtime::cgroup::{parse_cpus, parse_memory, Limits};
     let parsed = (|| -> Result<Limits, ctr::ContainerError> {
         Ok(Limits {
             memory: memory.map(parse_memory).transpose()?,
@@ -387,7 +391,7 @@ pub fn info(root: Option<PathBuf>) -> CmdResult {
     writeln!(
         out,
         "Container ids: {}",
-        crate::container::userns::describe(host)
+        crate::runtime::userns::describe(host)
     )?;
     writeln!(
         out,

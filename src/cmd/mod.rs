@@ -79,11 +79,9 @@ pub fn report(e: &Error) -> i32 {
     }
     eprintln!("strata: error: {e}");
     match e {
-        Error::Run(ContainerError::Exec { code, .. }) => *code,
-        Error::Container {
-            source: ContainerError::Exec { code, .. },
-            ..
-        } => *code,
+        Error::Run(e) | Error::Container { source: e, .. } if e.exec_code().is_some() => {
+            e.exec_code().unwrap_or(EXIT_RUN_FAILED)
+        }
         Error::Run(_) => EXIT_RUN_FAILED,
         _ => 1,
     }

@@ -8,8 +8,8 @@ use super::container::{each, open_store};
 use super::image::human;
 use super::{container_ctx, CmdResult};
 use crate::container::observe;
-use crate::container::usage::Usage;
 use crate::container::{self as ctr, ContainerError};
+use crate::runtime::usage::Usage;
 
 /// `strata pause C...`.
 pub fn pause(root: Option<PathBuf>, names: &[String]) -> CmdResult {

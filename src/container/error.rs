@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::id::ContainerId;
 use crate::image::ImageError;
+use crate::runtime::RuntimeError;
 
 /// A container operation's failure.
 #[derive(Debug, Error)]
@@ -35,12 +36,9 @@ pub enum ContainerError {
     /// `rm` of a running container without `-f`.
     #[error("container {0} is running (use -f to kill and remove it)")]
     Running(String),
-    /// A bad command-line value (`--memory`, `--ulimit`, `-u`, `-v`, a signal, ...).
+    /// A bad command-line value (`--restart`, a volume or container name, a signal, ...).
     #[error("{0}")]
     BadSpec(String),
-    /// The confinement asked for can't be given.
-    #[error(transparent)]
-    Security(#[from] super::security::SecurityError),
     /// A network could not be used.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
@@ -59,15 +57,25 @@ pub enum ContainerError {
     /// Setting the container up failed (namespaces, cgroups, mounts, the union mount).
     #[error("{0}")]
     Setup(String),
-    /// The command could not be started inside the container: `code` is 126 (found but
-    /// not executable) or 127 (not found), or 125 for a failure of the set-up before it.
-    #[error("{message}")]
-    Exec {
-        /// docker's exit code for it.
-        code: i32,
-        /// What failed.
-        message: String,
-    },
+    /// Starting or confining the container failed (the runtime's error).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl From<crate::runtime::security::SecurityError> for ContainerError {
+    fn from(e: crate::runtime::security::SecurityError) -> Self {
+        ContainerError::Runtime(e.into())
+    }
+}
+
+impl ContainerError {
+    /// docker's exit code when the command could not be started (125, 126 or 127).
+    pub fn exec_code(&self) -> Option<i32> {
+        match self {
+            ContainerError::Runtime(RuntimeError::Exec { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 /// Wraps an io error with what was being done.

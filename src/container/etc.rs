@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{io_ctx, ContainerError};
 use super::lifecycle::Network;
-use super::spec::Volume;
+use crate::runtime::spec::Volume;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 

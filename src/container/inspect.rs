@@ -20,7 +20,7 @@ pub fn json(store: &Store, c: &Container) -> Value {
     let mounts: Vec<Value> = s
         .volumes
         .iter()
-        .filter_map(|v| super::spec::parse_volume(v).ok())
+        .filter_map(|v| crate::runtime::spec::parse_volume(v).ok())
         .map(|v| {
             json!({
                 "Type": "bind",

@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill as send, Signal};
 use nix::unistd::Pid;
 
-use super::cgroup::Limits;
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
-use super::launch::EXIT_STRATA;
-use super::security::Security;
-use super::spec::Overrides;
 use super::state::{self, Container, State};
-use super::userns::{self, UserNs};
+use crate::container::plan::Overrides;
 use crate::host::Host;
 use crate::image::oci::ImageConfig;
 use crate::image::Store;
 use crate::network::usernet::Publish;
+use crate::runtime::cgroup::Limits;
+use crate::runtime::launch::EXIT_STRATA;
+use crate::runtime::security::Security;
+use crate::runtime::userns::{self, UserNs};
 use crate::sys::process::pid_alive;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -252,7 +252,7 @@ pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
     };
     let mut req = request_of(c)?;
     if c.observed().status == Status::Running {
-        super::cgroup::Cgroup::existing(c.state.id.as_str()).set_limits(l)?;
+        crate::runtime::cgroup::Cgroup::existing(c.state.id.as_str()).set_limits(l)?;
     }
     let merged = Limits {
         memory: l.memory.or(req.limits.memory),
@@ -332,10 +332,7 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
         let _ = remove_after_run(store, created);
         return;
     }
-    let code = match e {
-        ContainerError::Exec { code, .. } => *code,
-        _ => EXIT_STRATA,
-    };
+    let code = e.exec_code().unwrap_or(EXIT_STRATA);
     let mut c = created.container.clone();
     let _ = c.update(|s| s.exited(code));
 }
@@ -504,7 +501,7 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
                     created.container.state.name
                 );
             }
-            super::timing::step("remove (--rm)");
+            crate::runtime::timing::step("remove (--rm)");
         }
         Ok(_) => {}
     }

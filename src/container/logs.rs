@@ -38,7 +38,8 @@ impl LogOpts {
             let bad = |why: &str| ContainerError::BadSpec(format!("--log-opt {kv}: {why}"));
             match kv.split_once('=') {
                 Some(("max-size", v)) => {
-                    o.max_size = match super::cgroup::parse_size("--log-opt max-size", v)? {
+                    o.max_size = match crate::runtime::cgroup::parse_size("--log-opt max-size", v)?
+                    {
                         0 => return Err(bad("must be more than 0")),
                         n => Some(n),
                     }

@@ -8,39 +8,24 @@
 //! start, attach or detach, monitor, stop, rm) is in [`lifecycle`]; the launcher and the
 //! container's first process talk through the typed messages of [`handshake`].
 
-pub mod cgroup;
-pub mod cgroup_wait;
 pub mod changes;
 pub mod copy;
 pub mod copy_tar;
-pub mod devices;
 pub mod error;
 pub mod etc;
 pub mod exec;
-pub mod handshake;
 pub mod id;
-pub mod inroot;
 pub mod inspect;
-pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
 pub mod observe;
+pub mod plan;
 pub mod ports;
 pub mod restart;
-pub mod rootfs;
-pub mod seccomp;
-pub mod security;
 pub mod sentinel;
-pub mod spec;
 pub mod start;
 pub mod state;
-pub mod stdio;
-pub mod timing;
-pub mod tty;
-pub mod usage;
-pub mod user;
-pub mod userns;
 pub mod volume;
 
 pub use error::ContainerError;

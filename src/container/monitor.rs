@@ -4,13 +4,14 @@
 //! policy says no or the container is stopped by hand (`stop`, a fatal `kill`, `rm -f`).
 
 use super::error::{io_ctx, ContainerError};
-use super::handshake::Channel;
 use super::id::ContainerId;
-use super::launch::EXIT_STRATA;
 use super::lifecycle::{discard, remove_after_run, Created};
 use super::restart::{Backoff, RestartPolicy};
 use super::state::Container;
 use crate::image::Store;
+use crate::runtime::handshake::Channel;
+use crate::runtime::launch::EXIT_STRATA;
+use crate::runtime::RuntimeError;
 use nix::sys::wait::WaitStatus;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
             match ours.recv::<Started>() {
                 Ok(Some(Started::Running)) => Ok(c.state.id.clone()),
                 Ok(Some(Started::Failed { code, message })) => {
-                    Err(ContainerError::Exec { code, message })
+                    Err(RuntimeError::Exec { code, message }.into())
                 }
                 _ => Err(ContainerError::Setup(
                     "the container's monitor died while starting it".into(),
@@ -163,7 +164,9 @@ fn run_once(store: &Store, created: &Created, notify: Option<Channel>) -> i32 {
                     discard(store, created, &e);
                     if let Some(n) = notify.take() {
                         let (code, message) = match e {
-                            ContainerError::Exec { code, message } => (code, message),
+                            ContainerError::Runtime(RuntimeError::Exec { code, message }) => {
+                                (code, message)
+                            }
                             other => (EXIT_STRATA, other.to_string()),
                         };
                         let _ = n.send(&Started::Failed { code, message });

@@ -4,10 +4,10 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use super::cgroup::Cgroup;
 use super::error::ContainerError;
 use super::state::Container;
-use super::usage::Usage;
+use crate::runtime::cgroup::Cgroup;
+use crate::runtime::usage::Usage;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 

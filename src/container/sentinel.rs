@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 
-use super::launch::EXIT_STRATA;
 use crate::image::Store;
+use crate::runtime::launch::EXIT_STRATA;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
 
 /// The file the waiter writes the command's exit status into.

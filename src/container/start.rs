@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::{kill as send, Signal};
 use nix::unistd::Pid;
 
-use super::cgroup::Cgroup;
 use super::error::{io_ctx, ContainerError};
 use super::id::Status;
-use super::launch;
 use super::lifecycle::{Created, Network};
-use super::spec::build;
 use super::state::Container;
-use super::userns::UserNs;
+use crate::container::plan::build;
 use crate::fuse::options::MountOptions;
-use crate::overlay::present::OverrideXattr;
+use crate::overlay::present::{IdRange, OverrideXattr};
+use crate::runtime::cgroup::Cgroup;
+use crate::runtime::launch;
+use crate::runtime::userns::{IdMap, UserNs};
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -51,8 +51,8 @@ fn stack_options(
             opts.stack.presentation.override_xattr = Some(OverrideXattr::Containers);
         }
         Some(u) => {
-            opts.stack.presentation.uids = UserNs::shifted(&u.uids);
-            opts.stack.presentation.gids = UserNs::shifted(&u.gids);
+            opts.stack.presentation.uids = shifted(&u.uids);
+            opts.stack.presentation.gids = shifted(&u.gids);
         }
         None => {}
     }
@@ -96,6 +96,8 @@ pub(super) fn start(
     // The cgroups, and the container's first process in them, come first: it moves into
     // them (a wait in the kernel) while the rest is made here (see launch::Waiter).
     let inside = created.userns.as_ref().is_some_and(|u| u.server_inside);
+    // For the sentinel, when this launcher is gone by the time the command ends.
+    let orphaned = |code: i32| super::sentinel::record_exit(&c.dir, code);
     let cg = Cgroups(match inside {
         true => Cgroup::create_for_user(c.state.id.as_str(), &req.limits)?,
         false => Cgroup::create(c.state.id.as_str(), &req.limits, &c.state.security.devices)?,
@@ -104,13 +106,13 @@ pub(super) fn start(
         true => None,
         false => Some(launch::fork_waiter(
             &rootfs,
-            &c.dir,
+            &orphaned,
             &cg.0,
             created.userns.as_ref(),
             None,
         )?),
     };
-    super::timing::step("cgroups, fork");
+    crate::runtime::timing::step("cgroups, fork");
     // Like docker's init layer: the mount points the container needs exist in a layer of
     // their own between the image and the writable layer, so they never show as changes.
     for d in ["proc", "dev", "sys"] {
@@ -152,7 +154,7 @@ pub(super) fn start(
     let etc_binds = super::etc::prepare(&c.dir, &init, &names, &req.overrides.volumes)?;
     let mut stack = vec![init];
     stack.extend(created.lowers.iter().cloned());
-    super::timing::step("init layer, /etc, lease");
+    crate::runtime::timing::step("init layer, /etc, lease");
     let opts = stack_options(created, stack.clone(), upper.clone(), work);
     let mut mounted = RootfsMount(None);
     if let Some(w) = &early {
@@ -162,7 +164,7 @@ pub(super) fn start(
             .map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
         mounted.0 = Some(rootfs.clone());
     }
-    super::timing::step("mount rootfs (FUSE server)");
+    crate::runtime::timing::step("mount rootfs (FUSE server)");
     let mut layers = vec![upper];
     layers.extend(stack);
     // Named volumes: made on first use and then seeded from the image, like docker.
@@ -197,7 +199,7 @@ pub(super) fn start(
             .map_err(io_ctx("giving a volume's files their owners"))?;
         owners.clear();
     }
-    let overrides = super::spec::Overrides {
+    let overrides = crate::container::plan::Overrides {
         volumes: named.volumes,
         ..req.overrides.clone()
     };
@@ -223,25 +225,38 @@ pub(super) fn start(
     }
     spec.volumes.extend(etc_binds);
     let console = if req.tty {
-        Some(super::tty::console_socket()?)
+        Some(crate::runtime::tty::console_socket()?)
     } else {
         None
     };
     spec.tty = console
         .as_ref()
         .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.theirs));
-    spec.tty_size = console.as_ref().and_then(|_| super::tty::caller_size());
+    spec.tty_size = console
+        .as_ref()
+        .and_then(|_| crate::runtime::tty::caller_size());
     // docker's: a terminal of its own says what it is, unless the image or -e did.
     if spec.tty.is_some() && !spec.env.iter().any(|e| e.starts_with("TERM=")) {
         spec.env.push("TERM=xterm".into());
     }
     spec.security = c.state.security.clone();
     spec.security.precompile(&store.root.join("seccomp"));
-    super::timing::step("volumes, spec, seccomp filter");
+    crate::runtime::timing::step("volumes, spec, seccomp filter");
     spec.cgroup_mounts = cg.0.mounts();
     let waiter = match early {
         Some(w) => w,
-        None => launch::fork_waiter(&rootfs, &c.dir, &cg.0, created.userns.as_ref(), Some(&opts))?,
+        None => {
+            let mount = |at: &Path, keep_out: &[std::os::fd::RawFd]| {
+                crate::fuse::server::mount_child(&opts, at, keep_out).map_err(std::io::Error::other)
+            };
+            launch::fork_waiter(
+                &rootfs,
+                &orphaned,
+                &cg.0,
+                created.userns.as_ref(),
+                Some(&mount),
+            )?
+        }
     };
     // Whoever ends the run if this launcher is killed (sentinel.rs); told on drop that
     // this launcher finished it.
@@ -249,7 +264,8 @@ pub(super) fn start(
         .map_err(io_ctx("starting the container's sentinel"))?;
     // Blocked before the container can run, so a signal sent once it runs is never lost
     // (the waiter unblocks them for the container).
-    crate::sys::process::block_signals(FORWARDED).map_err(io_ctx("blocking signals"))?;
+    crate::sys::process::block_signals(crate::runtime::launch::FORWARDED)
+        .map_err(io_ctx("blocking signals"))?;
     // A terminal's resizes are the relay's (tty.rs): blocked before any thread exists, so
     // none but the one waiting for them takes them.
     if req.tty {
@@ -302,12 +318,12 @@ pub(super) fn start(
         waiter.launch(&spec, tty, ns)
     };
     let running = launched?;
-    super::timing::step("launch (fork, namespaces, rootfs, confine, exec)");
+    crate::runtime::timing::step("launch (fork, namespaces, rootfs, confine, exec)");
     let relay = match console {
         Some(con) => {
             drop(con.theirs);
-            match super::tty::receive_master(&con.ours) {
-                Ok(m) => Some(super::tty::relay(m, req.interactive)),
+            match crate::runtime::tty::receive_master(&con.ours) {
+                Ok(m) => Some(crate::runtime::tty::relay(m, req.interactive)),
                 Err(e) => {
                     eprintln!("strata: error: {e}");
                     None
@@ -333,7 +349,7 @@ pub(super) fn start(
     started(&c);
     forward_signals(running.pid, req.sig_proxy);
     let code = running.wait();
-    super::timing::step("the command runs");
+    crate::runtime::timing::step("the command runs");
     drop(net);
     drop(wired);
     if let Some(r) = relay {
@@ -355,7 +371,7 @@ pub(super) fn start(
         s.exited(code);
         s.oom_killed = oom;
     });
-    super::timing::step("teardown (unmount, cgroups, record)");
+    crate::runtime::timing::step("teardown (unmount, cgroups, record)");
     Ok(code)
 }
 
@@ -369,16 +385,6 @@ impl Drop for Cgroups {
     }
 }
 
-/// The signals sent to the launcher that go on to the container's init.
-pub const FORWARDED: &[i32] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 /// Passes the [`FORWARDED`] signals (blocked since before the container started) on to
 /// the container's init; with `--sig-proxy=false` they are taken and dropped, so they
 /// neither reach the container nor end the launcher (whose end would leave it unwatched).
@@ -386,10 +392,41 @@ fn forward_signals(pid: i32, proxy: bool) {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            while let Ok(sig) = crate::sys::process::wait_signal(FORWARDED) {
+            while let Ok(sig) = crate::sys::process::wait_signal(crate::runtime::launch::FORWARDED)
+            {
                 if let (true, Ok(s)) = (proxy, Signal::try_from(sig)) {
                     let _ = send(Pid::from_raw(pid), s);
                 }
             }
         });
+}
+
+/// The disk-to-shown ranges root's filesystem server applies (`uidmapping=`), so the
+/// image's id k is seen as the user namespace's id k.
+fn shifted(maps: &[IdMap]) -> Vec<IdRange> {
+    maps.iter()
+        .map(|m| IdRange {
+            disk: m.inside,
+            shown: m.outside,
+            len: m.len,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_shows_the_image_ids_as_the_namespace_maps_them() {
+        let small = crate::runtime::userns::rootless_maps(1000, &[(100000, 10), (400000, 5)]);
+        assert_eq!(
+            shifted(&small[1..2]),
+            [IdRange {
+                disk: 1,
+                shown: 100000,
+                len: 10
+            }]
+        );
+    }
 }

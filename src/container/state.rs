@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
-use super::security::Security;
 use crate::image::{ImageError, Store};
+use crate::runtime::security::Security;
 use crate::text::valid_name;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -505,7 +505,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
 /// What a container that no longer runs may still hold: its cgroups, its network rules
 /// and address, its rootfs mount (and with it the filesystem server), root's pasta bind.
 pub fn release(store: &Store, c: &Container) -> Result<()> {
-    super::cgroup::Cgroup::existing(c.state.id.as_str()).remove();
+    crate::runtime::cgroup::Cgroup::existing(c.state.id.as_str()).remove();
     crate::network::forget(store, c.state.id.as_str());
     let root = c.rootfs();
     let mounted = || crate::sys::mount::is_mountpoint(&root);

@@ -155,16 +155,19 @@ fn remove_tree(store: &Store, name: &str, dir: &std::path::Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             let host = crate::host::Host::current();
-            let Some(ns) = super::userns::choose(super::userns::Mode::Default, host)? else {
+            let Some(ns) =
+                crate::runtime::userns::choose(crate::runtime::userns::Mode::Default, host)?
+            else {
                 return Err(io_ctx(dir.display())(e));
             };
-            let code = super::userns::run_inside(&ns, || match std::fs::remove_dir_all(dir) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("strata: error: {}: {e}", dir.display());
-                    1
-                }
-            })?;
+            let code =
+                crate::runtime::userns::run_inside(&ns, || match std::fs::remove_dir_all(dir) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("strata: error: {}: {e}", dir.display());
+                        1
+                    }
+                })?;
             match code {
                 0 => Ok(()),
                 _ => Err(io_ctx(dir.display())(e)),

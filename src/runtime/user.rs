@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::error::ContainerError;
+use super::error::RuntimeError;
 
 fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
     let data = std::fs::read_to_string(file).ok()?;
@@ -15,7 +15,7 @@ fn lookup(file: &Path, name: &str, field: usize) -> Option<u32> {
 }
 
 /// Resolves `user[:group]` (names or numbers) against the rootfs' /etc/passwd and /etc/group.
-pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), ContainerError> {
+pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), RuntimeError> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -24,7 +24,7 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), ContainerEr
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
         Err(_) => lookup(&passwd, u, 2).ok_or_else(|| {
-            ContainerError::BadSpec(format!(
+            RuntimeError::BadSpec(format!(
                 "user {u:?} not found in the container's /etc/passwd"
             ))
         })?,
@@ -33,7 +33,7 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), ContainerEr
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => lookup(&rootfs.join("etc/group"), g, 2).ok_or_else(|| {
-                ContainerError::BadSpec(format!(
+                RuntimeError::BadSpec(format!(
                     "group {g:?} not found in the container's /etc/group"
                 ))
             })?,
@@ -61,7 +61,7 @@ pub fn supplementary_groups(
     uid: u32,
     add: &[String],
     rootfs: &Path,
-) -> Result<Vec<u32>, ContainerError> {
+) -> Result<Vec<u32>, RuntimeError> {
     let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
     let entries: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).collect();
     let gid_of = |f: &Vec<&str>| f.get(2).and_then(|g| g.parse::<u32>().ok());
@@ -97,7 +97,7 @@ pub fn supplementary_groups(
                 .find(|f| f.first() == Some(&a.as_str()))
                 .and_then(gid_of)
                 .ok_or_else(|| {
-                    ContainerError::BadSpec(format!(
+                    RuntimeError::BadSpec(format!(
                         "--group-add {a}: no such group in the container's /etc/group"
                     ))
                 })?,

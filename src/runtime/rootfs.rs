@@ -17,8 +17,9 @@ use nix::unistd::{chdir, pivot_root, sethostname};
 use super::cgroup::CgroupMount;
 use super::inroot::{parent, proc_path, resolve, Follow, Make};
 
+use super::child::{fail, Fail};
 use super::devices::{HostDevice, Kind};
-use super::launch::{fail, Fail, EXIT_STRATA};
+use super::launch::EXIT_STRATA;
 use super::spec::RunSpec;
 
 /// Paths whose contents a container never sees (docker's masked paths): files get
@@ -92,7 +93,7 @@ pub enum Step {
     /// Makes a path read-only if it exists.
     ReadOnly(&'static str),
     /// `--tmpfs`: a tmpfs at `target` (created if missing).
-    Tmpfs(crate::container::spec::Tmpfs),
+    Tmpfs(crate::runtime::spec::Tmpfs),
     /// A cgroup hierarchy of the container's cgroup namespace, with the mount flags.
     Cgroup(CgroupMount, MsFlags),
     /// Remounts the mount at a path read-only (a tmpfs of ours, once filled).
@@ -173,7 +174,7 @@ pub fn plan(spec: &RunSpec) -> Vec<Step> {
         v.push(Step::Terminal(sock, spec.tty_size));
     }
     v.extend(spec.security.host_devices.iter().cloned().map(device));
-    v.push(Step::Tmpfs(crate::container::spec::Tmpfs {
+    v.push(Step::Tmpfs(crate::runtime::spec::Tmpfs {
         target: "/dev/shm".into(),
         options: format!("mode=1777,size={}k", spec.shm_size.div_ceil(1024)),
     }));
@@ -223,7 +224,7 @@ fn cgroup_steps(mounts: &[CgroupMount], privileged: bool) -> Vec<Step> {
     let mut v = Vec::new();
     let v1 = mounts.iter().any(|m| matches!(m, CgroupMount::V1(_)));
     if v1 {
-        v.push(Step::Tmpfs(crate::container::spec::Tmpfs {
+        v.push(Step::Tmpfs(crate::runtime::spec::Tmpfs {
             target: "/sys/fs/cgroup".into(),
             options: "mode=755,size=64k".into(),
         }));
@@ -303,7 +304,7 @@ pub fn carry_out(root: BorrowedFd<'_>, step: &Step) -> Result<(), Fail> {
             // name resolves inside.
             let what = "container terminal";
             let ptmx = target(root, "/dev/pts/ptmx", Make::Nothing, what)?;
-            crate::container::tty::attach_in_container(&proc_path(&ptmx), *sock, *size)
+            crate::runtime::tty::attach_in_container(&proc_path(&ptmx), *sock, *size)
                 .map_err(fail(what))
         }
         Step::Mask(m) => {
@@ -499,7 +500,7 @@ fn bind(root: BorrowedFd<'_>, source: &Path, target_in: &str, read_only: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::spec::Volume;
+    use crate::runtime::spec::Volume;
 
     fn spec() -> RunSpec {
         RunSpec {

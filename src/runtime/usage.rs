@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::cgroup::Cgroup;
-use super::error::{io_ctx, ContainerError};
+use super::error::{io_ctx, RuntimeError};
+use crate::runtime::cgroup::Cgroup;
 
 /// One reading of a container's usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -161,7 +161,7 @@ impl Cgroup {
 
     /// Freezes (`pause`) or thaws the container's processes; returns once the kernel
     /// reports the new state.
-    pub fn freeze(&self, frozen: bool) -> Result<(), ContainerError> {
+    pub fn freeze(&self, frozen: bool) -> Result<(), RuntimeError> {
         // v2: cgroup.freeze, with the outcome in cgroup.events; v1: freezer.state both ways.
         let (file, value, watch) = match self.v2 {
             true => {
@@ -187,7 +187,7 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(ContainerError::Setup(format!(
+        Err(RuntimeError::Setup(format!(
             "{}: the kernel did not report the container {} within 10 s",
             watch.display(),
             if frozen { "frozen" } else { "thawed" }
@@ -195,8 +195,8 @@ impl Cgroup {
     }
 }
 
-fn no_freezer() -> ContainerError {
-    ContainerError::Setup(
+fn no_freezer() -> RuntimeError {
+    RuntimeError::Setup(
         "the container has no freezer cgroup (a rootless container on a host that \
          delegates no cgroup v2 subtree, or a host without the freezer controller)"
             .into(),

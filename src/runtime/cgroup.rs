@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::devices::{bpf_program, DeviceRule};
-use super::error::{io_ctx, ContainerError};
+use super::error::{io_ctx, RuntimeError};
 use crate::host::CGROUP_ROOT as ROOT;
 
 /// Limits asked for on the command line.
@@ -22,7 +22,7 @@ pub struct Limits {
 }
 
 /// Parses a size given to `flag`: `64m`, `1g`, `512k`, `1048576` (bytes; binary units).
-pub fn parse_size(flag: &str, s: &str) -> Result<u64, ContainerError> {
+pub fn parse_size(flag: &str, s: &str) -> Result<u64, RuntimeError> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mul) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1u64 << 10),
@@ -32,19 +32,19 @@ pub fn parse_size(flag: &str, s: &str) -> Result<u64, ContainerError> {
         _ => (t.as_str(), 1),
     };
     let n: u64 = num.parse().map_err(|_| {
-        ContainerError::BadSpec(format!(
+        RuntimeError::BadSpec(format!(
             "{flag} {s}: expected a size like 64m, 1g or 1048576"
         ))
     })?;
     n.checked_mul(mul)
-        .ok_or_else(|| ContainerError::BadSpec(format!("{flag} {s}: too large")))
+        .ok_or_else(|| RuntimeError::BadSpec(format!("{flag} {s}: too large")))
 }
 
 /// Parses `--memory` (at least 4m).
-pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
+pub fn parse_memory(s: &str) -> Result<u64, RuntimeError> {
     let v = parse_size("--memory", s)?;
     if v < (4 << 20) {
-        return Err(ContainerError::BadSpec(format!(
+        return Err(RuntimeError::BadSpec(format!(
             "--memory {s}: the minimum is 4m"
         )));
     }
@@ -52,10 +52,10 @@ pub fn parse_memory(s: &str) -> Result<u64, ContainerError> {
 }
 
 /// Parses `--cpus 0.5`.
-pub fn parse_cpus(s: &str) -> Result<f64, ContainerError> {
+pub fn parse_cpus(s: &str) -> Result<f64, RuntimeError> {
     match s.parse::<f64>() {
         Ok(v) if (0.01..=1024.0).contains(&v) => Ok(v),
-        _ => Err(ContainerError::BadSpec(format!(
+        _ => Err(RuntimeError::BadSpec(format!(
             "--cpus {s}: expected a number of CPUs like 0.5 or 2"
         ))),
     }
@@ -79,7 +79,7 @@ pub enum CgroupMount {
     V1(String),
 }
 
-fn write(p: &Path, v: &str) -> Result<(), ContainerError> {
+fn write(p: &Path, v: &str) -> Result<(), RuntimeError> {
     std::fs::write(p, v).map_err(io_ctx(p.display()))
 }
 
@@ -105,7 +105,7 @@ impl Cgroup {
     /// Creates the container's cgroups, applies `l` and allows only the devices `devices`
     /// names (all devices when it is empty: a privileged container). The accounting and
     /// freezer controllers the host has are always joined, for `stats`, `top` and `pause`.
-    pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, ContainerError> {
+    pub fn create(id: &str, l: &Limits, devices: &[DeviceRule]) -> Result<Cgroup, RuntimeError> {
         Self::create_in(Path::new(ROOT), id, l, devices, true)
     }
 
@@ -114,7 +114,7 @@ impl Cgroup {
     /// child of the cgroup v2 subtree the host delegates to the user (the parent of the
     /// user's own cgroup, when the user may write it). Anything else is an error naming
     /// the flag, never a container running without its limit.
-    pub fn create_for_user(id: &str, l: &Limits) -> Result<Cgroup, ContainerError> {
+    pub fn create_for_user(id: &str, l: &Limits) -> Result<Cgroup, RuntimeError> {
         if *l == Limits::default() {
             return Self::create_in(Path::new(ROOT), id, l, &[], false);
         }
@@ -126,7 +126,7 @@ impl Cgroup {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         match delegated_parent(Path::new(ROOT), &own) {
             Some(parent) => Self::create_in(&parent, id, l, &[], true),
-            None => Err(ContainerError::Setup(format!(
+            None => Err(RuntimeError::Setup(format!(
                 "{flag}: cgroup limits need root or a cgroup v2 subtree delegated to this user, \
                  and this host delegates none (its memory, pids and cpu controllers are in \
                  cgroup v1)"
@@ -142,7 +142,7 @@ impl Cgroup {
         l: &Limits,
         devices: &[DeviceRule],
         accounting: bool,
-    ) -> Result<Cgroup, ContainerError> {
+    ) -> Result<Cgroup, RuntimeError> {
         let mut cg = Cgroup {
             dirs: Vec::new(),
             v2: false,
@@ -184,13 +184,13 @@ impl Cgroup {
             }
             return Ok(cg);
         }
-        let mut mk = |ctrl: &str| -> Result<PathBuf, ContainerError> {
+        let mut mk = |ctrl: &str| -> Result<PathBuf, RuntimeError> {
             let base = [ctrl, &format!("{ctrl},cpuacct"), "cpu,cpuacct"]
                 .iter()
                 .map(|c| root.join(c))
                 .find(|p| p.is_dir())
                 .ok_or_else(|| {
-                    ContainerError::Setup(format!("no {ctrl} cgroup controller on this host"))
+                    RuntimeError::Setup(format!("no {ctrl} cgroup controller on this host"))
                 })?;
             let dir = base.join("strata").join(id);
             std::fs::create_dir_all(&dir).map_err(io_ctx(dir.display()))?;
@@ -238,7 +238,7 @@ impl Cgroup {
     /// Changes the limits `l` sets (`strata update`) in the cgroups the container has; a
     /// limit whose controller it has no cgroup of (a v1 CPU limit it started without) is an
     /// error naming the flag.
-    pub fn set_limits(&self, l: &Limits) -> Result<(), ContainerError> {
+    pub fn set_limits(&self, l: &Limits) -> Result<(), RuntimeError> {
         // By its label, or by the hierarchy it is in (`cpu,cpuacct` holds cpu's files).
         let in_hierarchy = |d: &Path, ctrl: &str| {
             d.parent()
@@ -253,7 +253,7 @@ impl Cgroup {
                 .map(|(_, d)| d.clone())
         };
         let missing = |flag: &str| {
-            ContainerError::BadSpec(format!(
+            RuntimeError::BadSpec(format!(
                 "{flag}: the container has no cgroup for it (start it with {flag} to change it)"
             ))
         };
@@ -358,7 +358,7 @@ impl Cgroup {
     }
 
     /// Moves process `pid` into every cgroup of the container.
-    pub fn add(&self, pid: i32) -> Result<(), ContainerError> {
+    pub fn add(&self, pid: i32) -> Result<(), RuntimeError> {
         for (_, d) in &self.dirs {
             let f = if self.v2 { "cgroup.procs" } else { "tasks" };
             write(&d.join(f), &pid.to_string())?;
@@ -400,11 +400,11 @@ impl Cgroup {
 }
 
 /// Attaches the device program for `devices` to the cgroup v2 directory `dir`.
-pub fn attach_device_program(dir: &Path, devices: &[DeviceRule]) -> Result<(), ContainerError> {
+pub fn attach_device_program(dir: &Path, devices: &[DeviceRule]) -> Result<(), RuntimeError> {
     let prog = crate::sys::bpf::load_device_program(&bpf_program(devices))
-        .map_err(|e| ContainerError::Setup(format!("loading the device cgroup program: {e}")))?;
+        .map_err(|e| RuntimeError::Setup(format!("loading the device cgroup program: {e}")))?;
     crate::sys::bpf::attach_device_program(&prog, dir).map_err(|e| {
-        ContainerError::Setup(format!(
+        RuntimeError::Setup(format!(
             "{}: attaching the device program: {e}",
             dir.display()
         ))
@@ -463,7 +463,7 @@ mod tests {
             pids: Some(10),
             cpus: Some(1.5),
         };
-        let rules = crate::container::devices::default_rules();
+        let rules = crate::runtime::devices::default_rules();
         let cg = Cgroup::create_in(root, "c2", &l, &rules, false).unwrap();
         // devices.allow is written line by line; the plain file keeps the last
         assert_eq!(read(&root.join("devices/strata/c2/devices.deny")), "a");

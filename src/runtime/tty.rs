@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 
-use super::error::ContainerError;
+use super::error::RuntimeError;
 use crate::sys::tty::copy_winsize;
 
 /// The launcher's end of the socket over which the container sends its pty master.
@@ -25,7 +25,7 @@ pub struct ConsoleSocket {
 }
 
 /// A socket pair for the container to send its pty master back on.
-pub fn console_socket() -> Result<ConsoleSocket, ContainerError> {
+pub fn console_socket() -> Result<ConsoleSocket, RuntimeError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (a, b) = socketpair(
         AddressFamily::Unix,
@@ -33,7 +33,7 @@ pub fn console_socket() -> Result<ConsoleSocket, ContainerError> {
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| ContainerError::Setup(format!("socketpair: {e}")))?;
+    .map_err(|e| RuntimeError::Setup(format!("socketpair: {e}")))?;
     Ok(ConsoleSocket { ours: a, theirs: b })
 }
 
@@ -69,9 +69,9 @@ pub fn caller_size() -> Option<(u16, u16)> {
 }
 
 /// The master sent by the container, sized like our terminal.
-pub fn receive_master(sock: &OwnedFd) -> Result<OwnedFd, ContainerError> {
+pub fn receive_master(sock: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     let m = crate::sys::tty::recv_fd(sock.as_fd())
-        .map_err(|e| ContainerError::Setup(format!("container terminal: {e}")))?;
+        .map_err(|e| RuntimeError::Setup(format!("container terminal: {e}")))?;
     let _ = copy_winsize(std::io::stdin().as_fd(), m.as_fd());
     Ok(m)
 }

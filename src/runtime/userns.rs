@@ -15,9 +15,8 @@ use std::io::Write;
 use std::process::Command;
 use std::str::FromStr;
 
-use super::error::ContainerError;
+use super::error::RuntimeError;
 use crate::host::Host;
-use crate::overlay::present::IdRange;
 
 /// How many ids a container's namespace maps at most (the 16-bit range images use).
 pub const MAX_IDS: u32 = 65536;
@@ -35,14 +34,14 @@ pub enum Mode {
 }
 
 impl FromStr for Mode {
-    type Err = ContainerError;
+    type Err = RuntimeError;
 
-    fn from_str(s: &str) -> Result<Mode, ContainerError> {
+    fn from_str(s: &str) -> Result<Mode, RuntimeError> {
         match s {
             "" => Ok(Mode::Default),
             "host" => Ok(Mode::Host),
             "auto" | "private" => Ok(Mode::Auto),
-            other => Err(ContainerError::BadSpec(format!(
+            other => Err(RuntimeError::BadSpec(format!(
                 "--userns {other}: expected host or auto"
             ))),
         }
@@ -98,18 +97,6 @@ impl UserNs {
         maps.iter()
             .find(|m| id >= m.inside && id - m.inside < m.len)
             .map_or(65534, |m| m.outside + (id - m.inside))
-    }
-
-    /// The disk-to-shown ranges root's filesystem server applies (`uidmapping=`), so the
-    /// image's id k is seen as the namespace's id k.
-    pub fn shifted(maps: &[IdMap]) -> Vec<IdRange> {
-        maps.iter()
-            .map(|m| IdRange {
-                disk: m.inside,
-                shown: m.outside,
-                len: m.len,
-            })
-            .collect()
     }
 }
 
@@ -173,7 +160,7 @@ fn user_name(uid: u32) -> String {
 }
 
 /// The user namespace a container gets on `host` for `mode`; `None` is the host's.
-pub fn choose(mode: Mode, host: &Host) -> Result<Option<UserNs>, ContainerError> {
+pub fn choose(mode: Mode, host: &Host) -> Result<Option<UserNs>, RuntimeError> {
     if host.root {
         return match mode {
             Mode::Default | Mode::Host => Ok(None),
@@ -181,12 +168,12 @@ pub fn choose(mode: Mode, host: &Host) -> Result<Option<UserNs>, ContainerError>
         };
     }
     if mode == Mode::Host {
-        return Err(ContainerError::BadSpec(
+        return Err(RuntimeError::BadSpec(
             "--userns host: only root can run a container in the host's user namespace".into(),
         ));
     }
     if !host.user_namespaces {
-        return Err(ContainerError::Setup(
+        return Err(RuntimeError::Setup(
             "this host allows no unprivileged user namespaces (user.max_user_namespaces is 0)"
                 .into(),
         ));
@@ -256,7 +243,7 @@ pub fn describe(host: &Host) -> String {
     }
 }
 
-fn auto_for_root() -> Result<UserNs, ContainerError> {
+fn auto_for_root() -> Result<UserNs, RuntimeError> {
     let pick = |file: &str| {
         let first = ranges_of(file, "root", 0)
             .into_iter()
@@ -277,7 +264,7 @@ fn auto_for_root() -> Result<UserNs, ContainerError> {
             writer: Writer::Root,
             server_inside: false,
         }),
-        _ => Err(ContainerError::BadSpec(
+        _ => Err(RuntimeError::BadSpec(
             "--userns auto: root (or the user containers) has no range in /etc/subuid and /etc/subgid"
                 .into(),
         )),
@@ -290,16 +277,16 @@ fn map_text(maps: &[IdMap]) -> String {
         .collect()
 }
 
-fn write_proc(pid: i32, file: &str, text: &str) -> Result<(), ContainerError> {
+fn write_proc(pid: i32, file: &str, text: &str) -> Result<(), RuntimeError> {
     let p = format!("/proc/{pid}/{file}");
     std::fs::OpenOptions::new()
         .write(true)
         .open(&p)
         .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| ContainerError::Setup(format!("writing {p}: {e}")))
+        .map_err(|e| RuntimeError::Setup(format!("writing {p}: {e}")))
 }
 
-fn helper(program: &str, pid: i32, maps: &[IdMap]) -> Result<(), ContainerError> {
+fn helper(program: &str, pid: i32, maps: &[IdMap]) -> Result<(), RuntimeError> {
     let mut cmd = Command::new(program);
     cmd.arg(pid.to_string());
     for m in maps {
@@ -307,9 +294,9 @@ fn helper(program: &str, pid: i32, maps: &[IdMap]) -> Result<(), ContainerError>
     }
     let out = cmd
         .output()
-        .map_err(|e| ContainerError::Setup(format!("running {program}: {e}")))?;
+        .map_err(|e| RuntimeError::Setup(format!("running {program}: {e}")))?;
     if !out.status.success() {
-        return Err(ContainerError::Setup(format!(
+        return Err(RuntimeError::Setup(format!(
             "{program} {pid}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -318,7 +305,7 @@ fn helper(program: &str, pid: i32, maps: &[IdMap]) -> Result<(), ContainerError>
 }
 
 /// Writes the maps of the namespace process `pid` has just made.
-pub fn write_maps(ns: &UserNs, pid: i32) -> Result<(), ContainerError> {
+pub fn write_maps(ns: &UserNs, pid: i32) -> Result<(), RuntimeError> {
     match ns.writer {
         Writer::Helpers => {
             helper("newuidmap", pid, &ns.uids)?;
@@ -338,7 +325,7 @@ pub fn write_maps(ns: &UserNs, pid: i32) -> Result<(), ContainerError> {
 /// `podman unshare` does): a user can then change files the container made with its
 /// subordinate ids (a volume's, to remove it). Returns the child's exit status; the caller
 /// must be single-threaded.
-pub fn run_inside(ns: &UserNs, f: impl FnOnce() -> i32) -> Result<i32, ContainerError> {
+pub fn run_inside(ns: &UserNs, f: impl FnOnce() -> i32) -> Result<i32, RuntimeError> {
     use crate::sys::process::{exit_now, fork_single_threaded, pipe, Forked};
     use std::io::{Read, Write};
     let io = |what: &'static str| move |e: std::io::Error| super::error::io_ctx(what)(e);
@@ -359,7 +346,7 @@ pub fn run_inside(ns: &UserNs, f: impl FnOnce() -> i32) -> Result<i32, Container
             let made = std::fs::File::from(made_r).read_exact(&mut b).is_ok();
             let mapped = match made {
                 true => write_maps(ns, child),
-                false => Err(ContainerError::Setup("making a user namespace".into())),
+                false => Err(RuntimeError::Setup("making a user namespace".into())),
             };
             if mapped.is_ok() {
                 let _ = std::fs::File::from(mapped_w).write_all(b"m");
@@ -370,7 +357,7 @@ pub fn run_inside(ns: &UserNs, f: impl FnOnce() -> i32) -> Result<i32, Container
             mapped?;
             match status {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(code),
-                other => Err(ContainerError::Setup(format!(
+                other => Err(RuntimeError::Setup(format!(
                     "the user namespace's child ended: {other:?}"
                 ))),
             }
@@ -415,14 +402,6 @@ mod tests {
         assert_eq!(small[2].inside, 11);
         assert_eq!(map_text(&small[..1]), "0 1000 1\n");
         assert_eq!(rootless_maps(5, &[]).len(), 1);
-        assert_eq!(
-            UserNs::shifted(&small[1..2]),
-            [IdRange {
-                disk: 1,
-                shown: 100000,
-                len: 10
-            }]
-        );
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! before exec comes back as a message with docker's code: 125, 126 (not executable) or
 //! 127 (not found).
 
-use std::ffi::CString;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::Path;
@@ -18,21 +17,39 @@ use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{chdir, Pid};
+use nix::unistd::Pid;
 
 use super::cgroup::Cgroup;
-use super::error::ContainerError;
+use super::child::{confine, enter_workdir, exec, fail, under_init, Fail};
+use super::error::RuntimeError;
 use super::handshake::{Channel, ToContainer, ToLauncher};
 use super::spec::RunSpec;
 use super::stdio::{Relay, Stdio};
 use super::userns::UserNs;
-use crate::fuse::options::MountOptions;
 use crate::sys::process::{exit_now, fork_single_threaded, Forked};
+
+/// The signals sent to the launcher that go on to the container's init: blocked by the
+/// launcher before it starts the container (the engine forwards them), unblocked by the
+/// waiter, passed on by `--init`.
+pub const FORWARDED: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Mounts the container's rootfs at the path from inside the mount namespace of the
+/// container's own user namespace (a rootless container whose filesystem server must run
+/// there); the server must not keep the descriptors given. Returns the server's pid.
+pub type InnerMount<'a> = &'a dyn Fn(&Path, &[std::os::fd::RawFd]) -> std::io::Result<i32>;
 
 /// Exit status for a failure of strata itself (not of the command).
 pub const EXIT_STRATA: i32 = 125;
 
-fn status_code(s: WaitStatus) -> i32 {
+/// The exit status of a waited-for process (128+signal when killed).
+pub(super) fn status_code(s: WaitStatus) -> i32 {
     match s {
         WaitStatus::Exited(_, c) => c,
         WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
@@ -41,7 +58,7 @@ fn status_code(s: WaitStatus) -> i32 {
 }
 
 /// Waits until `pid` exits; its exit status (128+signal when killed).
-pub(super) fn wait_for(pid: Pid) -> nix::Result<i32> {
+pub fn wait_for(pid: Pid) -> nix::Result<i32> {
     loop {
         match waitpid(pid, None) {
             Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
@@ -69,7 +86,7 @@ pub struct Running {
 const RUN_LINGER: Duration = Duration::from_secs(5);
 
 /// The same for an exec'd command, which may leave a background child holding its output.
-pub(super) const EXEC_LINGER: Duration = Duration::from_secs(1);
+pub const EXEC_LINGER: Duration = Duration::from_secs(1);
 
 impl Running {
     /// Waits for the container to end and for its output to be copied; returns its exit
@@ -87,21 +104,22 @@ impl Running {
 /// container's program replaces it, so nothing in the container opens its /proc files
 /// (its binary, its descriptors, its working directory). The waiter, outside that pid
 /// namespace, becomes so only after pasta and the map writers opened its /proc files.
-pub(super) fn undumpable() -> Result<(), String> {
+pub fn undumpable() -> Result<(), String> {
     crate::sys::exe::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))
 }
 
-pub(super) fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
-    move |e| ContainerError::Setup(format!("{what}: {e}"))
+/// Wraps an io error as a set-up failure naming what was being done.
+pub fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Setup(format!("{what}: {e}"))
 }
 
 /// What the launcher does about the container's namespaces besides making them.
-pub struct Namespaces<'a> {
+pub struct Namespaces<'a, E = RuntimeError> {
     /// A user namespace of the container's own, and its maps.
     pub userns: Option<&'a UserNs>,
     /// Called with the waiter's pid once its user and network namespaces exist and the
     /// maps are written, before anything runs in them (user-mode networking starts here).
-    pub ready: &'a mut dyn FnMut(i32) -> Result<(), ContainerError>,
+    pub ready: &'a mut dyn FnMut(i32) -> Result<(), E>,
 }
 
 /// The spec as it crosses to the waiter: the seccomp program the launcher compiled goes
@@ -127,15 +145,17 @@ pub struct Waiter {
 }
 
 /// Forks the [`Waiter`] of a container about to start in `rootfs` (the mount may come
-/// later) with cgroups `cg`, which writes the command's exit status into `record`: in a user namespace of its own when `userns`, mounting the
-/// rootfs itself from inside it when `inner_mount`. The caller must be single-threaded.
+/// later) with cgroups `cg`: in a user namespace of its own when `userns`, mounting the
+/// rootfs itself from inside it with `inner_mount`. When the launcher is gone by the time
+/// the command ends, the waiter hands its exit status to `orphaned` (the engine records it
+/// for whoever finishes the run). The caller must be single-threaded.
 pub fn fork_waiter(
     rootfs: &Path,
-    record: &Path,
+    orphaned: &dyn Fn(i32),
     cg: &Cgroup,
     userns: Option<&UserNs>,
-    inner_mount: Option<&MountOptions>,
-) -> Result<Waiter, ContainerError> {
+    inner_mount: Option<InnerMount<'_>>,
+) -> Result<Waiter, RuntimeError> {
     let (ours, theirs) = Channel::pair().map_err(setup_err("socketpair"))?;
     let (spec_rx, spec_tx) = crate::sys::process::pipe().map_err(setup_err("pipe"))?;
     match fork_single_threaded().map_err(setup_err("fork"))? {
@@ -144,10 +164,10 @@ pub fn fork_waiter(
             drop(spec_tx);
             let launcher = nix::unistd::getppid();
             let code = early(cg, spec_rx, rootfs, theirs, userns, inner_mount);
-            // For the sentinel when the launcher is gone (sentinel.rs); a live launcher
-            // records the exit itself (and may be removing the directory: rm -f).
+            // A live launcher records the exit itself (and may be removing the
+            // container: rm -f).
             if nix::unistd::getppid() != launcher {
-                super::sentinel::record_exit(record, code);
+                orphaned(code);
             }
             exit_now(code)
         }
@@ -178,12 +198,12 @@ impl Waiter {
     /// waiter its stdio, the pty socket (`tty`) and the spec; returns once the command was
     /// exec'ed (or failed, with docker's code for it). The launcher must be
     /// single-threaded.
-    pub fn launch(
+    pub fn launch<E: From<RuntimeError>>(
         mut self,
         spec: &RunSpec,
         tty: Option<std::os::fd::BorrowedFd<'_>>,
-        ns: Namespaces<'_>,
-    ) -> Result<Running, ContainerError> {
+        ns: Namespaces<'_, E>,
+    ) -> Result<Running, E> {
         // With a terminal of its own (-t) the container reads it, not our stdin.
         let stdio = Stdio::plan(tty.is_none()).map_err(setup_err("container stdio"))?;
         let handed = stdio.handed();
@@ -198,7 +218,7 @@ impl Waiter {
             seccomp: spec.security.compiled.as_ref().map(|p| p.to_vec()),
         };
         let data = serde_json::to_vec(&handoff)
-            .map_err(|e| ContainerError::Setup(format!("the container's spec: {e}")))?;
+            .map_err(|e| RuntimeError::Setup(format!("the container's spec: {e}")))?;
         // A waiter that failed already said why on the channel: read below.
         let sent = self.ch.send_with_fds(&start, &fds).and_then(|_| {
             let mut f = self
@@ -223,10 +243,10 @@ impl Waiter {
                 }
                 Ok(Some(ToLauncher::Init { pid: p })) => pid = Some(p),
                 Ok(Some(ToLauncher::Failed { code, message })) => {
-                    failed.get_or_insert(ContainerError::Exec { code, message });
+                    failed.get_or_insert(RuntimeError::Exec { code, message });
                 }
                 Ok(None) => break,
-                Err(e) => return Err(setup_err("container handshake")(e)),
+                Err(e) => return Err(setup_err("container handshake")(e).into()),
             }
         }
         // Threads only now: `ready` above may fork (a volume's owners given in the
@@ -241,19 +261,20 @@ impl Waiter {
         match (failed, pid, sent) {
             (Some(e), _, _) => {
                 running.wait();
-                Err(e)
+                Err(e.into())
             }
             (None, Some(_), _) => Ok(running),
             (None, None, Err(e)) => {
                 running.wait();
-                Err(setup_err("starting the container")(e))
+                Err(setup_err("starting the container")(e).into())
             }
             (None, None, Ok(())) => {
                 let code = running.wait();
-                Err(ContainerError::Exec {
+                Err(RuntimeError::Exec {
                     code: EXIT_STRATA,
                     message: format!("the container's first process ended ({code}) before it started the command"),
-                })
+                }
+                .into())
             }
         }
     }
@@ -277,7 +298,7 @@ fn early(
     rootfs: &Path,
     ch: Channel,
     userns: Option<&UserNs>,
-    inner_mount: Option<&MountOptions>,
+    inner_mount: Option<InnerMount<'_>>,
 ) -> i32 {
     let report = |message: String| {
         let _ = ch.send(&ToLauncher::Failed {
@@ -333,7 +354,7 @@ fn waiter(
     rootfs: &Path,
     ch: Channel,
     userns: Option<&UserNs>,
-    inner_mount: Option<&MountOptions>,
+    inner_mount: Option<InnerMount<'_>>,
 ) -> i32 {
     let report = |code: i32, message: String| {
         let _ = ch.send(&ToLauncher::Failed { code, message });
@@ -341,7 +362,7 @@ fn waiter(
     };
     // The launcher blocks the signals it forwards (and a terminal's resizes, which its
     // relay passes on); the container gets them delivered.
-    let theirs = [super::start::FORWARDED, &[libc::SIGWINCH]].concat();
+    let theirs = [FORWARDED, &[libc::SIGWINCH]].concat();
     if let Err(e) = crate::sys::process::unblock_signals(&theirs) {
         return report(EXIT_STRATA, format!("unblocking signals: {e}"));
     }
@@ -390,8 +411,8 @@ fn waiter(
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWCGROUP;
     let mut server = None;
-    if let Some(opts) = inner_mount {
-        match mount_inside(opts, rootfs, &ch) {
+    if let Some(mount) = inner_mount {
+        match mount_inside(mount, rootfs, &ch) {
             Ok(pid) => server = Some(pid),
             Err(m) => return report(EXIT_STRATA, m),
         }
@@ -428,23 +449,15 @@ fn waiter(
 
 /// A mount namespace of the user namespace's own, and the rootfs mounted in it by a
 /// server that is this process's child; returns the server's pid.
-fn mount_inside(opts: &MountOptions, rootfs: &Path, ch: &Channel) -> Result<i32, String> {
+fn mount_inside(mount_rootfs: InnerMount<'_>, rootfs: &Path, ch: &Channel) -> Result<i32, String> {
     use nix::mount::{mount, MsFlags};
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating the mount namespace: {e}"))?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making mounts private: {e}"))?;
     // The server must not hold the launcher's channel: its end-of-file means "exec'd".
-    crate::fuse::server::mount_child(opts, rootfs, &[ch.raw_fd()])
+    mount_rootfs(rootfs, &[ch.raw_fd()])
         .map_err(|e| format!("mounting the container's rootfs: {e}"))
-}
-
-/// A failure before exec: the exit status to report (125-127) and the message.
-pub(super) type Fail = (i32, String);
-
-/// Wraps an error as a [`Fail`] naming what was being done.
-pub(super) fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> Fail {
-    move |e| (EXIT_STRATA, format!("{what}: {e}"))
 }
 
 /// Sets up the rootfs, confines the process and runs the command; returns only on failure.
@@ -468,111 +481,4 @@ fn init(spec: &RunSpec, rootfs: &Path) -> Result<std::convert::Infallible, Fail>
     }
     super::timing::finish_child();
     exec(spec)
-}
-
-/// `--init`: this process stays PID 1 (already confined like the command), runs the
-/// command as its child, passes signals on to it, reaps every orphan, and exits with the
-/// command's status. It keeps no fd but stdio.
-fn under_init(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
-    use crate::sys::process as p;
-    // What the launcher forwards, a terminal's resize, and SIGCHLD, which init waits for.
-    let signals: Vec<i32> = (super::start::FORWARDED.iter())
-        .chain(&[libc::SIGWINCH, libc::SIGCHLD])
-        .copied()
-        .collect();
-    p::catch_signals(&signals).map_err(fail("init: signal handlers"))?;
-    p::block_signals(&signals).map_err(fail("init: signal mask"))?;
-    match fork_single_threaded().map_err(fail("init: fork"))? {
-        Forked::Child => {
-            p::unblock_signals(&signals).map_err(fail("signal mask"))?;
-            exec(spec)
-        }
-        Forked::Parent(child) => {
-            let _ = p::close_from(3);
-            loop {
-                let Ok(sig) = p::wait_signal(&signals) else {
-                    continue;
-                };
-                if sig != libc::SIGCHLD {
-                    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                        let _ = nix::sys::signal::kill(Pid::from_raw(child), s);
-                    }
-                    continue;
-                }
-                let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
-                while let Ok(st) = waitpid(Pid::from_raw(-1), flags) {
-                    match st {
-                        WaitStatus::StillAlive => break,
-                        s if s.pid() == Some(Pid::from_raw(child)) => exit_now(status_code(s)),
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Enters the working directory, which must lie inside the container's root: a path
-/// through a descriptor still open here (`-w /proc/self/fd/N`, runc's CVE-2024-21626)
-/// would leave the process in a host directory. getcwd(3) then fails (the kernel says
-/// "(unreachable)").
-pub(super) fn enter_workdir(spec: &RunSpec) -> Result<(), Fail> {
-    let what = || format!("working directory {}", spec.cwd);
-    chdir(spec.cwd.as_str()).map_err(fail(what()))?;
-    match nix::unistd::getcwd() {
-        Ok(p) if p.is_absolute() => Ok(()),
-        _ => Err((
-            EXIT_STRATA,
-            format!("{}: outside the container's root", what()),
-        )),
-    }
-}
-
-/// Drops to the container's user, capabilities and seccomp filter; leaves it no fd but
-/// stdio across exec (nothing of the launcher's or the filesystem server's).
-pub(super) fn confine(spec: &RunSpec) -> Result<(), Fail> {
-    crate::sys::process::cloexec_from(3).map_err(fail("closing inherited files"))?;
-    super::security::confine(&spec.security, spec.uid, spec.gid, &spec.groups)
-        .map_err(fail("confining the container"))
-}
-
-pub(super) fn exec(spec: &RunSpec) -> Result<std::convert::Infallible, Fail> {
-    let cs =
-        |s: &str| CString::new(s).map_err(|_| (EXIT_STRATA, format!("{s:?}: contains a NUL byte")));
-    let argv: Vec<CString> = spec.argv.iter().map(|a| cs(a)).collect::<Result<_, _>>()?;
-    let env: Vec<CString> = spec.env.iter().map(|a| cs(a)).collect::<Result<_, _>>()?;
-    let prog = &spec.argv[0];
-    let candidates: Vec<String> = if prog.contains('/') {
-        vec![prog.clone()]
-    } else {
-        let path = spec
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(super::spec::DEFAULT_PATH);
-        path.split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{prog}"))
-            .collect()
-    };
-    let mut last = (127, format!("{prog}: executable file not found in $PATH"));
-    for c in candidates {
-        if !Path::new(&c).exists() {
-            continue;
-        }
-        let e = nix::unistd::execve(&cs(&c)?, &argv, &env).err();
-        let code = if e == Some(nix::errno::Errno::ENOENT) {
-            127
-        } else {
-            126
-        };
-        last = (
-            code,
-            format!("exec {c}: {}", e.map(|x| x.desc()).unwrap_or("failed")),
-        );
-        if code == 126 {
-            break;
-        }
-    }
-    Err(last)
 }
