@@ -14,6 +14,8 @@ pub mod container;
 pub mod fuse;
 pub mod host;
 pub mod image;
+#[cfg(test)]
+mod layering;
 pub mod network;
 pub mod overlay;
 pub mod runtime;
