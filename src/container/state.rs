@@ -128,6 +128,16 @@ fn containers_dir(store: &Store) -> PathBuf {
     store.root.join("containers")
 }
 
+/// The entries of `containers/`: none before the store's first container made it.
+fn container_entries(store: &Store) -> Result<Vec<std::fs::DirEntry>> {
+    let dir = containers_dir(store);
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => Ok(rd.flatten().collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_ctx(dir.display())(e)),
+    }
+}
+
 impl State {
     /// Records the end of a run with status `code`: no process, no address, not paused.
     pub fn exited(&mut self, code: i32) {
@@ -417,11 +427,7 @@ pub fn create(store: &Store, state: State) -> Result<Container> {
 /// Every container of the store, newest first.
 pub fn list(store: &Store) -> Result<Vec<Container>> {
     let mut v = Vec::new();
-    let dir = containers_dir(store);
-    for e in std::fs::read_dir(&dir)
-        .map_err(io_ctx(dir.display()))?
-        .flatten()
-    {
+    for e in container_entries(store)? {
         let Some(id) = e
             .file_name()
             .to_str()
@@ -454,10 +460,8 @@ pub fn find(store: &Store, r: &str) -> Result<Container> {
     if r.len() < 4 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ContainerError::NotFound(r.into()));
     }
-    let dir = containers_dir(store);
-    let hits: Vec<ContainerId> = std::fs::read_dir(&dir)
-        .map_err(io_ctx(dir.display()))?
-        .flatten()
+    let hits: Vec<ContainerId> = container_entries(store)?
+        .into_iter()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .filter(|n| n.starts_with(r))
         .filter_map(|n| ContainerId::try_from(n).ok())
