@@ -35,6 +35,9 @@ fn main() {
             std::process::exit(strata::cmd::EXIT_RUN_FAILED);
         }
     }
+    if !matches!(cli.command, Command::Mount(_)) {
+        strata::cmd::init_logging();
+    }
     let root = cli.root;
     use strata::cmd::{container, image, lifecycle, mount};
     let r = match cli.command {

@@ -71,6 +71,21 @@ pub fn container_ctx(context: impl std::fmt::Display) -> impl FnOnce(ContainerEr
     }
 }
 
+/// The log of every command but `mount` (whose server logs with timestamps): warnings and
+/// errors as one line each, `strata: warning: ...`, `RUST_LOG` choosing more.
+pub fn init_logging() {
+    use std::io::Write as _;
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|f, r| {
+            let level = match r.level() {
+                log::Level::Warn => "warning".to_string(),
+                l => l.as_str().to_ascii_lowercase(),
+            };
+            writeln!(f, "strata: {level}: {}", r.args())
+        })
+        .try_init();
+}
+
 /// Prints the error (unless it is a closed output pipe) and returns the exit status.
 pub fn report(e: &Error) -> i32 {
     match e {

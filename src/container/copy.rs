@@ -138,7 +138,7 @@ pub fn in_namespace(ns: &std::fs::File, f: impl FnOnce() -> i32) -> Result<i32> 
     match fork_single_threaded().map_err(io_ctx("fork"))? {
         Forked::Child => {
             if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER) {
-                eprintln!("strata: error: joining the container's user namespace: {e}");
+                log::error!("joining the container's user namespace: {e}");
                 exit_now(1)
             }
             exit_now(f())

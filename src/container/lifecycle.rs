@@ -313,7 +313,7 @@ pub(super) fn remove_with(store: &Store, c: &Container, anonymous: &[String]) ->
     for v in anonymous {
         if let Err(e) = super::volume::remove(store, v) {
             if !matches!(e, ContainerError::NoVolume(_)) {
-                eprintln!("strata: warning: volume {v}: {e}");
+                log::warn!("volume {v}: {e}");
             }
         }
     }
@@ -496,10 +496,7 @@ pub fn run_attached(store: &Store, created: Created) -> Result<i32> {
         Err(e) => discard(store, &created, e),
         Ok(_) if created.request.remove => {
             if let Err(e) = remove_after_run(store, &created) {
-                eprintln!(
-                    "strata: error: removing container {}: {e}",
-                    created.container.state.name
-                );
+                log::error!("removing container {}: {e}", created.container.state.name);
             }
             crate::runtime::timing::step("remove (--rm)");
         }

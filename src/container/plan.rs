@@ -152,7 +152,7 @@ pub fn build(
     for u in &o.ulimits {
         let (l, warn) = parse_ulimit(u)?;
         if let Some(w) = warn {
-            eprintln!("strata: warning: {w}");
+            log::warn!("{w}");
         }
         rlimits.push(l);
     }

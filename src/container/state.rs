@@ -438,7 +438,7 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
         match load(store, &id) {
             Ok(Some(c)) => v.push(c),
             Ok(None) => {}
-            Err(err) => eprintln!("strata: warning: container {id}: {err}"),
+            Err(err) => log::warn!("container {id}: {err}"),
         }
     }
     v.sort_by(|a, b| b.state.created.cmp(&a.state.created));

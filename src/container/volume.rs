@@ -164,7 +164,7 @@ fn remove_tree(store: &Store, name: &str, dir: &std::path::Path) -> Result<()> {
                 crate::runtime::userns::run_inside(&ns, || match std::fs::remove_dir_all(dir) {
                     Ok(()) => 0,
                     Err(e) => {
-                        eprintln!("strata: error: {}: {e}", dir.display());
+                        log::error!("{}: {e}", dir.display());
                         1
                     }
                 })?;

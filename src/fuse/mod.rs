@@ -64,6 +64,47 @@ fn errno(e: &FsError) -> i32 {
     }
 }
 
+/// An errno that says a layer failed, not that the request was wrong: the kernel checked
+/// permissions before the request came (default_permissions), so EACCES from a layer is
+/// the layer's refusal; EIO, ENOSPC, EDQUOT, EROFS, ENOMEM and EUCLEAN say it failed.
+fn unexpected(errno: i32) -> bool {
+    matches!(
+        errno,
+        0 | libc::EIO
+            | libc::ENOSPC
+            | libc::EDQUOT
+            | libc::EROFS
+            | libc::ENOMEM
+            | libc::EACCES
+            | libc::EUCLEAN
+    )
+}
+
+/// Logs at warn, at most [`WARNINGS_PER_SECOND`] a second (a program that retries a
+/// failing write must not fill the log); the rest at debug.
+fn warn_limited(msg: std::fmt::Arguments<'_>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The second in the high bits, the count of warnings in it in the low 16.
+    let prev = WINDOW.load(Ordering::Relaxed);
+    let (second, count) = (prev >> 16, prev & 0xffff);
+    let next = match second == now & 0xffff_ffff_ffff {
+        true => prev + 1,
+        false => (now << 16) | 1,
+    };
+    let _ = WINDOW.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed);
+    match second != now & 0xffff_ffff_ffff || count < WARNINGS_PER_SECOND {
+        true => log::warn!("{msg}"),
+        false => debug!("{msg}"),
+    }
+}
+
+/// See [`warn_limited`].
+const WARNINGS_PER_SECOND: u64 = 10;
+
 /// A field of the caller's /proc/PID/status (None for a pid of another namespace).
 fn caller_status(h: &InHeader, field: &str) -> Option<String> {
     if h.pid == 0 {
@@ -184,7 +225,10 @@ impl StrataFs {
     }
 
     fn fail(&self, op: &str, e: &FsError) -> Answer {
-        debug!("{op}: {e}");
+        match unexpected(e.errno) {
+            true => warn_limited(format_args!("{op}: {e}")),
+            false => debug!("{op}: {e}"),
+        }
         Answer::Err(errno(e))
     }
 

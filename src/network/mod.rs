@@ -218,7 +218,7 @@ fn inside(pid: i32, f: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
                 .map_err(std::io::Error::from)
                 .and_then(|_| f());
             if let Err(e) = &r {
-                eprintln!("strata: error: configuring the container's eth0: {e}");
+                log::error!("configuring the container's eth0: {e}");
             }
             exit_now(i32::from(r.is_err()))
         }

@@ -195,9 +195,7 @@ pub fn choose(mode: Mode, host: &Host) -> Result<Option<UserNs>, RuntimeError> {
         } else {
             "newuidmap and newgidmap (Debian package uidmap) are not installed".into()
         };
-        eprintln!(
-            "strata: warning: {why}: the container's user namespace maps only your own ids (as root)"
-        );
+        log::warn!("{why}: the container's user namespace maps only your own ids (as root)");
         (
             rootless_maps(host.euid, &[]),
             rootless_maps(egid, &[]),
