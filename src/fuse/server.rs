@@ -75,11 +75,6 @@ pub fn mount_closing(
             for fd in not_inherited {
                 let _ = nix::unistd::close(*fd);
             }
-            // The caller's stderr is a container's output (its terminal or its log): the
-            // server logs there only when RUST_LOG asks.
-            if std::env::var_os("RUST_LOG").is_none() {
-                log::set_max_level(log::LevelFilter::Off);
-            }
             let mut notify = Some(wr);
             let started = process::setsid()
                 .and_then(|_| process::fork_single_threaded())
