@@ -214,9 +214,15 @@ impl<'a> Prepared<'a> {
             let rootfs = c.rootfs();
             let mut not_inherited = w.not_inherited();
             not_inherited.extend(ports.fds());
-            crate::fuse::server::mount_closing(&opts, &rootfs, &not_inherited).map_err(|e| {
-                ContainerError::Setup(format!("mounting the container's rootfs: {e}"))
-            })?;
+            // The server keeps our stderr, a container's output (its terminal or its log):
+            // it logs there only when RUST_LOG asks (the level it forks with stays its own).
+            let level = log::max_level();
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(log::LevelFilter::Off);
+            }
+            let r = crate::fuse::server::mount_closing(&opts, &rootfs, &not_inherited);
+            log::set_max_level(level);
+            r.map_err(|e| ContainerError::Setup(format!("mounting the container's rootfs: {e}")))?;
             mount.0 = Some(rootfs);
         }
         crate::runtime::timing::step("mount rootfs (FUSE server)");
