@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::container::lifecycle::Network;
+use crate::container::request::Network;
 use crate::image::digest::Digest;
 use crate::image::oci::{Descriptor, ImageConfig, Manifest, RootFs};
 use crate::image::reference::Reference;

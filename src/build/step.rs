@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::parse::{self, Args, Instruction};
 use super::{BuildError, Image, Run, Stage};
-use crate::container::lifecycle::{self, Request};
+use crate::container::lifecycle;
 use crate::container::plan::Overrides;
+use crate::container::request::Request;
 use crate::image::commit::derive;
 use crate::image::digest::Digest;
 use crate::image::oci::{Descriptor, ImageConfig, Manifest, RunConfig, MT_CONFIG, MT_MANIFEST};
@@ -180,18 +181,16 @@ fn arg_words(stage: &Stage, i: &Instruction) -> Vec<String> {
     }
 }
 
-fn extra_map<'a>(
-    rc: &'a mut RunConfig,
-    key: &str,
-) -> &'a mut serde_json::Map<String, serde_json::Value> {
-    let v = rc
-        .extra
-        .entry(key.to_string())
-        .or_insert_with(|| serde_json::json!({}));
-    if !v.is_object() {
-        *v = serde_json::json!({});
-    }
-    v.as_object_mut().expect("made an object above")
+/// Inserts `k: v` into the object `key` of the image config (Labels, ExposedPorts,
+/// Volumes), made when missing or not an object.
+fn insert_extra(rc: &mut RunConfig, key: &str, k: String, v: serde_json::Value) {
+    let mut m = match rc.extra.remove(key) {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    m.insert(k, v);
+    rc.extra
+        .insert(key.to_string(), serde_json::Value::Object(m));
 }
 
 /// The argv of a RUN, CMD or ENTRYPOINT: the exec form as is, the shell form through the
@@ -236,7 +235,7 @@ fn configure(
             for (k, v) in pairs {
                 let v = v.ok_or_else(|| format!("{k}: expected KEY=VALUE"))?;
                 if i.keyword == "LABEL" {
-                    extra_map(rc, "Labels").insert(k, v.into());
+                    insert_extra(rc, "Labels", k, v.into());
                     continue;
                 }
                 let env = rc.env.get_or_insert_with(Vec::new);
@@ -260,7 +259,7 @@ fn configure(
                 } else {
                     format!("{p}/tcp")
                 };
-                extra_map(rc, "ExposedPorts").insert(p, serde_json::json!({}));
+                insert_extra(rc, "ExposedPorts", p, serde_json::json!({}));
             }
         }
         "VOLUME" => {
@@ -269,7 +268,7 @@ fn configure(
                 Args::Shell(s) => crate::text::words(&stage.expand(s)),
             };
             for p in paths {
-                extra_map(rc, "Volumes").insert(p, serde_json::json!({}));
+                insert_extra(rc, "Volumes", p, serde_json::json!({}));
             }
         }
         "STOPSIGNAL" => {
@@ -367,8 +366,8 @@ fn run_step(
     // RUN --network: this step's network instead of the build's.
     let network = match i.flag("network") {
         None | Some("default") => run.o.network,
-        Some("none") => crate::container::lifecycle::Network::None,
-        Some("host") => crate::container::lifecycle::Network::Host,
+        Some("none") => crate::container::request::Network::None,
+        Some("host") => crate::container::request::Network::Host,
         Some(other) => {
             return Err(BuildError::parse(
                 "RUN",

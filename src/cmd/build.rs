@@ -8,7 +8,7 @@ use super::container::open_store;
 use super::CmdResult;
 use crate::build::{self, BuildError};
 use crate::cli::BuildArgs;
-use crate::container::lifecycle::Network;
+use crate::container::request::Network;
 
 /// `strata build [-t NAME]... [-f FILE] [--build-arg K=V]... [--no-cache] [--target S] DIR`.
 pub fn run(root: Option<PathBuf>, a: BuildArgs) -> CmdResult {

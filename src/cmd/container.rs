@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use super::{container_ctx, image_ctx, CmdResult, Error};
 use crate::cli::RunArgs;
-use crate::container::lifecycle::{self, Request};
+use crate::container::lifecycle;
 use crate::container::plan::Overrides;
+use crate::container::request::{self, Request};
 use crate::container::{self as ctr, ContainerError};
 use crate::host::Host;
 use crate::image::store::default_root;
@@ -62,12 +63,12 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             ("pasta".parse()?, None)
         }
         Some(n) if n.starts_with("container:") => (
-            lifecycle::Network::Container,
+            request::Network::Container,
             Some(n["container:".len()..].to_string()),
         ),
-        Some(n) if crate::text::valid_name(n) => (lifecycle::Network::Bridge, Some(n.to_string())),
+        Some(n) if crate::text::valid_name(n) => (request::Network::Bridge, Some(n.to_string())),
         Some(n) => (n.parse()?, None),
-        None => (lifecycle::Network::default_for(host), None),
+        None => (request::Network::default_for(host), None),
     };
     Ok(Request {
         network,

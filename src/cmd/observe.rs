@@ -170,7 +170,7 @@ pub fn port(root: Option<PathBuf>, name: &str) -> CmdResult {
     let store = open_store(root)?;
     let ctx = || format!("ports of {name}");
     let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
-    let req = crate::container::lifecycle::request_of(&c).map_err(container_ctx(ctx()))?;
+    let req = crate::container::request::request_of(&c).map_err(container_ctx(ctx()))?;
     let mut o = std::io::stdout().lock();
     for p in &req.publish {
         let proto = p.proto.as_str();

@@ -1,6 +1,7 @@
 //! `strata ps`: the filters (`status`, `name`, `ancestor`, `label`) and the `--format`
 //! template fields users script against.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -45,7 +46,12 @@ fn parse_filter(f: &str) -> Result<Filter, ContainerError> {
     })
 }
 
-fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>) -> bool {
+fn matches(
+    f: &Filter,
+    s: &ctr::State,
+    labels: &BTreeMap<String, String>,
+    ancestor: &dyn Fn(&str) -> Option<String>,
+) -> bool {
     match f {
         Filter::Status(st) => s.status == *st,
         Filter::Paused => s.status == Status::Running && s.paused,
@@ -54,7 +60,7 @@ fn matches(f: &Filter, s: &ctr::State, ancestor: &dyn Fn(&str) -> Option<String>
         Filter::Ancestor(img) => {
             s.image == *img || ancestor(img).is_some_and(|id| id == s.image_id)
         }
-        Filter::Label(k, v) => match (s.labels.get(k), v) {
+        Filter::Label(k, v) => match (labels.get(k), v) {
             (Some(have), Some(want)) => have == want,
             (Some(_), None) => true,
             (None, _) => false,
@@ -133,7 +139,7 @@ fn ports_text(c: &ctr::Container, s: &ctr::State) -> String {
     if s.status != Status::Running {
         return String::new();
     }
-    let Ok(req) = ctr::lifecycle::request_of(c) else {
+    let Ok(req) = ctr::request::request_of(c) else {
         return String::new();
     };
     req.publish
@@ -171,8 +177,8 @@ const FIELDS: [(&str, &str); 10] = [
 ];
 
 impl Row {
-    fn of(c: &ctr::Container, s: &ctr::State) -> Row {
-        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fn of(c: &ctr::Container, s: &ctr::State, labels: &BTreeMap<String, String>) -> Row {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let created = since(Some(&s.created)).map(|d| format!("{} ago", human_duration(d)));
         Row {
             fields: vec![
@@ -329,10 +335,14 @@ pub fn ps(
         if !all && s.status != Status::Running {
             continue;
         }
-        if !filters.iter().all(|f| matches(f, &s, &ancestor)) {
+        // Labels are the run request's (state.json doesn't copy them).
+        let labels = ctr::request::request_of(&c)
+            .map(|r| r.labels)
+            .unwrap_or_default();
+        if !filters.iter().all(|f| matches(f, &s, &labels, &ancestor)) {
             continue;
         }
-        rows.push((s.id.short().to_string(), Row::of(&c, &s)));
+        rows.push((s.id.short().to_string(), Row::of(&c, &s, &labels)));
     }
     let mut out = std::io::stdout().lock();
     if quiet {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::{io_ctx, ContainerError};
-use super::lifecycle::Network;
+use super::request::Network;
 use crate::runtime::spec::Volume;
 
 type Result<T> = std::result::Result<T, ContainerError>;

@@ -71,7 +71,7 @@ pub fn run(c: &Container, a: ExecArgs) -> Result<i32, ContainerError> {
         Some(u) => {
             let root = PathBuf::from(format!("/proc/{pid}/root"));
             let (uid, gid) = crate::runtime::user::resolve_user(u, &root)?;
-            let add = super::lifecycle::request_of(c)
+            let add = super::request::request_of(c)
                 .map(|r| r.overrides.group_add)
                 .unwrap_or_default();
             let groups = crate::runtime::user::supplementary_groups(Some(u), uid, &add, &root)?;

@@ -11,15 +11,15 @@ use crate::image::Store;
 /// The container as a JSON object shaped like `docker inspect`'s.
 pub fn json(store: &Store, c: &Container) -> Value {
     let s = c.observed();
+    let req = super::request::request_of(c).ok();
     let lowers: Vec<String> = c
         .image_layers(store)
         .map(|l| l.iter().map(|p| p.display().to_string()).collect())
         .unwrap_or_default();
     let mut lower = vec![c.init_layer().display().to_string()];
     lower.extend(lowers);
-    let mounts: Vec<Value> = s
-        .volumes
-        .iter()
+    let volumes = req.as_ref().map(|r| r.overrides.volumes.clone());
+    let mounts: Vec<Value> = (volumes.iter().flatten())
         .filter_map(|v| crate::runtime::spec::parse_volume(v).ok())
         .map(|v| {
             json!({
@@ -54,9 +54,9 @@ pub fn json(store: &Store, c: &Container) -> Value {
             "Env": s.env,
             "WorkingDir": s.cwd,
             "User": format!("{}:{}", s.uid, s.gid),
-            "Labels": s.labels,
-            "StopSignal": s.stop_signal.as_deref().unwrap_or("SIGTERM"),
-            "StopTimeout": s.stop_timeout.unwrap_or(10),
+            "Labels": req.as_ref().map(|r| r.labels.clone()).unwrap_or_default(),
+            "StopSignal": req.as_ref().and_then(|r| r.stop_signal.as_deref()).unwrap_or("SIGTERM"),
+            "StopTimeout": req.as_ref().and_then(|r| r.stop_timeout).unwrap_or(10),
         },
         "RestartCount": s.restart_count,
         "HostConfig": {
@@ -84,14 +84,14 @@ pub fn json(store: &Store, c: &Container) -> Value {
 /// docker's NetworkSettings: the address, gateway and network while it runs, and the
 /// published ports.
 fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Value {
-    let req = super::lifecycle::request_of(c).ok();
+    let req = super::request::request_of(c).ok();
     let name = req
         .as_ref()
         .map(|r| match r.network {
-            super::lifecycle::Network::Bridge => {
+            super::request::Network::Bridge => {
                 r.network_name.clone().unwrap_or_else(|| "bridge".into())
             }
-            super::lifecycle::Network::Container => {
+            super::request::Network::Container => {
                 format!("container:{}", r.network_name.clone().unwrap_or_default())
             }
             other => format!("{other:?}").to_lowercase(),
@@ -130,7 +130,7 @@ pub fn network_users(store: &Store, name: &str) -> Result<Vec<String>, Container
     Ok(super::state::list(store)?
         .into_iter()
         .filter(|c| {
-            super::lifecycle::request_of(c).is_ok_and(|r| r.network_name.as_deref() == Some(name))
+            super::request::request_of(c).is_ok_and(|r| r.network_name.as_deref() == Some(name))
         })
         .map(|c| c.state.name)
         .collect())

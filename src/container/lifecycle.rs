@@ -12,188 +12,18 @@ use nix::unistd::Pid;
 
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
+use super::request::{request_of, write_request, Network, Request, Stdio};
 use super::state::{self, Container, State};
-use crate::container::plan::Overrides;
 use crate::host::Host;
 use crate::image::oci::ImageConfig;
 use crate::image::Store;
 use crate::network::usernet::Publish;
 use crate::runtime::cgroup::Limits;
 use crate::runtime::launch::EXIT_STRATA;
-use crate::runtime::security::Security;
 use crate::runtime::userns::{self, UserNs};
 use crate::sys::process::pid_alive;
 
 type Result<T> = std::result::Result<T, ContainerError>;
-
-/// The network a container gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Network {
-    /// A network namespace of its own with only `lo`.
-    #[default]
-    None,
-    /// The host's.
-    Host,
-    /// A network namespace of its own connected through pasta (user-mode networking).
-    Pasta,
-    /// A network namespace of its own on the `strata0` bridge, with NAT (root).
-    Bridge,
-    /// Another container's network namespace (`container:NAME`, with `network_name`).
-    Container,
-}
-
-impl Network {
-    /// Without `--network`: the bridge for root (docker's default) where it can be made
-    /// (CAP_NET_ADMIN, which root in a nested container may lack, and iptables for its
-    /// rules); user-mode networking for a user when pasta can run (as podman does); else
-    /// only `lo`.
-    pub fn default_for(host: &Host) -> Network {
-        let net_admin = || {
-            caps::has_cap(
-                None,
-                caps::CapSet::Effective,
-                caps::Capability::CAP_NET_ADMIN,
-            )
-            .unwrap_or(false)
-        };
-        match host.root {
-            true if net_admin() && crate::host::which("iptables").is_some() => Network::Bridge,
-            false if crate::network::usernet::available() => Network::Pasta,
-            _ => Network::None,
-        }
-    }
-}
-
-impl FromStr for Network {
-    type Err = ContainerError;
-
-    fn from_str(s: &str) -> Result<Network> {
-        match s {
-            "none" => Ok(Network::None),
-            "host" => Ok(Network::Host),
-            "bridge" => Ok(Network::Bridge),
-            "pasta" if crate::network::usernet::pasta_installed() => Ok(Network::Pasta),
-            "pasta" => Err(ContainerError::BadSpec(
-                "--network pasta: pasta is not installed (Debian package passt)".into(),
-            )),
-            other => Err(ContainerError::BadSpec(format!(
-                "--network {other}: expected none, host, bridge or pasta"
-            ))),
-        }
-    }
-}
-
-/// What `run` (or `create`) asks for; kept with the container (`request.json`) so
-/// `start` and `restart` start it the same way.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Request {
-    /// The image as given.
-    pub image: String,
-    /// `--name`.
-    pub name: Option<String>,
-    /// Command, env, workdir, user, volumes, ulimits over the image's config.
-    pub overrides: Overrides,
-    /// `--hostname` (default: the short id).
-    pub hostname: Option<String>,
-    /// `--network`.
-    pub network: Network,
-    /// `--network NAME`: a user-defined network (with `network` Bridge), or the container
-    /// whose network this one joins (with `network` Container).
-    #[serde(default)]
-    pub network_name: Option<String>,
-    /// `--network pasta:--map-gw`: the container reaches the host's loopback through the
-    /// gateway address (off by default, as with podman).
-    #[serde(default)]
-    pub pasta_map_gw: bool,
-    /// `--network-alias`: more names on a user-defined network.
-    #[serde(default)]
-    pub network_aliases: Vec<String>,
-    /// `-p`: ports published from the host (with `--network bridge` or `pasta`).
-    pub publish: Vec<Publish>,
-    /// `-P`: every port the image exposes, on host ports the kernel picks (added to
-    /// `publish` when the container is made).
-    #[serde(default)]
-    pub publish_all: bool,
-    /// `--userns`.
-    pub userns: userns::Mode,
-    /// cgroup limits.
-    pub limits: Limits,
-    /// Capabilities, seccomp, devices.
-    pub security: Security,
-    /// `-t`.
-    pub tty: bool,
-    /// `-i`.
-    pub interactive: bool,
-    /// `--rm`.
-    pub remove: bool,
-    /// `--read-only`: the rootfs is mounted read-only.
-    pub read_only: bool,
-    /// `--label KEY=VALUE`.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// `--stop-signal`.
-    #[serde(default)]
-    pub stop_signal: Option<String>,
-    /// `--stop-timeout`.
-    #[serde(default)]
-    pub stop_timeout: Option<u64>,
-    /// `--add-host NAME:IP`.
-    #[serde(default)]
-    pub add_hosts: Vec<super::etc::HostEntry>,
-    /// `--dns`, `--dns-search`, `--dns-option`.
-    #[serde(default)]
-    pub dns: super::etc::Dns,
-    /// `-a`: the streams `run` stays attached to (empty: stdout and stderr, and stdin
-    /// with `-i`).
-    #[serde(default)]
-    pub attach: Vec<Stdio>,
-    /// `--restart`.
-    #[serde(default)]
-    pub restart: super::restart::RestartPolicy,
-    /// `--sig-proxy`: pass the signals `run` gets on to the container.
-    #[serde(default = "yes")]
-    pub sig_proxy: bool,
-    /// A build step's container: the image's VOLUMEs get no volumes (docker build mounts
-    /// none either).
-    #[serde(default)]
-    pub build_step: bool,
-    /// The anonymous volumes named at create (removed by `rm -v` and `run --rm`).
-    #[serde(default)]
-    pub anonymous: Vec<String>,
-    /// `--log-opt`: rotation of a detached container's log.
-    #[serde(default)]
-    pub log_opts: super::logs::LogOpts,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A standard stream of the container, for `-a`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Stdio {
-    /// stdin.
-    Stdin,
-    /// stdout.
-    Stdout,
-    /// stderr.
-    Stderr,
-}
-
-impl FromStr for Stdio {
-    type Err = ContainerError;
-
-    fn from_str(s: &str) -> Result<Stdio> {
-        match s.to_ascii_lowercase().as_str() {
-            "stdin" => Ok(Stdio::Stdin),
-            "stdout" => Ok(Stdio::Stdout),
-            "stderr" => Ok(Stdio::Stderr),
-            _ => Err(ContainerError::BadSpec(format!(
-                "-a {s}: expected stdin, stdout or stderr"
-            ))),
-        }
-    }
-}
 
 /// A container recorded in the store and everything needed to start it.
 #[derive(Debug)]
@@ -239,11 +69,6 @@ pub fn wait_recorded(store: &Store, name: &str) {
     }
 }
 
-/// The file keeping a container's [`Request`].
-fn request_file(c: &Container) -> PathBuf {
-    c.dir.join("request.json")
-}
-
 /// `strata update`: the limits `l` gives (others as they were) applied to container `c`'s
 /// cgroups when it runs, and kept in its request for its next starts.
 pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
@@ -261,22 +86,6 @@ pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
     };
     req.limits = merged;
     write_request(c, &req)
-}
-
-/// Records `req` as the request container `c` is run with (synced).
-fn write_request(c: &Container, req: &Request) -> Result<()> {
-    let data = serde_json::to_vec(req)
-        .map_err(|e| ContainerError::Setup(format!("recording the request: {e}")))?;
-    crate::sys::file::write_atomic(&request_file(c), &data)
-        .map_err(io_ctx(request_file(c).display()))
-}
-
-/// The request container `c` was made with.
-pub fn request_of(c: &Container) -> Result<Request> {
-    let p = request_file(c);
-    let data = std::fs::read(&p).map_err(io_ctx(p.display()))?;
-    serde_json::from_slice(&data)
-        .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))
 }
 
 /// A recorded container, ready to be started again (`start`, `restart`).
@@ -337,8 +146,10 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
     let _ = c.update(|s| s.exited(code));
 }
 
-/// Resolves the image and records a new container (status `created`) under a free name.
-pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Created> {
+/// Refuses a network request that can't be met: ports published without a network of
+/// the container's own, bridge or another's network without root, an unknown network,
+/// aliases off a user-defined network.
+fn check_network(store: &Store, request: &Request, host: &Host) -> Result<()> {
     let publishes = !request.publish.is_empty() || request.publish_all;
     if publishes && !matches!(request.network, Network::Pasta | Network::Bridge) {
         return Err(ContainerError::BadSpec(
@@ -372,10 +183,13 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             "--network-alias works on user-defined networks only (network create)".into(),
         ));
     }
-    let userns = userns::choose(request.userns, host)?;
-    let image = store.resolve(&request.image)?;
+    Ok(())
+}
+
+/// `-P`: each port the image exposes and `-p` doesn't map gets a free host port.
+fn publish_exposed(request: &mut Request, config: &crate::image::oci::ImageConfig) -> Result<()> {
     if request.publish_all {
-        let exposed = super::ports::exposed_ports(&image.config)?;
+        let exposed = super::ports::exposed_ports(config)?;
         for (container_port, proto) in exposed {
             let mapped = request
                 .publish
@@ -391,6 +205,15 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             }
         }
     }
+    Ok(())
+}
+
+/// Resolves the image and records a new container (status `created`) under a free name.
+pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Created> {
+    check_network(store, &request, host)?;
+    let userns = userns::choose(request.userns, host)?;
+    let image = store.resolve(&request.image)?;
+    publish_exposed(&mut request, &image.config)?;
     let lowers = store.lowerdirs(&image.config)?;
     let image_volumes: Vec<String> = image
         .config
@@ -448,10 +271,6 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             cwd: String::new(),
             security: request.security.clone(),
             hostname,
-            volumes: request.overrides.volumes.clone(),
-            labels: request.labels.clone(),
-            stop_signal: request.stop_signal.clone(),
-            stop_timeout: request.stop_timeout,
         },
     )?;
     if let Err(e) = write_request(&container, &request) {
@@ -540,13 +359,14 @@ pub fn stop(c: &Container, grace: Option<Duration>) {
         wait_monitor(c, Duration::from_secs(5));
         return;
     };
-    let sig = c
-        .state
-        .stop_signal
-        .as_deref()
+    let req = request_of(c).ok();
+    let sig = req
+        .as_ref()
+        .and_then(|r| r.stop_signal.as_deref())
         .and_then(|s| parse_signal(s).ok())
         .unwrap_or(Signal::SIGTERM);
-    let grace = grace.unwrap_or(Duration::from_secs(c.state.stop_timeout.unwrap_or(10)));
+    let timeout = req.as_ref().and_then(|r| r.stop_timeout).unwrap_or(10);
+    let grace = grace.unwrap_or(Duration::from_secs(timeout));
     let _ = send(Pid::from_raw(pid), sig);
     super::observe::thaw_for_signal(c);
     if !wait_gone(pid, grace) {
@@ -576,11 +396,10 @@ fn wait_monitor(c: &Container, limit: Duration) {
 /// signal) counts as a stop by hand, as with docker: its restart policy leaves it be.
 pub fn kill(c: &Container, sig: Signal) -> Result<()> {
     let pid = c.running_pid()?;
-    let stop_signal = c
-        .state
-        .stop_signal
-        .as_deref()
-        .and_then(|s| parse_signal(s).ok());
+    let stop_signal = request_of(c)
+        .ok()
+        .and_then(|r| r.stop_signal)
+        .and_then(|s| parse_signal(&s).ok());
     let fatal = [
         Signal::SIGKILL,
         Signal::SIGTERM,
@@ -613,11 +432,7 @@ pub fn rm(store: &Store, c: &Container, force: bool, volumes: bool) -> Result<()
         wait_monitor(&c, Duration::from_secs(5));
     }
     let anonymous = match volumes {
-        true => std::fs::read(request_file(c))
-            .ok()
-            .and_then(|d| serde_json::from_slice::<Request>(&d).ok())
-            .map(|r| r.anonymous)
-            .unwrap_or_default(),
+        true => request_of(c).ok().map(|r| r.anonymous).unwrap_or_default(),
         false => Vec::new(),
     };
     remove_with(store, c, &anonymous)

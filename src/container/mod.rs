@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod observe;
 pub mod plan;
 pub mod ports;
+pub mod request;
 pub mod restart;
 pub mod sentinel;
 pub mod start;

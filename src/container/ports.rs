@@ -120,7 +120,7 @@ pub fn published_by_others(store: &Store, id: &str) -> Vec<Publish> {
     list.iter()
         .filter(|c| c.state.id.as_str() != id)
         .filter(|c| c.observed().status == super::id::Status::Running)
-        .filter_map(|c| super::lifecycle::request_of(c).ok())
+        .filter_map(|c| super::request::request_of(c).ok())
         .flat_map(|r| r.publish)
         .collect()
 }

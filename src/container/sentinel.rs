@@ -107,7 +107,7 @@ fn finish(root: &Path, id: &str, remove: bool) -> Result<(), super::error::Conta
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(EXIT_STRATA);
     if remove {
-        let anonymous = super::lifecycle::request_of(&c)
+        let anonymous = super::request::request_of(&c)
             .map(|r| r.anonymous)
             .unwrap_or_default();
         return super::lifecycle::remove_with(&store, &c, &anonymous);

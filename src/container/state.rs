@@ -95,18 +95,6 @@ pub struct State {
     /// Host name.
     #[serde(default)]
     pub hostname: String,
-    /// `-v` bind mounts as given.
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    /// `--label KEY=VALUE`.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// `--stop-signal` (SIGTERM when unset).
-    #[serde(default)]
-    pub stop_signal: Option<String>,
-    /// `--stop-timeout` in seconds (10 when unset).
-    #[serde(default)]
-    pub stop_timeout: Option<u64>,
 }
 
 /// A container's directory in the store, with the state read from it.

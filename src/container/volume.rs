@@ -114,7 +114,10 @@ fn names_in(volumes: &[String]) -> impl Iterator<Item = &str> {
 pub fn users(store: &Store, name: &str) -> Result<Vec<String>> {
     Ok(super::state::list(store)?
         .into_iter()
-        .filter(|c| names_in(&c.state.volumes).any(|n| n == name))
+        .filter(|c| {
+            super::request::request_of(c)
+                .is_ok_and(|r| names_in(&r.overrides.volumes).any(|n| n == name))
+        })
         .map(|c| c.state.name)
         .collect())
 }

@@ -251,6 +251,10 @@ impl MountOptions {
         Ok(o)
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per mount option: the table of options"
+    )]
     fn apply(&mut self, raw: &str, cwd: &Path) -> Result<(), SetupError> {
         if raw.is_empty() {
             return Ok(());

@@ -222,6 +222,10 @@ pub fn decode_request(req: &[u8], setxattr_ext: bool) -> Result<(InHeader, Op<'_
 
 /// Decodes a request: `s` is the opcode's fixed struct, `p` the payload after it (any
 /// extensions already cut off).
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per FUSE opcode: the protocol's table of request layouts"
+)]
 pub fn decode<'a>(h: &InHeader, s: &'a [u8], p: &'a [u8]) -> Result<Op<'a>, Malformed> {
     // The whole struct or nothing (SETXATTR's is 8 or, with FUSE_SETXATTR_EXT, 16 bytes).
     if s.len() < op_struct_len(h.opcode, false) {
