@@ -1,6 +1,12 @@
 //! `cargo bench`: the `strata bench` harness at the small size (a few minutes), every
 //! filesystem that is available here; the report lands in target/strata-bench.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test's failure"
+)]
+
 use std::path::PathBuf;
 
 use strata::bench::{self, workload::Sizes, Options, DEFAULT_FS};

@@ -1,6 +1,13 @@
 //! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
 //! oracle) and strata; see `harness.rs`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test's failure"
+)]
+#![allow(clippy::too_many_lines, reason = "a scenario reads top to bottom")]
+
 mod archives;
 mod atime;
 mod build;

@@ -10,6 +10,12 @@
 //! platform choice, and `image import` of layer tars (plain, gzip, zstd), OCI layouts and
 //! docker-save archives.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is the test's failure"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;

@@ -38,9 +38,24 @@ fn main() {
     if !matches!(cli.command, Command::Mount(_)) {
         strata::cmd::init_logging();
     }
-    let root = cli.root;
+    let r = dispatch(cli.root, cli.command);
+    // Output still buffered goes now, and a failure to write it is reported like any other.
+    let r = r.and_then(|code| {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        Ok(code)
+    });
+    let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
+    std::process::exit(code);
+}
+
+/// Runs the command.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per verb: the table of commands"
+)]
+fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::CmdResult {
     use strata::cmd::{container, image, lifecycle, mount};
-    let r = match cli.command {
+    match command {
         Command::Mount(a) => Ok(mount::run(a)),
         Command::Umount(a) => Ok(mount::umount(a)),
         Command::Bench(a) => Ok(strata::cmd::bench::run(a)),
@@ -205,14 +220,7 @@ fn main() {
             container: c,
             image: i,
         } => container::commit(root, &c, &i),
-    };
-    // Output still buffered goes now, and a failure to write it is reported like any other.
-    let r = r.and_then(|code| {
-        std::io::Write::flush(&mut std::io::stdout())?;
-        Ok(code)
-    });
-    let code = r.unwrap_or_else(|e| strata::cmd::report(&e));
-    std::process::exit(code);
+    }
 }
 
 /// The verbs that start a process inside a container (its init, an exec'd command, a

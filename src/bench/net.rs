@@ -128,6 +128,102 @@ fn remove_cni() {
 
 const SERVE: &str = "nc -ll -p 80 -e /bin/sink & nc -ll -p 81 -e /bin/true & wait";
 
+/// The host's servers: the same busybox nc as the containers', on two free loopback
+/// ports (throughput into a sink, connect-and-close); killed when the guard is dropped.
+fn host_servers(dir: &Path) -> Result<(Killed, u16, u16), BenchError> {
+    let (ht, hl) = (free_port()?, free_port()?);
+    let sink = dir.join("sink");
+    std::fs::write(&sink, "#!/bin/sh\nexec cat > /dev/null\n").map_err(io_ctx("sink"))?;
+    let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&sink, exec).map_err(io_ctx("sink"))?;
+    let mut servers = Killed(Vec::new());
+    for (p, prog) in [
+        (ht, sink.to_str().unwrap_or("/bin/false")),
+        (hl, "/bin/true"),
+    ] {
+        servers.0.push(
+            Command::new("busybox")
+                .args(["nc", "-ll", "-p", &p.to_string(), "-e", prog])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(io_ctx("busybox nc"))?,
+        );
+    }
+    Ok((servers, ht, hl))
+}
+
+/// podman's container of the same image, with a CNI config and subnet of this run's own,
+/// published on 127.0.0.1 ports `pm_t` and `pm_l`.
+fn start_podman(
+    dir: &Path,
+    st: &dyn Fn() -> Command,
+    pm_t: u16,
+    pm_l: u16,
+) -> Result<super::podman::Podman, BenchError> {
+    let pm_dir = dir.join("podman");
+    std::fs::create_dir_all(pm_dir.join("cni")).map_err(io_ctx("podman dir"))?;
+    let network = format!(
+        "network_backend = \"cni\"\nnetwork_config_dir = \"{}/cni\"\ndefault_subnet = \"10.77.0.0/24\"\n",
+        pm_dir.display()
+    );
+    let p = super::podman::Podman::new(&pm_dir, &network)?;
+    let archive = dir.join("net-oci.tar");
+    run_checked(
+        "exporting",
+        st().args(["image", "export", "bench/net:1", "-o"])
+            .arg(&archive),
+    )?;
+    let img = run_checked(
+        "podman pull",
+        &mut p.command(&["pull", "-q", &format!("oci-archive:{}", archive.display())]),
+    )?;
+    run_checked(
+        "podman run",
+        &mut p.command(&[
+            "run",
+            "-d",
+            "--name",
+            "net-bench",
+            "-p",
+            &format!("127.0.0.1:{pm_t}:80"),
+            "-p",
+            &format!("127.0.0.1:{pm_l}:81"),
+            img.trim(),
+            "sh",
+            "-c",
+            SERVE,
+        ]),
+    )?;
+    Ok(p)
+}
+
+/// Medians of `runs` interleaved throughput and latency measurements of each target
+/// (name, throughput address, latency address), once all answer.
+fn measure(targets: &[(&str, String, String)], runs: usize) -> Result<Vec<(f64, f64)>, BenchError> {
+    for (_, t, l) in targets {
+        wait_up(t)?;
+        wait_up(l)?;
+    }
+    let mut tp: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..runs {
+        for (k, (_, t, l)) in targets.iter().enumerate() {
+            tp[k].push(throughput(t)?);
+            lat[k].push(latency(l)?);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Ok(tp
+        .iter_mut()
+        .zip(lat.iter_mut())
+        .map(|(a, b)| (med(a), med(b)))
+        .collect())
+}
+
 /// Runs the comparison; returns the Markdown report (also written to `out/net.md`).
 pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
     let dir = work.join("net");
@@ -148,25 +244,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             .args(["-t", "bench/net:1"]),
     )?;
     // The host's server: the same busybox nc, on the loopback ports of this run.
-    let (ht, hl) = (free_port()?, free_port()?);
-    let sink = dir.join("sink");
-    std::fs::write(&sink, "#!/bin/sh\nexec cat > /dev/null\n").map_err(io_ctx("sink"))?;
-    let exec = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
-    std::fs::set_permissions(&sink, exec).map_err(io_ctx("sink"))?;
-    let mut servers = Killed(Vec::new());
-    for (p, prog) in [
-        (ht, sink.to_str().unwrap_or("/bin/false")),
-        (hl, "/bin/true"),
-    ] {
-        servers.0.push(
-            Command::new("busybox")
-                .args(["nc", "-ll", "-p", &p.to_string(), "-e", prog])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(io_ctx("busybox nc"))?,
-        );
-    }
+    let (servers, ht, hl) = host_servers(&dir)?;
     // strata's container, published on 127.0.0.1.
     let (st_t, st_l) = (free_port()?, free_port()?);
     run_checked(
@@ -198,41 +276,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     // What podman's CNI leaves (its bridge, its chains) goes again if it wasn't there.
     let cni_before = podman && cni_present();
     if podman {
-        let pm_dir = dir.join("podman");
-        std::fs::create_dir_all(pm_dir.join("cni")).map_err(io_ctx("podman dir"))?;
-        let network = format!(
-            "network_backend = \"cni\"\nnetwork_config_dir = \"{}/cni\"\ndefault_subnet = \"10.77.0.0/24\"\n",
-            pm_dir.display()
-        );
-        let p = super::podman::Podman::new(&pm_dir, &network)?;
-        let archive = dir.join("net-oci.tar");
-        run_checked(
-            "exporting",
-            st().args(["image", "export", "bench/net:1", "-o"])
-                .arg(&archive),
-        )?;
-        let img = run_checked(
-            "podman pull",
-            &mut p.command(&["pull", "-q", &format!("oci-archive:{}", archive.display())]),
-        )?;
-        run_checked(
-            "podman run",
-            &mut p.command(&[
-                "run",
-                "-d",
-                "--name",
-                "net-bench",
-                "-p",
-                &format!("127.0.0.1:{pm_t}:80"),
-                "-p",
-                &format!("127.0.0.1:{pm_l}:81"),
-                img.trim(),
-                "sh",
-                "-c",
-                SERVE,
-            ]),
-        )?;
-        pm = Some(p);
+        pm = Some(start_podman(&dir, &st, pm_t, pm_l)?);
     }
     let mut targets: Vec<(&str, String, String)> = vec![
         (
@@ -258,29 +302,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
             format!("127.0.0.1:{pm_l}"),
         ));
     }
-    let result = (|| -> Result<Vec<(f64, f64)>, BenchError> {
-        for (_, t, l) in &targets {
-            wait_up(t)?;
-            wait_up(l)?;
-        }
-        let mut tp: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        let mut lat: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        for _ in 0..runs {
-            for (k, (_, t, l)) in targets.iter().enumerate() {
-                tp[k].push(throughput(t)?);
-                lat[k].push(latency(l)?);
-            }
-        }
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        Ok(tp
-            .iter_mut()
-            .zip(lat.iter_mut())
-            .map(|(a, b)| (med(a), med(b)))
-            .collect())
-    })();
+    let result = measure(&targets, runs);
     let _ = st().args(["rm", "-f", "net-bench"]).output();
     if let Some(p) = &pm {
         let _ = p.command(&["rm", "-f", "net-bench"]).output();

@@ -96,19 +96,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the comparison; returns the Markdown report (also written to `out/pull.md`).
-pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
-    for tool in ["docker-registry", "skopeo"] {
-        if which(tool).is_none() {
-            return Err(BenchError::Setup(format!(
-                "needs {tool} (apt-get install docker-registry skopeo)"
-            )));
-        }
-    }
-    let dir = work.join("pull");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io_ctx("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io_ctx("out dir"))?;
+/// docker-registry serving from `dir` on a free port of 127.0.0.1, once it answers; ended
+/// when the returned guard is dropped.
+fn start_registry(dir: &Path) -> Result<(Registry, u16), BenchError> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(io_ctx("a free port"))?
@@ -122,7 +112,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         ),
     )
     .map_err(io_ctx("registry config"))?;
-    let _reg = Registry(
+    let reg = Registry(
         Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -138,6 +128,23 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    Ok((reg, port))
+}
+
+/// Runs the comparison; returns the Markdown report (also written to `out/pull.md`).
+pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
+    for tool in ["docker-registry", "skopeo"] {
+        if which(tool).is_none() {
+            return Err(BenchError::Setup(format!(
+                "needs {tool} (apt-get install docker-registry skopeo)"
+            )));
+        }
+    }
+    let dir = work.join("pull");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("out dir"))?;
+    let (_reg, port) = start_registry(&dir)?;
     let name = format!("127.0.0.1:{port}/bench/pull:1");
     let src_store = dir.join("src-store");
     let strata_in = |store: &Path| {

@@ -92,18 +92,25 @@ fn prepare(work: &Path, strata: &Path) -> Result<(PathBuf, PathBuf, PathBuf), Be
     Ok((store, rootfs, bundle))
 }
 
-/// Runs the comparison; returns the Markdown report (also written to `out/start.md`).
-pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
-    std::fs::create_dir_all(work).map_err(io_ctx("work dir"))?;
-    std::fs::create_dir_all(out).map_err(io_ctx("output dir"))?;
-    let work = work.join("start");
-    std::fs::create_dir_all(&work).map_err(io_ctx("work dir"))?;
-    let (store, rootfs, bundle) = prepare(&work, strata)?;
+/// The launchers to compare, each making the command of one start (numbered): strata
+/// (writing its steps into `steps_file`), runc and crun on `bundle`, bubblewrap on
+/// `rootfs`; and those skipped for not being installed.
+#[allow(clippy::type_complexity, reason = "the pair run() takes apart at once")]
+fn launchers(
+    strata: &Path,
+    store: &Path,
+    rootfs: &Path,
+    bundle: &Path,
+    steps_file: &Path,
+) -> (Vec<(String, Launch)>, Vec<(String, String)>) {
     let mut launchers: Vec<(String, Launch)> = Vec::new();
     let mut skipped = Vec::new();
-    let steps_file = work.join("start-steps.txt");
     {
-        let (s, st, sf) = (strata.to_path_buf(), store.clone(), steps_file.clone());
+        let (s, st, sf) = (
+            strata.to_path_buf(),
+            store.to_path_buf(),
+            steps_file.to_path_buf(),
+        );
         launchers.push((
             "strata".into(),
             Box::new(move |_| {
@@ -124,7 +131,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     for name in ["runc", "crun"] {
         match which(name) {
             Some(bin) => {
-                let b = bundle.clone();
+                let b = bundle.to_path_buf();
                 launchers.push((
                     name.into(),
                     Box::new(move |i| {
@@ -141,7 +148,7 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
     }
     match which("bwrap") {
         Some(bin) => {
-            let r = rootfs.clone();
+            let r = rootfs.to_path_buf();
             launchers.push((
                 "bubblewrap".into(),
                 Box::new(move |_| {
@@ -161,6 +168,18 @@ pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String
         }
         None => skipped.push(("bubblewrap".into(), "not installed".into())),
     }
+    (launchers, skipped)
+}
+
+/// Runs the comparison; returns the Markdown report (also written to `out/start.md`).
+pub fn run(work: &Path, out: &Path, strata: &Path, runs: usize) -> Result<String, BenchError> {
+    std::fs::create_dir_all(work).map_err(io_ctx("work dir"))?;
+    std::fs::create_dir_all(out).map_err(io_ctx("output dir"))?;
+    let work = work.join("start");
+    std::fs::create_dir_all(&work).map_err(io_ctx("work dir"))?;
+    let (store, rootfs, bundle) = prepare(&work, strata)?;
+    let steps_file = work.join("start-steps.txt");
+    let (mut launchers, mut skipped) = launchers(strata, &store, &rootfs, &bundle, &steps_file);
     // A launcher that can't start the container here is skipped with its own words.
     launchers.retain(|(name, make)| {
         let o = make(usize::MAX).stdin(Stdio::null()).output();

@@ -95,62 +95,13 @@ pub(super) fn copy_step(
         .filter(|(k, _)| k == "exclude")
         .map(|(_, v)| v.as_str())
         .collect();
-    // Each source directory (a file's parent) is where the patterns are read from too.
-    let mut bases = Vec::new();
-    if !excludes.is_empty() && i.flag("from").is_none() {
-        for w in &words {
-            for rel in run.ctx.sources(w).map_err(&fail)? {
-                match run.ctx.root().join(&rel).is_dir() {
-                    true => bases.push(rel),
-                    false => bases.extend(rel.parent().map(Path::to_path_buf)),
-                }
-            }
-        }
-    }
+    let bases = match excludes.is_empty() || i.flag("from").is_some() {
+        true => Vec::new(),
+        false => exclude_bases(&run.ctx, &words).map_err(fail)?,
+    };
     let ctx = run.ctx.excluding(&excludes, &bases)?;
     let tmp = run.store.staging()?;
-    // Sources from another stage or image are copied out of a view of it first.
-    let from = i.flag("from").map(str::to_string);
-    let mut sources = Vec::new();
-    let mut from_id = String::new();
-    match &from {
-        Some(f) => {
-            let img = run.base(f)?;
-            from_id = img.id.to_string();
-            let out = tmp.path().join("from");
-            std::fs::create_dir(&out).map_err(BuildError::io(out.display()))?;
-            copy_from_image(run, &img, &words, &out).map_err(|e| fail(e.to_string()))?;
-            for (k, w) in words.iter().enumerate() {
-                let host = out.join(k.to_string());
-                let base = Path::new(w.trim_end_matches('/'))
-                    .file_name()
-                    .map(PathBuf::from);
-                let name = placed(&host, &dest_rel, into_dir, base);
-                sources.push(Source {
-                    host,
-                    rel: None,
-                    name,
-                    archive: false,
-                });
-            }
-        }
-        None => {
-            for w in &words {
-                for rel in ctx.sources(w).map_err(&fail)? {
-                    let host = ctx.root().join(&rel);
-                    let archive = is_add && host.is_file() && archive_kind(&head(&host)).is_some();
-                    let base = rel.file_name().map(PathBuf::from);
-                    let name = placed(&host, &dest_rel, into_dir || archive, base);
-                    sources.push(Source {
-                        host,
-                        rel: Some(rel),
-                        name,
-                        archive,
-                    });
-                }
-            }
-        }
-    }
+    let (sources, from_id) = gather(run, &ctx, &words, i, &dest_rel, into_dir, tmp.path(), fail)?;
     let mode = match i.flag("chmod") {
         Some(m) => Some(
             u32::from_str_radix(m, 8).map_err(|_| fail(format!("--chmod {m}: expected octal")))?,
@@ -212,6 +163,82 @@ pub(super) fn copy_step(
     })();
     let _ = crate::container::state::remove(run.store, &c);
     made
+}
+
+/// The sources of a COPY or ADD and where each lands under `dest_rel`: from another stage
+/// or image (`--from`, copied out of a view of it into `tmp` first), else from the build
+/// context `ctx`; with the id of the image they came from ("" for the context).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one step's parts, each used once"
+)]
+fn gather(
+    run: &mut Run<'_>,
+    ctx: &Context,
+    words: &[String],
+    i: &Instruction,
+    dest_rel: &Path,
+    into_dir: bool,
+    tmp: &Path,
+    fail: &dyn Fn(String) -> BuildError,
+) -> Result<(Vec<Source>, String)> {
+    let is_add = i.keyword == "ADD";
+    let mut sources = Vec::new();
+    let mut from_id = String::new();
+    match i.flag("from") {
+        Some(f) => {
+            let img = run.base(f)?;
+            from_id = img.id.to_string();
+            let out = tmp.join("from");
+            std::fs::create_dir(&out).map_err(BuildError::io(out.display()))?;
+            copy_from_image(run, &img, words, &out).map_err(|e| fail(e.to_string()))?;
+            for (k, w) in words.iter().enumerate() {
+                let host = out.join(k.to_string());
+                let base = Path::new(w.trim_end_matches('/'))
+                    .file_name()
+                    .map(PathBuf::from);
+                let name = placed(&host, dest_rel, into_dir, base);
+                sources.push(Source {
+                    host,
+                    rel: None,
+                    name,
+                    archive: false,
+                });
+            }
+        }
+        None => {
+            for w in words {
+                for rel in ctx.sources(w).map_err(&fail)? {
+                    let host = ctx.root().join(&rel);
+                    let archive = is_add && host.is_file() && archive_kind(&head(&host)).is_some();
+                    let base = rel.file_name().map(PathBuf::from);
+                    let name = placed(&host, dest_rel, into_dir || archive, base);
+                    sources.push(Source {
+                        host,
+                        rel: Some(rel),
+                        name,
+                        archive,
+                    });
+                }
+            }
+        }
+    }
+    Ok((sources, from_id))
+}
+
+/// The directories `--exclude` patterns are read from: each source directory, or a file
+/// source's parent.
+fn exclude_bases(ctx: &Context, words: &[String]) -> std::result::Result<Vec<PathBuf>, String> {
+    let mut bases = Vec::new();
+    for w in words {
+        for rel in ctx.sources(w)? {
+            match ctx.root().join(&rel).is_dir() {
+                true => bases.push(rel),
+                false => bases.extend(rel.parent().map(Path::to_path_buf)),
+            }
+        }
+    }
+    Ok(bases)
 }
 
 /// Writes the tar of `sources` (but the archives ADD unpacks) to `tar`; its hash.

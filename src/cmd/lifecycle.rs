@@ -71,6 +71,31 @@ fn print(r: &Record, timestamps: bool) -> std::io::Result<()> {
     }
 }
 
+/// The records of the rotated log files (but the one `f` has open, when it was rotated
+/// meanwhile: it is read once, through `f`), and all of `f`, read to its end.
+fn history(
+    log: &std::path::Path,
+    f: &mut std::fs::File,
+) -> std::io::Result<(Vec<Record>, Vec<u8>)> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    let current = f.metadata().map(|m| m.ino()).unwrap_or(0);
+    let mut all = Vec::new();
+    let mut files = crate::container::logs::files(log);
+    files.pop();
+    for p in files.iter().filter(|p| ino(p) != current) {
+        if let Ok(file) = std::fs::File::open(p) {
+            all.extend(crate::container::logs::records(std::io::BufReader::new(
+                file,
+            )));
+        }
+    }
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest)?;
+    Ok((all, rest))
+}
+
 /// `strata logs [-f] [-n N] [--since T] [--until T] [-t] C`.
 pub fn logs(root: Option<PathBuf>, name: &str, a: &LogsArgs) -> CmdResult {
     let store = open_store(root)?;
@@ -102,24 +127,10 @@ pub fn logs(root: Option<PathBuf>, name: &str, a: &LogsArgs) -> CmdResult {
     let mut f = std::fs::File::open(&log)
         .map_err(io_ctx("no logs: only detached containers keep them"))
         .map_err(bad)?;
-    // The rotated files, then the open one read to its end (a file rotated meanwhile is
-    // the open one: it is read once, through `f`).
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
-    let current = f.metadata().map(|m| m.ino()).unwrap_or(0);
-    let mut all = Vec::new();
-    let mut files = crate::container::logs::files(&log);
-    files.pop();
-    for p in files.iter().filter(|p| ino(p) != current) {
-        if let Ok(file) = std::fs::File::open(p) {
-            all.extend(crate::container::logs::records(std::io::BufReader::new(
-                file,
-            )));
-        }
-    }
-    let mut partial = Vec::new();
-    f.read_to_end(&mut partial)
+    let (mut all, mut partial) = history(&log, &mut f)
         .map_err(io_ctx(log.display()))
         .map_err(bad)?;
     let mut pos = partial.len() as u64;

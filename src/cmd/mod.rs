@@ -71,11 +71,14 @@ pub fn container_ctx(context: impl std::fmt::Display) -> impl FnOnce(ContainerEr
     }
 }
 
-/// The log of every command but `mount` (whose server logs with timestamps): warnings and
-/// errors as one line each, `strata: warning: ...`, `RUST_LOG` choosing more.
+/// The log of every command but `mount` (whose server logs with timestamps): strata's own
+/// warnings and errors as one line each, `strata: warning: ...` (not the crates' it uses:
+/// netlink's complaints about a newer kernel are not the user's business); `RUST_LOG`
+/// chooses more.
 pub fn init_logging() {
     use std::io::Write as _;
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let env = env_logger::Env::default().default_filter_or("strata=warn");
+    let _ = env_logger::Builder::from_env(env)
         .format(|f, r| {
             let level = match r.level() {
                 log::Level::Warn => "warning".to_string(),

@@ -182,20 +182,9 @@ pub fn unpack_layer(
     Ok(out)
 }
 
-/// Writes one entry; Ok(false) when it was skipped.
-fn write_entry<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    top: BorrowedFd<'_>,
-    comps: &[OsString],
-    root: bool,
-    dirs: &mut Vec<DirMeta>,
-) -> Result<bool, Reject> {
-    let (name, parent_comps) = match comps.split_last() {
-        Some(x) => x,
-        None => return Ok(true),
-    };
-    let parent = walk(top, parent_comps, true)?;
-    let pfd = parent.as_fd();
+/// A whiteout (`.wh.NAME`) or opaque marker entry, written in the layer's format (the
+/// kernel's as root, the OCI names for a user); false for any other name.
+fn write_marker(pfd: BorrowedFd<'_>, name: &OsStr, root: bool) -> Result<bool, Reject> {
     let nb = name.as_bytes();
     if nb == OPAQUE_MARKER.as_bytes() {
         if root {
@@ -219,6 +208,75 @@ fn write_entry<R: Read>(
         format
             .write_whiteout(pfd, target)
             .map_err(|e| Reject(format!("whiteout: {e}")))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A hard link entry: `target` must be an earlier file of this layer.
+fn write_link(
+    top: BorrowedFd<'_>,
+    pfd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+) -> Result<(), Reject> {
+    let tc = components(target)
+        .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
+    let (tname, tparent) = tc.split_last().ok_or("hard link to the layer root")?;
+    let tdir = walk(top, tparent, false)
+        .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
+    clear(pfd, name)?;
+    fs::linkat(tdir.as_fd(), tname, pfd, name).map_err(|e| {
+        format!(
+            "hard link to {} (must be an earlier file of this layer): {e}",
+            target.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// The entry's extended attributes from its PAX records (`SCHILY.xattr.`), but overlay
+/// markers, override xattrs and (for a user) anything outside `user.`.
+fn write_xattrs(
+    pfd: BorrowedFd<'_>,
+    name: &OsStr,
+    root: bool,
+    pax: tar::PaxExtensions<'_>,
+) -> Result<(), Reject> {
+    for ext in pax.flatten() {
+        let Some(x) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+            continue;
+        };
+        if is_marker_xattr(x)
+            || crate::overlay::present::is_override_name(x)
+            || (!root && !x.starts_with(b"user."))
+        {
+            continue;
+        }
+        match xattr::setxattr(pfd, name, OsStr::from_bytes(x), ext.value_bytes(), 0) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
+            Err(e) => return Err(Reject(format!("xattr {}: {e}", String::from_utf8_lossy(x)))),
+        }
+    }
+    Ok(())
+}
+
+/// Writes one entry; Ok(false) when it was skipped.
+fn write_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    top: BorrowedFd<'_>,
+    comps: &[OsString],
+    root: bool,
+    dirs: &mut Vec<DirMeta>,
+) -> Result<bool, Reject> {
+    let (name, parent_comps) = match comps.split_last() {
+        Some(x) => x,
+        None => return Ok(true),
+    };
+    let parent = walk(top, parent_comps, true)?;
+    let pfd = parent.as_fd();
+    if write_marker(pfd, name, root)? {
         return Ok(true);
     }
     let (mut mode, uid, gid, mtime, kind, major, minor) = {
@@ -286,18 +344,7 @@ fn write_entry<R: Read>(
                 .map_err(Reject::from)?
                 .ok_or("hard link without a target")?
                 .into_owned();
-            let tc = components(&target)
-                .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
-            let (tname, tparent) = tc.split_last().ok_or("hard link to the layer root")?;
-            let tdir = walk(top, tparent, false)
-                .map_err(|e| Reject(format!("hard link target {}: {e}", target.display())))?;
-            clear(pfd, name)?;
-            fs::linkat(tdir.as_fd(), tname, pfd, name).map_err(|e| {
-                format!(
-                    "hard link to {} (must be an earlier file of this layer): {e}",
-                    target.display()
-                )
-            })?;
+            write_link(top, pfd, name, &target)?;
             return Ok(true);
         }
         T::Char | T::Block | T::Fifo => {
@@ -331,22 +378,7 @@ fn write_entry<R: Read>(
             .map_err(|e| Reject(format!("keeping the owner in {}: {e}", x.to_string_lossy())))?;
     }
     if let Ok(Some(pax)) = entry.pax_extensions() {
-        for ext in pax.flatten() {
-            let Some(x) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            if is_marker_xattr(x)
-                || crate::overlay::present::is_override_name(x)
-                || (!root && !x.starts_with(b"user."))
-            {
-                continue;
-            }
-            match xattr::setxattr(pfd, name, OsStr::from_bytes(x), ext.value_bytes(), 0) {
-                Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {}
-                Err(e) => return Err(Reject(format!("xattr {}: {e}", String::from_utf8_lossy(x)))),
-            }
-        }
+        write_xattrs(pfd, name, root, pax)?;
     }
     if kind != T::Symlink && kind != T::Directory {
         fs::fchmodat(pfd, name, mode).map_err(|e| Reject(format!("chmod: {e}")))?;

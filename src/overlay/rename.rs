@@ -6,7 +6,7 @@
 //! A name that still shows a lower object after the move gets a whiteout.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
@@ -147,25 +147,9 @@ impl Overlay {
             None => self.find(&npnode, newname)?,
         };
         let src_dir = src.kind == libc::S_IFDIR;
-        match &dst {
-            None if exchange => return err(libc::ENOENT),
-            Some(_) if noreplace => return err(libc::EEXIST),
-            Some(d) if d.ino == src.ino && !exchange => return Ok(()),
-            Some(d) if !exchange => {
-                let dst_dir = d.kind == libc::S_IFDIR;
-                if src_dir && !dst_dir {
-                    return err(libc::ENOTDIR);
-                }
-                if !src_dir && dst_dir {
-                    return err(libc::EISDIR);
-                }
-                if dst_dir
-                    && !self.dir_is_empty(&Node::detached(d.ino, libc::S_IFDIR, d.state.clone()))?
-                {
-                    return err(libc::ENOTEMPTY);
-                }
-            }
-            _ => {}
+        if !self.may_replace(&src, dst.as_ref(), exchange, noreplace)? {
+            // The same file under both names: nothing to do (rename(2)).
+            return Ok(());
         }
         let pfd = self.ensure_upper_dir(&pnode)?;
         let npfd = self.ensure_upper_dir(&npnode)?;
@@ -201,66 +185,8 @@ impl Overlay {
         if exchange {
             swap().ctx(what)?;
         } else {
-            let src_wh = self.name_in_lowers(&pnode, name)?;
-            let target = match fs::lstatat(npfd.as_fd(), newname) {
-                Ok(s) => Some(s),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
-                Err(e) => return Err(e).ctx(what),
-            };
-            let target_is_wh = target.as_ref().map(is_chardev_whiteout).unwrap_or(false);
-            if let (Some(t), Some(d)) = (&target, &dst) {
-                if t.st_mode & libc::S_IFMT == libc::S_IFDIR && d.state.upper {
-                    // Merged-empty, but it may still hold whiteouts of lower entries.
-                    if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
-                        remove_contents(fd.as_fd()).ctx("clearing replaced directory")?;
-                    }
-                }
-            }
-            if target_is_wh && src_dir {
-                // A directory can't replace a non-dir: swap, then the whiteout sits at the
-                // old name, which is exactly right when the old name needs one.
-                swap().ctx(what)?;
-                if !src_wh {
-                    fs::unlinkat(pfd.as_fd(), name, 0).ctx(what)?;
-                }
-            } else {
-                let atomic_wh = src_wh && self.layers.format.chardev_whiteouts;
-                let rflags = if atomic_wh { libc::RENAME_WHITEOUT } else { 0 };
-                let mut done_wh = atomic_wh;
-                match fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, rflags) {
-                    Ok(()) => {}
-                    Err(e) if atomic_wh && e.raw_os_error() == Some(libc::EINVAL) => {
-                        fs::renameat2(pfd.as_fd(), name, npfd.as_fd(), newname, 0).ctx(what)?;
-                        done_wh = false;
-                    }
-                    Err(e) => return Err(e).ctx(what),
-                }
-                if src_wh && !done_wh {
-                    self.make_whiteout(pfd.as_fd(), name).ctx(what)?;
-                }
-            }
-            if target.is_none() {
-                // A name too long for a `.wh.` twin never had one.
-                match fs::unlinkat(npfd.as_fd(), &wh_name(newname), 0) {
-                    Ok(()) => {}
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::ENOENT) | Some(libc::ENAMETOOLONG)
-                        ) => {}
-                    Err(e) => return Err(e).ctx(what),
-                }
-            }
-            if let Some(d) = &dst {
-                if d.state.upper {
-                    if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
-                        if let Ok(s) = fs::fstat(fd.as_fd()) {
-                            self.origins.remove(&s.st_ino);
-                        }
-                    }
-                }
-                self.mark_unlinked(d.ino, newparent, newname)?;
-            }
+            let at = (pfd.as_fd(), name, npfd.as_fd(), newname);
+            self.move_over(at, &pnode, newparent, src_dir, dst.as_ref())?;
         }
         if self.nodes.peek(snode.ino).is_some() {
             self.nodes
@@ -272,6 +198,118 @@ impl Overlay {
         }
         self.invalidate_listing(parent);
         self.invalidate_listing(newparent);
+        Ok(())
+    }
+
+    /// Whether `src` may take the place of `dst` (false: they are one file, nothing to
+    /// do), with rename(2)'s errors: ENOENT to exchange with nothing, EEXIST with
+    /// NOREPLACE, ENOTDIR/EISDIR across kinds, ENOTEMPTY over a directory with entries.
+    fn may_replace(
+        &self,
+        src: &Found,
+        dst: Option<&Found>,
+        exchange: bool,
+        noreplace: bool,
+    ) -> FsResult<bool> {
+        let src_dir = src.kind == libc::S_IFDIR;
+        match dst {
+            None if exchange => return err(libc::ENOENT),
+            Some(_) if noreplace => return err(libc::EEXIST),
+            Some(d) if d.ino == src.ino && !exchange => return Ok(false),
+            Some(d) if !exchange => {
+                let dst_dir = d.kind == libc::S_IFDIR;
+                if src_dir && !dst_dir {
+                    return err(libc::ENOTDIR);
+                }
+                if !src_dir && dst_dir {
+                    return err(libc::EISDIR);
+                }
+                if dst_dir
+                    && !self.dir_is_empty(&Node::detached(d.ino, libc::S_IFDIR, d.state.clone()))?
+                {
+                    return err(libc::ENOTEMPTY);
+                }
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// The upper-dir side of a rename that is not an exchange: `name` in `pfd` moves to
+    /// `newname` in `npfd` over what is there (a whiteout, a replaced file or an emptied
+    /// directory), leaving a whiteout at the old name when a lower layer has that name, and
+    /// removing a `.wh.` twin of the new name.
+    fn move_over(
+        &self,
+        at: (BorrowedFd<'_>, &OsStr, BorrowedFd<'_>, &OsStr),
+        pnode: &Node,
+        newparent: NodeId,
+        src_dir: bool,
+        dst: Option<&Found>,
+    ) -> FsResult<()> {
+        let (pfd, name, npfd, newname) = at;
+        let what = format_args!("rename {name:?} to {newname:?}");
+        let swap = || fs::renameat2(pfd, name, npfd, newname, libc::RENAME_EXCHANGE);
+        let src_wh = self.name_in_lowers(pnode, name)?;
+        let target = match fs::lstatat(npfd, newname) {
+            Ok(s) => Some(s),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => return Err(e).ctx(what),
+        };
+        let target_is_wh = target.as_ref().map(is_chardev_whiteout).unwrap_or(false);
+        if let (Some(t), Some(d)) = (&target, dst) {
+            if t.st_mode & libc::S_IFMT == libc::S_IFDIR && d.state.upper {
+                // Merged-empty, but it may still hold whiteouts of lower entries.
+                if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
+                    remove_contents(fd.as_fd()).ctx("clearing replaced directory")?;
+                }
+            }
+        }
+        if target_is_wh && src_dir {
+            // A directory can't replace a non-dir: swap, then the whiteout sits at the
+            // old name, which is exactly right when the old name needs one.
+            swap().ctx(what)?;
+            if !src_wh {
+                fs::unlinkat(pfd, name, 0).ctx(what)?;
+            }
+        } else {
+            let atomic_wh = src_wh && self.layers.format.chardev_whiteouts;
+            let rflags = if atomic_wh { libc::RENAME_WHITEOUT } else { 0 };
+            let mut done_wh = atomic_wh;
+            match fs::renameat2(pfd, name, npfd, newname, rflags) {
+                Ok(()) => {}
+                Err(e) if atomic_wh && e.raw_os_error() == Some(libc::EINVAL) => {
+                    fs::renameat2(pfd, name, npfd, newname, 0).ctx(what)?;
+                    done_wh = false;
+                }
+                Err(e) => return Err(e).ctx(what),
+            }
+            if src_wh && !done_wh {
+                self.make_whiteout(pfd, name).ctx(what)?;
+            }
+        }
+        if target.is_none() {
+            // A name too long for a `.wh.` twin never had one.
+            match fs::unlinkat(npfd, &wh_name(newname), 0) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENAMETOOLONG)
+                    ) => {}
+                Err(e) => return Err(e).ctx(what),
+            }
+        }
+        if let Some(d) = dst {
+            if d.state.upper {
+                if let Some(fd) = d.state.as_dir().and_then(|d| d.upper_fd.as_ref()) {
+                    if let Ok(s) = fs::fstat(fd.as_fd()) {
+                        self.origins.remove(&s.st_ino);
+                    }
+                }
+            }
+            self.mark_unlinked(d.ino, newparent, newname)?;
+        }
         Ok(())
     }
 }
