@@ -1,5 +1,10 @@
-//! fuse-tests: real mounts as root. Every scenario runs against kernel overlayfs (the
-//! oracle) and strata; see `harness.rs`.
+//! fuse-tests: real mounts as root, in four tiers that run alone by name
+//! (`cargo test --test fuse -- TIER::`, see `scripts/test`):
+//! - `filesystem`: every scenario against kernel overlayfs (the oracle) and strata
+//!   (`support/harness.rs`), stress, churn, data, the FUSE transports;
+//! - `containers`: images, the container verbs, confinement and the attack suite, as root;
+//! - `rootless`: the same as users the tests create;
+//! - `services`: registries, networks, published ports and builds.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,48 +13,8 @@
 )]
 #![allow(clippy::too_many_lines, reason = "a scenario reads top to bottom")]
 
-mod archives;
-mod atime;
-mod build;
-mod buildflags;
-mod callers;
-mod churn;
-mod cli;
 mod containers;
-mod copytar;
-mod corners;
-mod data;
-mod escape;
-mod escape_rootless;
-mod exec;
-mod faults;
-mod habits;
-mod handles;
-mod harness;
-mod images;
-mod killpriv;
-mod lifecycle;
-mod listed;
-mod logging;
-mod metacopy;
-mod network;
-mod observe;
-mod ops;
-mod options;
-mod ports;
-mod records;
-mod registry;
-mod registry_faults;
-mod registry_tls;
-mod reopen;
-mod restart;
+mod filesystem;
 mod rootless;
-mod runflags;
-mod security;
-mod seek;
-mod semantics;
-mod snapshot;
-mod stress;
-mod uring;
-mod verbs;
-mod volumes;
+mod services;
+mod support;

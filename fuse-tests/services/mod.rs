@@ -1,0 +1,9 @@
+//! Registries, networks, published ports and builds (traffic on loopback and the tests' own bridges only).
+
+mod build;
+mod buildflags;
+mod network;
+mod ports;
+mod registry;
+mod registry_faults;
+mod registry_tls;

@@ -1,0 +1,100 @@
+//! Helpers of the registry tests that other tests use too.
+
+use crate::support::archives::{layer, E};
+use crate::support::harness::{require_env, strata_bin};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Runs a shell command of the test's set-up; it must succeed.
+pub(crate) fn sh(cmd: &str) {
+    let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+pub(crate) struct Env {
+    pub(crate) t: tempfile::TempDir,
+}
+
+impl Env {
+    pub(crate) fn new(name: &str) -> Env {
+        require_env();
+        let t = tempfile::Builder::new()
+            .prefix(&format!("strata-reg-{name}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(t.path().join("home")).unwrap();
+        Env { t }
+    }
+
+    pub(crate) fn store(&self) -> PathBuf {
+        self.t.path().join("store")
+    }
+
+    pub(crate) fn strata(&self, args: &[&str]) -> Output {
+        Command::new(strata_bin())
+            .env("STRATA_ROOT", self.store())
+            .env("HOME", self.t.path().join("home"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let o = self.strata(args);
+        assert!(o.status.success(), "strata {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Imports a busybox image (plus a 3 MB file of random bytes) as `name`.
+    pub(crate) fn image(&self, name: &str) {
+        let bb = std::fs::read("/bin/busybox").unwrap();
+        let mut big = vec![0u8; 3 << 20];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for b in big.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut entries = vec![E::Dir("bin"), E::File("bin/busybox", &bb, 0o755)];
+        for a in ["sh", "cat", "ls", "true"] {
+            entries.push(E::Sym(
+                Box::leak(format!("bin/{a}").into_boxed_str()),
+                "busybox",
+            ));
+        }
+        entries.push(E::Dir("data"));
+        entries.push(E::File("data/random", &big, 0o644));
+        entries.push(E::File("data/hello", b"hello from the registry\n", 0o644));
+        let f = self.t.path().join("img.tar");
+        std::fs::write(&f, layer(&entries)).unwrap();
+        self.ok(&["image", "import", f.to_str().unwrap(), "--tag", name]);
+    }
+
+    /// Drops every name and then the unused blobs and layers.
+    pub(crate) fn forget(&self, name: &str) {
+        self.ok(&["rmi", name]);
+        self.ok(&["image", "prune"]);
+    }
+
+    pub(crate) fn partials(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.store().join("downloads"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub(crate) fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
