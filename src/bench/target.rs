@@ -33,6 +33,7 @@ pub struct Target {
 
 pub(super) use crate::host::which;
 
+/// The version a binary reports (`strata` for a strata build).
 fn version_of(bin: &Path) -> String {
     let out = Command::new(bin).arg("--version").output();
     let text = out
@@ -44,6 +45,10 @@ fn version_of(bin: &Path) -> String {
             )
         })
         .unwrap_or_default();
+    // strata says `strata 0.1.0`; fuse-overlayfs `fuse-overlayfs: version 1.10`.
+    if text.starts_with("strata ") {
+        return "strata".into();
+    }
     text.split_whitespace()
         .skip_while(|w| *w != "version")
         .nth(1)
@@ -100,7 +105,12 @@ impl Target {
                         "no fuse-overlayfs binary (install one or pass --fuse-overlayfs PATH)",
                     );
                 };
-                let name = format!("fuse-overlayfs {}", version_of(&bin));
+                // Another strata build answers fuse-overlayfs's command line: an A/B
+                // comparison of two builds in one interleaved run (CONTRIBUTING.md).
+                let name = match version_of(&bin) {
+                    v if v == "strata" => format!("strata at {}", bin.display()),
+                    v => format!("fuse-overlayfs {v}"),
+                };
                 Ok(Target {
                     name,
                     kind: Kind::FuseOverlayfs(bin),

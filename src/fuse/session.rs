@@ -516,6 +516,18 @@ mod tests {
     }
 
     #[test]
+    fn docs_fuse_md_lists_every_capability_as_the_table_has_it() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fuse.md"))
+            .unwrap_or_default();
+        for c in CAPABILITIES {
+            assert!(
+                doc.contains(c.obligation) && doc.contains(c.handler),
+                "docs/fuse.md lacks {c:?}"
+            );
+        }
+    }
+
+    #[test]
     fn setxattr_struct_follows_the_grant() {
         let mut req = vec![0u8; IN_HEADER_LEN];
         req.extend_from_slice(&[0u8; 16]);
