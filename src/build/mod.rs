@@ -22,11 +22,11 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::container::request::Network;
 use crate::image::digest::Digest;
 use crate::image::oci::{Descriptor, ImageConfig, Manifest, RootFs};
 use crate::image::reference::Reference;
 use crate::image::Store;
+use crate::network::Mode;
 pub use error::BuildError;
 use parse::{Args, Instruction};
 
@@ -48,7 +48,7 @@ pub struct Options {
     /// `--target`: the stage to stop at.
     pub target: Option<String>,
     /// RUN's network (none unless `--network host`).
-    pub network: Network,
+    pub network: Mode,
 }
 
 /// The image a stage has reached.

@@ -366,8 +366,8 @@ fn run_step(
     // RUN --network: this step's network instead of the build's.
     let network = match i.flag("network") {
         None | Some("default") => run.o.network,
-        Some("none") => crate::container::request::Network::None,
-        Some("host") => crate::container::request::Network::Host,
+        Some("none") => crate::network::Mode::None,
+        Some("host") => crate::network::Mode::Host,
         Some(other) => {
             return Err(BuildError::parse(
                 "RUN",

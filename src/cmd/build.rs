@@ -8,7 +8,7 @@ use super::container::open_store;
 use super::CmdResult;
 use crate::build::{self, BuildError};
 use crate::cli::BuildArgs;
-use crate::container::request::Network;
+use crate::network::Mode;
 
 /// `strata build [-t NAME]... [-f FILE] [--build-arg K=V]... [--no-cache] [--target S] DIR`.
 pub fn run(root: Option<PathBuf>, a: BuildArgs) -> CmdResult {
@@ -28,8 +28,8 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> CmdResult {
         no_cache: a.no_cache,
         target: a.target,
         network: match a.network.as_str() {
-            "host" => Network::Host,
-            _ => Network::None,
+            "host" => Mode::Host,
+            _ => Mode::None,
         },
     };
     let policy = a.pull;

@@ -8,7 +8,7 @@ use super::{container_ctx, image_ctx, CmdResult, Error};
 use crate::cli::RunArgs;
 use crate::container::lifecycle;
 use crate::container::plan::Overrides;
-use crate::container::request::{self, Request};
+use crate::container::request::Request;
 use crate::container::{self as ctr, ContainerError};
 use crate::host::Host;
 use crate::image::store::default_root;
@@ -63,12 +63,14 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
             ("pasta".parse()?, None)
         }
         Some(n) if n.starts_with("container:") => (
-            request::Network::Container,
+            crate::network::Mode::Container,
             Some(n["container:".len()..].to_string()),
         ),
-        Some(n) if crate::text::valid_name(n) => (request::Network::Bridge, Some(n.to_string())),
+        Some(n) if crate::text::valid_name(n) => {
+            (crate::network::Mode::Bridge, Some(n.to_string()))
+        }
         Some(n) => (n.parse()?, None),
-        None => (request::Network::default_for(host), None),
+        None => (crate::network::Mode::default_for(host), None),
     };
     Ok(Request {
         network,

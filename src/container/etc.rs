@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::{io_ctx, ContainerError};
-use super::request::Network;
+use crate::network::Mode;
 use crate::runtime::spec::Volume;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -61,9 +61,9 @@ ff02::2\tip6-allrouters
 ";
 
 /// The text of the container's /etc/hosts.
-pub fn hosts_text(network: Network, host_hosts: Option<&str>, extra: &[HostEntry]) -> String {
+pub fn hosts_text(network: Mode, host_hosts: Option<&str>, extra: &[HostEntry]) -> String {
     let mut s = match (network, host_hosts) {
-        (Network::Host, Some(h)) => h.to_string(),
+        (Mode::Host, Some(h)) => h.to_string(),
         _ => LOCALHOST.to_string(),
     };
     if !s.is_empty() && !s.ends_with('\n') {
@@ -81,7 +81,7 @@ pub struct Names<'a> {
     /// Its host name.
     pub hostname: &'a str,
     /// Its network (the host's network shares the host's files).
-    pub network: Network,
+    pub network: Mode,
     /// Its address on a bridge network.
     pub own_ip: Option<std::net::Ipv4Addr>,
     /// `--add-host` entries.
@@ -114,9 +114,7 @@ pub fn prepare(
     let mut files: Vec<(&str, String)> =
         vec![("hosts", hosts), ("hostname", format!("{hostname}\n"))];
     let base = match network {
-        Network::Host | Network::Bridge | Network::Container | Network::Pasta => {
-            resolv_conf(network)
-        }
+        Mode::Host | Mode::Bridge | Mode::Container | Mode::Pasta => resolv_conf(network),
         // Asked for (--dns with --network none): docker writes it all the same.
         _ if !dns.is_empty() => Some(String::new()),
         _ => None,
@@ -216,13 +214,13 @@ impl Dns {
     }
 }
 
-fn resolv_conf(network: Network) -> Option<String> {
+fn resolv_conf(network: Mode) -> Option<String> {
     let host = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     let stub = host
         .lines()
         .any(|l| l.trim_start().starts_with("nameserver 127."));
     match (network, stub) {
-        (Network::Bridge | Network::Container | Network::Pasta, true) => {
+        (Mode::Bridge | Mode::Container | Mode::Pasta, true) => {
             std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok()
         }
         _ => Some(host),
@@ -265,11 +263,11 @@ mod tests {
     #[test]
     fn hosts_files() {
         let extra = ["db:10.0.0.5".parse().unwrap()];
-        let t = hosts_text(Network::None, Some("1.2.3.4 hostonly"), &extra);
+        let t = hosts_text(Mode::None, Some("1.2.3.4 hostonly"), &extra);
         assert!(t.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(t.ends_with("10.0.0.5\tdb\n"));
         assert!(!t.contains("hostonly"));
-        let t = hosts_text(Network::Host, Some("1.2.3.4 hostonly"), &extra);
+        let t = hosts_text(Mode::Host, Some("1.2.3.4 hostonly"), &extra);
         assert_eq!(t, "1.2.3.4 hostonly\n10.0.0.5\tdb\n");
     }
 }

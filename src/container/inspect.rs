@@ -88,10 +88,10 @@ fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Va
     let name = req
         .as_ref()
         .map(|r| match r.network {
-            super::request::Network::Bridge => {
+            crate::network::Mode::Bridge => {
                 r.network_name.clone().unwrap_or_else(|| "bridge".into())
             }
-            super::request::Network::Container => {
+            crate::network::Mode::Container => {
                 format!("container:{}", r.network_name.clone().unwrap_or_default())
             }
             other => format!("{other:?}").to_lowercase(),

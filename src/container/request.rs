@@ -9,70 +9,13 @@ use std::str::FromStr;
 use super::error::{io_ctx, ContainerError};
 use super::state::Container;
 use crate::container::plan::Overrides;
-use crate::host::Host;
 use crate::network::usernet::Publish;
+use crate::network::Mode;
 use crate::runtime::cgroup::Limits;
 use crate::runtime::security::Security;
 use crate::runtime::userns;
 
 type Result<T> = std::result::Result<T, ContainerError>;
-
-/// The network a container gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Network {
-    /// A network namespace of its own with only `lo`.
-    #[default]
-    None,
-    /// The host's.
-    Host,
-    /// A network namespace of its own connected through pasta (user-mode networking).
-    Pasta,
-    /// A network namespace of its own on the `strata0` bridge, with NAT (root).
-    Bridge,
-    /// Another container's network namespace (`container:NAME`, with `network_name`).
-    Container,
-}
-
-impl Network {
-    /// Without `--network`: the bridge for root (docker's default) where it can be made
-    /// (CAP_NET_ADMIN, which root in a nested container may lack, and iptables for its
-    /// rules); user-mode networking for a user when pasta can run (as podman does); else
-    /// only `lo`.
-    pub fn default_for(host: &Host) -> Network {
-        let net_admin = || {
-            caps::has_cap(
-                None,
-                caps::CapSet::Effective,
-                caps::Capability::CAP_NET_ADMIN,
-            )
-            .unwrap_or(false)
-        };
-        match host.root {
-            true if net_admin() && crate::host::which("iptables").is_some() => Network::Bridge,
-            false if crate::network::usernet::available() => Network::Pasta,
-            _ => Network::None,
-        }
-    }
-}
-
-impl FromStr for Network {
-    type Err = ContainerError;
-
-    fn from_str(s: &str) -> Result<Network> {
-        match s {
-            "none" => Ok(Network::None),
-            "host" => Ok(Network::Host),
-            "bridge" => Ok(Network::Bridge),
-            "pasta" if crate::network::usernet::pasta_installed() => Ok(Network::Pasta),
-            "pasta" => Err(ContainerError::BadSpec(
-                "--network pasta: pasta is not installed (Debian package passt)".into(),
-            )),
-            other => Err(ContainerError::BadSpec(format!(
-                "--network {other}: expected none, host, bridge or pasta"
-            ))),
-        }
-    }
-}
 
 /// What `run` (or `create`) asks for; kept with the container (`request.json`) so
 /// `start` and `restart` start it the same way.
@@ -87,7 +30,7 @@ pub struct Request {
     /// `--hostname` (default: the short id).
     pub hostname: Option<String>,
     /// `--network`.
-    pub network: Network,
+    pub network: Mode,
     /// `--network NAME`: a user-defined network (with `network` Bridge), or the container
     /// whose network this one joins (with `network` Container).
     #[serde(default)]

@@ -12,12 +12,12 @@ use super::copy::Owner;
 use super::error::{io_ctx, ContainerError};
 use super::id::Status;
 use super::lifecycle::Created;
-use super::request::Network;
 use super::state::Container;
 use crate::container::plan::build;
 use crate::fuse::options::MountOptions;
 use crate::image::Store;
 use crate::network::Lease;
+use crate::network::Mode;
 use crate::overlay::present::{IdRange, OverrideXattr};
 use crate::runtime::cgroup::Cgroup;
 use crate::runtime::launch;
@@ -179,12 +179,12 @@ impl<'a> Prepared<'a> {
             false => super::ports::reserve(
                 &req.publish,
                 &super::ports::published_by_others(store, c.state.id.as_str()),
-                req.network == Network::Bridge,
+                req.network == Mode::Bridge,
             )?,
         };
         // A bridge network's address is leased now: /etc/hosts names it.
         let lease = match req.network {
-            Network::Bridge => {
+            Mode::Bridge => {
                 let name = req.network_name.as_deref().unwrap_or("bridge");
                 let names: Vec<String> = std::iter::once(c.state.name.clone())
                     .chain(req.network_aliases.iter().cloned())
@@ -272,11 +272,11 @@ impl<'a> Mounted<'a> {
             &overrides,
             &etc_root(&rootfs, !p.inside, &self.layers),
             c.state.hostname.clone(),
-            req.network != Network::Host,
+            req.network != Mode::Host,
             req.limits,
         )?;
         spec.userns = created.userns.is_some();
-        if req.network == Network::Container {
+        if req.network == Mode::Container {
             let name = req.network_name.as_deref().unwrap_or_default();
             let other = super::state::find(store, name)?;
             let pid = other.running_pid().map_err(|_| {
@@ -415,7 +415,7 @@ impl<'a> Configured<'a> {
                 if !owners.is_empty() {
                     give_owners_inside(pid, owners)?;
                 }
-                if req.network == Network::Pasta {
+                if req.network == Mode::Pasta {
                     net = Some(crate::network::usernet::start(
                         pid,
                         &req.publish,

@@ -10,6 +10,7 @@ pub mod engines;
 pub mod error;
 pub mod firewall;
 pub mod ipam;
+pub mod mode;
 pub mod names;
 pub mod netlink;
 pub mod usernet;
@@ -19,6 +20,7 @@ use std::net::Ipv4Addr;
 use crate::image::Store;
 pub use error::NetworkError;
 use ipam::Network;
+pub use mode::Mode;
 use netlink::Netlink;
 use usernet::Publish;
 
