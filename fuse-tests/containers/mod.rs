@@ -6,6 +6,7 @@ mod copytar;
 mod escape;
 mod exec;
 mod habits;
+mod health;
 mod images;
 mod lifecycle;
 mod logging;

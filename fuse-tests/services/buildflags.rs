@@ -1,6 +1,7 @@
-//! BuildKit's flags and heredocs as `strata build` takes them: `RUN --network`, `COPY
-//! --exclude`, `FROM --platform` (this host's), `RUN <<EOF` heredocs, `build -f -`; and a
-//! flag it doesn't carry out is an error naming it, never dropped.
+//! BuildKit's flags and heredocs as `strata build` takes them: `RUN --network`, `RUN
+//! --mount` (cache, bind, secret, tmpfs, with `build --secret`), `COPY --exclude`, `FROM
+//! --platform` (this host's), `RUN <<EOF` heredocs, `build -f -`; and a flag it doesn't
+//! carry out is an error naming it, never dropped.
 
 use std::process::{Command, Stdio};
 
@@ -50,8 +51,16 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
     for (text, says) in [
         ("FROM box:1\nCOPY --bogus=1 d /d\n", "unknown flag: --bogus"),
         (
-            "FROM box:1\nRUN --mount=type=cache,target=/c true\n",
-            "RUN --mount=type=cache",
+            "FROM box:1\nRUN --mount=type=ssh true\n",
+            "RUN --mount=type=ssh",
+        ),
+        (
+            "FROM box:1\nRUN --mount=type=secret,id=absent,required true\n",
+            "the secret is required",
+        ),
+        (
+            "FROM box:1\nRUN --mount=type=bind,source=../..,target=/x true\n",
+            "outside the build context",
         ),
         (
             "FROM --platform=linux/arm64 box:1\n",
@@ -100,5 +109,92 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
         "from-stdin\n"
     );
     ok(&e, &["rmi", "flags:1", "stdin:1"]);
+    no_leftovers(&e);
+}
+
+#[test]
+fn run_mounts_are_seen_by_the_step_and_never_baked_into_the_image() {
+    let e = env("buildmounts");
+    let ctx = e.store.with_file_name("ctx");
+    std::fs::create_dir_all(ctx.join("d")).unwrap();
+    std::fs::write(ctx.join("d/keep.txt"), "keep\n").unwrap();
+    let secret = e.store.with_file_name("token");
+    std::fs::write(&secret, "s3cret-value").unwrap();
+    let file = ctx.join("Containerfile");
+    std::fs::write(
+        &file,
+        "FROM box:1\n\
+         RUN --mount=type=cache,target=/var/cache/app sh -c 'n=$(cat /var/cache/app/n 2>/dev/null || echo 0); echo $((n+1)) > /var/cache/app/n; cp /var/cache/app/n /seen-cache'\n\
+         RUN --mount=type=bind,source=d,target=/src cp /src/keep.txt /seen-bind\n\
+         RUN --mount=type=bind,source=d,target=/src,rw sh -c 'echo w > /src/new && cat /src/new > /seen-rw'\n\
+         RUN --mount=type=secret,id=tok --mount=type=secret,id=env sh -c 'test \"$(cat /run/secrets/tok)\" = s3cret-value && test \"$(cat /run/secrets/env)\" = from-env && stat -c %a /run/secrets/tok > /seen-secret'\n\
+         RUN --mount=type=secret,id=nope sh -c '[ ! -e /run/secrets/nope ] && echo absent > /seen-nope'\n\
+         RUN --mount=type=tmpfs,target=/scratch sh -c 'echo t > /scratch/f && grep -c \" /scratch tmpfs\" /proc/mounts > /seen-tmpfs'\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "-t",
+            "mounts:1",
+            "--secret",
+            "id=tok,src=TOKEN_FILE",
+            "--secret",
+            "id=env,env=TOKEN_FROM_ENV",
+        ];
+        args.extend(extra);
+        args.push(ctx.to_str().unwrap());
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("TOKEN_FILE", secret.to_str().unwrap()))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = std::process::Command::new(crate::support::harness::strata_bin())
+            .env("STRATA_ROOT", &e.store)
+            .env("TOKEN_FROM_ENV", "from-env")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            out(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out(&o)
+    };
+    build(&[]);
+    let run = |cmd: &str| ok(&e, &["run", "--rm", "mounts:1", "sh", "-c", cmd]);
+    assert_eq!(
+        run("cat /seen-cache /seen-bind /seen-rw /seen-secret /seen-nope /seen-tmpfs"),
+        "1\nkeep\nw\n400\nabsent\n1\n"
+    );
+    // Nothing of the mounts is in the image: no cache content, no mount points made for
+    // them, no secret; the writable bind's writes went nowhere.
+    assert_eq!(
+        run("ls -d /var/cache/app/n /src /run/secrets /scratch 2>/dev/null; echo end"),
+        "end\n"
+    );
+    assert!(
+        !ctx.join("d/new").exists(),
+        "a rw bind wrote into the context"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&e, &["image", "inspect", "mounts:1"])).unwrap();
+    for dir in v["LayerDirs"].as_array().unwrap() {
+        let o = std::process::Command::new("grep")
+            .args(["-rl", "s3cret-value"])
+            .arg(dir.as_str().unwrap())
+            .output()
+            .unwrap();
+        assert!(o.stdout.is_empty(), "the secret is in a layer: {}", out(&o));
+    }
+    // The cache outlives the build; the bound content is part of the step's cache key.
+    build(&["--no-cache"]);
+    assert_eq!(run("cat /seen-cache"), "2\n");
+    std::fs::write(ctx.join("d/keep.txt"), "changed\n").unwrap();
+    let log = build(&[]);
+    assert_eq!(run("cat /seen-bind"), "changed\n", "{log}");
+    ok(&e, &["rmi", "mounts:1"]);
     no_leftovers(&e);
 }

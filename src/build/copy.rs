@@ -262,7 +262,12 @@ fn placed(host: &Path, dest_rel: &Path, into_dir: bool, base: Option<PathBuf>) -
 }
 
 /// Copies each of `paths` out of image `img` into `out/<index>`.
-fn copy_from_image(run: &mut Run<'_>, img: &Image, paths: &[String], out: &Path) -> Result<()> {
+pub(super) fn copy_from_image(
+    run: &mut Run<'_>,
+    img: &Image,
+    paths: &[String],
+    out: &Path,
+) -> Result<()> {
     let request = super::step::step_request(&img.id)?;
     let created = lifecycle::create(run.store, request, crate::host::Host::current())?;
     let c = created.container.clone();

@@ -13,6 +13,7 @@
 pub mod context;
 mod copy;
 pub mod error;
+pub mod mounts;
 pub mod parse;
 mod step;
 
@@ -49,6 +50,8 @@ pub struct Options {
     pub target: Option<String>,
     /// RUN's network (none unless `--network host`).
     pub network: Mode,
+    /// `--secret id=ID,src=PATH|env=VAR`: what `RUN --mount=type=secret` mounts.
+    pub secrets: Vec<mounts::Secret>,
 }
 
 /// The image a stage has reached.

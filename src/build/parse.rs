@@ -200,7 +200,10 @@ fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildErr
     }
     rest = rest.trim_start();
     let mut flags = Vec::new();
-    if matches!(keyword.as_str(), "FROM" | "COPY" | "ADD" | "RUN") {
+    if matches!(
+        keyword.as_str(),
+        "FROM" | "COPY" | "ADD" | "RUN" | "HEALTHCHECK"
+    ) {
         while let Some(f) = rest.strip_prefix("--") {
             let (flag, after) = f.split_once(char::is_whitespace).unwrap_or((f, ""));
             let (k, v) = flag.split_once('=').unwrap_or((flag, "true"));
@@ -252,9 +255,16 @@ fn check_flags(
 ) -> Result<(), BuildError> {
     let known: &[&str] = match keyword {
         "FROM" => &["platform"],
-        "RUN" => &["network"],
+        "RUN" => &["network", "mount"],
         "COPY" => &["from", "chown", "chmod", "link", "exclude"],
         "ADD" => &["chown", "chmod", "link", "exclude"],
+        "HEALTHCHECK" => &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
         _ => &[],
     };
     for (k, v) in flags {
@@ -262,10 +272,6 @@ fn check_flags(
             continue;
         }
         let why = match (keyword, k.as_str()) {
-            ("RUN", "mount") => format!(
-                "RUN --mount={v}: cache, bind, secret and tmpfs mounts are not supported by \
-                 strata build (a cache's content would be baked into the image)"
-            ),
             ("RUN", "security") => format!("RUN --security={v}: not supported"),
             ("ADD", "checksum" | "keep-git-dir") => {
                 format!("ADD --{k}: ADD of URLs and git repositories is not supported")

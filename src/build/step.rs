@@ -274,6 +274,10 @@ fn configure(
         "STOPSIGNAL" => {
             rc.extra.insert("StopSignal".into(), text(&i.args).into());
         }
+        "HEALTHCHECK" => {
+            rc.extra
+                .insert("Healthcheck".into(), healthcheck(i, &text(&i.args))?);
+        }
         "SHELL" => match &i.args {
             Args::Exec(v) if !v.is_empty() => {
                 rc.extra.insert("Shell".into(), serde_json::json!(v));
@@ -303,6 +307,50 @@ fn configure(
     Ok(())
 }
 
+/// docker's `Healthcheck` config of `HEALTHCHECK [--interval=D ...] CMD command` (shell
+/// or exec form) or `HEALTHCHECK NONE`; durations in nanoseconds, as docker stores them.
+fn healthcheck(i: &Instruction, args: &str) -> std::result::Result<serde_json::Value, String> {
+    let args = args.trim();
+    if args.eq_ignore_ascii_case("NONE") {
+        return Ok(serde_json::json!({ "Test": ["NONE"] }));
+    }
+    let rest = match args.split_once(char::is_whitespace) {
+        Some((cmd, rest)) if cmd.eq_ignore_ascii_case("CMD") => rest.trim(),
+        _ => return Err(format!("HEALTHCHECK {args}: expected CMD command or NONE")),
+    };
+    let test: Vec<String> = match rest.starts_with('[') {
+        true => {
+            let argv: Vec<String> =
+                serde_json::from_str(rest).map_err(|e| format!("HEALTHCHECK CMD {rest}: {e}"))?;
+            std::iter::once("CMD".to_string()).chain(argv).collect()
+        }
+        false => vec!["CMD-SHELL".into(), rest.to_string()],
+    };
+    let mut v = serde_json::json!({ "Test": test });
+    for (flag, key) in [
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start-period", "StartPeriod"),
+        ("start-interval", "StartInterval"),
+    ] {
+        if let Some(d) = i.flag(flag) {
+            let ns = d
+                .parse::<jiff::SignedDuration>()
+                .ok()
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+                .ok_or_else(|| format!("HEALTHCHECK --{flag}={d}: expected a duration (30s)"))?;
+            v[key] = serde_json::json!(ns.as_nanos() as u64);
+        }
+    }
+    if let Some(r) = i.flag("retries") {
+        let n: u32 = r
+            .parse()
+            .map_err(|_| format!("HEALTHCHECK --retries={r}: expected a number"))?;
+        v["Retries"] = serde_json::json!(n);
+    }
+    Ok(v)
+}
+
 /// Carries out instruction `i` of `stage` (or takes it from the cache); its new image.
 pub(super) fn carry_out(
     run: &mut Run<'_>,
@@ -316,7 +364,7 @@ pub(super) fn carry_out(
     match i.keyword.as_str() {
         "RUN" => run_step(run, stage, i, text, tag),
         "COPY" | "ADD" => super::copy::copy_step(run, stage, i, text, fail),
-        "HEALTHCHECK" | "ONBUILD" => Err(fail(format!("{} is not supported", i.keyword))),
+        "ONBUILD" => Err(fail(format!("{} is not supported", i.keyword))),
         _ => {
             let key = run.key(&parent.id, text, "");
             if let Some(img) = cached_image(run, &key)? {
@@ -357,7 +405,23 @@ fn run_step(
 ) -> Result<Image> {
     let parent = stage.image.clone();
     let env = arg_env(stage);
-    let key = run.key(&parent.id, text, &env.join("\n"));
+    // RUN --mount: what the step sees besides its image (never part of its layer); bound
+    // content counts in the cache key.
+    let wanted = i
+        .flags
+        .iter()
+        .filter(|(k, _)| k == "mount")
+        .map(|(_, v)| {
+            super::mounts::parse(&stage.expand(v))
+                .map_err(|why| BuildError::parse("RUN", i.line, format!("RUN --mount={v}: {why}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mounts = super::mounts::prepare(run, stage, &wanted, i.line)?;
+    let key = run.key(
+        &parent.id,
+        text,
+        &format!("{}{}", env.join("\n"), mounts.key),
+    );
     if let Some(img) = cached_image(run, &key)? {
         run.say(" ---> Using cache")?;
         return Ok(img);
@@ -381,6 +445,8 @@ fn run_step(
             command: argv.clone(),
             entrypoint: Some(String::new()),
             env,
+            volumes: mounts.volumes.clone(),
+            tmpfs: mounts.tmpfs.clone(),
             ..Default::default()
         },
         network,
@@ -400,6 +466,9 @@ fn run_step(
         },
         run.store,
     );
+    // The mount points made for the mounts are not the step's files.
+    let lowers = run.store.lowerdirs(&parent.config)?;
+    super::mounts::remove_stubs(&c.upper(), &lowers, &wanted);
     let result = match code {
         0 => crate::container::changes::layer_of(run.store, &c)
             .map_err(BuildError::from)

@@ -88,6 +88,24 @@ pub struct RunArgs {
     /// Seconds stop waits before SIGKILL (default 10).
     #[arg(long)]
     pub stop_timeout: Option<u64>,
+    /// A health check run in the container (by /bin/sh -c): ps and inspect show its state.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Between health checks (30s, 1m30s; default 30s).
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// A health check longer than this fails (default 30s).
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// After the start, failed checks don't count for this long (default 0s).
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Failed checks in a row that make it unhealthy (default 3).
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// No health check, whatever the image says.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Size of /dev/shm (64m, 1g; default 64m).
     #[arg(long)]
     pub shm_size: Option<String>,
@@ -200,6 +218,10 @@ pub struct BuildArgs {
     /// RUN's network: none (default) or host.
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     pub network: String,
+    /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    /// (repeatable); never stored in the image or the cache.
+    #[arg(long, action = ArgAction::Append, value_name = "id=ID,src=PATH")]
+    pub secret: Vec<String>,
     /// Pull FROM images: missing (default), never.
     #[arg(long, default_value = "missing", value_parser = ["missing", "never"])]
     pub pull: String,

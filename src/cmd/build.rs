@@ -20,7 +20,7 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> CmdResult {
             None => build_args.insert(kv.clone(), std::env::var(kv).unwrap_or_default()),
         };
     }
-    let o = build::Options {
+    let mut o = build::Options {
         context: a.context,
         file: a.file,
         tags: a.tag,
@@ -31,7 +31,14 @@ pub fn run(root: Option<PathBuf>, a: BuildArgs) -> CmdResult {
             "host" => Mode::Host,
             _ => Mode::None,
         },
+        secrets: Vec::new(),
     };
+    for s in &a.secret {
+        match build::mounts::parse_secret(s) {
+            Ok(s) => o.secrets.push(s),
+            Err(e) => return Ok(super::fail(format_args!("build: {e}"))),
+        }
+    }
     let policy = a.pull;
     let pull = |image: &str| super::container::pull_for_run(&store, image, &policy);
     let mut out = std::io::stdout().lock();

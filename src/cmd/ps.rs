@@ -100,9 +100,13 @@ fn status_text(s: &ctr::State) -> String {
             let up = ago(&s.started_at)
                 .map(|d| format!("Up {d}"))
                 .unwrap_or("Up".into());
-            match s.paused {
-                true => format!("{up} (Paused)"),
-                false => up,
+            match (s.paused, &s.health) {
+                (true, _) => format!("{up} (Paused)"),
+                (false, Some(h)) if h.status == crate::container::health::Status::Starting => {
+                    format!("{up} (health: starting)")
+                }
+                (false, Some(h)) => format!("{up} ({})", h.status.as_str()),
+                (false, None) => up,
             }
         }
         (Status::Exited, Some(code)) if s.restarting => format!(

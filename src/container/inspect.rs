@@ -45,6 +45,13 @@ pub fn json(store: &Store, c: &Container) -> Value {
             "Pid": s.pid.unwrap_or(0),
             "ExitCode": s.exit_code.unwrap_or(0),
             "OOMKilled": s.oom_killed,
+            "Health": s.health.as_ref().map(|h| json!({
+                "Status": h.status.as_str(),
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|p| json!({
+                    "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output,
+                })).collect::<Vec<_>>(),
+            })),
         },
         "Image": s.image_id,
         "Config": {

@@ -215,6 +215,12 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
     let userns = userns::choose(request.userns, host)?;
     let image = store.resolve(&request.image)?;
     publish_exposed(&mut request, &image.config)?;
+    let image_check = image
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.extra.get("Healthcheck"));
+    request.health = super::health::choose(image_check, &request.health_flags)?;
     let lowers = store.lowerdirs(&image.config)?;
     let image_volumes: Vec<String> = image
         .config
@@ -272,6 +278,7 @@ pub fn create(store: &Store, mut request: Request, host: &Host) -> Result<Create
             cwd: String::new(),
             security: request.security.clone(),
             hostname,
+            health: None,
         },
     )?;
     if let Err(e) = write_request(&container, &request) {

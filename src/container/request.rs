@@ -94,6 +94,12 @@ pub struct Request {
     /// The anonymous volumes named at create (removed by `rm -v` and `run --rm`).
     #[serde(default)]
     pub anonymous: Vec<String>,
+    /// `--health-*` and `--no-healthcheck`, as given.
+    #[serde(default)]
+    pub health_flags: super::health::Flags,
+    /// The health check it runs: the image's, with the flags over it (set at create).
+    #[serde(default)]
+    pub health: Option<super::health::Check>,
     /// `--log-opt`: rotation of a detached container's log.
     #[serde(default)]
     pub log_opts: super::logs::LogOpts,

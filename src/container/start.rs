@@ -12,18 +12,17 @@ use super::copy::Owner;
 use super::error::{io_ctx, ContainerError};
 use super::id::Status;
 use super::lifecycle::Created;
+use super::stack::{etc_root, give_owners_inside, seed_volumes, stack_options};
 use super::state::Container;
 use crate::container::plan::build;
 use crate::fuse::options::MountOptions;
 use crate::image::Store;
 use crate::network::Lease;
 use crate::network::Mode;
-use crate::overlay::present::{IdRange, OverrideXattr};
 use crate::runtime::cgroup::Cgroup;
 use crate::runtime::launch;
 use crate::runtime::spec::{RunSpec, Volume};
 use crate::runtime::tty::ConsoleSocket;
-use crate::runtime::userns::{IdMap, UserNs};
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -37,45 +36,6 @@ impl Drop for RootfsMount {
             let _ = crate::sys::mount::unmount(&p, false);
         }
     }
-}
-
-/// The mount options of the container's layer stack: root's server shows the image's ids
-/// shifted into the range of a user namespace; a rootless server, inside the namespace,
-/// keeps owners it can't set in override xattrs (see the README).
-fn stack_options(
-    created: &Created,
-    stack: Vec<PathBuf>,
-    upper: PathBuf,
-    work: PathBuf,
-) -> MountOptions {
-    let mut opts = MountOptions::for_stack(stack, Some((upper, work)));
-    opts.session.read_only = created.request.read_only;
-    match &created.userns {
-        Some(u) if u.server_inside => {
-            opts.session.namespace_root = true;
-            opts.session.allow_other = Some(true);
-            opts.stack.presentation.override_xattr = Some(OverrideXattr::Containers);
-        }
-        Some(u) => {
-            opts.stack.presentation.uids = shifted(&u.uids);
-            opts.stack.presentation.gids = shifted(&u.gids);
-        }
-        None => {}
-    }
-    opts
-}
-
-/// Where the container's /etc/passwd and /etc/group are read before it starts: the rootfs
-/// when the launcher mounted it, else the top layer that has an /etc/passwd.
-fn etc_root(rootfs: &Path, mounted_here: bool, stack: &[PathBuf]) -> PathBuf {
-    if mounted_here {
-        return rootfs.to_path_buf();
-    }
-    stack
-        .iter()
-        .find(|l| std::fs::symlink_metadata(l.join("etc/passwd")).is_ok())
-        .cloned()
-        .unwrap_or_else(|| rootfs.to_path_buf())
 }
 
 /// Mounts the rootfs and starts the container; calls `started` once its command runs,
@@ -327,6 +287,11 @@ impl<'a> Mounted<'a> {
         // this launcher finished it.
         let sentinel = super::sentinel::watch(store, c.state.id.as_str(), waiter.pid(), req.remove)
             .map_err(io_ctx("starting the container's sentinel"))?;
+        // Its health checker, which waits for it to run and ends with it.
+        if let Some(check) = &req.health {
+            super::health::watch(store, c.state.id.as_str(), check)
+                .map_err(io_ctx("starting the container's health checker"))?;
+        }
         // Blocked before the container can run, so a signal sent once it runs is never lost
         // (the waiter unblocks them for the container).
         crate::sys::process::block_signals(launch::FORWARDED)
@@ -346,46 +311,6 @@ impl<'a> Mounted<'a> {
             mounted: self,
         })
     }
-}
-
-/// Seeds fresh named volumes from the image (docker's copy on first use) and returns the
-/// seeded files whose owners must still be given inside the container's user namespace
-/// (none unless the filesystem server runs there: the others are given now).
-fn seed_volumes(
-    store: &Store,
-    c: &Container,
-    created: &Created,
-    fresh: &[super::volume::Seed],
-    inside: bool,
-) -> Result<Vec<Owner>> {
-    if fresh.is_empty() {
-        return Ok(Vec::new());
-    }
-    let view = super::copy::raw_view(store, c, false)?;
-    let mut owners = super::volume::seed(&view, fresh)?;
-    // In a user's store, what has no override is the user's own: root in the image.
-    if !store.root_user {
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
-        for o in owners.iter_mut().filter(|o| o.on_disk) {
-            o.uid = if o.uid == me.0 { 0 } else { o.uid };
-            o.gid = if o.gid == me.1 { 0 } else { o.gid };
-        }
-    }
-    if inside {
-        return Ok(owners);
-    }
-    // The image's owners now, shifted into root's user namespace range with --userns=auto.
-    if let Some(u) = &created.userns {
-        for o in &mut owners {
-            o.uid = UserNs::to_host(&u.uids, o.uid);
-            o.gid = UserNs::to_host(&u.gids, o.gid);
-        }
-    }
-    super::volume::give_owners(&owners).map_err(io_ctx("giving a volume's files their owners"))?;
-    Ok(Vec::new())
 }
 
 /// Step 4: the command runs, its network wired (pasta, or the bridge and its published
@@ -463,26 +388,6 @@ impl<'a> Configured<'a> {
     }
 }
 
-/// Gives seeded volume files their owners from inside the user namespace of the container
-/// whose waiter is `pid` (the image's ids are valid only there).
-fn give_owners_inside(pid: i32, owners: &[Owner]) -> Result<()> {
-    let ns = format!("/proc/{pid}/ns/user");
-    let ns = std::fs::File::open(&ns).map_err(io_ctx(&ns))?;
-    let code = super::copy::in_namespace(&ns, || match super::volume::give_owners(owners) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("giving a volume's files their owners: {e}");
-            1
-        }
-    })?;
-    match code {
-        0 => Ok(()),
-        _ => Err(ContainerError::Setup(
-            "giving a volume's files their owners in the container's user namespace".into(),
-        )),
-    }
-}
-
 /// Step 5: recorded as running; waited for, torn down and recorded as exited by
 /// [`Recorded::wait`].
 struct Recorded<'a> {
@@ -504,7 +409,9 @@ impl<'a> Launched<'a> {
         // A `--rm` container's record goes when it ends: its changes are not synced.
         let sync = !p.created.request.remove;
         let pid = self.running.pid;
+        let checked = p.created.request.health.is_some();
         let r = p.c.update_synced(sync, |s| {
+            s.health = checked.then(super::health::Health::default);
             s.status = Status::Running;
             s.started_at = Some(crate::image::rootfs::now_rfc3339());
             s.pid = Some(pid);
@@ -609,34 +516,4 @@ fn forward_signals(pid: i32, proxy: bool) {
                 }
             }
         });
-}
-
-/// The disk-to-shown ranges root's filesystem server applies (`uidmapping=`), so the
-/// image's id k is seen as the user namespace's id k.
-fn shifted(maps: &[IdMap]) -> Vec<IdRange> {
-    maps.iter()
-        .map(|m| IdRange {
-            disk: m.inside,
-            shown: m.outside,
-            len: m.len,
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_server_shows_the_image_ids_as_the_namespace_maps_them() {
-        let small = crate::runtime::userns::rootless_maps(1000, &[(100000, 10), (400000, 5)]);
-        assert_eq!(
-            shifted(&small[1..2]),
-            [IdRange {
-                disk: 1,
-                shown: 100000,
-                len: 10
-            }]
-        );
-    }
 }

@@ -95,6 +95,9 @@ pub struct State {
     /// Host name.
     #[serde(default)]
     pub hostname: String,
+    /// Its health while it runs with a health check (the last one after).
+    #[serde(default)]
+    pub health: Option<super::health::Health>,
 }
 
 /// A container's directory in the store, with the state read from it.
