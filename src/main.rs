@@ -73,12 +73,16 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
             memory,
             pids_limit,
             cpus,
+            restart,
             containers,
         } => lifecycle::update(
             root,
-            memory.as_deref(),
-            pids_limit,
-            cpus.as_deref(),
+            lifecycle::Changes {
+                memory: memory.as_deref(),
+                pids: pids_limit,
+                cpus: cpus.as_deref(),
+                restart: restart.as_deref(),
+            },
             &containers,
         ),
         Command::Completion { shell } => {

@@ -214,3 +214,48 @@ fn system_boot_brings_back_what_the_policies_ask_after_everything_was_killed() {
     );
     no_leftovers(&e);
 }
+
+#[test]
+fn update_restart_changes_the_policy_of_a_running_container() {
+    let e = env("restart-update");
+    // Run without a policy; the policy given while it runs applies at its exit.
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "u",
+            "box:1",
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    ok(&e, &["update", "--restart", "on-failure:2", "u"]);
+    let v = inspect(&e, "u");
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"]["Name"], "on-failure",
+        "{v}"
+    );
+    until(&e, "u", |v| {
+        v["RestartCount"].as_u64().unwrap_or(0) >= 2 && settled(v)
+    });
+    assert_eq!(inspect(&e, "u")["State"]["ExitCode"], 3);
+    // Back to no: a start runs it once.
+    ok(&e, &["update", "--restart", "no", "u"]);
+    ok(&e, &["start", "u"]);
+    until(&e, "u", |v| settled(v) && v["RestartCount"] == 0);
+    let o = strata(
+        &e,
+        &["run", "-d", "--rm", "--name", "r", "box:1", "sleep", "100"],
+    );
+    assert!(o.status.success());
+    let o = strata(&e, &["update", "--restart", "always", "r"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--rm"), "{o:?}");
+    let o = strata(&e, &["update", "--restart", "sometimes", "u"]);
+    assert!(!o.status.success());
+    ok(&e, &["rm", "-f", "u", "r"]);
+    no_leftovers(&e);
+}

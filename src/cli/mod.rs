@@ -356,6 +356,9 @@ pub enum Command {
         /// CPUs (1.5).
         #[arg(long)]
         cpus: Option<String>,
+        /// Restart policy: no, on-failure[:N], always, unless-stopped.
+        #[arg(long)]
+        restart: Option<String>,
         /// Names or ids.
         #[arg(required = true)]
         containers: Vec<String>,

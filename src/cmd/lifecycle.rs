@@ -298,26 +298,40 @@ pub fn exec(
 
 /// `strata update [--memory M] [--pids-limit N] [--cpus C] CONTAINER...`: prints each name
 /// (as `each` does).
-pub fn update(
-    root: Option<PathBuf>,
-    memory: Option<&str>,
-    pids: Option<u64>,
-    cpus: Option<&str>,
-    names: &[String],
-) -> CmdResult {
+pub fn update(root: Option<PathBuf>, ch: Changes<'_>, names: &[String]) -> CmdResult {
     use crate::runtime::cgroup::{parse_cpus, parse_memory, Limits};
-    let parsed = (|| -> Result<Limits, ctr::ContainerError> {
-        Ok(Limits {
-            memory: memory.map(parse_memory).transpose()?,
-            pids,
-            cpus: cpus.map(parse_cpus).transpose()?,
-        })
+    let parsed = (|| -> Result<_, ctr::ContainerError> {
+        let limits = Limits {
+            memory: ch.memory.map(parse_memory).transpose()?,
+            pids: ch.pids,
+            cpus: ch.cpus.map(parse_cpus).transpose()?,
+        };
+        let restart = ch
+            .restart
+            .map(str::parse::<crate::container::restart::RestartPolicy>)
+            .transpose()?;
+        Ok((limits, restart))
     })();
-    let limits = parsed.map_err(container_ctx("update"))?;
-    if limits == Limits::default() {
-        return Ok(super::fail("update: give --memory, --pids-limit or --cpus"));
+    let (limits, restart) = parsed.map_err(container_ctx("update"))?;
+    if limits == Limits::default() && restart.is_none() {
+        return Ok(super::fail(
+            "update: give --memory, --pids-limit, --cpus or --restart",
+        ));
     }
-    each(root, names, |_, c| lifecycle::update_limits(c, &limits))
+    each(root, names, |_, c| lifecycle::update(c, &limits, restart))
+}
+
+/// What `strata update` changes, as given.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Changes<'a> {
+    /// `--memory`.
+    pub memory: Option<&'a str>,
+    /// `--pids-limit`.
+    pub pids: Option<u64>,
+    /// `--cpus`.
+    pub cpus: Option<&'a str>,
+    /// `--restart`.
+    pub restart: Option<&'a str>,
 }
 
 /// `strata inspect NAME|IMAGE...`: a JSON array with one object per container or image

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use super::error::{io_ctx, ContainerError};
 use super::id::{ContainerId, Status};
 use super::request::{request_of, write_request, Request, Stdio};
+use super::restart::RestartPolicy;
 use super::state::{self, Container, State};
 use crate::host::Host;
 use crate::image::oci::ImageConfig;
@@ -71,12 +72,32 @@ pub fn wait_recorded(store: &Store, name: &str) {
 }
 
 /// `strata update`: the limits `l` gives (others as they were) applied to container `c`'s
-/// cgroups when it runs, and kept in its request for its next starts.
-pub fn update_limits(c: &Container, l: &Limits) -> Result<()> {
+/// cgroups when it runs, and with `restart` its restart policy (its monitor follows it
+/// from the next exit on); both kept for its next starts.
+pub fn update(c: &Container, l: &Limits, restart: Option<RestartPolicy>) -> Result<()> {
+    if let Some(policy) = restart {
+        if policy != RestartPolicy::No && request_of(c)?.remove {
+            return Err(ContainerError::BadSpec(
+                "--restart: a container run with --rm can't be restarted".into(),
+            ));
+        }
+    }
+    update_request(c, l, restart)?;
+    if let Some(policy) = restart {
+        let mut c = c.clone();
+        c.update(|s| s.restart_policy = policy)?;
+    }
+    Ok(())
+}
+
+fn update_request(c: &Container, l: &Limits, restart: Option<RestartPolicy>) -> Result<()> {
     let Some(_lock) = c.lock()? else {
         return Err(ContainerError::NotFound(c.state.name.clone()));
     };
     let mut req = request_of(c)?;
+    if let Some(policy) = restart {
+        req.restart = policy;
+    }
     if c.observed().status == Status::Running {
         crate::runtime::cgroup::Cgroup::existing(c.state.id.as_str()).set_limits(l)?;
     }

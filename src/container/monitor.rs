@@ -69,16 +69,20 @@ pub fn run_detached(store: &Store, created: Created) -> Result<ContainerId> {
 /// container is stopped by hand or removed. Each run is a child of its own, so this
 /// process stays single-threaded (a start forks, which needs that).
 fn supervise(store: &Store, mut created: Created, notify: Channel) {
-    let policy = created.request.restart;
-    let supervised = policy != RestartPolicy::No;
+    let mut policy = created.request.restart;
+    let mut supervised = policy != RestartPolicy::No;
     let mut c = created.container.clone();
-    if supervised {
-        let me = std::process::id() as i32;
+    let me = std::process::id() as i32;
+    // A start by hand puts it back under its policy (which `update --restart` may set
+    // later, so an earlier stop by hand is forgotten whatever the policy is now).
+    if supervised || c.state.stopped_by_hand || c.state.restart_count != 0 {
         let _ = c.update(|s| {
-            s.monitor = Some(me);
-            s.stopped_by_hand = false;
+            if supervised {
+                s.monitor = Some(me);
+                s.restarting = false;
+            }
             s.restart_count = 0;
-            s.restarting = false;
+            s.stopped_by_hand = false;
         });
     }
     let mut notify = Some(notify);
@@ -91,6 +95,14 @@ fn supervise(store: &Store, mut created: Created, notify: Channel) {
             Ok(now) => now.state.stopped_by_hand,
             Err(_) => true,
         };
+        // `update --restart` may have changed the policy while it ran.
+        if let Ok(now) = super::state::find(store, c.state.id.as_str()) {
+            policy = now.state.restart_policy;
+        }
+        if policy != RestartPolicy::No && !supervised {
+            supervised = true;
+            let _ = c.update(|s| s.monitor = Some(me));
+        }
         if !supervised || stop(&c) || !policy.wants(code, restarts) {
             break;
         }
