@@ -65,6 +65,18 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::Import {
+            change,
+            message,
+            file,
+            reference,
+        } => image::import(
+            root,
+            &file,
+            reference.as_deref(),
+            &change,
+            message.as_deref(),
+        ),
         Command::History { image: i } => image::run(root, ImageCmd::History { image: i }),
         Command::Save { output, images } => image::save(root, &images, output.as_deref()),
         Command::Load { input, quiet } => image::load(root, input.as_deref(), quiet),

@@ -246,3 +246,67 @@ fn update_changes_limits_now_and_for_the_next_start() {
     ok(&e, &["rm", "-f", "u"]);
     no_leftovers(&e);
 }
+
+#[test]
+fn import_makes_an_image_of_a_rootfs_tarball_with_changes() {
+    let e = env("verbs-import");
+    ok(&e, &["create", "--name", "src", "box:1", "true"]);
+    let tar = e.store.with_file_name("rootfs.tar");
+    ok(&e, &["export", "src", "-o", tar.to_str().unwrap()]);
+    let id = ok(
+        &e,
+        &[
+            "import",
+            "-c",
+            "CMD [\"sh\", \"-c\", \"echo $GREETING from $(pwd)\"]",
+            "-c",
+            "ENV GREETING=hi",
+            "-c",
+            "WORKDIR /srv",
+            "-c",
+            "LABEL made=import",
+            "-m",
+            "imported by a test",
+            tar.to_str().unwrap(),
+            "imp:1",
+        ],
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(ok(&e, &["run", "--rm", "imp:1"]), "hi from /srv\n");
+    let history = ok(&e, &["history", "imp:1"]);
+    assert!(history.contains("imported by a test"), "{history}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&e, &["image", "inspect", "imp:1"])).unwrap();
+    assert_eq!(v["Config"]["Labels"]["made"], "import", "{v}");
+    // From stdin, without changes: no command, as docker's.
+    let o = std::process::Command::new(crate::support::harness::strata_bin())
+        .env("STRATA_ROOT", &e.store)
+        .args(["import", "-", "imp:2"])
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ok(&e, &["run", "--rm", "imp:2", "echo", "ok"]), "ok\n");
+    // Refused, naming what: an instruction import can't apply, an image archive.
+    let o = strata(
+        &e,
+        &["import", "-c", "RUN true", tar.to_str().unwrap(), "bad:1"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("RUN is not one of"),
+        "{o:?}"
+    );
+    let archive = e.store.with_file_name("img.tar");
+    ok(&e, &["save", "-o", archive.to_str().unwrap(), "imp:1"]);
+    let o = strata(&e, &["import", archive.to_str().unwrap(), "bad:1"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("image archive"),
+        "{o:?}"
+    );
+    assert!(!out(&strata(&e, &["images"])).contains("bad"));
+    ok(&e, &["rm", "src"]);
+    ok(&e, &["rmi", "imp:1", "imp:2"]);
+    no_leftovers(&e);
+}

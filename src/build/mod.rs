@@ -17,6 +17,8 @@ pub mod mounts;
 pub mod parse;
 mod step;
 
+pub use step::apply_changes;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;

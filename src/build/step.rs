@@ -212,15 +212,62 @@ fn command(config: &ImageConfig, args: &Args) -> Vec<String> {
     }
 }
 
-/// Applies a config-only instruction to `config`.
+/// Applies a config-only instruction of `stage` to `config`.
 fn configure(
     stage: &Stage,
     i: &Instruction,
     config: &mut ImageConfig,
 ) -> std::result::Result<(), String> {
+    let base = stage.image.config.clone();
+    configure_with(&|s| stage.expand(s), &base, i, config)
+}
+
+/// `import --change`: each line, a config instruction (CMD, ENTRYPOINT, ENV, EXPOSE,
+/// LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR, as docker allows), applied to `config` in
+/// order; variables are left as written.
+pub fn apply_changes(
+    config: &mut ImageConfig,
+    changes: &[String],
+) -> std::result::Result<(), String> {
+    const ALLOWED: &[&str] = &[
+        "CMD",
+        "ENTRYPOINT",
+        "ENV",
+        "EXPOSE",
+        "LABEL",
+        "STOPSIGNAL",
+        "USER",
+        "VOLUME",
+        "WORKDIR",
+    ];
+    for c in changes {
+        let parsed = super::parse::parse("--change", c).map_err(|e| e.to_string())?;
+        for i in &parsed {
+            if !ALLOWED.contains(&i.keyword.as_str()) {
+                return Err(format!(
+                    "--change {c:?}: {} is not one of {}",
+                    i.keyword,
+                    ALLOWED.join(", ")
+                ));
+            }
+            let base = config.clone();
+            configure_with(&|s| s.to_string(), &base, i, config)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies config-only instruction `i` to `config`: `expand` substitutes variables, `base`
+/// is the image before the step (its SHELL).
+fn configure_with(
+    expand: &dyn Fn(&str) -> String,
+    base: &ImageConfig,
+    i: &Instruction,
+    config: &mut ImageConfig,
+) -> std::result::Result<(), String> {
     let rc = config.config.get_or_insert_with(RunConfig::default);
     let text = |a: &Args| match a {
-        Args::Shell(s) => stage.expand(s),
+        Args::Shell(s) => expand(s),
         Args::Exec(v) => v.join(" "),
     };
     match i.keyword.as_str() {
@@ -264,8 +311,8 @@ fn configure(
         }
         "VOLUME" => {
             let paths = match &i.args {
-                Args::Exec(v) => v.iter().map(|p| stage.expand(p)).collect(),
-                Args::Shell(s) => crate::text::words(&stage.expand(s)),
+                Args::Exec(v) => v.iter().map(|p| expand(p)).collect(),
+                Args::Shell(s) => crate::text::words(&expand(s)),
             };
             for p in paths {
                 insert_extra(rc, "Volumes", p, serde_json::json!({}));
@@ -289,11 +336,11 @@ fn configure(
             }
         },
         "CMD" => {
-            let argv = command(&stage.image.config, &i.args);
+            let argv = command(base, &i.args);
             config.config.get_or_insert_with(RunConfig::default).cmd = Some(argv);
         }
         "ENTRYPOINT" => {
-            let argv = command(&stage.image.config, &i.args);
+            let argv = command(base, &i.args);
             let rc = config.config.get_or_insert_with(RunConfig::default);
             rc.entrypoint = Some(argv);
             // As docker: an ENTRYPOINT drops the CMD the base image had.

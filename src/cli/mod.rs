@@ -363,6 +363,20 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Make an image of a rootfs tarball (docker import).
+    Import {
+        /// A Containerfile instruction for its config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+        /// STOPSIGNAL, USER, VOLUME, WORKDIR (repeatable).
+        #[arg(short = 'c', long = "change", action = clap::ArgAction::Append)]
+        change: Vec<String>,
+        /// A comment for its history.
+        #[arg(short = 'm', long = "message")]
+        message: Option<String>,
+        /// The tarball (plain, gzip or zstd), or - for stdin.
+        file: PathBuf,
+        /// Name the image (name[:tag]).
+        reference: Option<String>,
+    },
     /// Show how an image was built (as `image history`).
     History {
         /// Image name[:tag] or id.

@@ -184,6 +184,43 @@ pub fn save(root: Option<PathBuf>, images: &[String], output: Option<&Path>) -> 
 
 /// `strata load [-i FILE] [-q]`: every image of the archive, named as it names them; from
 /// stdin by default (kept in the store's tmp while it is read).
+/// `strata import [-c CHANGE]... [-m MESSAGE] FILE|- [NAME]`: a rootfs tarball as a
+/// one-layer image whose config the changes make; prints its id.
+pub fn import(
+    root: Option<PathBuf>,
+    file: &Path,
+    name: Option<&str>,
+    changes: &[String],
+    message: Option<&str>,
+) -> CmdResult {
+    let store = open_store(root)?;
+    let staged;
+    let src = match file.as_os_str() == "-" {
+        false => file,
+        true => {
+            let mut t = tempfile::NamedTempFile::new_in(store.root.join("tmp"))?;
+            std::io::copy(&mut std::io::stdin().lock(), t.as_file_mut())?;
+            staged = t;
+            staged.path()
+        }
+    };
+    let edit = |cfg: &mut crate::image::oci::ImageConfig| {
+        crate::build::apply_changes(cfg, changes)?;
+        if let (Some(m), Some(h)) = (message, cfg.history.first_mut()) {
+            h.comment = Some(m.to_string());
+        }
+        Ok(())
+    };
+    let what = format!("importing {}", file.display());
+    let imported = crate::image::import::import_edited(&store, src, name, Some(&edit))
+        .map_err(image_ctx(&what))?;
+    let mut out = std::io::stdout().lock();
+    for i in imported {
+        writeln!(out, "{}", i.id)?;
+    }
+    Ok(0)
+}
+
 pub fn load(root: Option<PathBuf>, input: Option<&Path>, quiet: bool) -> CmdResult {
     let store = open_store(root)?;
     let staged;

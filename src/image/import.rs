@@ -439,13 +439,27 @@ fn classify(file: &Path, what: &str) -> Result<Kind, ImageError> {
     })
 }
 
+/// A change of a new image's config (`import --change`), given by the caller.
+pub type ConfigEdit<'a> = &'a dyn Fn(&mut ImageConfig) -> Result<(), String>;
+
 /// Imports `src` (see the module doc); `tag` names the image.
 pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, ImageError> {
+    import_edited(store, src, tag, None)
+}
+
+/// [`import`], with the config of a rootfs tarball's image changed by `edit` (`strata
+/// import --change`; an image archive keeps its own config, so it is refused there).
+pub fn import_edited(
+    store: &Store,
+    src: &Path,
+    tag: Option<&str>,
+    edit: Option<ConfigEdit<'_>>,
+) -> Result<Vec<Imported>, ImageError> {
     if let Some(t) = tag {
         Reference::parse(t)?;
     }
     let tx = Tx::new(store)?;
-    let out = import_all(&tx, src, tag)?;
+    let out = import_all(&tx, src, tag, edit)?;
     let names = out
         .iter()
         .map(|i| i.reference.as_deref().map(Reference::parse).transpose())
@@ -467,9 +481,22 @@ pub fn import(store: &Store, src: &Path, tag: Option<&str>) -> Result<Vec<Import
     Ok(out)
 }
 
-fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported>, ImageError> {
+fn import_all(
+    tx: &Tx<'_>,
+    src: &Path,
+    tag: Option<&str>,
+    edit: Option<ConfigEdit<'_>>,
+) -> Result<Vec<Imported>, ImageError> {
     let what = src.display().to_string();
+    let archive = || {
+        ImageError::Invalid(format!(
+            "{what}: an image archive, not a rootfs tarball (strata load reads it)"
+        ))
+    };
     let out = if src.is_dir() {
+        if edit.is_some() {
+            return Err(archive());
+        }
         if !src.join("oci-layout").is_file() {
             return Err(ImageError::Invalid(format!(
                 "{what}: a directory must be an OCI image layout (no oci-layout file)"
@@ -478,7 +505,8 @@ fn import_all(tx: &Tx<'_>, src: &Path, tag: Option<&str>) -> Result<Vec<Imported
         import_layout(tx, src, &what, tag)?
     } else {
         match classify(src, &what)? {
-            Kind::Rootfs => vec![import_rootfs(tx, src, &what, tag)?],
+            Kind::Rootfs => vec![import_rootfs(tx, src, &what, tag, edit)?],
+            _ if edit.is_some() => return Err(archive()),
             kind => {
                 let dir: PathBuf = tx.dir.path().join("archive");
                 std::fs::create_dir(&dir).map_err(io_ctx(dir.display()))?;

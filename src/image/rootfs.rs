@@ -35,6 +35,7 @@ pub(super) fn import_rootfs(
     file: &Path,
     what: &str,
     tag: Option<&str>,
+    edit: Option<super::import::ConfigEdit<'_>>,
 ) -> Result<Imported, ImageError> {
     let c = sniff(file)?;
     let mut f = File::open(file).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
@@ -61,7 +62,7 @@ pub(super) fn import_rootfs(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cfg = ImageConfig {
+    let mut cfg = ImageConfig {
         created: Some(created.clone()),
         architecture: host_arch().into(),
         os: "linux".into(),
@@ -77,6 +78,9 @@ pub(super) fn import_rootfs(
         }],
         extra: Default::default(),
     };
+    if let Some(edit) = edit {
+        edit(&mut cfg).map_err(|e| ImageError::Invalid(format!("{what}: {e}")))?;
+    }
     let raw_config = serde_json::to_vec(&cfg).map_err(json_ctx("image config"))?;
     let config_digest = tx.put_bytes(&raw_config, what)?;
     let mt = match c {
