@@ -7,6 +7,10 @@ use std::process::{Command, Stdio};
 
 use crate::support::containers::{env, no_leftovers, ok, out, strata};
 
+fn run_in(e: &crate::support::containers::Env, image: &str, cmd: &str) -> String {
+    ok(e, &["run", "--rm", image, "sh", "-c", cmd])
+}
+
 #[test]
 fn buildkit_flags_heredocs_and_unknown_flags() {
     let e = env("buildflags");
@@ -34,7 +38,14 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
                 EOF\n\
                 RUN cat > /h2 <<-END\n\
                 \tindented\n\
-                \tEND\n";
+                \tEND\n\
+                ARG NAME=world\n\
+                COPY <<EOF /etc/greeting\n\
+                hello $NAME\n\
+                EOF\n\
+                COPY <<'RAW' /raw/\n\
+                $NOT_EXPANDED\n\
+                RAW\n";
     let o = build(text, "flags:1");
     assert!(
         o.status.success(),
@@ -47,6 +58,11 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
     // --network=none: the loopback only.
     assert_eq!(run("cat /ifaces"), "1\n");
     assert_eq!(run("cat /h1 /h2"), "one\ntwo\nindented\n");
+    // COPY heredocs: a file of their own, substituted unless the word is quoted.
+    assert_eq!(
+        run("cat /etc/greeting /raw/RAW"),
+        "hello world\n$NOT_EXPANDED\n"
+    );
     // Refused, naming what, and nothing tagged.
     for (text, says) in [
         ("FROM box:1\nCOPY --bogus=1 d /d\n", "unknown flag: --bogus"),
@@ -75,8 +91,12 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
             "no line EOF ends it",
         ),
         (
-            "FROM box:1\nCOPY <<EOF /x\nhi\nEOF\n",
-            "heredocs are supported on RUN only",
+            "FROM box:1\nONBUILD FROM box:1\n",
+            "ONBUILD takes an instruction other than",
+        ),
+        (
+            "FROM box:1\nADD <<EOF /x\nhi\nEOF\n",
+            "heredocs are supported on RUN and COPY only",
         ),
     ] {
         let o = build(text, "bad:1");
@@ -87,6 +107,28 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
     assert_eq!(
         strata(&e, &["image", "inspect", "bad:1"]).status.code(),
         Some(1)
+    );
+    // ONBUILD: the triggers run in a build FROM the image, and not in one FROM that.
+    let o = build(
+        "FROM box:1\nONBUILD RUN echo triggered > /trig\nONBUILD COPY d/keep.txt /from-trigger\n",
+        "base:1",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        run_in(&e, "base:1", "ls /trig 2>/dev/null; echo end"),
+        "end\n"
+    );
+    let o = build("FROM base:1\nRUN echo child > /child\n", "child:1");
+    assert!(out(&o).contains("Executing 2 build trigger"), "{}", out(&o));
+    assert_eq!(
+        run_in(&e, "child:1", "cat /trig /from-trigger /child"),
+        "triggered\nkeep\nchild\n"
+    );
+    let o = build("FROM child:1\nRUN true\n", "grandchild:1");
+    assert!(
+        o.status.success() && !out(&o).contains("Executing"),
+        "{}",
+        out(&o)
     );
     // -f -: the Containerfile on stdin.
     let mut child = Command::new(crate::support::harness::strata_bin())
@@ -108,7 +150,17 @@ fn buildkit_flags_heredocs_and_unknown_flags() {
         ok(&e, &["run", "--rm", "stdin:1", "cat", "/s"]),
         "from-stdin\n"
     );
-    ok(&e, &["rmi", "flags:1", "stdin:1"]);
+    ok(
+        &e,
+        &[
+            "rmi",
+            "flags:1",
+            "stdin:1",
+            "base:1",
+            "child:1",
+            "grandchild:1",
+        ],
+    );
     no_leftovers(&e);
 }
 

@@ -101,7 +101,17 @@ pub(super) fn copy_step(
     };
     let ctx = run.ctx.excluding(&excludes, &bases)?;
     let tmp = run.store.staging()?;
-    let (sources, from_id) = gather(run, &ctx, &words, i, &dest_rel, into_dir, tmp.path(), fail)?;
+    let (sources, from_id) = gather(
+        run,
+        stage,
+        &ctx,
+        &words,
+        i,
+        &dest_rel,
+        into_dir,
+        tmp.path(),
+        fail,
+    )?;
     let mode = match i.flag("chmod") {
         Some(m) => Some(
             u32::from_str_radix(m, 8).map_err(|_| fail(format!("--chmod {m}: expected octal")))?,
@@ -174,6 +184,7 @@ pub(super) fn copy_step(
 )]
 fn gather(
     run: &mut Run<'_>,
+    stage: &Stage,
     ctx: &Context,
     words: &[String],
     i: &Instruction,
@@ -208,6 +219,23 @@ fn gather(
         }
         None => {
             for w in words {
+                // A heredoc of the instruction: a file of its own.
+                if let Some(h) = inline_of(i, w) {
+                    let host = tmp.join(format!("inline-{}", h.word));
+                    let body = match h.quoted {
+                        true => h.body.clone(),
+                        false => stage.expand(&h.body),
+                    };
+                    std::fs::write(&host, body).map_err(BuildError::io(host.display()))?;
+                    let name = placed(&host, dest_rel, into_dir, Some(PathBuf::from(&h.word)));
+                    sources.push(Source {
+                        host,
+                        rel: None,
+                        name,
+                        archive: false,
+                    });
+                    continue;
+                }
                 for rel in ctx.sources(w).map_err(&fail)? {
                     let host = ctx.root().join(&rel);
                     let archive = is_add && host.is_file() && archive_kind(&head(&host)).is_some();
@@ -226,11 +254,18 @@ fn gather(
     Ok((sources, from_id))
 }
 
+/// The heredoc of COPY instruction `i` that source word `w` (`<<EOF`, `<<-"EOF"`) names.
+fn inline_of<'i>(i: &'i Instruction, w: &str) -> Option<&'i super::parse::Inline> {
+    let word = w.strip_prefix("<<")?.trim_start_matches('-');
+    let word = word.trim_matches(['"', '\'']);
+    i.inline.iter().find(|h| h.word == word)
+}
+
 /// The directories `--exclude` patterns are read from: each source directory, or a file
 /// source's parent.
 fn exclude_bases(ctx: &Context, words: &[String]) -> std::result::Result<Vec<PathBuf>, String> {
     let mut bases = Vec::new();
-    for w in words {
+    for w in words.iter().filter(|w| !w.starts_with("<<")) {
         for rel in ctx.sources(w)? {
             match ctx.root().join(&rel).is_dir() {
                 true => bases.push(rel),

@@ -282,6 +282,7 @@ impl Run<'_> {
                 image,
                 args: BTreeMap::new(),
             };
+            self.triggers(&mut stage, n + 1, global)?;
             for (k, i) in all.iter().enumerate().take(end).skip(n + 1) {
                 self.step(&mut stage, i, k + 1, global)?;
             }
@@ -334,6 +335,33 @@ impl Run<'_> {
             config: found.config,
             id: found.id,
         })
+    }
+
+    /// The base image's ONBUILD triggers, carried out first (as part of FROM, step `k`);
+    /// the stage's images don't keep them (docker's: a grandchild never runs them).
+    fn triggers(
+        &mut self,
+        stage: &mut Stage,
+        k: usize,
+        global: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let Some(rc) = stage.image.config.config.as_mut() else {
+            return Ok(());
+        };
+        let Some(list) = rc.extra.remove("OnBuild") else {
+            return Ok(());
+        };
+        let triggers: Vec<String> = serde_json::from_value(list).unwrap_or_default();
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        self.say(&format!("# Executing {} build trigger(s)", triggers.len()))?;
+        for t in &triggers {
+            for i in parse::parse("ONBUILD", t)? {
+                self.step(stage, &i, k, global)?;
+            }
+        }
+        Ok(())
     }
 
     /// Carries out (or takes from the cache) instruction `i`, step `k`.

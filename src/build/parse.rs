@@ -25,6 +25,19 @@ pub struct Instruction {
     pub flags: Vec<(String, String)>,
     /// The arguments.
     pub args: Args,
+    /// `COPY <<EOF /dest`: the files written inline, by their terminator word.
+    pub inline: Vec<Inline>,
+}
+
+/// A file a COPY writes from a heredoc (`COPY <<EOF /dest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inline {
+    /// The terminator word, which names the file when the destination is a directory.
+    pub word: String,
+    /// The lines up to the terminator.
+    pub body: String,
+    /// `<<"EOF"` or `<<'EOF'`: the body is taken as written, without substitution.
+    pub quoted: bool,
 }
 
 impl Instruction {
@@ -41,7 +54,12 @@ impl Instruction {
                 self.keyword,
                 serde_json::to_string(v).unwrap_or_default()
             ),
-            Args::Shell(s) => format!("{} {flags}{s}", self.keyword),
+            Args::Shell(s) => {
+                let inline: String = (self.inline.iter())
+                    .map(|h| format!("\n{}\n{}", h.body, h.word))
+                    .collect();
+                format!("{} {flags}{s}{inline}", self.keyword)
+            }
         }
     }
 
@@ -161,12 +179,30 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Instruction>, BuildError> {
                     format!("heredoc <<{word}: no line {word} ends it"),
                 ));
             }
+            if ins.keyword == "COPY" {
+                let quoted = match &ins.args {
+                    Args::Shell(s) => {
+                        s.contains(&format!("<<\"{word}"))
+                            || s.contains(&format!("<<'{word}"))
+                            || s.contains(&format!("<<-\"{word}"))
+                            || s.contains(&format!("<<-'{word}"))
+                    }
+                    Args::Exec(_) => false,
+                };
+                ins.inline.push(Inline {
+                    word,
+                    body: body.iter().map(|l| format!("{l}\n")).collect(),
+                    quoted,
+                });
+                out.push(ins);
+                continue;
+            }
             if ins.keyword != "RUN" {
                 return Err(BuildError::parse(
                     name,
                     start,
                     format!(
-                        "{} <<{word}: heredocs are supported on RUN only",
+                        "{} <<{word}: heredocs are supported on RUN and COPY only",
                         ins.keyword
                     ),
                 ));
@@ -224,6 +260,7 @@ fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildErr
         keyword,
         flags,
         args,
+        inline: Vec::new(),
     })
 }
 

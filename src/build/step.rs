@@ -325,6 +325,7 @@ fn configure_with(
             rc.extra
                 .insert("Healthcheck".into(), healthcheck(i, &text(&i.args))?);
         }
+        "ONBUILD" => onbuild(rc, i)?,
         "SHELL" => match &i.args {
             Args::Exec(v) if !v.is_empty() => {
                 rc.extra.insert("Shell".into(), serde_json::json!(v));
@@ -351,6 +352,34 @@ fn configure_with(
         }
         other => return Err(format!("{other} is not supported")),
     }
+    Ok(())
+}
+
+/// `ONBUILD INSTRUCTION`: kept as written in the config's `OnBuild`, carried out by a
+/// build FROM this image (build/mod.rs).
+fn onbuild(rc: &mut RunConfig, i: &Instruction) -> std::result::Result<(), String> {
+    let trigger = match &i.args {
+        Args::Shell(s) => s.trim().to_string(),
+        Args::Exec(v) => v.join(" "),
+    };
+    let kw = trigger
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if matches!(kw.as_str(), "" | "ONBUILD" | "FROM" | "MAINTAINER") {
+        return Err(format!(
+            "ONBUILD {trigger}: ONBUILD takes an instruction other than ONBUILD, FROM and MAINTAINER"
+        ));
+    }
+    super::parse::parse("ONBUILD", &trigger).map_err(|e| e.to_string())?;
+    let mut list: Vec<String> = rc
+        .extra
+        .remove("OnBuild")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    list.push(trigger);
+    rc.extra.insert("OnBuild".into(), serde_json::json!(list));
     Ok(())
 }
 
@@ -411,7 +440,6 @@ pub(super) fn carry_out(
     match i.keyword.as_str() {
         "RUN" => run_step(run, stage, i, text, tag),
         "COPY" | "ADD" => super::copy::copy_step(run, stage, i, text, fail),
-        "ONBUILD" => Err(fail(format!("{} is not supported", i.keyword))),
         _ => {
             let key = run.key(&parent.id, text, "");
             if let Some(img) = cached_image(run, &key)? {
