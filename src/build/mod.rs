@@ -10,6 +10,7 @@
 //! (containers need them there) and are taken out after, except the result, which is tagged;
 //! the cache keeps pointing at them until `image prune` removes their layers.
 
+mod config;
 pub mod context;
 mod copy;
 pub mod error;
@@ -17,7 +18,7 @@ pub mod mounts;
 pub mod parse;
 mod step;
 
-pub use step::apply_changes;
+pub use config::apply_changes;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -156,7 +156,7 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Instruction>, BuildError> {
             }
         }
         let mut ins = instruction(name, start, joined.trim())?;
-        // Heredocs (`RUN <<EOF`, `RUN python3 <<EOF`): the lines up to the terminator.
+        // Heredocs (`RUN <<EOF`, `COPY <<EOF /f`): the lines up to the terminator.
         if let Some((word, strip_tabs)) = heredoc(&ins) {
             let mut body = Vec::new();
             let mut closed = false;
@@ -179,45 +179,7 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<Instruction>, BuildError> {
                     format!("heredoc <<{word}: no line {word} ends it"),
                 ));
             }
-            if ins.keyword == "COPY" {
-                let quoted = match &ins.args {
-                    Args::Shell(s) => {
-                        s.contains(&format!("<<\"{word}"))
-                            || s.contains(&format!("<<'{word}"))
-                            || s.contains(&format!("<<-\"{word}"))
-                            || s.contains(&format!("<<-'{word}"))
-                    }
-                    Args::Exec(_) => false,
-                };
-                ins.inline.push(Inline {
-                    word,
-                    body: body.iter().map(|l| format!("{l}\n")).collect(),
-                    quoted,
-                });
-                out.push(ins);
-                continue;
-            }
-            if ins.keyword != "RUN" {
-                return Err(BuildError::parse(
-                    name,
-                    start,
-                    format!(
-                        "{} <<{word}: heredocs are supported on RUN and COPY only",
-                        ins.keyword
-                    ),
-                ));
-            }
-            let cmd = match &ins.args {
-                Args::Shell(c) => c.clone(),
-                Args::Exec(_) => String::new(),
-            };
-            let text = body.join("\n");
-            ins.args = Args::Shell(match cmd.trim_start().starts_with("<<") {
-                // The heredoc is the script itself.
-                true => text,
-                // A command reading it: the shell takes the heredoc as written.
-                false => format!("{cmd}\n{text}\n{word}"),
-            });
+            with_heredoc(name, start, &mut ins, word, &body)?;
         }
         out.push(ins);
     }
@@ -262,6 +224,56 @@ fn instruction(name: &str, line: usize, s: &str) -> Result<Instruction, BuildErr
         args,
         inline: Vec::new(),
     })
+}
+
+/// Takes heredoc `word`'s `body` into `ins` (at line `start`): a COPY's file, or a RUN's
+/// script (or the input of its command).
+fn with_heredoc(
+    name: &str,
+    start: usize,
+    ins: &mut Instruction,
+    word: String,
+    body: &[String],
+) -> Result<(), BuildError> {
+    if ins.keyword == "COPY" {
+        let quoted = match &ins.args {
+            Args::Shell(s) => {
+                s.contains(&format!("<<\"{word}"))
+                    || s.contains(&format!("<<'{word}"))
+                    || s.contains(&format!("<<-\"{word}"))
+                    || s.contains(&format!("<<-'{word}"))
+            }
+            Args::Exec(_) => false,
+        };
+        ins.inline.push(Inline {
+            word,
+            body: body.iter().map(|l| format!("{l}\n")).collect(),
+            quoted,
+        });
+        return Ok(());
+    }
+    if ins.keyword != "RUN" {
+        return Err(BuildError::parse(
+            name,
+            start,
+            format!(
+                "{} <<{word}: heredocs are supported on RUN and COPY only",
+                ins.keyword
+            ),
+        ));
+    }
+    let cmd = match &ins.args {
+        Args::Shell(c) => c.clone(),
+        Args::Exec(_) => String::new(),
+    };
+    let text = body.join("\n");
+    ins.args = Args::Shell(match cmd.trim_start().starts_with("<<") {
+        // The heredoc is the script itself.
+        true => text,
+        // A command reading it: the shell takes the heredoc as written.
+        false => format!("{cmd}\n{text}\n{word}"),
+    });
+    Ok(())
 }
 
 /// The terminator of the heredoc a shell-form instruction opens (`<<EOF`, `<<-EOF`,
