@@ -10,6 +10,7 @@ pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod cmd;
+pub mod compose;
 pub mod container;
 pub mod fuse;
 pub mod host;

@@ -62,6 +62,7 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
         Command::Image(c) => image::run(root, c),
         Command::Volume(c) => container::volume(root, c),
         Command::Network(c) => strata::cmd::network::run(root, c),
+        Command::Compose(a) => Ok(strata::cmd::compose::run(root, a)),
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
@@ -394,7 +395,7 @@ mod tests {
         assert_eq!(sort(&["rnu", "box", "true"]), First::Unknown);
         assert_eq!(sort(&["version"]), First::Verb);
         assert_eq!(sort(&["attach", "web"]), First::Unknown);
-        assert_eq!(sort(&["compose", "up"]), First::Unknown);
+        assert_eq!(sort(&["compose", "up"]), First::Verb);
         assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Verb);
         assert_eq!(
             sort(&["events", "--since", "1m", "-o", "x"]),

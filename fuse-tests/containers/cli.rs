@@ -311,7 +311,7 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
         (&["rnu", "box:1", "true"][..], Some("run")),
         (&["imgaes"][..], Some("images")),
         (&["attach", "web"][..], None),
-        (&["compose", "up", "-d"][..], None),
+        (&["swarm", "init"][..], Some("start")),
         (&["events", "--since", "1m", "-o", "x"][..], None),
     ] {
         let o = strata(args);

@@ -2,6 +2,7 @@
 
 mod build;
 mod buildflags;
+mod compose;
 mod network;
 mod ports;
 mod registry;

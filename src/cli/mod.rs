@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+mod compose;
 mod run;
+
+pub use compose::{ComposeArgs, ComposeCmd};
 
 pub use run::{BuildArgs, NetworkCmd, RunArgs, SystemCmd};
 
@@ -39,6 +42,8 @@ pub enum Command {
     /// Manage bridge networks (used with --network NAME; root).
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Run a compose file's services (up, down, ps, logs, build, pull).
+    Compose(ComposeArgs),
     /// List images, newest first.
     Images {
         /// Only image ids.

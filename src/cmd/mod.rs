@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod compose;
 pub mod container;
 pub mod image;
 pub mod lifecycle;
