@@ -472,6 +472,53 @@ fn user_networks_resolve_names_and_are_isolated() {
     let other = ok(&e, &["run", "--rm", "--network", "other", "box:1", "sh", "-c",
         &format!("ip -4 addr show eth0 | grep -c 10.123.7.; nc -w 2 {ip} 3306 || echo blocked; grep -c database /etc/hosts || true")]);
     assert_eq!(other, "1\nblocked\n0\n", "isolation broken: {other}");
+    // --ip: that address on a user network; taken, outside it, or on the default bridge:
+    // refused (125) naming why.
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "fixed",
+            "--network",
+            "other",
+            "--ip",
+            "10.123.7.77",
+            "box:1",
+            "sleep",
+            "100",
+        ],
+    );
+    assert_eq!(
+        inspect(&e, "fixed")["NetworkSettings"]["IPAddress"],
+        "10.123.7.77"
+    );
+    for (args, says) in [
+        (
+            vec!["--network", "other", "--ip", "10.123.7.77"],
+            "Address already in use",
+        ),
+        (
+            vec!["--network", "other", "--ip", "10.9.9.9"],
+            "not a container address",
+        ),
+        (
+            vec!["--network", "bridge", "--ip", "10.123.7.78"],
+            "user defined networks only",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args);
+        a.extend(["box:1", "true"]);
+        let o = strata(&e, &a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{a:?}: {o:?}"
+        );
+    }
+    ok(&e, &["rm", "-f", "fixed"]);
     // The default bridge resolves no names.
     let o = strata(
         &e,

@@ -137,6 +137,9 @@ pub struct RunArgs {
     /// Another name of the container on its user-defined network (repeatable).
     #[arg(long, action = ArgAction::Append, value_name = "ALIAS")]
     pub network_alias: Vec<String>,
+    /// Its address on its user-defined network (IPv4).
+    #[arg(long)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Publish a container port on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     /// (with --network bridge or pasta).
     #[arg(short = 'p', long = "publish", action = ArgAction::Append, value_name = "PORTS")]

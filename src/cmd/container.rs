@@ -77,6 +77,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         network_name,
         pasta_map_gw,
         network_aliases: a.network_alias.clone(),
+        ip: a.ip,
         publish: a
             .publish
             .iter()

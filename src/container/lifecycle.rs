@@ -205,6 +205,11 @@ fn check_network(store: &Store, request: &Request, host: &Host) -> Result<()> {
             "--network-alias works on user-defined networks only (network create)".into(),
         ));
     }
+    if request.ip.is_some() && (request.network != Mode::Bridge || request.network_name.is_none()) {
+        return Err(ContainerError::BadSpec(
+            "--ip: user specified IP address is supported on user defined networks only".into(),
+        ));
+    }
     Ok(())
 }
 

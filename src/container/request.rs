@@ -42,6 +42,9 @@ pub struct Request {
     /// `--network-alias`: more names on a user-defined network.
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// `--ip`: its address on its user-defined network.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// `-p`: ports published from the host (with `--network bridge` or `pasta`).
     pub publish: Vec<Publish>,
     /// `-P`: every port the image exposes, on host ports the kernel picks (added to

@@ -153,6 +153,7 @@ impl<'a> Prepared<'a> {
                     id: c.state.id.as_str(),
                     dir: &c.dir,
                     names: &names,
+                    ip: req.ip,
                 };
                 Some(Lease::take(store, name, &member)?)
             }

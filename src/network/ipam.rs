@@ -331,6 +331,8 @@ pub struct Member<'a> {
     pub dir: &'a Path,
     /// Its name and network aliases.
     pub names: &'a [String],
+    /// The address it asks for (`--ip`), else the lowest free one.
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// Leases an address of `n` to container `m`: the lowest free one (a stale lease, whose
@@ -340,12 +342,29 @@ pub fn lease(store: &Store, n: &Network, m: &Member<'_>) -> Result<Ipv4Addr> {
     let _l = lock(store, n)?;
     let first = u32::from(n.subnet) + 2;
     let last = (u32::from(n.subnet) | !n.mask()).saturating_sub(1);
-    for a in first..=last {
+    let range = match m.ip {
+        Some(ip) if !(first..=last).contains(&u32::from(ip)) => {
+            return Err(NetworkError::Invalid(format!(
+                "--ip {ip}: not a container address of network {} ({})",
+                n.name,
+                n.cidr()
+            )))
+        }
+        Some(ip) => u32::from(ip)..=u32::from(ip),
+        None => first..=last,
+    };
+    for a in range {
         let ip = Ipv4Addr::from(a);
         let p = lease_path(store, n, ip);
         if let Ok(text) = std::fs::read_to_string(&p) {
             let h = holder(&text, store);
-            if h.id == id || holder_alive(&h) {
+            if h.id != id && holder_alive(&h) && m.ip.is_some() {
+                return Err(NetworkError::Invalid(format!(
+                    "--ip {ip}: Address already in use (network {})",
+                    n.name
+                )));
+            }
+            if (h.id == id && m.ip.is_none()) || (h.id != id && holder_alive(&h)) {
                 continue;
             }
         }
