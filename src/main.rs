@@ -66,6 +66,18 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::Events {
+            since,
+            until,
+            filter,
+            format,
+        } => strata::cmd::observe::events(
+            root,
+            since.as_deref(),
+            until.as_deref(),
+            &filter,
+            format.as_deref(),
+        ),
         Command::Import {
             change,
             message,
@@ -397,9 +409,7 @@ mod tests {
         assert_eq!(sort(&["attach", "web"]), First::Unknown);
         assert_eq!(sort(&["compose", "up"]), First::Verb);
         assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Verb);
-        assert_eq!(
-            sort(&["events", "--since", "1m", "-o", "x"]),
-            First::Unknown
-        );
+        assert_eq!(sort(&["events", "--since", "1m", "-o", "x"]), First::Verb);
+        assert_eq!(sort(&["checkpoint", "create", "-o", "x"]), First::Unknown);
     }
 }

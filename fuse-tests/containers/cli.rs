@@ -312,7 +312,7 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
         (&["imgaes"][..], Some("images")),
         (&["attach", "web"][..], None),
         (&["swarm", "init"][..], Some("start")),
-        (&["events", "--since", "1m", "-o", "x"][..], None),
+        (&["checkpoint", "create", "-o", "x"][..], None),
     ] {
         let o = strata(args);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::archives::E;
-use crate::support::containers::{env, env_with, no_leftovers, out, run, strata};
+use crate::support::containers::{env, env_with, no_leftovers, ok, out, run, strata};
 use crate::support::harness::strata_bin;
 
 #[test]
@@ -566,5 +566,85 @@ fn export_writes_the_merged_files_of_a_running_container() {
     let o = strata(&e, &["export", "x"]);
     assert!(o.status.success() && o.stdout.len() > 1 << 20);
     assert!(strata(&e, &["rm", "-f", "x"]).status.success());
+    no_leftovers(&e);
+}
+
+#[test]
+fn events_report_each_change_of_a_containers_life() {
+    let e = crate::support::containers::env("events");
+    let since = jiff::Timestamp::now().to_string();
+    // A follower (from `since` on, then as they come) sees the start.
+    let mut follower = std::process::Command::new(strata_bin())
+        .env("STRATA_ROOT", &e.store)
+        .args(["events", "--since", &since, "--filter", "event=start"])
+        .args(["--format", "{{.Actor.Attributes.name}} {{.Action}}"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serve = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    ok(
+        &e,
+        &["run", "-d", "--name", "ev", "box:1", "sh", "-c", serve],
+    );
+    ok(&e, &["pause", "ev"]);
+    ok(&e, &["unpause", "ev"]);
+    ok(&e, &["rename", "ev", "ev2"]);
+    ok(&e, &["stop", "-t", "1", "ev2"]);
+    ok(&e, &["rm", "ev2"]);
+    ok(&e, &["run", "--rm", "--name", "other", "box:1", "true"]);
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(follower.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    assert_eq!(line, "ev start\n");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let until = jiff::Timestamp::now().to_string();
+    let got = ok(
+        &e,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "image=box:1",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ],
+    );
+    let ev: Vec<&str> = got.lines().filter(|l| !l.ends_with(" other")).collect();
+    assert_eq!(
+        ev,
+        [
+            "create ev",
+            "start ev",
+            "pause ev",
+            "unpause ev",
+            "rename ev2",
+            "kill ev2",
+            "die ev2",
+            "stop ev2",
+            "destroy ev2"
+        ],
+        "{got}"
+    );
+    let other = ok(
+        &e,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=other",
+        ],
+    );
+    let actions: Vec<&str> = other.lines().filter_map(|l| l.split(' ').nth(2)).collect();
+    assert_eq!(actions, ["create", "start", "die", "destroy"], "{other}");
+    assert!(other.contains("exitCode=0"), "{other}");
+    let o = strata(&e, &["events", "--filter", "colour=red", "--until", "0s"]);
+    assert!(!o.status.success());
     no_leftovers(&e);
 }

@@ -368,6 +368,22 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Show container events (create, start, die, stop, destroy, ...): past ones with
+    /// --since, new ones as they happen until --until.
+    Events {
+        /// Events since this time (RFC 3339, Unix seconds, or a duration before now: 10m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop at this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// container=NAME, event=ACTION, image=NAME, label=K[=V] (repeatable).
+        #[arg(short = 'f', long = "filter", action = clap::ArgAction::Append)]
+        filter: Vec<String>,
+        /// {{json .}} or a template ({{.Action}} {{.Actor.Attributes.name}}).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Make an image of a rootfs tarball (docker import).
     Import {
         /// A Containerfile instruction for its config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,

@@ -30,7 +30,7 @@ pub struct LogsArgs {
 
 /// docker's `--since`/`--until`: an RFC 3339 time (or a date), Unix seconds, or a duration
 /// before now (`90s`, `10m`, `1h30m`).
-fn parse_time(flag: &str, s: &str) -> Result<jiff::Timestamp, ctr::ContainerError> {
+pub(super) fn parse_time(flag: &str, s: &str) -> Result<jiff::Timestamp, ctr::ContainerError> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
     }

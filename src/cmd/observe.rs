@@ -193,3 +193,71 @@ mod tests {
         assert_eq!(binary(64 << 20), "64.00MiB");
     }
 }
+
+/// `strata events [--since T] [--until T] [--filter K=V]... [--format T]`: the store's
+/// container events, as docker prints them; without `--until`, new ones as they happen
+/// (without `--since`, only those).
+pub fn events(
+    root: Option<PathBuf>,
+    since: Option<&str>,
+    until: Option<&str>,
+    filters: &[String],
+    format: Option<&str>,
+) -> CmdResult {
+    use crate::container::events;
+    let store = open_store(root)?;
+    let time = |flag: &str, v: Option<&str>| {
+        v.map(|s| super::lifecycle::parse_time(flag, s))
+            .transpose()
+            .map_err(container_ctx("events"))
+    };
+    let (since, until) = (time("--since", since)?, time("--until", until)?);
+    let filter = match events::Filter::parse(filters) {
+        Ok(f) => f,
+        Err(e) => return Ok(super::fail(format_args!("events: {e}"))),
+    };
+    let template = match format.filter(|f| *f != "{{json .}}") {
+        Some(f) => match super::template::Template::parse(f) {
+            Ok(t) => Some(t),
+            Err(e) => return Ok(super::fail(format_args!("events: {e}"))),
+        },
+        None => None,
+    };
+    let json = format == Some("{{json .}}");
+    let log = events::log_in(&store.root);
+    let mut out = std::io::stdout().lock();
+    let mut show = |e: &events::Event| -> std::io::Result<()> {
+        let t = jiff::Timestamp::from_nanosecond(e.time_nano).unwrap_or_default();
+        if since.is_some_and(|s| t < s) || until.is_some_and(|u| t >= u) || !filter.keeps(e) {
+            return Ok(());
+        }
+        let text = match (&template, json) {
+            (Some(tpl), _) => tpl.render(&serde_json::to_value(e).unwrap_or_default()),
+            (None, true) => serde_json::to_string(e).unwrap_or_default(),
+            (None, false) => events::line(e),
+        };
+        writeln!(out, "{text}")?;
+        out.flush()
+    };
+    // From the start of the log (and its older half) with --since; else from its end.
+    let mut pos = match since {
+        Some(_) => {
+            for e in events::read_from(&log.with_extension("log.1"), 0).0 {
+                show(&e)?;
+            }
+            0
+        }
+        None => std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0),
+    };
+    loop {
+        let (evs, next) = events::read_from(&log, pos);
+        pos = next;
+        for e in &evs {
+            show(e)?;
+        }
+        if until.is_some_and(|u| jiff::Timestamp::now() >= u) {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -241,6 +241,7 @@ fn checker(root: &Path, id: &str, check: &Check) -> i32 {
         }
         let probe = run_probe(root, id, check);
         let counts = begun.elapsed() >= check.start_period;
+        let before = s.health.as_ref().map(|h| h.status);
         let mut c = c;
         let _ = c.update(|s| {
             let h = s.health.get_or_insert_with(Health::default);
@@ -257,6 +258,11 @@ fn checker(root: &Path, id: &str, check: &Check) -> i32 {
             let extra = h.log.len().saturating_sub(KEPT);
             h.log.drain(..extra);
         });
+        if let Some(now) = c.state.health.as_ref().map(|h| h.status) {
+            if before != Some(now) {
+                super::events::record(&c, &format!("health_status: {}", now.as_str()), &[]);
+            }
+        }
     }
 }
 

@@ -165,7 +165,9 @@ pub(super) fn discard(store: &Store, created: &Created, e: &ContainerError) {
     }
     let code = e.exec_code().unwrap_or(EXIT_STRATA);
     let mut c = created.container.clone();
-    let _ = c.update(|s| s.exited(code));
+    if matches!(c.update(|s| s.exited(code)), Ok(true)) {
+        super::events::record(&c, "die", &[("exitCode", code.to_string())]);
+    }
 }
 
 /// Refuses a network request that can't be met: ports published without a network of
@@ -402,12 +404,26 @@ pub fn stop(c: &Container, grace: Option<Duration>) {
     let timeout = req.as_ref().and_then(|r| r.stop_timeout).unwrap_or(10);
     let grace = grace.unwrap_or(Duration::from_secs(timeout));
     let _ = send(Pid::from_raw(pid), sig);
+    super::events::record(c, "kill", &[("signal", (sig as i32).to_string())]);
     super::observe::thaw_for_signal(c);
     if !wait_gone(pid, grace) {
         let _ = send(Pid::from_raw(pid), Signal::SIGKILL);
+        super::events::record(
+            c,
+            "kill",
+            &[("signal", (Signal::SIGKILL as i32).to_string())],
+        );
         wait_gone(pid, Duration::from_secs(5));
     }
     wait_monitor(c, Duration::from_secs(5));
+    // Its end recorded (by its launcher or monitor) before the stop is: die, then stop.
+    let end = Instant::now() + Duration::from_secs(5);
+    while super::state::reread(c).is_some_and(|s| s.status == Status::Running)
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    super::events::record(c, "stop", &[]);
 }
 
 /// Records that the container was stopped by hand, so its restart policy leaves it be;
@@ -446,6 +462,7 @@ pub fn kill(c: &Container, sig: Signal) -> Result<()> {
     };
     send(Pid::from_raw(pid), sig)
         .map_err(|e| io_ctx(format!("signalling {}", c.state.name))(e.into()))?;
+    super::events::record(c, "kill", &[("signal", (sig as i32).to_string())]);
     super::observe::thaw_for_signal(c);
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod copy_tar;
 pub mod error;
 pub mod etc;
+pub mod events;
 pub mod exec;
 pub mod health;
 pub mod id;

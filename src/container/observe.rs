@@ -34,6 +34,7 @@ pub fn pause(c: &Container) -> Result<()> {
     }
     cgroup_of(c)?.freeze(true)?;
     c.clone().update(|s| s.paused = true)?;
+    super::events::record(c, "pause", &[]);
     Ok(())
 }
 
@@ -48,6 +49,7 @@ pub fn unpause(c: &Container) -> Result<()> {
     }
     cgroup_of(c)?.freeze(false)?;
     c.clone().update(|s| s.paused = false)?;
+    super::events::record(c, "unpause", &[]);
     Ok(())
 }
 

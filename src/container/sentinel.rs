@@ -114,5 +114,6 @@ fn finish(root: &Path, id: &str, remove: bool) -> Result<(), super::error::Conta
     }
     super::state::release(&store, &c)?;
     c.update(|s| s.exited(code))?;
+    super::events::record(&c, "die", &[("exitCode", code.to_string())]);
     Ok(())
 }

@@ -428,6 +428,7 @@ impl<'a> Launched<'a> {
             Recorded { launched: self }.teardown();
             return Err(e);
         }
+        super::events::record(&p.c, "start", &[]);
         Ok(Recorded { launched: self })
     }
 }
@@ -487,6 +488,10 @@ impl Recorded<'_> {
             s.exited(code);
             s.oom_killed = oom;
         });
+        if oom {
+            super::events::record(&c, "oom", &[]);
+        }
+        super::events::record(&c, "die", &[("exitCode", code.to_string())]);
         drop((lease, ports, sentinel));
         crate::runtime::timing::step("teardown (unmount, cgroups, record)");
         code

@@ -286,6 +286,11 @@ fn read_state(dir: &Path) -> Result<State> {
         .map_err(|e| ContainerError::Setup(format!("{}: {e}", p.display())))
 }
 
+/// The container's state as recorded now (None once it is removed).
+pub fn reread(c: &Container) -> Option<State> {
+    read_state(&c.dir).ok()
+}
+
 fn load(store: &Store, id: &ContainerId) -> Result<Option<Container>> {
     let dir = containers_dir(store).join(id.as_str());
     match read_state(&dir) {
@@ -392,6 +397,7 @@ pub fn rename(store: &Store, c: &mut Container, new: &str) -> Result<()> {
     }
     release_name(store, &old, &c.state.id);
     crate::network::rename(store, c.state.id.as_str(), new);
+    super::events::record(c, "rename", &[("oldName", old)]);
     Ok(())
 }
 
@@ -412,6 +418,7 @@ pub fn create(store: &Store, state: State) -> Result<Container> {
         release_name(store, &c.state.name, &c.state.id);
         return Err(e);
     }
+    super::events::record(&c, "create", &[]);
     Ok(c)
 }
 
@@ -481,6 +488,7 @@ pub fn remove(store: &Store, c: &Container) -> Result<()> {
     }
     release_name(store, &c.state.name, &c.state.id);
     drop(lock);
+    super::events::record(c, "destroy", &[]);
     // A process of the container's that was just ending may still drop a file in (its
     // exit status for the sentinel): a few tries, never long.
     let mut tries = 0;
