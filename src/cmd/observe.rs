@@ -182,18 +182,6 @@ pub fn port(root: Option<PathBuf>, name: &str) -> CmdResult {
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_units() {
-        assert_eq!(binary(512), "512B");
-        assert_eq!(binary(1536), "1.50KiB");
-        assert_eq!(binary(64 << 20), "64.00MiB");
-    }
-}
-
 /// `strata events [--since T] [--until T] [--filter K=V]... [--format T]`: the store's
 /// container events, as docker prints them; without `--until`, new ones as they happen
 /// (without `--since`, only those).
@@ -259,5 +247,17 @@ pub fn events(
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(binary(512), "512B");
+        assert_eq!(binary(1536), "1.50KiB");
+        assert_eq!(binary(64 << 20), "64.00MiB");
     }
 }

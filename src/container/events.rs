@@ -124,9 +124,11 @@ impl Filter {
                     None => (l.into(), None),
                 }),
                 Some(("type", "container")) => {}
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "--filter {v}: expected container=, event=, image=, label= or type=container"
-                )),
+                ))
+                }
             }
         }
         Ok(f)
