@@ -66,6 +66,10 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),
         Command::Tag { source, target } => image::tag(root, &source, &target),
+        Command::Attach {
+            sig_proxy,
+            container: c,
+        } => strata::cmd::observe::attach(root, &c, sig_proxy),
         Command::Events {
             since,
             until,
@@ -406,7 +410,7 @@ mod tests {
         assert_eq!(sort(&["--help"]), First::Verb);
         assert_eq!(sort(&["rnu", "box", "true"]), First::Unknown);
         assert_eq!(sort(&["version"]), First::Verb);
-        assert_eq!(sort(&["attach", "web"]), First::Unknown);
+        assert_eq!(sort(&["attach", "web"]), First::Verb);
         assert_eq!(sort(&["compose", "up"]), First::Verb);
         assert_eq!(sort(&["save", "img", "-o", "x.tar"]), First::Verb);
         assert_eq!(sort(&["events", "--since", "1m", "-o", "x"]), First::Verb);

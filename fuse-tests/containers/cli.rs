@@ -310,7 +310,7 @@ fn an_unknown_command_is_named_not_taken_for_a_mount() {
     for (args, near) in [
         (&["rnu", "box:1", "true"][..], Some("run")),
         (&["imgaes"][..], Some("images")),
-        (&["attach", "web"][..], None),
+        (&["swarmm", "web"][..], None),
         (&["swarm", "init"][..], Some("start")),
         (&["checkpoint", "create", "-o", "x"][..], None),
     ] {

@@ -648,3 +648,37 @@ fn events_report_each_change_of_a_containers_life() {
     assert!(!o.status.success());
     no_leftovers(&e);
 }
+
+#[test]
+fn attach_follows_a_detached_container_and_passes_signals_on() {
+    let e = env("attach");
+    let script = "trap 'echo got-int; exit 3' INT; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done";
+    ok(
+        &e,
+        &["run", "-d", "--name", "a", "box:1", "sh", "-c", script],
+    );
+    let mut child = Command::new(strata_bin())
+        .env("STRATA_ROOT", &e.store)
+        .args(["attach", "a"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached once it prints what the container prints from now on.
+    let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut r, &mut first).unwrap();
+    assert!(first.starts_with("tick "), "{first}");
+    // ^C to attach goes to the container, whose status becomes attach's.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(rest.contains("got-int"), "{rest}");
+    assert_eq!(status.code(), Some(3));
+    let o = strata(&e, &["attach", "a"]);
+    assert!(!o.status.success(), "attached to a stopped container");
+    ok(&e, &["rm", "a"]);
+    no_leftovers(&e);
+}

@@ -384,6 +384,15 @@ pub enum Command {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Follow a running detached container's output until it ends (its exit status is
+    /// attach's); ^C goes on to it.
+    Attach {
+        /// Pass SIGINT, SIGTERM and SIGHUP on to the container (default true).
+        #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+        /// Name or id.
+        container: String,
+    },
     /// Make an image of a rootfs tarball (docker import).
     Import {
         /// A Containerfile instruction for its config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,

@@ -182,6 +182,50 @@ pub fn port(root: Option<PathBuf>, name: &str) -> CmdResult {
     Ok(0)
 }
 
+/// `strata attach [--sig-proxy=false] C`: the running container's output from now on,
+/// until it ends (its exit status is this command's); SIGINT and SIGTERM go on to it
+/// unless `--sig-proxy=false`. A detached container's output is its log; its stdin is
+/// /dev/null (as a container started without -i), so none is passed on.
+pub fn attach(root: Option<PathBuf>, name: &str, sig_proxy: bool) -> CmdResult {
+    let store = open_store(root.clone())?;
+    let ctx = || format!("attaching to {name}");
+    let c = ctr::find(&store, name).map_err(container_ctx(ctx()))?;
+    let pid = c.running_pid().map_err(container_ctx(ctx()))?;
+    if !c.log().exists() {
+        return Ok(super::fail(format_args!(
+            "{}: {name} runs in the foreground of another strata run: its output is there",
+            ctx()
+        )));
+    }
+    // The signals a terminal's ^C sends go to the container (its init), not to us.
+    let forwarded = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    crate::sys::process::block_signals(&forwarded)
+        .map_err(|e| container_ctx(ctx())(ContainerError::Setup(format!("signals: {e}"))))?;
+    std::thread::spawn(move || {
+        while let Ok(sig) = crate::sys::process::wait_signal(&forwarded) {
+            if let (true, Ok(s)) = (sig_proxy, nix::sys::signal::Signal::try_from(sig)) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+            }
+        }
+    });
+    let follow = super::lifecycle::LogsArgs {
+        follow: true,
+        tail: "0".into(),
+        ..Default::default()
+    };
+    super::lifecycle::logs(root, name, &follow)?;
+    std::io::stdout().flush()?;
+    // The exit the logs followed to, as recorded.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = ctr::find(&store, c.state.id.as_str()).map_err(container_ctx(ctx()))?;
+        if c.observed().status != crate::container::Status::Running || Instant::now() > end {
+            return Ok(c.state.exit_code.unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `strata events [--since T] [--until T] [--filter K=V]... [--format T]`: the store's
 /// container events, as docker prints them; without `--until`, new ones as they happen
 /// (without `--since`, only those).
