@@ -62,8 +62,12 @@ fn inspect_format_history_version_and_completions() {
         "{}",
         &script[..200]
     );
+    // From a file: the script is longer than one argument may be (128 KiB).
+    let file = e.store.with_file_name("strata.bash");
+    std::fs::write(&file, &script).unwrap();
     let o = std::process::Command::new("bash")
-        .args(["-n", "-c", &script])
+        .arg("-n")
+        .arg(&file)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

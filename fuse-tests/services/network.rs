@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::containers::{inspect, no_leftovers, ok, strata, Env};
+use crate::support::containers::{inspect, no_leftovers, ok, out, strata, Env};
 use crate::support::network::{fetch, free_port, net_env, tcp};
 
 fn sh(cmd: &str) -> String {
@@ -565,5 +565,133 @@ fn user_networks_resolve_names_and_are_isolated() {
     let o = strata(&e, &["run", "--rm", "--network", "nosuch", "box:1", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nosuch"));
+    no_leftovers(&e);
+}
+
+#[test]
+fn network_connect_and_disconnect_a_running_container() {
+    let e = net_env("net-connect");
+    ok(&e, &["network", "create", "front"]);
+    ok(&e, &["network", "create", "back"]);
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "back",
+            "box:1",
+            "sh",
+            "-c",
+            "while true; do echo db-here | nc -l -p 3306; done",
+        ],
+    );
+    ok(
+        &e,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "--network",
+            "front",
+            "box:1",
+            "sleep",
+            "1000",
+        ],
+    );
+    let reach = |who: &str, target: &str| {
+        out(&strata(
+            &e,
+            &[
+                "exec",
+                who,
+                "sh",
+                "-c",
+                &format!("nc -w 2 {target} 3306 || echo unreachable"),
+            ],
+        ))
+    };
+    assert_eq!(reach("app", "db"), "unreachable\n");
+    // Connected: a second interface on back, the names of back's members, and its own
+    // alias in theirs.
+    ok(&e, &["network", "connect", "--alias", "api", "back", "app"]);
+    let ifs = ok(
+        &e,
+        &[
+            "exec",
+            "app",
+            "sh",
+            "-c",
+            "ls /sys/class/net | sort | tr '\\n' ' '",
+        ],
+    );
+    assert_eq!(ifs, "eth0 eth1 lo ", "{ifs}");
+    assert_eq!(reach("app", "db"), "db-here\n");
+    let hosts = ok(&e, &["exec", "db", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("app api"), "{hosts}");
+    let v = inspect(&e, "app");
+    let nets = v["NetworkSettings"]["Networks"].as_object().unwrap();
+    assert!(
+        nets.contains_key("front") && nets.contains_key("back"),
+        "{v}"
+    );
+    assert!(
+        nets["back"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("10."),
+        "{v}"
+    );
+    // network rm refuses a network a container is connected to.
+    let o = strata(&e, &["network", "rm", "back"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("used by"),
+        "{o:?}"
+    );
+    // It joins back again at its next start.
+    ok(&e, &["stop", "-t", "1", "app"]);
+    ok(&e, &["start", "app"]);
+    assert_eq!(reach("app", "db"), "db-here\n");
+    // Refused, naming why.
+    for (args, says) in [
+        (
+            vec!["network", "connect", "back", "app"],
+            "already connected",
+        ),
+        (vec!["network", "disconnect", "front", "app"], "started on"),
+        (vec!["network", "connect", "nosuch", "app"], "nosuch"),
+    ] {
+        let o = strata(&e, &args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{args:?}: {o:?}"
+        );
+    }
+    ok(&e, &["network", "disconnect", "back", "app"]);
+    assert_eq!(reach("app", "db"), "unreachable\n");
+    let ifs = ok(
+        &e,
+        &[
+            "exec",
+            "app",
+            "sh",
+            "-c",
+            "ls /sys/class/net | sort | tr '\\n' ' '",
+        ],
+    );
+    assert_eq!(ifs, "eth0 lo ", "{ifs}");
+    assert!(!ok(&e, &["exec", "db", "cat", "/etc/hosts"]).contains("api"));
+    let id = inspect(&e, "app")["Id"].as_str().unwrap().to_string();
+    ok(&e, &["rm", "-f", "app", "db"]);
+    ok(&e, &["network", "rm", "front", "back"]);
+    let links = sh("ip -br link");
+    assert!(
+        !links.contains(&format!("vs{}", &id[..8])),
+        "a veth is left: {links}"
+    );
     no_leftovers(&e);
 }

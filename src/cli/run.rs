@@ -249,6 +249,26 @@ pub enum NetworkCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Connect a container to one more user network (from now, and at each start).
+    Connect {
+        /// Another name of the container there (repeatable).
+        #[arg(long = "alias", action = ArgAction::Append)]
+        alias: Vec<String>,
+        /// Its address there.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnect a container from a network `connect` joined it to.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
     /// Remove networks (refused while a container uses one).
     Rm {
         /// Names.

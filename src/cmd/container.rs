@@ -78,6 +78,7 @@ fn request(a: RunArgs, host: &Host) -> Result<Request, ContainerError> {
         pasta_map_gw,
         network_aliases: a.network_alias.clone(),
         ip: a.ip,
+        extra_networks: Vec::new(),
         publish: a
             .publish
             .iter()

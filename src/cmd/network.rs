@@ -11,6 +11,27 @@ use crate::network::ipam;
 /// `strata network ...`.
 pub fn run(root: Option<PathBuf>, cmd: NetworkCmd) -> CmdResult {
     match cmd {
+        NetworkCmd::Connect {
+            alias,
+            ip,
+            network,
+            container,
+        } => {
+            let store = open_store(root)?;
+            let ctx = format!("connecting {container} to network {network}");
+            let c = crate::container::find(&store, &container).map_err(container_ctx(&ctx))?;
+            crate::container::connect::connect(&store, &c, &network, &alias, ip)
+                .map_err(container_ctx(&ctx))?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            let store = open_store(root)?;
+            let ctx = format!("disconnecting {container} from network {network}");
+            let c = crate::container::find(&store, &container).map_err(container_ctx(&ctx))?;
+            crate::container::connect::disconnect(&store, &c, &network)
+                .map_err(container_ctx(&ctx))?;
+            Ok(0)
+        }
         NetworkCmd::Create { subnet, name } => {
             let store = open_store(root)?;
             let n = ipam::create(&store, &name, subnet.as_deref())

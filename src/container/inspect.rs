@@ -122,12 +122,38 @@ fn network_settings(store: &Store, c: &Container, s: &super::state::State) -> Va
         );
     }
     let ip = s.ip.clone().unwrap_or_default();
+    let extra = req
+        .as_ref()
+        .map(|r| r.extra_networks.clone())
+        .unwrap_or_default();
     let aliases = req.map(|r| r.network_aliases).unwrap_or_default();
+    let mut networks = serde_json::Map::new();
+    networks.insert(
+        name,
+        json!({"IPAddress": ip, "Gateway": gateway, "Aliases": aliases}),
+    );
+    // The networks `network connect` joined: the address it holds there while it runs.
+    for j in extra {
+        let n = crate::network::ipam::network(store, &j.name).ok();
+        let held = n.as_ref().and_then(|n| {
+            crate::network::ipam::leases(store, n)
+                .into_iter()
+                .find(|(_, id)| id == s.id.as_str())
+        });
+        let (ip, gw) = match (held, &n) {
+            (Some((ip, _)), Some(n)) if s.ip.is_some() => (ip.to_string(), n.gateway.to_string()),
+            _ => (String::new(), String::new()),
+        };
+        networks.insert(
+            j.name,
+            json!({"IPAddress": ip, "Gateway": gw, "Aliases": j.aliases}),
+        );
+    }
     json!({
         "IPAddress": ip,
         "Gateway": gateway,
         "Ports": ports,
-        "Networks": {name: {"IPAddress": ip, "Gateway": gateway, "Aliases": aliases}},
+        "Networks": networks,
     })
 }
 
@@ -137,7 +163,10 @@ pub fn network_users(store: &Store, name: &str) -> Result<Vec<String>, Container
     Ok(super::state::list(store)?
         .into_iter()
         .filter(|c| {
-            super::request::request_of(c).is_ok_and(|r| r.network_name.as_deref() == Some(name))
+            super::request::request_of(c).is_ok_and(|r| {
+                r.network_name.as_deref() == Some(name)
+                    || r.extra_networks.iter().any(|j| j.name == name)
+            })
         })
         .map(|c| c.state.name)
         .collect())

@@ -9,6 +9,7 @@
 //! container's first process talk through the typed messages of [`handshake`].
 
 pub mod changes;
+pub mod connect;
 pub mod copy;
 pub mod copy_tar;
 pub mod error;

@@ -17,6 +17,17 @@ use crate::runtime::userns;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
+/// A network a container joined with `network connect`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Joined {
+    /// The network.
+    pub name: String,
+    /// More names it answers to there.
+    pub aliases: Vec<String>,
+    /// The address it asked for there.
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
 /// What `run` (or `create`) asks for; kept with the container (`request.json`) so
 /// `start` and `restart` start it the same way.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -45,6 +56,9 @@ pub struct Request {
     /// `--ip`: its address on its user-defined network.
     #[serde(default)]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// The user networks `network connect` joined it to besides its own.
+    #[serde(default)]
+    pub extra_networks: Vec<Joined>,
     /// `-p`: ports published from the host (with `--network bridge` or `pasta`).
     pub publish: Vec<Publish>,
     /// `-P`: every port the image exposes, on host ports the kernel picks (added to

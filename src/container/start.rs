@@ -112,7 +112,8 @@ fn prepare(created: &Created) -> Result<Prepared<'_>> {
 /// unmounted, the lease and the ports given back, then step 1 undone.
 struct Mounted<'a> {
     mount: RootfsMount,
-    lease: Option<Lease<'a>>,
+    /// Its own network's lease first, then those of the networks it was connected to.
+    leases: Vec<Lease<'a>>,
     ports: super::ports::Reservation,
     /// /etc/hosts, /etc/resolv.conf, /etc/hostname: bind-mounted files.
     etc_binds: Vec<Volume>,
@@ -154,15 +155,31 @@ impl<'a> Prepared<'a> {
                     dir: &c.dir,
                     names: &names,
                     ip: req.ip,
+                    holder: None,
                 };
                 Some(Lease::take(store, name, &member)?)
             }
             _ => None,
         };
+        let mut leases: Vec<Lease<'a>> = lease.into_iter().collect();
+        // The networks `network connect` joined it to: at each start too.
+        for j in &req.extra_networks {
+            let names: Vec<String> = std::iter::once(c.state.name.clone())
+                .chain(j.aliases.iter().cloned())
+                .collect();
+            let member = crate::network::ipam::Member {
+                id: c.state.id.as_str(),
+                dir: &c.dir,
+                names: &names,
+                ip: j.ip,
+                holder: None,
+            };
+            leases.push(Lease::take(store, &j.name, &member)?);
+        }
         let names = super::etc::Names {
             hostname: &c.state.hostname,
             network: req.network,
-            own_ip: lease.as_ref().map(|l| l.ip),
+            own_ip: leases.first().map(|l| l.ip),
             extra: &req.add_hosts,
             dns: &req.dns,
         };
@@ -192,7 +209,7 @@ impl<'a> Prepared<'a> {
         layers.extend(stack);
         Ok(Mounted {
             mount,
-            lease,
+            leases,
             ports,
             etc_binds,
             layers,
@@ -320,14 +337,14 @@ struct Launched<'a> {
     running: launch::Running,
     relay: Option<crate::runtime::tty::Relay>,
     net: Option<crate::network::usernet::UserNet>,
-    wired: Option<crate::network::Attachment<'a>>,
+    wired: Vec<crate::network::Attachment<'a>>,
     configured: Configured<'a>,
 }
 
 impl<'a> Configured<'a> {
     fn launch(mut self) -> Result<Launched<'a>> {
         let mut net = None;
-        let mut wired = None;
+        let mut wired = Vec::new();
         let waiter = self
             .waiter
             .take()
@@ -336,7 +353,7 @@ impl<'a> Configured<'a> {
             let m = &mut self.mounted;
             let (p, owners) = (&m.prepared, &self.owners);
             let (req, dir) = (&p.created.request, p.c.dir.clone());
-            let lease = &mut m.lease;
+            let leases = &mut m.leases;
             let mut ready = |pid: i32| -> Result<()> {
                 if !owners.is_empty() {
                     give_owners_inside(pid, owners)?;
@@ -349,8 +366,11 @@ impl<'a> Configured<'a> {
                         req.pasta_map_gw,
                     )?);
                 }
-                if let Some(l) = lease.take() {
-                    wired = Some(l.attach(pid, &req.publish)?);
+                for (k, l) in leases.drain(..).enumerate() {
+                    wired.push(match k {
+                        0 => l.attach(pid, &req.publish)?,
+                        _ => l.attach_more(pid)?,
+                    });
                 }
                 Ok(())
             };
@@ -405,7 +425,7 @@ impl<'a> Launched<'a> {
     /// and everything is undone.
     fn record(mut self) -> Result<Recorded<'a>> {
         let spec = &self.configured.spec;
-        let ip = self.wired.as_ref().map(|w| w.ip().to_string());
+        let ip = self.wired.first().map(|w| w.ip().to_string());
         let p = &mut self.configured.mounted.prepared;
         // A `--rm` container's record goes when it ends: its changes are not synced.
         let sync = !p.created.request.remove;
@@ -465,7 +485,7 @@ impl Recorded<'_> {
         } = configured;
         let Mounted {
             mount,
-            lease,
+            leases,
             ports,
             prepared,
             ..
@@ -492,7 +512,7 @@ impl Recorded<'_> {
             super::events::record(&c, "oom", &[]);
         }
         super::events::record(&c, "die", &[("exitCode", code.to_string())]);
-        drop((lease, ports, sentinel));
+        drop((leases, ports, sentinel));
         crate::runtime::timing::step("teardown (unmount, cgroups, record)");
         code
     }

@@ -333,6 +333,8 @@ pub struct Member<'a> {
     pub names: &'a [String],
     /// The address it asks for (`--ip`), else the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// The process whose life the lease lasts (default: this one, the launcher).
+    pub holder: Option<i32>,
 }
 
 /// Leases an address of `n` to container `m`: the lowest free one (a stale lease, whose
@@ -371,7 +373,7 @@ pub fn lease(store: &Store, n: &Network, m: &Member<'_>) -> Result<Ipv4Addr> {
         let text = format!(
             "{id}\n{}\n{}\n{}\n{}\n",
             store.root.display(),
-            std::process::id(),
+            m.holder.unwrap_or(std::process::id() as i32),
             m.dir.display(),
             m.names.join("\t")
         );

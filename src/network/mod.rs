@@ -30,10 +30,15 @@ fn nl_err(what: String) -> impl FnOnce(std::io::Error) -> NetworkError {
     move |e| NetworkError::Setup(format!("{what}: {e}"))
 }
 
-/// The host end of container `id`'s veth pair, and its other end before it is renamed.
-fn veth_names(id: &str) -> (String, String) {
-    let short = &id[..id.len().min(10)];
-    (format!("vs{short}"), format!("vp{short}"))
+/// The host end of container `id`'s veth pair on network `net`, and its other end before
+/// it is renamed (a container has one pair per network it joins).
+fn veth_names(id: &str, net: &str) -> (String, String) {
+    let short = &id[..id.len().min(8)];
+    // FNV-1a of the network's name: four hex digits tell a container's pairs apart.
+    let tag = net.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) & 0xffff;
+    (format!("vs{short}{tag:04x}"), format!("vp{short}{tag:04x}"))
 }
 
 /// An address of a network held for a container; given back when dropped.
@@ -44,11 +49,14 @@ pub struct Lease<'a> {
     /// The address.
     pub ip: Ipv4Addr,
     id: String,
+    kept: bool,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        ipam::release(self.store, &self.network, self.ip, &self.id);
+        if !self.kept {
+            ipam::release(self.store, &self.network, self.ip, &self.id);
+        }
     }
 }
 
@@ -64,17 +72,30 @@ impl<'a> Lease<'a> {
             network,
             ip,
             id: m.id.to_string(),
+            kept: false,
         })
     }
 
-    /// Wires the container whose init is `pid` to the network and publishes `ports`.
+    /// Wires the container whose init is `pid` to the network as its `eth0` (with the
+    /// default route) and publishes `ports`.
     pub fn attach(self, pid: i32, ports: &[Publish]) -> Result<Attachment<'a>> {
+        self.wire(pid, ports, true)
+    }
+
+    /// Wires the container whose init is `pid` to one more network (`network connect`):
+    /// its next free `ethN`, no default route, nothing published.
+    pub fn attach_more(self, pid: i32) -> Result<Attachment<'a>> {
+        self.wire(pid, &[], false)
+    }
+
+    fn wire(self, pid: i32, ports: &[Publish], first: bool) -> Result<Attachment<'a>> {
         let att = Attachment {
             lease: self,
             published: true,
+            kept: false,
         };
         let l = &att.lease;
-        let (host, peer) = veth_names(&l.id);
+        let (host, peer) = veth_names(&l.id, &l.network.name);
         {
             let nl = Netlink::new().map_err(nl_err("netlink".into()))?;
             let br = nl
@@ -90,12 +111,23 @@ impl<'a> Lease<'a> {
         let (ip, prefix, gw) = (l.ip, l.network.prefix, l.network.gateway);
         inside(pid, move || {
             let nl = Netlink::new()?;
-            nl.configure(&peer, "eth0", mac_of(ip), ip, prefix)?;
-            // A gratuitous ARP when eth0 comes up: neighbours that knew this address
+            let mut name = "eth0".to_string();
+            if !first {
+                let free = (1..64).find(|n| nl.index(&format!("eth{n}")).ok().flatten().is_none());
+                name = format!(
+                    "eth{}",
+                    free.ok_or_else(|| std::io::Error::other("no free ethN"))?
+                );
+            }
+            nl.configure(&peer, &name, mac_of(ip), ip, prefix)?;
+            // A gratuitous ARP when it comes up: neighbours that knew this address
             // (a container before this one) learn its owner at once.
-            std::fs::write("/proc/sys/net/ipv4/conf/eth0/arp_notify", "1")?;
-            nl.up(&["eth0", "lo"])?;
-            nl.default_route(gw)
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/arp_notify"), "1")?;
+            nl.up(&[name.as_str(), "lo"])?;
+            match first {
+                true => nl.default_route(gw),
+                false => Ok(()),
+            }
         })?;
         firewall::publish(&l.network, &l.id, l.ip, ports)?;
         names::refresh(l.store, &l.network);
@@ -113,11 +145,15 @@ pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// A container wired to a bridge network; unwired when dropped (its lease given back).
+/// A container wired to a bridge network; unwired when dropped (its lease given back),
+/// unless kept.
 pub struct Attachment<'a> {
     lease: Lease<'a>,
     /// It has rules of its own (published ports) to remove.
     published: bool,
+    /// Left wired when dropped: `network connect`'s, which lasts as long as the container
+    /// (whose init holds the lease) or until `network disconnect`.
+    kept: bool,
 }
 
 impl Attachment<'_> {
@@ -125,21 +161,47 @@ impl Attachment<'_> {
     pub fn ip(&self) -> Ipv4Addr {
         self.lease.ip
     }
+
+    /// Leaves it wired when dropped.
+    pub fn keep(mut self) {
+        self.kept = true;
+        self.lease.kept = true;
+    }
 }
 
 impl Drop for Attachment<'_> {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let l = &self.lease;
-        unwire(&l.id, self.published);
+        unwire(&l.id, &l.network.name, self.published);
         ipam::release(l.store, &l.network, l.ip, &l.id);
         names::refresh(l.store, &l.network);
     }
 }
 
-/// Removes container `id`'s veth pair and (if it may have any) rules; its lease goes
-/// separately.
-fn unwire(id: &str, rules: bool) {
-    let (host, _) = veth_names(id);
+/// `network disconnect`: container `id` leaves network `name` (its pair of that network
+/// removed, its lease given back, the members' /etc/hosts rewritten); whether it was on it.
+pub fn disconnect(store: &Store, name: &str, id: &str) -> Result<bool> {
+    let n = ipam::network(store, name)?;
+    let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
+        .into_iter()
+        .filter(|(_, holder)| holder == id)
+        .map(|(ip, _)| ip)
+        .collect();
+    unwire(id, &n.name, false);
+    for ip in &held {
+        ipam::release(store, &n, *ip, id);
+    }
+    names::refresh(store, &n);
+    Ok(!held.is_empty())
+}
+
+/// Removes container `id`'s veth pair on network `net` and (if it may have any) rules; its
+/// lease goes separately.
+fn unwire(id: &str, net: &str, rules: bool) {
+    let (host, _) = veth_names(id, net);
     if let Ok(nl) = Netlink::new() {
         let _ = nl.delete(&host);
     }
@@ -151,7 +213,7 @@ fn unwire(id: &str, rules: bool) {
 /// Collects the leases, veths and rules of containers that no longer run.
 pub fn collect(store: &Store, n: &Network) {
     for (ip, id) in ipam::stale(store, n) {
-        unwire(&id, true);
+        unwire(&id, &n.name, true);
         ipam::release(store, n, ip, &id);
     }
 }
@@ -178,7 +240,7 @@ pub fn forget(store: &Store, id: &str) {
         if held.is_empty() {
             continue;
         }
-        unwire(id, true);
+        unwire(id, &n.name, true);
         for ip in held {
             ipam::release(store, &n, ip, id);
         }

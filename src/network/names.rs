@@ -9,25 +9,41 @@ use std::io::Write;
 use super::ipam::{self, Network};
 use crate::image::Store;
 
-/// Rewrites the /etc/hosts of every member of user network `n`.
+/// Rewrites the /etc/hosts of every member of user network `n`: the file it got at start,
+/// then the members of each user network it is on (a container connected to several has
+/// a section for each).
 pub fn refresh(store: &Store, n: &Network) {
     if n.name == "bridge" {
         return;
     }
-    let members: Vec<(String, ipam::Holder)> = ipam::holders(store, n)
+    let nets: Vec<(Network, Vec<(String, ipam::Holder)>)> = ipam::list(store)
         .into_iter()
-        .map(|(ip, h)| (ip.to_string(), h))
+        .filter(|m| m.name != "bridge")
+        .map(|m| {
+            let hs = (ipam::holders(store, &m).into_iter())
+                .map(|(ip, h)| (ip.to_string(), h))
+                .collect();
+            (m, hs)
+        })
         .collect();
-    for (_, me) in &members {
+    let Some((_, members)) = nets.iter().find(|(m, _)| m.name == n.name) else {
+        return;
+    };
+    for (_, me) in members {
         let Some(dir) = &me.dir else { continue };
         let Ok(base) = std::fs::read_to_string(dir.join("hosts.base")) else {
             continue;
         };
         let mut text = base;
-        text.push_str(&format!("# strata network {}\n", n.name));
-        for (ip, other) in &members {
-            if other.id != me.id && !other.names.is_empty() {
-                text.push_str(&format!("{ip}\t{}\n", other.names.join(" ")));
+        for (m, hs) in &nets {
+            if !hs.iter().any(|(_, h)| h.id == me.id) {
+                continue;
+            }
+            text.push_str(&format!("# strata network {}\n", m.name));
+            for (ip, other) in hs {
+                if other.id != me.id && !other.names.is_empty() {
+                    text.push_str(&format!("{ip}\t{}\n", other.names.join(" ")));
+                }
             }
         }
         if let Ok(mut f) = std::fs::OpenOptions::new()
