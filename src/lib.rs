@@ -20,5 +20,6 @@ mod layering;
 pub mod network;
 pub mod overlay;
 pub mod runtime;
+pub mod snapshotter;
 pub mod sys;
 pub mod text;
