@@ -15,6 +15,7 @@ need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
 [ -x /bin/busybox ] || need+=(busybox-static)
 pkg-config --exists libseccomp 2>/dev/null || need+=(libseccomp-dev pkg-config)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
 cargo build --release -q
 strata="$PWD/target/release/strata"

@@ -3,6 +3,7 @@
 mod build;
 mod buildflags;
 mod compose;
+mod containerd;
 mod network;
 mod ports;
 mod registry;

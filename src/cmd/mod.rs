@@ -121,6 +121,19 @@ pub fn confirm(warning: &str) -> io::Result<bool> {
     ))
 }
 
+/// `strata snapshotter`: serves until killed; 1 with the reason when it can't.
+pub fn snapshotter(dir: &std::path::Path, address: &std::path::Path) -> i32 {
+    // In a user namespace of its own (rootless containerd) no `trusted.` xattrs: the
+    // layers keep kernel overlayfs's markers in `user.overlay.`.
+    let userxattr = std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false);
+    match crate::snapshotter::serve::serve(dir, address, userxattr) {
+        Ok(()) => 0,
+        Err(e) => fail(format_args!("snapshotter: {e}")),
+    }
+}
+
 /// Prints the standard error line and returns exit status 1 (for the commands that
 /// report each of several objects and go on).
 pub fn fail(msg: impl std::fmt::Display) -> i32 {

@@ -11,6 +11,7 @@
 //! removes.
 
 pub mod meta;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
