@@ -62,7 +62,10 @@ fn dispatch(root: Option<std::path::PathBuf>, command: Command) -> strata::cmd::
         Command::Image(c) => image::run(root, c),
         Command::Volume(c) => container::volume(root, c),
         Command::Network(c) => strata::cmd::network::run(root, c),
-        Command::Snapshotter { address, dir } => Ok(strata::cmd::snapshotter(&dir, &address)),
+        Command::Snapshotter { address } => {
+            let dir = root.unwrap_or_else(|| "/var/lib/strata-snapshotter".into());
+            Ok(strata::cmd::snapshotter(&dir, &address))
+        }
         Command::Compose(a) => Ok(strata::cmd::compose::run(root, a)),
         Command::Images { quiet } => image::run(root, ImageCmd::Ls { quiet }),
         Command::Rmi { force, images } => image::run(root, ImageCmd::Rm { force, images }),

@@ -22,14 +22,14 @@ impl Drop for Daemon {
     }
 }
 
-/// `strata snapshotter` on `dir/snap.sock` with its snapshots in `dir/snaps`.
+/// `strata snapshotter` on `dir/snap.sock` with its snapshots in `dir/snaps` (`--root`).
 fn snapshotter(dir: &Path) -> Daemon {
     let sock = dir.join("snap.sock");
     let _ = std::fs::remove_file(&sock);
     let child = Command::new(strata_bin())
         .args(["snapshotter", "--address"])
         .arg(&sock)
-        .arg("--snapshots")
+        .arg("--root")
         .arg(dir.join("snaps"))
         .spawn()
         .unwrap();

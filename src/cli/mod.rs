@@ -42,18 +42,12 @@ pub enum Command {
     /// Manage bridge networks (used with --network NAME; root).
     #[command(subcommand)]
     Network(NetworkCmd),
-    /// Serve strata as a containerd snapshotter (a proxy plugin on a unix socket).
+    /// Serve strata as a containerd snapshotter (a proxy plugin on a unix socket); --root
+    /// is where its snapshots live (default /var/lib/strata-snapshotter).
     Snapshotter {
         /// The socket containerd's proxy_plugins address names.
         #[arg(long, default_value = "/run/strata/snapshotter.sock")]
         address: PathBuf,
-        /// Where the snapshots live (default /var/lib/strata-snapshotter).
-        #[arg(
-            long = "snapshots",
-            value_name = "DIR",
-            default_value = "/var/lib/strata-snapshotter"
-        )]
-        dir: PathBuf,
     },
     /// Run a compose file's services (up, down, ps, logs, build, pull).
     Compose(ComposeArgs),
