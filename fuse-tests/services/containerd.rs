@@ -1,8 +1,9 @@
 //! strata as containerd's snapshotter: containerd (Debian's, with `ctr` and the runc
 //! shim) started by the test with a root, state dir, socket and config of its own, loading
-//! `strata snapshotter` as a proxy plugin. An image strata saved is unpacked into it, a
-//! container runs on a strata union mount, the snapshots are listed, inspected and
-//! measured, the records survive a `kill -9` of the snapshotter, and removing the image
+//! `strata snapshotter` as a proxy plugin. An image strata pushed to a docker-registry of
+//! the test's own is pulled into it, a container runs on a strata union mount, the
+//! snapshots are listed, inspected and measured, two snapshots of one image share its
+//! layer, the records survive a `kill -9` of the snapshotter, and removing the image
 //! leaves nothing in the snapshotter's root.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::containers::{env, ok};
 use crate::support::harness::strata_bin;
+use crate::support::registry::Registry;
 
 /// A daemon the test started, killed (by pid) when dropped.
 struct Daemon(Child);
@@ -26,7 +28,13 @@ impl Drop for Daemon {
 fn snapshotter(dir: &Path) -> Daemon {
     let sock = dir.join("snap.sock");
     let _ = std::fs::remove_file(&sock);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("snapshotter.log"))
+        .unwrap();
     let child = Command::new(strata_bin())
+        .stderr(log)
         .args(["snapshotter", "--address"])
         .arg(&sock)
         .arg("--root")
@@ -71,8 +79,12 @@ fn ctr_ok(dir: &Path, args: &[&str]) -> String {
     let o = ctr(dir, args);
     assert!(
         o.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
+        "ctr {args:?}: {}\nthe snapshotter's log: {}\ncontainerd's: {}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(dir.join("snapshotter.log")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("containerd.log"))
+            .map(|l| l.lines().rev().take(10).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -111,19 +123,21 @@ fn containerd_unpacks_and_runs_images_through_strata() {
     let plugins = ctr_ok(&dir, &["plugins", "ls"]);
     let up = |l: &str| l.contains("strata") && l.split_whitespace().last() == Some("ok");
     assert!(plugins.lines().any(up), "{plugins}");
-    // An image strata saved, unpacked into the strata snapshotter.
-    let archive = dir.join("box.tar");
-    ok(&e, &["save", "-o", archive.to_str().unwrap(), "box:1"]);
+    // An image strata pushed to a registry of the test's own, pulled and unpacked into the
+    // strata snapshotter.
+    let registry = Registry::start(&dir, false);
+    let image = registry.name("team/box:1");
+    ok(&e, &["tag", "box:1", &image]);
+    ok(&e, &["push", "-q", &image]);
     ctr_ok(
         &dir,
         &[
             "images",
-            "import",
+            "pull",
+            "--plain-http",
             "--snapshotter",
             "strata",
-            "--base-name",
-            "docker.io/library/box",
-            archive.to_str().unwrap(),
+            &image,
         ],
     );
     let snaps = ctr_ok(&dir, &["snapshots", "--snapshotter", "strata", "ls"]);
@@ -141,7 +155,7 @@ fn containerd_unpacks_and_runs_images_through_strata() {
             "--rm",
             "--snapshotter",
             "strata",
-            "docker.io/library/box:1",
+            &image,
             "t1",
             "sh",
             "-c",
@@ -162,10 +176,20 @@ fn containerd_unpacks_and_runs_images_through_strata() {
     let tree = ctr_ok(&dir, &["snapshots", "--snapshotter", "strata", "tree"]);
     assert!(tree.contains(&layer), "{tree}");
     // The image's layer didn't get the container's file, and the container's snapshot went.
-    let layer_dirs = std::fs::read_dir(dir.join("snaps/snapshots"))
-        .unwrap()
-        .count();
-    assert_eq!(layer_dirs, 1, "the --rm container's snapshot is left");
+    // (containerd removes a --rm container's snapshot a moment after ctr returns)
+    let dirs = || {
+        std::fs::read_dir(dir.join("snaps/snapshots"))
+            .unwrap()
+            .count()
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while dirs() != 1 {
+        assert!(
+            Instant::now() < end,
+            "the --rm container's snapshot is left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let o = std::process::Command::new("grep")
         .args(["-rl", "zq-written-by-t1"])
         .arg(dir.join("snaps/snapshots"))
@@ -181,7 +205,20 @@ fn containerd_unpacks_and_runs_images_through_strata() {
         let _ = d.0.wait();
     }
     snap = Some(snapshotter(&dir));
-    let again = ctr_ok(&dir, &["snapshots", "--snapshotter", "strata", "ls"]);
+    // containerd's connection to the killed one fails its next call; it dials again (its
+    // gRPC client backs off), so the first calls are retried for a bounded while.
+    let end = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        let o = ctr(&dir, &["snapshots", "--snapshotter", "strata", "ls"]);
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < end,
+            "containerd never reached the restarted snapshotter: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(again.contains(&layer), "{again}");
     // The snapshot API's rules, through ctr: a committed snapshot can't be prepared twice
     // under one key, nor removed while a child exists.
@@ -213,12 +250,47 @@ fn containerd_unpacks_and_runs_images_through_strata() {
         &["snapshots", "--snapshotter", "strata", "rm", &layer],
     );
     assert!(!o.status.success(), "a parent was removed under its child");
+    // Two snapshots of one image share its layer's directory (no copies).
+    ctr_ok(
+        &dir,
+        &[
+            "snapshots",
+            "--snapshotter",
+            "strata",
+            "prepare",
+            "other",
+            &layer,
+        ],
+    );
+    let lower_of = |key: &str| {
+        let m = ctr_ok(
+            &dir,
+            &[
+                "snapshots",
+                "--snapshotter",
+                "strata",
+                "mounts",
+                "/mnt",
+                key,
+            ],
+        );
+        m.split(|c: char| c == ',' || c.is_whitespace())
+            .find_map(|o| o.strip_prefix("lowerdir="))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no lowerdir: {m}"))
+    };
+    assert_eq!(lower_of("child"), lower_of("other"));
     ctr_ok(
         &dir,
         &["snapshots", "--snapshotter", "strata", "rm", "child"],
     );
+    ctr_ok(
+        &dir,
+        &["snapshots", "--snapshotter", "strata", "rm", "other"],
+    );
     // Removing the image lets containerd's garbage collection take its snapshot.
-    ctr_ok(&dir, &["images", "rm", "--sync", "docker.io/library/box:1"]);
+    ctr_ok(&dir, &["images", "rm", "--sync", &image]);
+    drop(registry);
     let end = Instant::now() + Duration::from_secs(20);
     while std::fs::read_dir(dir.join("snaps/snapshots"))
         .unwrap()

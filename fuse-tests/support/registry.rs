@@ -2,8 +2,11 @@
 
 use crate::support::archives::{layer, E};
 use crate::support::harness::{require_env, strata_bin};
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use crate::support::network::free_port;
 
 /// Runs a shell command of the test's set-up; it must succeed.
 pub(crate) fn sh(cmd: &str) {
@@ -97,4 +100,80 @@ pub(crate) fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A registry on 127.0.0.1, stopped (by pid) when dropped.
+pub(crate) struct Registry {
+    child: Child,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    /// `secure`: basic auth (alice / s3cret) over TLS; the CA is `dir/certs/ca.crt`.
+    pub(crate) fn start(dir: &Path, secure: bool) -> Registry {
+        let port = free_port();
+        let data = dir.join("registry-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            data.display()
+        );
+        if secure {
+            let d = dir.display();
+            std::fs::create_dir_all(dir.join("certs")).unwrap();
+            sh(&format!(
+                "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out certs/ca.crt -days 2 -subj '/CN=strata test CA' && \
+                 openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 && \
+                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext && \
+                 openssl x509 -req -in req.csr -CA certs/ca.crt -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext && \
+                 htpasswd -Bbn alice s3cret > htpasswd"
+            ));
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\nauth:\n  htpasswd:\n    realm: strata-test\n    path: {d}/htpasswd\n"
+            ));
+        }
+        let cfg_path = dir.join("registry.yml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        let r = Registry {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("docker-registry did not listen on {port}");
+    }
+
+    /// `127.0.0.1:PORT/repo`.
+    pub(crate) fn name(&self, repo: &str) -> String {
+        format!("127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// The file holding blob `hex` in the registry's storage.
+    pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .join("registry-data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
 }
