@@ -243,6 +243,9 @@ fn serve(
         Err(e) => return Err(MountError::Server(format!("reading layers: {e}"))),
     };
     let saved = saved_handles_path(opts);
+    // Held until this server has saved its table: the next mount of the workdir reads it
+    // only then (an unmount returns before the server that served it has saved).
+    let _handles_lock = saved.as_deref().map(lock_handles);
     if let Some(p) = &saved {
         restore_handles(&core, p);
     }
@@ -338,6 +341,41 @@ fn saved_handles_path(opts: &MountOptions) -> Option<PathBuf> {
     match (&opts.stack.workdir, &opts.stack.upperdir) {
         (Some(w), Some(_)) if opts.stack.nfs_export => Some(w.join("strata-handles")),
         _ => None,
+    }
+}
+
+/// The lock of the workdir's handle table (`strata-handles.lock`), taken when the server
+/// that last served the workdir has let it go (it saves its table first), waiting a
+/// bounded while; None (and a warning) if it can't be had.
+fn lock_handles(p: &Path) -> Option<std::fs::File> {
+    let lock = p.with_extension("lock");
+    let f = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("{}: {e}", lock.display());
+            return None;
+        }
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match crate::sys::fs::flock(f.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => return Some(f),
+            Err(_) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: {e}; the server before this one may not have saved its handles",
+                    lock.display()
+                );
+                return None;
+            }
+        }
     }
 }
 
