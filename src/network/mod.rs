@@ -185,11 +185,7 @@ impl Drop for Attachment<'_> {
 /// removed, its lease given back, the members' /etc/hosts rewritten); whether it was on it.
 pub fn disconnect(store: &Store, name: &str, id: &str) -> Result<bool> {
     let n = ipam::network(store, name)?;
-    let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
-        .into_iter()
-        .filter(|(_, holder)| holder == id)
-        .map(|(ip, _)| ip)
-        .collect();
+    let held = held_by(store, &n, id);
     unwire(id, &n.name, false);
     for ip in &held {
         ipam::release(store, &n, *ip, id);
@@ -232,11 +228,7 @@ pub fn rename(store: &Store, id: &str, name: &str) {
 /// on its way to doing it, and the container's traces must be gone when `rm` returns).
 pub fn forget(store: &Store, id: &str) {
     for n in ipam::list(store) {
-        let held: Vec<Ipv4Addr> = ipam::leases(store, &n)
-            .into_iter()
-            .filter(|(_, holder)| holder == id)
-            .map(|(ip, _)| ip)
-            .collect();
+        let held = held_by(store, &n, id);
         if held.is_empty() {
             continue;
         }
@@ -246,6 +238,15 @@ pub fn forget(store: &Store, id: &str) {
         }
         names::refresh(store, &n);
     }
+}
+
+/// The addresses of `n` that container `id` holds.
+fn held_by(store: &Store, n: &Network, id: &str) -> Vec<Ipv4Addr> {
+    ipam::leases(store, n)
+        .into_iter()
+        .filter(|(_, holder)| holder == id)
+        .map(|(ip, _)| ip)
+        .collect()
 }
 
 /// `network rm`: removes user network `name` (refused for `bridge` and while `users`, the
