@@ -237,10 +237,7 @@ fn healthcheck(i: &Instruction, args: &str) -> std::result::Result<serde_json::V
         ("start-interval", "StartInterval"),
     ] {
         if let Some(d) = i.flag(flag) {
-            let ns = d
-                .parse::<jiff::SignedDuration>()
-                .ok()
-                .and_then(|d| std::time::Duration::try_from(d).ok())
+            let ns = crate::container::health::parse_duration(d)
                 .ok_or_else(|| format!("HEALTHCHECK --{flag}={d}: expected a duration (30s)"))?;
             v[key] = serde_json::json!(ns.as_nanos() as u64);
         }

@@ -108,14 +108,19 @@ pub struct Health {
     pub log: Vec<Probe>,
 }
 
-/// A docker duration (`30s`, `1m30s`, `500ms`), positive.
-fn duration(flag: &str, s: &str) -> Result<Duration, ContainerError> {
+/// A docker duration (`30s`, `1m30s`, `500ms`), not negative; None otherwise (also for
+/// build's `HEALTHCHECK --interval=`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
     s.parse::<jiff::SignedDuration>()
         .ok()
         .and_then(|d| Duration::try_from(d).ok())
-        .ok_or_else(|| {
-            ContainerError::BadSpec(format!("{flag} {s}: expected a duration (30s, 1m30s)"))
-        })
+}
+
+/// [`parse_duration`], its failure naming `flag`.
+fn duration(flag: &str, s: &str) -> Result<Duration, ContainerError> {
+    parse_duration(s).ok_or_else(|| {
+        ContainerError::BadSpec(format!("{flag} {s}: expected a duration (30s, 1m30s)"))
+    })
 }
 
 /// A duration of the image config (nanoseconds; 0 or absent: the default).
