@@ -139,11 +139,11 @@ fn state_word(s: &ctr::State) -> &'static str {
 
 /// A container's published ports while it runs, as docker shows them
 /// (`0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp`).
-fn ports_text(c: &ctr::Container, s: &ctr::State) -> String {
+fn ports_text(req: Option<&ctr::request::Request>, s: &ctr::State) -> String {
     if s.status != Status::Running {
         return String::new();
     }
-    let Ok(req) = ctr::request::request_of(c) else {
+    let Some(req) = req else {
         return String::new();
     };
     req.publish
@@ -181,7 +181,11 @@ const FIELDS: [(&str, &str); 10] = [
 ];
 
 impl Row {
-    fn of(c: &ctr::Container, s: &ctr::State, labels: &BTreeMap<String, String>) -> Row {
+    fn of(
+        req: Option<&ctr::request::Request>,
+        s: &ctr::State,
+        labels: &BTreeMap<String, String>,
+    ) -> Row {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let created = since(Some(&s.created)).map(|d| format!("{} ago", human_duration(d)));
         Row {
@@ -191,7 +195,7 @@ impl Row {
                 ("Command", format!("\"{}\"", s.command.join(" "))),
                 ("CreatedAt", s.created.clone()),
                 ("RunningFor", created.unwrap_or_else(|| s.created.clone())),
-                ("Ports", ports_text(c, s)),
+                ("Ports", ports_text(req, s)),
                 ("State", state_word(s).to_string()),
                 ("Status", status_text(s)),
                 ("Names", s.name.clone()),
@@ -339,14 +343,13 @@ pub fn ps(
         if !all && s.status != Status::Running {
             continue;
         }
-        // Labels are the run request's (state.json doesn't copy them).
-        let labels = ctr::request::request_of(&c)
-            .map(|r| r.labels)
-            .unwrap_or_default();
+        // Labels and ports are the run request's (state.json doesn't copy them): read once.
+        let req = ctr::request::request_of(&c).ok();
+        let labels = req.as_ref().map(|r| r.labels.clone()).unwrap_or_default();
         if !filters.iter().all(|f| matches(f, &s, &labels, &ancestor)) {
             continue;
         }
-        rows.push((s.id.short().to_string(), Row::of(&c, &s, &labels)));
+        rows.push((s.id.short().to_string(), Row::of(req.as_ref(), &s, &labels)));
     }
     let mut out = std::io::stdout().lock();
     if quiet {
